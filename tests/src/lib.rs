@@ -1,0 +1,195 @@
+//! The e2e harness: starts the real Worker under `wrangler dev` (workerd, local D1,
+//! real Durable Objects) on free ports with a fresh state directory, and always
+//! stops wrangler's whole process group, even when a test fails.
+
+pub mod actors;
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A running relay. Dropping it stops wrangler and everything it started.
+pub struct Relay {
+    pub base: String,
+    pub port: u16,
+    child: Child,
+    state: tempfile::TempDir,
+}
+
+/// Process groups to stop when the test binary exits (for the shared relay).
+static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+extern "C" fn stop_all_groups() {
+    if let Ok(groups) = GROUPS.lock() {
+        for pgid in groups.iter() {
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A `wrangler` command run by the Node 22 in node_modules (wrangler 4 needs it).
+fn wrangler(root: &Path) -> Command {
+    let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
+    let path = format!(
+        "{}:{}",
+        root.join("node_modules/.bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.current_dir(root)
+        .env("PATH", path)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("DENET_SKIP_BUILD", "1");
+    cmd
+}
+
+impl Relay {
+    /// Starts a relay with the `wrangler.toml` defaults.
+    pub fn start() -> Relay {
+        Relay::start_with(&[])
+    }
+
+    /// Starts a relay with `[vars]` overridden by `vars`.
+    pub fn start_with(vars: &[(&str, &str)]) -> Relay {
+        let root = repo_root();
+        assert!(
+            root.join("build/index.js").exists(),
+            "build/index.js is missing: run `make build` first"
+        );
+        let state = tempfile::tempdir().expect("a temp dir");
+        let status = wrangler(&root)
+            .args(["d1", "migrations", "apply", "DB", "--local", "--persist-to"])
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("wrangler runs");
+        assert!(status.success(), "d1 migrations failed");
+
+        let (port, inspector) = (free_port(), free_port());
+        let log = std::fs::File::create(state.path().join("wrangler.log")).expect("log file");
+        let mut cmd = wrangler(&root);
+        cmd.args([
+            "dev",
+            "--ip",
+            "127.0.0.1",
+            "--test-scheduled",
+            "--show-interactive-dev-session=false",
+        ])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--inspector-port",
+            &inspector.to_string(),
+        ])
+        .arg("--persist-to")
+        .arg(state.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log clone"))
+        .stderr(log)
+        .process_group(0);
+        for (k, v) in vars {
+            cmd.arg("--var").arg(format!("{k}:{v}"));
+        }
+        let child = cmd.spawn().expect("wrangler starts");
+        let relay = Relay {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            child,
+            state,
+        };
+        relay.wait_ready();
+        relay
+    }
+
+    /// The relay shared by the tests of one binary, stopped when the binary exits.
+    pub fn shared() -> &'static Relay {
+        static SHARED: OnceLock<Relay> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let relay = Relay::start();
+            GROUPS.lock().expect("groups").push(relay.child.id() as i32);
+            unsafe { libc::atexit(stop_all_groups) };
+            relay
+        })
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let url = format!("{}/v1/health", self.base);
+        while Instant::now() < deadline {
+            if http_get_blocking(&url) == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("relay did not become ready; wrangler log:\n{}", self.log());
+    }
+
+    /// wrangler's output so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("wrangler.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as i32;
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking GET returning the status, without an async runtime.
+fn http_get_blocking(url: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n])
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,50 @@
+//! The relay answers on the real runtime: health, unknown routes, wrong methods.
+
+use denet_e2e::Relay;
+use serde_json::Value;
+
+async fn get(path: &str) -> (u16, Value) {
+    let resp = reqwest::get(Relay::shared().url(path))
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("a JSON body"))
+}
+
+#[tokio::test]
+async fn health_reports_status_version_and_relay() {
+    let (status, body) = get("/v1/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(body["relay"], "denet-local");
+}
+
+#[tokio::test]
+async fn unknown_routes_are_not_found_in_the_error_shape() {
+    for path in ["/", "/v1", "/v1/healthz", "/v2/health", "/v1/health/extra"] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+        assert!(body["error"]["message"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn wrong_methods_are_method_not_allowed() {
+    let client = reqwest::Client::new();
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::DELETE,
+        reqwest::Method::PUT,
+    ] {
+        let resp = client
+            .request(method.clone(), Relay::shared().url("/v1/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{method}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+    }
+}
