@@ -10,7 +10,6 @@ use worker::Env;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub relay_id: String,
-    #[allow(dead_code)] // read by the messaging routes
     pub limits: Limits,
 }
 

@@ -2,12 +2,19 @@
 //! requests, talks to D1 and the per-address Durable Objects, and maps every
 //! failure to one §6 JSON error.
 
+mod checks;
 mod config;
 mod error;
+mod keys;
+mod page;
+mod retention;
 mod room;
 mod routes;
+mod store;
 
-use worker::{Context, Env, Request, Response, Result, event};
+pub use room::Room;
+
+use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
 #[event(start)]
 fn start() {
@@ -15,8 +22,15 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
-    Ok(routes::dispatch(req, env, ctx)
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    Ok(routes::dispatch(req, env)
         .await
         .unwrap_or_else(error::ApiError::into_response))
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    if let Err(e) = retention::run(&env).await {
+        worker::console_error!("retention run failed: {e}");
+    }
 }

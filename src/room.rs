@@ -1,24 +1,440 @@
-//! The per-address Durable Object.
+//! The per-address Durable Object: the single writer of one room or inbox.
+//!
+//! It group-commits concurrent posts into one D1 batch (seq is assigned there, in
+//! order), holds the address's WebSockets through the hibernation API and its
+//! waiting long-polls, and keeps the recent-id bloom filter. In-memory state is
+//! only a cache: after hibernation it starts empty and D1 remains the truth.
 
-use worker::{DurableObject, Env, Request, Response, Result, State, durable_object, wasm_bindgen};
+use crate::checks::{self, now_ms};
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::page;
+use crate::routes::json;
+use crate::store::{self, Committed};
+use denet_core::dedup::{RecentIds, Seen};
+use denet_core::{Address, Envelope, Error, PageQuery};
+use futures::channel::oneshot;
+use futures::lock::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::time::Duration;
+use worker::{
+    D1Database, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair, durable_object, wasm_bindgen,
+    worker_sys::WebSocketRequestResponsePair,
+};
+
+/// Replayed messages are read from D1 in pages of this size.
+const REPLAY_PAGE: u64 = 500;
+/// Ids per bloom generation, and its target false-positive rate.
+const RECENT_IDS: usize = 20_000;
+const RECENT_FP_RATE: f64 = 0.01;
+
+/// What each hibernating socket carries, so the object can serve it after waking.
+#[derive(Serialize, Deserialize)]
+struct SocketInfo {
+    sid: u64,
+    address: String,
+}
+
+/// A post waiting for the next group commit.
+struct Pending {
+    id: String,
+    envelope: Envelope,
+    /// The socket that sent it, which does not get it back live.
+    origin: Option<u64>,
+    reply: oneshot::Sender<std::result::Result<Committed, String>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pending: Vec<Pending>,
+    waiters: Vec<oneshot::Sender<()>>,
+    recent: Option<RecentIds>,
+    next_sid: u64,
+}
 
 #[durable_object]
 pub struct Room {
-    _state: State,
-    _env: Env,
+    state: State,
+    env: Env,
+    inner: RefCell<Inner>,
+    /// Held by whoever writes to D1 or replays a socket, so commits, broadcasts and
+    /// replays happen one at a time and in seq order.
+    write_lock: Mutex<()>,
+}
+
+/// The answer to a post: the envelope's id and where it stands.
+pub fn ack_json(id: &str, c: &Committed) -> Value {
+    json!({"id": id, "seq": c.seq, "received_at": c.received_at, "duplicate": c.duplicate})
+}
+
+impl Room {
+    fn db(&self) -> Result<D1Database> {
+        self.env.d1("DB")
+    }
+
+    /// Commits `envelope` to `address` (or finds its first copy) and returns where it stands.
+    async fn submit(
+        &self,
+        address: &Address,
+        envelope: Envelope,
+        origin: Option<u64>,
+    ) -> ApiResult<(String, Committed)> {
+        let id = envelope.id();
+        let maybe_seen = self.with_recent(address, |r| r.check(&id) == Seen::Maybe);
+        if maybe_seen && let Some(first) = store::find_message(&self.db()?, address, &id).await? {
+            return Ok((id, first));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner.borrow_mut().pending.push(Pending {
+            id: id.clone(),
+            envelope,
+            origin,
+            reply,
+        });
+        {
+            let _turn = self.write_lock.lock().await;
+            let batch = std::mem::take(&mut self.inner.borrow_mut().pending);
+            if !batch.is_empty() {
+                self.flush(address, batch).await;
+            }
+        }
+        match answer.await {
+            Ok(Ok(committed)) => Ok((id, committed)),
+            Ok(Err(cause)) => Err(ApiError::internal(cause)),
+            Err(_) => Err(ApiError::internal("commit reply dropped")),
+        }
+    }
+
+    /// Writes one batch in one D1 transaction, then answers, broadcasts and wakes.
+    async fn flush(&self, address: &Address, batch: Vec<Pending>) {
+        let items: Vec<(String, &Envelope)> =
+            batch.iter().map(|p| (p.id.clone(), &p.envelope)).collect();
+        let result = match self.db() {
+            Ok(db) => store::commit_batch(&db, address, &items, now_ms()).await,
+            Err(e) => Err(e),
+        };
+        let commits = match result {
+            Ok(commits) => commits,
+            Err(e) => {
+                let cause = format!("commit to {address} failed: {e}");
+                batch
+                    .into_iter()
+                    .for_each(|p| drop(p.reply.send(Err(cause.clone()))));
+                return;
+            }
+        };
+        let mut any_new = false;
+        for (p, c) in batch.into_iter().zip(commits) {
+            if !c.duplicate {
+                any_new = true;
+                self.with_recent(address, |r| r.insert(&p.id));
+                let stored = p.envelope.to_stored_json(&p.id, c.seq, c.received_at);
+                self.broadcast(
+                    &json!({"type": "message", "message": stored}).to_string(),
+                    p.origin,
+                );
+            }
+            let _ = p.reply.send(Ok(c));
+        }
+        if any_new {
+            let waiters = std::mem::take(&mut self.inner.borrow_mut().waiters);
+            for w in waiters {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    fn with_recent<T>(&self, address: &Address, f: impl FnOnce(&mut RecentIds) -> T) -> T {
+        let mut inner = self.inner.borrow_mut();
+        let recent = inner.recent.get_or_insert_with(|| {
+            let seed = denet_core::encoding::sha256_hex(address.as_str().as_bytes());
+            let mut bytes = [0u8; 32];
+            bytes.copy_from_slice(&seed.as_bytes()[..32]);
+            RecentIds::new(RECENT_IDS, RECENT_FP_RATE, bytes)
+        });
+        f(recent)
+    }
+
+    /// Sends `frame` to every socket of the address but `except`. A socket that
+    /// fails is closed; the others still get the frame.
+    fn broadcast(&self, frame: &str, except: Option<u64>) {
+        for ws in self.state.get_websockets() {
+            if except.is_some() && sid_of(&ws) == except {
+                continue;
+            }
+            if ws.send_with_str(frame).is_err() {
+                let _ = ws.close(Some(1011), Some("send failed"));
+            }
+        }
+    }
+
+    /// A long-poll: register first, read, and if empty wait for a commit or `wait`.
+    async fn pull(&self, address: &Address, query: PageQuery) -> ApiResult<Response> {
+        let db = self.db()?;
+        let (wake, woken) = oneshot::channel();
+        self.inner.borrow_mut().waiters.push(wake);
+        let page = page::read(&db, address, &query).await?;
+        if !page.messages.is_empty() || query.wait_secs == 0 {
+            return json(200, &page.to_json());
+        }
+        let timeout = Delay::from(Duration::from_secs(query.wait_secs));
+        futures::future::select(woken, timeout).await;
+        json(200, &page::read(&db, address, &query).await?.to_json())
+    }
+
+    /// Opens a hibernatable socket: replay after `after`, `ready`, then live.
+    async fn open_socket(&self, address: &Address, after: Option<u64>) -> ApiResult<Response> {
+        let db = self.db()?;
+        let pair = WebSocketPair::new()?;
+        let sid = self.new_sid();
+        // While the lock is held no commit happens, so nothing falls between the
+        // replay and the live stream, and nothing comes twice.
+        let _turn = self.write_lock.lock().await;
+        self.state.accept_web_socket(&pair.server);
+        pair.server.serialize_attachment(SocketInfo {
+            sid,
+            address: address.as_str().to_owned(),
+        })?;
+        let next = match after {
+            None => store::last_seq(&db, address).await?,
+            Some(mut cursor) => loop {
+                let rows = store::messages_after(&db, address, cursor, REPLAY_PAGE).await?;
+                for row in &rows {
+                    pair.server.send_with_str(
+                        json!({"type": "message", "message": row.to_json()}).to_string(),
+                    )?;
+                    cursor = row.seq;
+                }
+                if (rows.len() as u64) < REPLAY_PAGE {
+                    break cursor;
+                }
+            },
+        };
+        pair.server
+            .send_with_str(json!({"type": "ready", "next": next}).to_string())?;
+        Ok(Response::from_websocket(pair.client)?)
+    }
+
+    fn new_sid(&self) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        inner.next_sid = inner.next_sid.wrapping_add(1);
+        // Unique across wake-ups: the clock moves on while a counter restarts.
+        now_ms() * 4096 + inner.next_sid % 4096
+    }
+
+    /// One client frame; returns the frame to answer with, if any.
+    async fn on_frame(&self, info: &SocketInfo, text: &str) -> Option<Value> {
+        let frame = match checks::parse_json(text.as_bytes()) {
+            Ok(v) => v,
+            Err(e) => return Some(error_frame(None, e.into_protocol())),
+        };
+        let reference = frame
+            .get("ref")
+            .and_then(Value::as_str)
+            .filter(|r| (1..=64).contains(&r.len()))
+            .map(str::to_owned);
+        match self.on_request(info, &frame).await {
+            Ok(reply) => reply,
+            Err(e) => Some(error_frame(reference.as_deref(), e.into_protocol())),
+        }
+    }
+
+    async fn on_request(&self, info: &SocketInfo, frame: &Value) -> ApiResult<Option<Value>> {
+        let f = denet_core::fields::Fields::new(frame, "frame")?;
+        match f.str("type")? {
+            "ping" => {
+                f.deny_unknown(&["type"])?;
+                Ok(Some(json!({"type": "pong"})))
+            }
+            "send" => {
+                let reference = f.str("ref")?;
+                if !(1..=64).contains(&reference.len()) {
+                    return Err(f.bad("ref", "must be 1 to 64 bytes").into());
+                }
+                let value = f.value("envelope")?;
+                f.deny_unknown(&["type", "ref", "envelope"])?;
+                let address = Address::parse_strict(&info.address)?;
+                let config = Config::get(&self.env)?;
+                let envelope =
+                    checks::check_envelope(&self.db()?, &config, value, now_ms()).await?;
+                if envelope.to != address {
+                    return Err(Error::malformed(
+                        "the envelope's `to` is not this socket's address",
+                    )
+                    .into());
+                }
+                let (id, c) = self.submit(&address, envelope, Some(info.sid)).await?;
+                let mut ack = ack_json(&id, &c);
+                ack["type"] = "ack".into();
+                ack["ref"] = reference.into();
+                Ok(Some(ack))
+            }
+            other => Err(f
+                .bad("type", format_args!("{other:?} is not a client frame type"))
+                .into()),
+        }
+    }
+
+    async fn route(&self, mut req: Request) -> ApiResult<Response> {
+        let url = req.url()?;
+        let address = url
+            .query_pairs()
+            .find(|(k, _)| k == "address")
+            .map(|(_, v)| Address::parse_strict(&v))
+            .transpose()?
+            .ok_or_else(|| ApiError::internal("room request without an address"))?;
+        let rest = url
+            .query_pairs()
+            .find(|(k, _)| k == "q")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        match url.path() {
+            "/commit" => {
+                let body = req.bytes().await?;
+                let value = checks::parse_json(&body)?;
+                let envelope = Envelope::parse(&value, usize::MAX)?;
+                let (id, c) = self.submit(&address, envelope, None).await?;
+                json(if c.duplicate { 200 } else { 201 }, &ack_json(&id, &c))
+            }
+            "/pull" => self.pull(&address, PageQuery::parse(&rest)?).await,
+            "/ws" => {
+                self.open_socket(&address, denet_core::query::parse_socket_query(&rest)?)
+                    .await
+            }
+            other => Err(ApiError::internal(format!(
+                "unknown room operation {other}"
+            ))),
+        }
+    }
+}
+
+fn sid_of(ws: &WebSocket) -> Option<u64> {
+    ws.deserialize_attachment::<SocketInfo>()
+        .ok()
+        .flatten()
+        .map(|i| i.sid)
+}
+
+fn error_frame(reference: Option<&str>, e: Error) -> Value {
+    json!({"type": "error", "ref": reference, "code": e.code.as_str(), "message": e.message})
 }
 
 impl DurableObject for Room {
     fn new(state: State, env: Env) -> Self {
+        // `{"type":"ping"}` is answered by the runtime without waking the object.
+        if let Ok(pair) =
+            WebSocketRequestResponsePair::new(r#"{"type":"ping"}"#, r#"{"type":"pong"}"#)
+        {
+            state.set_websocket_auto_response(&pair);
+        }
         Room {
-            _state: state,
-            _env: env,
+            state,
+            env,
+            inner: RefCell::new(Inner::default()),
+            write_lock: Mutex::new(()),
         }
     }
 
-    async fn fetch(&self, _req: Request) -> Result<Response> {
-        Ok(crate::error::error_response(&denet_core::Error::not_found(
-            "no such room operation",
-        )))
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        Ok(self
+            .route(req)
+            .await
+            .unwrap_or_else(ApiError::into_response))
     }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let Some(info) = ws.deserialize_attachment::<SocketInfo>().ok().flatten() else {
+            let _ = ws.close(Some(1011), Some("socket state lost"));
+            return Ok(());
+        };
+        let limit = Config::get(&self.env)
+            .map(|c| c.limits.max_request_bytes)
+            .unwrap_or(u64::MAX);
+        let reply = match message {
+            WebSocketIncomingMessage::Binary(_) => Some(error_frame(
+                None,
+                Error::malformed("binary frames are not accepted"),
+            )),
+            WebSocketIncomingMessage::String(text) if text.len() as u64 > limit => {
+                Some(error_frame(
+                    None,
+                    Error::too_large(format!("frame is over {limit} bytes")),
+                ))
+            }
+            WebSocketIncomingMessage::String(text) => self.on_frame(&info, &text).await,
+        };
+        if let Some(reply) = reply {
+            let _ = ws.send_with_str(reply.to_string());
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        let _ = ws.close(Some(1000), Some("closed"));
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        let _ = ws.close(Some(1011), Some("socket error"));
+        Ok(())
+    }
+}
+
+/// How the Worker reaches the object of `address`.
+pub async fn call(
+    env: &Env,
+    address: &Address,
+    op: &str,
+    query: &str,
+    body: Option<String>,
+    upgrade: Option<&Request>,
+) -> ApiResult<Response> {
+    let stub = env
+        .durable_object("ROOMS")?
+        .id_from_name(address.as_str())?
+        .get_stub()?;
+    let mut url = format!("https://room/{op}?address={address}");
+    if !query.is_empty() {
+        url.push_str("&q=");
+        url.push_str(&percent_encode(query));
+    }
+    let req = match (body, upgrade) {
+        (Some(body), _) => {
+            let mut init = worker::RequestInit::new();
+            init.with_method(worker::Method::Post)
+                .with_body(Some(body.into()));
+            Request::new_with_init(&url, &init)?
+        }
+        (None, Some(original)) => {
+            let mut init = worker::RequestInit::new();
+            init.with_headers(original.headers().clone());
+            Request::new_with_init(&url, &init)?
+        }
+        (None, None) => Request::new(&url, worker::Method::Get)?,
+    };
+    Ok(stub.fetch_with_request(req).await?)
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

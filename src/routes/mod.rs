@@ -1,30 +1,47 @@
 //! The route table: path patterns → handlers, and the §4 check order for the
-//! parts every route shares (route, method).
+//! parts every route shares (route, then method).
 
 mod health;
+mod keys;
+mod messages;
+mod sockets;
 
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult, refuse};
+use crate::error::{ApiResult, refuse};
 use denet_core::ErrorCode;
-use worker::{Context, Env, Headers, Method, Request, Response};
+use worker::{Env, Headers, Method, Request, Response};
 
-/// A resolved route: what the path names, before its parts are validated.
+/// A resolved route, its path parameters still unvalidated.
 enum Route<'p> {
     Health,
-    _Unused(&'p str),
+    PostMessage,
+    RoomMessages(&'p str),
+    RoomSocket(&'p str),
+    InboxMessages(&'p str),
+    InboxSocket(&'p str),
+    Keys(&'p str),
+    Revoke(&'p str),
 }
 
 /// Matches a path to a route and the methods it allows.
 fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["v1", "health"] => Some((Route::Health, &[Method::Get])),
-        _ => None,
-    }
+    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let get: &'static [Method] = &[Method::Get];
+    Some(match segments.as_slice() {
+        ["v1", "health"] => (Route::Health, get),
+        ["v1", "messages"] => (Route::PostMessage, &[Method::Post]),
+        ["v1", "rooms", room, "messages"] => (Route::RoomMessages(room), get),
+        ["v1", "rooms", room, "ws"] => (Route::RoomSocket(room), get),
+        ["v1", "inbox", wallet, "messages"] => (Route::InboxMessages(wallet), get),
+        ["v1", "inbox", wallet, "ws"] => (Route::InboxSocket(wallet), get),
+        ["v1", "keys", wallet] => (Route::Keys(wallet), &[Method::Get, Method::Put]),
+        ["v1", "keys", wallet, "revoke"] => (Route::Revoke(wallet), &[Method::Post]),
+        _ => return None,
+    })
 }
 
-/// The Worker's fetch handler body: route, then dispatch.
-pub async fn dispatch(req: Request, env: Env, _ctx: Context) -> ApiResult<Response> {
+/// The Worker's fetch handler body: route, check the method, dispatch.
+pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
     let config = Config::get(&env)?;
     let path = req.path();
     let Some((route, methods)) = resolve(&path) else {
@@ -39,7 +56,16 @@ pub async fn dispatch(req: Request, env: Env, _ctx: Context) -> ApiResult<Respon
     }
     match route {
         Route::Health => health::health(&config),
-        Route::_Unused(_) => Err(ApiError::internal("unreachable route")),
+        Route::PostMessage => messages::post_message(req, &env, &config).await,
+        Route::RoomMessages(room) => messages::pull_room(req, room, &env).await,
+        Route::RoomSocket(room) => sockets::room_socket(req, room, &env).await,
+        Route::InboxMessages(wallet) => messages::pull_inbox(req, wallet, &env, &config).await,
+        Route::InboxSocket(wallet) => sockets::inbox_socket(req, wallet, &env, &config).await,
+        Route::Keys(wallet) if method == Method::Put => {
+            keys::put_bundle(req, wallet, &env, &config).await
+        }
+        Route::Keys(wallet) => keys::get_bundles(req, wallet, &env).await,
+        Route::Revoke(wallet) => keys::revoke_key(req, wallet, &env, &config).await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! stops wrangler's whole process group, even when a test fails.
 
 pub mod actors;
+pub mod ws;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -192,4 +193,110 @@ fn http_get_blocking(url: &str) -> Option<u16> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// A status and JSON body.
+pub type Answer = (u16, serde_json::Value);
+
+async fn answer(resp: reqwest::Response) -> Answer {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("a body");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text:?}"));
+    (status, body)
+}
+
+/// HTTP helpers against one relay.
+impl Relay {
+    /// A client for one request. Not shared: each `#[tokio::test]` has its own
+    /// runtime, and a pooled connection from a finished runtime is dead.
+    pub fn client() -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        answer(
+            Relay::client()
+                .get(self.url(path))
+                .send()
+                .await
+                .expect("GET"),
+        )
+        .await
+    }
+
+    /// GET with the four `Denet-*` headers signed by `user`'s device, now.
+    pub async fn get_signed(&self, user: &actors::User, path: &str) -> Answer {
+        self.get_signed_at(user, path, actors::now_ms()).await
+    }
+
+    pub async fn get_signed_at(&self, user: &actors::User, path: &str, time: u64) -> Answer {
+        let mut req = Relay::client().get(self.url(path));
+        for (name, value) in user.signed_headers("GET", path, time) {
+            req = req.header(name, value);
+        }
+        answer(req.send().await.expect("GET")).await
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Answer {
+        let req = Relay::client().request(method, self.url(path)).json(body);
+        answer(req.send().await.expect("request")).await
+    }
+
+    pub async fn post(&self, envelope: &serde_json::Value) -> Answer {
+        self.send_json(reqwest::Method::POST, "/v1/messages", envelope)
+            .await
+    }
+
+    /// Registers `user`'s device bundle (valid 30 days); panics unless `201`.
+    pub async fn register(&self, user: &actors::User) {
+        let (status, body) = self.put_bundle(user, &user.bundle(30)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    pub async fn put_bundle(&self, user: &actors::User, bundle: &serde_json::Value) -> Answer {
+        self.send_json(
+            reqwest::Method::PUT,
+            &format!("/v1/keys/{}", user.wallet),
+            bundle,
+        )
+        .await
+    }
+
+    /// Every message of a room, paging with `limit`.
+    pub async fn pull_all(&self, path: &str, limit: u64) -> Vec<serde_json::Value> {
+        let (mut after, mut all) = (0, Vec::new());
+        loop {
+            let (status, page) = self
+                .get(&format!("{path}?after={after}&limit={limit}"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let messages = page["messages"].as_array().expect("messages").clone();
+            after = page["next"].as_u64().expect("next");
+            let more = page["more"].as_bool().expect("more");
+            all.extend(messages);
+            if !more {
+                return all;
+            }
+        }
+    }
+
+    /// Runs a SQL statement on this relay's local D1 (to age data for retention tests).
+    pub fn d1_execute(&self, sql: &str) {
+        let root = repo_root();
+        let status = wrangler(&root)
+            .args(["d1", "execute", "DB", "--local", "--persist-to"])
+            .arg(self.state.path())
+            .args(["--command", sql])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("wrangler runs");
+        assert!(status.success(), "d1 execute failed: {sql}");
+    }
 }

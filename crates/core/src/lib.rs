@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod bundle;
+pub mod dedup;
 pub mod encoding;
 pub mod envelope;
 pub mod error;

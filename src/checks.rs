@@ -1,0 +1,94 @@
+//! The §4 checks shared by HTTP posts and WebSocket `send` frames, and the gate
+//! on signed inbox reads. Order: size, media type, shape, clock, signature, key.
+
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::keys;
+use denet_core::request::{self, SignedRequest};
+use denet_core::{Envelope, Error, ErrorCode, Wallet, check_skew};
+use serde_json::Value;
+use worker::{D1Database, Request};
+
+/// The relay clock, ms.
+pub fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// Reads a JSON request body: `413` from its declared or actual length, `415` if
+/// it is not `application/json`, `400 malformed` if it does not parse.
+pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
+    let too_large = || {
+        ApiError::from(Error::too_large(format!(
+            "request body is over {max_bytes} bytes"
+        )))
+    };
+    if let Some(len) = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        && len > max_bytes
+    {
+        return Err(too_large());
+    }
+    let media = req.headers().get("content-type")?.unwrap_or_default();
+    let essence = media
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" {
+        return Err(Error::new(
+            ErrorCode::UnsupportedMediaType,
+            "the body must be application/json",
+        )
+        .into());
+    }
+    let bytes = req.bytes().await?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large());
+    }
+    parse_json(&bytes)
+}
+
+/// Parses JSON text; anything else is `400 malformed`.
+pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::malformed(format!("the body is not valid JSON: {e}")).into())
+}
+
+/// Checks an envelope as a client posts it: shape (with the body size), clock
+/// window, signature, and for a named sender that `key` is an active key of `from`.
+pub async fn check_envelope(
+    db: &D1Database,
+    config: &Config,
+    value: &Value,
+    now_ms: u64,
+) -> ApiResult<Envelope> {
+    let env = Envelope::parse(value, config.limits.max_body_bytes as usize)?;
+    check_skew(env.ts, now_ms, config.limits.skew_ms, "ts")?;
+    env.verify()?;
+    if let Some(from) = &env.from {
+        keys::require_active(db, from, &env.key, now_ms).await?;
+    }
+    Ok(env)
+}
+
+/// The gate of a signed inbox route (§3.1): returns the query left for the route
+/// once the request is proven to come from an active key of `wallet`.
+pub async fn authorize_inbox(
+    req: &Request,
+    wallet: &Wallet,
+    db: &D1Database,
+    config: &Config,
+) -> ApiResult<String> {
+    let url = req.url()?;
+    let extracted = request::extract(url.path(), url.query(), |name| {
+        req.headers().get(name).ok().flatten()
+    });
+    let signed: SignedRequest = extracted.credentials?;
+    let now = now_ms();
+    signed.verify(req.method().as_ref(), wallet, now, config.limits.skew_ms)?;
+    keys::require_active(db, wallet, &signed.key, now).await?;
+    Ok(extracted.query)
+}

@@ -1,0 +1,161 @@
+//! The key directory (PROTOCOL.md §1): register, list and revoke device bundles.
+
+use crate::checks::{self, now_ms};
+use crate::config::Config;
+use crate::error::{ApiResult, refuse};
+use crate::keys;
+use crate::routes::json;
+use crate::store::{self, BundleRow};
+use denet_core::bundle::MAX_ACTIVE_BUNDLES;
+use denet_core::encoding::b64;
+use denet_core::query::parse_params;
+use denet_core::{Bundle, Error, ErrorCode, Revocation, Wallet, check_skew};
+use serde_json::{Value, json};
+use worker::{Env, Request, Response};
+
+/// `PUT /v1/keys/{wallet}`: `201` stored, `200` already stored, `409` conflict.
+pub async fn put_bundle(
+    mut req: Request,
+    wallet: &str,
+    env: &Env,
+    config: &Config,
+) -> ApiResult<Response> {
+    let wallet = Wallet::parse_lenient(wallet)?;
+    let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
+    let bundle = Bundle::parse(&value)?;
+    if bundle.wallet != wallet {
+        return refuse(
+            ErrorCode::Malformed,
+            "the bundle's wallet is not the wallet in the path",
+        );
+    }
+    let now = now_ms();
+    bundle.check_clock(now, config.limits.skew_ms)?;
+    bundle.verify()?;
+    let db = env.d1("DB")?;
+    let row = BundleRow {
+        sign_key: bundle.sign_key.to_b64(),
+        wallet: bundle.wallet.to_string(),
+        dh_key: b64(&bundle.dh_key),
+        issued_at: bundle.issued_at,
+        expires_at: bundle.expires_at,
+        wallet_sig: bundle.wallet_sig.clone(),
+        revoked_at: None,
+        revocation_sig: None,
+    };
+    let stored = match store::bundle_by_key(&db, &row.sign_key).await? {
+        Some(existing) => existing,
+        None if store::insert_bundle(&db, &row, MAX_ACTIVE_BUNDLES, now).await? => {
+            keys::forget(&row.sign_key);
+            return json(201, &row.bundle_json());
+        }
+        // Lost a race for the same key, or the wallet is at its cap.
+        None => match store::bundle_by_key(&db, &row.sign_key).await? {
+            Some(existing) => existing,
+            None => {
+                return refuse(
+                    ErrorCode::Conflict,
+                    format!("{wallet} already has {MAX_ACTIVE_BUNDLES} active keys"),
+                );
+            }
+        },
+    };
+    if stored.revoked_at.is_some() {
+        return refuse(ErrorCode::Conflict, "this sign_key was revoked");
+    }
+    if stored.bundle_json() != row.bundle_json() {
+        return refuse(
+            ErrorCode::Conflict,
+            "this sign_key belongs to another bundle",
+        );
+    }
+    json(200, &row.bundle_json())
+}
+
+/// `GET /v1/keys/{wallet}[?include=all]`
+pub async fn get_bundles(req: Request, wallet: &str, env: &Env) -> ApiResult<Response> {
+    let wallet = Wallet::parse_lenient(wallet)?;
+    let url = req.url()?;
+    let params = parse_params(url.query().unwrap_or(""), &["include"])?;
+    let include_all = match params.first() {
+        None => false,
+        Some((_, "all")) => true,
+        Some((_, other)) => {
+            return refuse(
+                ErrorCode::Malformed,
+                format!("include must be \"all\", got {other:?}"),
+            );
+        }
+    };
+    let now = now_ms();
+    let rows = store::bundles_of(&env.d1("DB")?, wallet.as_str()).await?;
+    let keys: Vec<Value> = rows
+        .iter()
+        .filter(|r| include_all || r.is_active(now))
+        .map(|r| {
+            if include_all {
+                with_status(r, now)
+            } else {
+                r.bundle_json()
+            }
+        })
+        .collect();
+    if keys.is_empty() {
+        return refuse(ErrorCode::NotFound, format!("no keys for {wallet}"));
+    }
+    json(200, &json!({"wallet": wallet.as_str(), "keys": keys}))
+}
+
+fn with_status(r: &BundleRow, now: u64) -> Value {
+    let mut v = r.bundle_json();
+    let status = match (r.revoked_at, r.expires_at > now) {
+        (Some(_), _) => "revoked",
+        (None, true) => "active",
+        (None, false) => "expired",
+    };
+    v["status"] = status.into();
+    if let (Some(at), Some(sig)) = (r.revoked_at, &r.revocation_sig) {
+        v["revoked_at"] = at.into();
+        v["revocation_sig"] = sig.as_str().into();
+    }
+    v
+}
+
+/// `POST /v1/keys/{wallet}/revoke`: `200`; a second revocation keeps the first.
+pub async fn revoke_key(
+    mut req: Request,
+    wallet: &str,
+    env: &Env,
+    config: &Config,
+) -> ApiResult<Response> {
+    let wallet = Wallet::parse_lenient(wallet)?;
+    let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
+    let revocation = Revocation::parse_request(&value, wallet.clone())?;
+    check_skew(
+        revocation.revoked_at,
+        now_ms(),
+        config.limits.skew_ms,
+        "revoked_at",
+    )?;
+    revocation.verify()?;
+    let db = env.d1("DB")?;
+    let sign_key = revocation.sign_key.to_b64();
+    let Some(row) = store::bundle_by_key(&db, &sign_key)
+        .await?
+        .filter(|r| r.wallet == wallet.as_str())
+    else {
+        return Err(Error::not_found(format!("{sign_key} is not a key of {wallet}")).into());
+    };
+    if row.revoked_at.is_none() {
+        store::revoke_bundle(
+            &db,
+            &sign_key,
+            revocation.revoked_at,
+            &revocation.wallet_sig,
+        )
+        .await?;
+    }
+    keys::forget(&sign_key);
+    let first = store::bundle_by_key(&db, &sign_key).await?.unwrap_or(row);
+    json(200, &with_status(&first, now_ms()))
+}

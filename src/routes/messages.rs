@@ -1,0 +1,55 @@
+//! Posting and pulling messages (PROTOCOL.md §2, §4, §4.1).
+
+use crate::checks::{self, now_ms};
+use crate::config::Config;
+use crate::error::ApiResult;
+use crate::page;
+use crate::room;
+use crate::routes::json;
+use denet_core::{Address, PageQuery, RoomId, Wallet};
+use worker::{Env, Request, Response};
+
+/// `POST /v1/messages`: check the envelope here, then commit it in its address's object.
+pub async fn post_message(mut req: Request, env: &Env, config: &Config) -> ApiResult<Response> {
+    let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
+    let envelope = checks::check_envelope(&env.d1("DB")?, config, &value, now_ms()).await?;
+    room::call(
+        env,
+        &envelope.to,
+        "commit",
+        "",
+        Some(envelope.to_json().to_string()),
+        None,
+    )
+    .await
+}
+
+/// `GET /v1/rooms/{room}/messages`: a page, open to anyone who knows the room id.
+pub async fn pull_room(req: Request, room: &str, env: &Env) -> ApiResult<Response> {
+    let address = Address::Room(RoomId::parse(room)?);
+    let query = req.url()?.query().unwrap_or("").to_owned();
+    pull(&address, &query, env).await
+}
+
+/// `GET /v1/inbox/{wallet}/messages` (signed): a page, for the wallet only.
+pub async fn pull_inbox(
+    req: Request,
+    wallet: &str,
+    env: &Env,
+    config: &Config,
+) -> ApiResult<Response> {
+    let wallet = Wallet::parse_lenient(wallet)?;
+    let query = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
+    pull(&Address::Inbox(wallet), &query, env).await
+}
+
+/// Reads a page directly from D1; a long-poll goes to the address's object, which
+/// is told of every commit.
+async fn pull(address: &Address, query: &str, env: &Env) -> ApiResult<Response> {
+    let page_query = PageQuery::parse(query)?;
+    if page_query.wait_secs > 0 {
+        return room::call(env, address, "pull", query, None, None).await;
+    }
+    let page = page::read(&env.d1("DB")?, address, &page_query).await?;
+    json(200, &page.to_json())
+}

@@ -1,0 +1,85 @@
+//! A small WebSocket client for the tests: JSON frames in and out, with timeouts.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub struct Socket {
+    inner: Stream,
+}
+
+/// How long a test waits for a frame that should come.
+pub const FRAME_WAIT: Duration = Duration::from_secs(10);
+
+impl Socket {
+    /// Connects; panics if the relay refuses the upgrade.
+    pub async fn connect(url: &str) -> Socket {
+        match Socket::try_connect(url).await {
+            Ok(s) => s,
+            Err(status) => panic!("upgrade refused with {status} for {url}"),
+        }
+    }
+
+    /// Connects, or returns the HTTP status the relay answered instead of upgrading.
+    pub async fn try_connect(url: &str) -> Result<Socket, u16> {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((inner, _)) => Ok(Socket { inner }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Value) {
+        self.inner
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.inner.send(message).await.expect("send");
+    }
+
+    /// The next JSON text frame; panics after `FRAME_WAIT`.
+    pub async fn recv(&mut self) -> Value {
+        self.recv_within(FRAME_WAIT).await.expect("a frame in time")
+    }
+
+    /// The next JSON text frame, or `None` if none comes within `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(wait, self.inner.next())
+                .await
+                .ok()??
+                .expect("frame");
+            match msg {
+                Message::Text(text) => {
+                    return Some(serde_json::from_str(&text).expect("JSON frame"));
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Frames up to and including `ready`; returns the messages and `ready.next`.
+    pub async fn until_ready(&mut self) -> (Vec<Value>, u64) {
+        let mut messages = Vec::new();
+        loop {
+            let frame = self.recv().await;
+            match frame["type"].as_str() {
+                Some("message") => messages.push(frame["message"].clone()),
+                Some("ready") => return (messages, frame["next"].as_u64().expect("next")),
+                _ => panic!("unexpected frame before ready: {frame}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.inner.close(None).await;
+    }
+}
