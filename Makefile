@@ -44,6 +44,7 @@ unit: setup
 
 wasm: setup
 	cargo test -p denet-core --target wasm32-unknown-unknown
+	cargo test -p denet-client --no-default-features --target wasm32-unknown-unknown
 
 e2e: build
 	cargo test -p denet-e2e -- --test-threads=2

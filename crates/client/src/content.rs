@@ -1,0 +1,86 @@
+//! The plaintext inside a body (PROTOCOL.md §8.1): a JSON object with `type` and `sent_at`.
+
+use crate::{ClientError, Result};
+use serde::{Deserialize, Serialize};
+
+/// One content object. Field order follows the protocol's listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Content {
+    Text {
+        sent_at: u64,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
+    },
+    Invite {
+        sent_at: u64,
+        room: String,
+        name: String,
+        key: String,
+        epoch: u32,
+        password: bool,
+        members: Vec<String>,
+    },
+    Rekey {
+        sent_at: u64,
+        room: String,
+        epoch: u32,
+        key: String,
+    },
+    Join {
+        sent_at: u64,
+    },
+    Leave {
+        sent_at: u64,
+    },
+    RoomDeleted {
+        sent_at: u64,
+    },
+}
+
+impl Content {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("content serialises")
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Content> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ClientError::Open(format!("content is not a denet content object: {e}")))
+    }
+
+    pub fn sent_at(&self) -> u64 {
+        match self {
+            Content::Text { sent_at, .. }
+            | Content::Invite { sent_at, .. }
+            | Content::Rekey { sent_at, .. }
+            | Content::Join { sent_at }
+            | Content::Leave { sent_at }
+            | Content::RoomDeleted { sent_at } => *sent_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_vector_text_and_refuses_unknown_fields() {
+        let c = Content::parse(br#"{"type":"text","sent_at":1764100005000,"text":"hello bob"}"#)
+            .unwrap();
+        assert_eq!(
+            c,
+            Content::Text {
+                sent_at: 1764100005000,
+                text: "hello bob".into(),
+                name: None,
+                reply_to: None
+            }
+        );
+        assert!(Content::parse(br#"{"type":"join","sent_at":1,"x":1}"#).is_err());
+        assert!(Content::parse(br#"{"type":"nope","sent_at":1}"#).is_err());
+    }
+}

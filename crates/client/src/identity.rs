@@ -1,0 +1,265 @@
+//! Identity: the wallet that authorizes devices, the device keys that sign and
+//! decrypt, and the checks a client makes on other users' bundles (it never takes
+//! the relay's word for a key).
+
+use crate::{ClientError, Result};
+use denet_core::encoding::{b64, b64_decode_exact};
+use denet_core::request::signing_text;
+use denet_core::wallet::eip191_hash;
+use denet_core::{Bundle, Envelope, Revocation, SignKey, Wallet};
+use ed25519_dalek::{Signer, SigningKey};
+use rand_core::{CryptoRng, RngCore};
+use serde_json::{Value, json};
+use std::fmt;
+use std::future::Future;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// Something that can `personal_sign` for a wallet: a local key here, a browser
+/// wallet later (hence async).
+pub trait WalletSigner {
+    fn wallet(&self) -> Wallet;
+    fn personal_sign(&self, message: &str) -> impl Future<Output = Result<String>>;
+}
+
+/// A secp256k1 wallet key held locally (the CLI's signer).
+pub struct LocalWallet {
+    key: k256::ecdsa::SigningKey,
+}
+
+impl LocalWallet {
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> LocalWallet {
+        LocalWallet {
+            key: k256::ecdsa::SigningKey::random(rng),
+        }
+    }
+
+    /// Imports a 32-byte key given as hex (with or without `0x`).
+    pub fn from_hex(hex_key: &str) -> Result<LocalWallet> {
+        let bytes = hex::decode(hex_key.trim().trim_start_matches("0x"))
+            .map_err(|_| ClientError::Invalid("wallet key is not hex".into()))?;
+        let key = k256::ecdsa::SigningKey::from_slice(&bytes)
+            .map_err(|_| ClientError::Invalid("wallet key is not a secp256k1 secret".into()))?;
+        Ok(LocalWallet { key })
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.key.to_bytes())
+    }
+
+    /// Signs synchronously (the local key needs no I/O).
+    pub fn sign_now(&self, message: &str) -> String {
+        let (sig, recid) = self
+            .key
+            .sign_prehash_recoverable(&eip191_hash(message))
+            .expect("prehash signing");
+        format!(
+            "0x{}{:02x}",
+            hex::encode(sig.to_bytes()),
+            recid.to_byte() + 27
+        )
+    }
+}
+
+impl WalletSigner for LocalWallet {
+    fn wallet(&self) -> Wallet {
+        Wallet::from_verifying_key(self.key.verifying_key())
+    }
+
+    async fn personal_sign(&self, message: &str) -> Result<String> {
+        Ok(self.sign_now(message))
+    }
+}
+
+impl fmt::Debug for LocalWallet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalWallet({}, key: <redacted>)", self.wallet())
+    }
+}
+
+/// One device's keys: Ed25519 to sign envelopes and requests, X25519 to decrypt.
+pub struct Device {
+    sign: SigningKey,
+    dh: StaticSecret,
+}
+
+impl Device {
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Device {
+        Device {
+            sign: SigningKey::generate(rng),
+            dh: StaticSecret::random_from_rng(rng),
+        }
+    }
+
+    pub fn from_secrets(sign_seed: [u8; 32], dh_secret: [u8; 32]) -> Device {
+        Device {
+            sign: SigningKey::from_bytes(&sign_seed),
+            dh: StaticSecret::from(dh_secret),
+        }
+    }
+
+    pub fn sign_seed(&self) -> [u8; 32] {
+        self.sign.to_bytes()
+    }
+
+    pub fn dh_secret(&self) -> [u8; 32] {
+        self.dh.to_bytes()
+    }
+
+    pub fn sign_key(&self) -> SignKey {
+        SignKey(self.sign.verifying_key().to_bytes())
+    }
+
+    pub fn dh_key(&self) -> [u8; 32] {
+        PublicKey::from(&self.dh).to_bytes()
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.sign.sign(message).to_bytes()
+    }
+
+    /// A bundle for this device, signed by `wallet`.
+    pub async fn bundle(
+        &self,
+        wallet: &impl WalletSigner,
+        issued_at: u64,
+        expires_at: u64,
+    ) -> Result<Bundle> {
+        let mut bundle = Bundle {
+            wallet: wallet.wallet(),
+            sign_key: self.sign_key(),
+            dh_key: self.dh_key(),
+            issued_at,
+            expires_at,
+            wallet_sig: String::new(),
+        };
+        bundle.wallet_sig = wallet.personal_sign(&bundle.statement()).await?;
+        Ok(bundle)
+    }
+
+    /// A revocation of this device, signed by `wallet`.
+    pub async fn revocation(
+        &self,
+        wallet: &impl WalletSigner,
+        revoked_at: u64,
+    ) -> Result<Revocation> {
+        let mut r = Revocation {
+            wallet: wallet.wallet(),
+            sign_key: self.sign_key(),
+            revoked_at,
+            wallet_sig: String::new(),
+        };
+        r.wallet_sig = wallet.personal_sign(&r.statement()).await?;
+        Ok(r)
+    }
+
+    /// A named envelope from `from` (this device's wallet) to `to`.
+    pub fn envelope(&self, to: &str, from: Option<&Wallet>, ts: u64, body: &[u8]) -> Result<Value> {
+        sign_envelope(&self.sign, to, from, ts, body)
+    }
+
+    /// The four `Denet-*` values of a signed request (§3.1).
+    pub fn request_credentials(
+        &self,
+        wallet: &Wallet,
+        method: &str,
+        signed_path: &str,
+        time: u64,
+    ) -> [(&'static str, String); 4] {
+        let sig = self.sign(signing_text(method, signed_path, time).as_bytes());
+        [
+            ("Denet-Wallet", wallet.to_string()),
+            ("Denet-Key", self.sign_key().to_b64()),
+            ("Denet-Time", time.to_string()),
+            ("Denet-Signature", b64(&sig)),
+        ]
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Device(sign_key: {}, secrets: <redacted>)",
+            self.sign_key()
+        )
+    }
+}
+
+/// An envelope signed by `key` (§2).
+pub fn sign_envelope(
+    key: &SigningKey,
+    to: &str,
+    from: Option<&Wallet>,
+    ts: u64,
+    body: &[u8],
+) -> Result<Value> {
+    let mut value = json!({
+        "v": 1, "to": to, "ts": ts, "from": from.map(Wallet::as_str),
+        "key": b64(&key.verifying_key().to_bytes()), "body": b64(body), "sig": b64(&[0u8; 64]),
+    });
+    let env = Envelope::parse(&value, usize::MAX).map_err(|e| ClientError::Invalid(e.message))?;
+    value["sig"] = b64(&key.sign(env.signing_bytes().as_bytes()).to_bytes()).into();
+    Ok(value)
+}
+
+/// An anonymous envelope signed by a fresh key.
+pub fn anonymous_envelope<R: RngCore + CryptoRng>(
+    to: &str,
+    ts: u64,
+    body: &[u8],
+    rng: &mut R,
+) -> Result<Value> {
+    sign_envelope(&SigningKey::generate(rng), to, None, ts, body)
+}
+
+/// A bundle checked by its wallet signature, with the status the relay reported.
+#[derive(Clone, Debug)]
+pub struct VerifiedBundle {
+    pub bundle: Bundle,
+    pub revoked_at: Option<u64>,
+}
+
+impl VerifiedBundle {
+    pub fn active_at(&self, t_ms: u64) -> bool {
+        self.bundle.active_at(self.revoked_at, t_ms)
+    }
+}
+
+/// Reads a `GET /v1/keys/{wallet}` answer and keeps only bundles of `wallet`
+/// whose wallet signature verifies (and, when revoked, whose revocation does).
+pub fn verify_key_list(answer: &Value, wallet: &Wallet) -> Vec<VerifiedBundle> {
+    let Some(keys) = answer["keys"].as_array() else {
+        return Vec::new();
+    };
+    keys.iter()
+        .filter_map(|k| {
+            let mut fields = k.clone();
+            let obj = fields.as_object_mut()?;
+            obj.remove("status");
+            let revoked_at = obj.remove("revoked_at").and_then(|v| v.as_u64());
+            let revocation_sig = obj
+                .remove("revocation_sig")
+                .and_then(|v| v.as_str().map(str::to_owned));
+            let bundle = Bundle::parse(&fields).ok()?;
+            if bundle.wallet != *wallet || bundle.verify().is_err() {
+                return None;
+            }
+            if let (Some(at), Some(sig)) = (revoked_at, revocation_sig) {
+                let r = Revocation {
+                    wallet: wallet.clone(),
+                    sign_key: bundle.sign_key,
+                    revoked_at: at,
+                    wallet_sig: sig,
+                };
+                r.verify().ok()?;
+            }
+            Some(VerifiedBundle { bundle, revoked_at })
+        })
+        .collect()
+}
+
+/// Decodes a b64 X25519 or Ed25519 key.
+pub fn key32(s: &str) -> Result<[u8; 32]> {
+    b64_decode_exact::<32>(s)
+        .ok_or_else(|| ClientError::Invalid(format!("{s:?} is not a 32-byte key")))
+}

@@ -1,0 +1,37 @@
+//! denet-client: everything private in denet happens here, on the user's device.
+//!
+//! - [`identity`]: wallet signers, device keys, bundles and their verification;
+//! - [`pad`], [`content`], [`dm`], [`room`]: PROTOCOL.md §8 — padding, content
+//!   types, HPKE direct messages, room keys and bodies;
+//! - [`net`] (feature `net`): a small async client for the relay API.
+//!
+//! Encrypt functions take their randomness as an argument, so known-answer tests
+//! can fix it; callers pass `rand_core::OsRng`.
+
+pub mod content;
+pub mod dm;
+pub mod identity;
+#[cfg(feature = "net")]
+pub mod net;
+pub mod pad;
+pub mod room;
+
+/// A client-side failure: a message that cannot be opened, a key that does not
+/// verify, or a relay that refused (with its §6 code).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot open: {0}")]
+    Open(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("relay refused ({code}): {message}")]
+    Relay {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;

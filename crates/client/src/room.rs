@@ -1,0 +1,115 @@
+//! Rooms (PROTOCOL.md §8.3): a room key per epoch, optionally bound to a password,
+//! and bodies sealed with AES-256-GCM.
+//!
+//! ```text
+//! body = "DNG1" || epoch (u32 be) || nonce (12) || AES-256-GCM(key, nonce, padded, aad)
+//! ```
+
+use crate::pad::{pad, unpad};
+use crate::{ClientError, Result};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use argon2::{Algorithm, Argon2, Params, Version};
+use hkdf::Hkdf;
+use rand_core::{CryptoRng, RngCore};
+use sha2::Sha256;
+
+const MAGIC: &[u8; 4] = b"DNG1";
+
+/// The key messages are sealed with: `room_key` itself, or with a password
+/// `HKDF(salt = "denet/v1/room-password", ikm = K || Argon2id(password, salt = first
+/// 16 bytes of the room id), info = room id)`.
+pub fn message_key(room_key: &[u8; 32], room_id: &str, password: Option<&str>) -> Result<[u8; 32]> {
+    let Some(password) = password else {
+        return Ok(*room_key);
+    };
+    let id_bytes =
+        hex::decode(room_id).map_err(|_| ClientError::Invalid("room id is not hex".into()))?;
+    if id_bytes.len() != 32 {
+        return Err(ClientError::Invalid("room id is not 32 bytes".into()));
+    }
+    let params = Params::new(19_456, 2, 1, Some(32)).expect("valid argon2 parameters");
+    let mut stretched = [0u8; 32];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(password.as_bytes(), &id_bytes[..16], &mut stretched)
+        .map_err(|e| ClientError::Invalid(format!("argon2: {e}")))?;
+    let mut ikm = [0u8; 64];
+    ikm[..32].copy_from_slice(room_key);
+    ikm[32..].copy_from_slice(&stretched);
+    let mut out = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(b"denet/v1/room-password"), &ikm)
+        .expand(room_id.as_bytes(), &mut out)
+        .expect("32 bytes is a valid HKDF length");
+    Ok(out)
+}
+
+fn aad(room_id: &str, epoch: u32) -> Vec<u8> {
+    format!("denet/v1/room\n{room_id}\n{epoch}").into_bytes()
+}
+
+/// Seals `content` for the room at `epoch` with a random nonce.
+pub fn seal<R: RngCore + CryptoRng>(
+    key: &[u8; 32],
+    room_id: &str,
+    epoch: u32,
+    content: &[u8],
+    rng: &mut R,
+) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    rng.fill_bytes(&mut nonce);
+    seal_with_nonce(key, room_id, epoch, &nonce, content)
+}
+
+/// Seals with a given nonce (known-answer tests).
+pub fn seal_with_nonce(
+    key: &[u8; 32],
+    room_id: &str,
+    epoch: u32,
+    nonce: &[u8; 12],
+    content: &[u8],
+) -> Vec<u8> {
+    let cipher = Aes256Gcm::new_from_slice(key).expect("32-byte key");
+    let sealed = cipher
+        .encrypt(
+            &Nonce::from(*nonce),
+            Payload {
+                msg: &pad(content),
+                aad: &aad(room_id, epoch),
+            },
+        )
+        .expect("aes-gcm seals any length we pad to");
+    let mut body = Vec::with_capacity(20 + sealed.len());
+    body.extend_from_slice(MAGIC);
+    body.extend_from_slice(&epoch.to_be_bytes());
+    body.extend_from_slice(nonce);
+    body.extend_from_slice(&sealed);
+    body
+}
+
+/// The epoch a room body was sealed under.
+pub fn epoch_of(body: &[u8]) -> Result<u32> {
+    if body.len() < 4 + 4 + 12 + 16 || &body[..4] != MAGIC {
+        return Err(ClientError::Open("not a DNG1 room body".into()));
+    }
+    Ok(u32::from_be_bytes(body[4..8].try_into().expect("4 bytes")))
+}
+
+/// Opens a room body with the message key of its epoch.
+pub fn open(key: &[u8; 32], room_id: &str, body: &[u8]) -> Result<Vec<u8>> {
+    let epoch = epoch_of(body)?;
+    let cipher = Aes256Gcm::new_from_slice(key).expect("32-byte key");
+    let padded = cipher
+        .decrypt(
+            &Nonce::from(<[u8; 12]>::try_from(&body[8..20]).expect("12 bytes")),
+            Payload {
+                msg: &body[20..],
+                aad: &aad(room_id, epoch),
+            },
+        )
+        .map_err(|_| {
+            ClientError::Open(format!(
+                "room message of epoch {epoch} does not decrypt with this key"
+            ))
+        })?;
+    Ok(unpad(&padded)?.to_vec())
+}

@@ -1,0 +1,181 @@
+//! The client vectors of `../shared/vectors` (padding, direct messages, rooms),
+//! natively and under wasm-bindgen-test.
+
+use denet_client::content::Content;
+use denet_client::identity::key32;
+use denet_client::pad::{pad, padded_len, unpad};
+use denet_client::{dm, room};
+use denet_core::encoding::{b64, b64_decode};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde::Deserialize;
+
+const PADDING: &str = include_str!("../../../../shared/vectors/padding.json");
+const DM: &str = include_str!("../../../../shared/vectors/dm.json");
+const ROOMS: &str = include_str!("../../../../shared/vectors/rooms.json");
+const IDENTITY: &str = include_str!("../../../../shared/vectors/identity.json");
+
+#[derive(Deserialize)]
+struct Padding {
+    cases: Vec<PadCase>,
+}
+#[derive(Deserialize)]
+struct PadCase {
+    content_len: usize,
+    padded_len: usize,
+}
+
+#[derive(Deserialize)]
+struct Dms {
+    named: DmCase,
+    anonymous: DmCase,
+}
+#[derive(Deserialize)]
+struct DmCase {
+    from: Option<String>,
+    to: String,
+    sender_dh_key: Option<String>,
+    recipients: Vec<String>,
+    content: String,
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct Rooms {
+    room: String,
+    room_key: String,
+    cases: Vec<RoomCase>,
+}
+#[derive(Deserialize)]
+struct RoomCase {
+    password: Option<String>,
+    epoch: u32,
+    message_key: String,
+    content: String,
+    body: String,
+}
+
+/// The users' X25519 secrets, from identity.json.
+fn dh_secret(name: &str) -> [u8; 32] {
+    let v: serde_json::Value = serde_json::from_str(IDENTITY).unwrap();
+    let user = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == name)
+        .unwrap();
+    key32(user["dh_private_key"].as_str().unwrap()).unwrap()
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn padding_sizes_match_the_vector() {
+    let v: Padding = serde_json::from_str(PADDING).unwrap();
+    for case in v.cases {
+        assert_eq!(
+            padded_len(case.content_len),
+            case.padded_len,
+            "len {}",
+            case.content_len
+        );
+        let content = vec![b'a'; case.content_len];
+        let padded = pad(&content);
+        assert_eq!(padded.len(), case.padded_len);
+        assert_eq!(unpad(&padded).unwrap(), &content[..]);
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn named_dm_opens_for_recipient_and_sender_devices_in_auth_mode() {
+    let v: Dms = serde_json::from_str(DM).unwrap();
+    let c = v.named;
+    let body = b64_decode(&c.body).unwrap();
+    let from = c.from.as_deref().unwrap();
+    let sender_dh = key32(c.sender_dh_key.as_deref().unwrap()).unwrap();
+    assert_eq!(c.recipients.len(), 2);
+    for name in ["bob", "alice"] {
+        let opened = dm::open(&body, &c.to, Some((from, &sender_dh)), &dh_secret(name)).unwrap();
+        assert_eq!(opened, c.content.as_bytes(), "{name}");
+        Content::parse(&opened).unwrap();
+    }
+    // Opening as anonymous (base mode) or with another aad fails: auth mode is bound in.
+    assert!(dm::open(&body, &c.to, None, &dh_secret("bob")).is_err());
+    assert!(dm::open(&body, from, Some((from, &sender_dh)), &dh_secret("bob")).is_err());
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn anonymous_dm_opens_in_base_mode_for_the_recipient_only() {
+    let v: Dms = serde_json::from_str(DM).unwrap();
+    let c = v.anonymous;
+    assert!(c.from.is_none());
+    assert_eq!(c.recipients.len(), 1);
+    let body = b64_decode(&c.body).unwrap();
+    assert_eq!(
+        dm::open(&body, &c.to, None, &dh_secret("bob")).unwrap(),
+        c.content.as_bytes()
+    );
+    assert!(
+        dm::open(&body, &c.to, None, &dh_secret("alice")).is_err(),
+        "alice is not a recipient"
+    );
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn dm_sealing_is_deterministic_given_the_randomness_and_opens() {
+    let v: Dms = serde_json::from_str(DM).unwrap();
+    let c = v.named;
+    let recipients: Vec<[u8; 32]> = c.recipients.iter().map(|r| key32(r).unwrap()).collect();
+    let from = c.from.as_deref().unwrap();
+    let alice = dh_secret("alice");
+    let sender = dm::Sender {
+        wallet: from,
+        dh_secret: &alice,
+    };
+    let seal = || {
+        dm::seal(
+            c.content.as_bytes(),
+            &c.to,
+            Some(&sender),
+            &recipients,
+            &mut ChaCha20Rng::seed_from_u64(7),
+        )
+        .unwrap()
+    };
+    let body = seal();
+    assert_eq!(body, seal(), "same randomness, same bytes");
+    assert_eq!(
+        body.len(),
+        b64_decode(&c.body).unwrap().len(),
+        "the vector's layout and size"
+    );
+    let sender_dh = key32(c.sender_dh_key.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        dm::open(&body, &c.to, Some((from, &sender_dh)), &dh_secret("bob")).unwrap(),
+        c.content.as_bytes()
+    );
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn room_bodies_are_reproduced_byte_for_byte_and_open() {
+    let v: Rooms = serde_json::from_str(ROOMS).unwrap();
+    let room_key = key32(&v.room_key).unwrap();
+    for case in v.cases {
+        let key = room::message_key(&room_key, &v.room, case.password.as_deref()).unwrap();
+        assert_eq!(b64(&key), case.message_key, "password {:?}", case.password);
+        let body = b64_decode(&case.body).unwrap();
+        assert_eq!(room::epoch_of(&body).unwrap(), case.epoch);
+        assert_eq!(
+            room::open(&key, &v.room, &body).unwrap(),
+            case.content.as_bytes()
+        );
+        let nonce: [u8; 12] = body[8..20].try_into().unwrap();
+        let ours =
+            room::seal_with_nonce(&key, &v.room, case.epoch, &nonce, case.content.as_bytes());
+        assert_eq!(b64(&ours), case.body, "byte-identical body");
+        assert!(room::open(&room_key.map(|b| b ^ 1), &v.room, &body).is_err());
+    }
+}
