@@ -47,6 +47,7 @@ wasm: setup
 	cargo test -p denet-client --no-default-features --target wasm32-unknown-unknown
 
 e2e: build
+	cargo build -p denet-client --bin denet
 	cargo test -p denet-e2e -- --test-threads=2
 
 clean:

@@ -263,3 +263,60 @@ pub fn key32(s: &str) -> Result<[u8; 32]> {
     b64_decode_exact::<32>(s)
         .ok_or_else(|| ClientError::Invalid(format!("{s:?} is not a 32-byte key")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        // The local signer never awaits, so one poll finishes it.
+        let mut f = std::pin::pin!(f);
+        let waker = std::task::Waker::noop();
+        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("local signing does not wait"),
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let wallet = LocalWallet::generate(&mut OsRng);
+        let device = Device::generate(&mut OsRng);
+        let shown = format!("{wallet:?} {device:?}");
+        assert!(shown.contains("<redacted>"));
+        assert!(!shown.contains(&wallet.to_hex()));
+        assert!(!shown.contains(&b64(&device.sign_seed())));
+        assert!(!shown.contains(&b64(&device.dh_secret())));
+    }
+
+    #[test]
+    fn bundles_and_revocations_we_make_verify_and_others_are_dropped() {
+        let wallet = LocalWallet::generate(&mut OsRng);
+        let device = Device::generate(&mut OsRng);
+        let bundle = block_on(device.bundle(&wallet, 1_000, 2_000)).unwrap();
+        bundle.verify().unwrap();
+        let revocation = block_on(device.revocation(&wallet, 1_500)).unwrap();
+        revocation.verify().unwrap();
+
+        let mut listed = bundle.to_json();
+        listed["status"] = "revoked".into();
+        listed["revoked_at"] = 1_500.into();
+        listed["revocation_sig"] = revocation.wallet_sig.clone().into();
+        let mut forged = bundle.to_json();
+        forged["dh_key"] = b64(&[9u8; 32]).into();
+        let answer = json!({"keys": [listed, forged]});
+        let verified = verify_key_list(&answer, &wallet.wallet());
+        assert_eq!(verified.len(), 1, "the forged bundle is dropped");
+        assert!(verified[0].active_at(1_499) && !verified[0].active_at(1_500));
+        assert!(verify_key_list(&answer, &LocalWallet::generate(&mut OsRng).wallet()).is_empty());
+    }
+
+    #[test]
+    fn imported_wallet_keys_round_trip() {
+        let wallet = LocalWallet::generate(&mut OsRng);
+        let again = LocalWallet::from_hex(&format!("0x{}", wallet.to_hex())).unwrap();
+        assert_eq!(again.wallet(), wallet.wallet());
+        assert!(LocalWallet::from_hex("zz").is_err());
+    }
+}

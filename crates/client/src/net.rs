@@ -1,1 +1,230 @@
-//! placeholder
+//! A small async client for the relay API (PROTOCOL.md §1, §3.1, §4): key
+//! directory, posts, pages and long-polls, and WebSocket subscriptions with resume.
+//! Every refusal comes back as [`ClientError::Relay`] with the §6 code.
+
+use crate::identity::{Device, VerifiedBundle, verify_key_list};
+use crate::{ClientError, Result};
+use denet_core::{Bundle, Revocation, Wallet};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The relay's answer to a post.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Ack {
+    pub id: String,
+    pub seq: u64,
+    pub received_at: u64,
+    pub duplicate: bool,
+}
+
+/// One page of an address.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Page {
+    pub messages: Vec<Value>,
+    pub next: u64,
+    pub more: bool,
+}
+
+pub struct RelayClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+fn transport(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Transport(e.to_string())
+}
+
+/// The relay clock is assumed close to ours (the skew window allows 5 minutes).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl RelayClient {
+    pub fn new(base: &str) -> RelayClient {
+        RelayClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value)> {
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.map_err(transport)?;
+        if status >= 400 {
+            return Err(ClientError::Relay {
+                status,
+                code: body["error"]["code"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        Ok((status, body))
+    }
+
+    /// `PUT /v1/keys/{wallet}`: `201` stored or `200` already stored.
+    pub async fn put_bundle(&self, bundle: &Bundle) -> Result<u16> {
+        let url = format!("{}/v1/keys/{}", self.base, bundle.wallet);
+        Ok(self
+            .send(self.http.put(url).json(&bundle.to_json()))
+            .await?
+            .0)
+    }
+
+    /// The wallet's bundles that verify by its signature (all of them with
+    /// `include_all`, with their revocations); none if the relay has none.
+    pub async fn keys(&self, wallet: &Wallet, include_all: bool) -> Result<Vec<VerifiedBundle>> {
+        let query = if include_all { "?include=all" } else { "" };
+        let url = format!("{}/v1/keys/{wallet}{query}", self.base);
+        match self.send(self.http.get(url)).await {
+            Ok((_, body)) => Ok(verify_key_list(&body, wallet)),
+            Err(ClientError::Relay { status: 404, .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<Value> {
+        let url = format!("{}/v1/keys/{}/revoke", self.base, revocation.wallet);
+        let body = serde_json::json!({
+            "sign_key": revocation.sign_key.to_b64(),
+            "revoked_at": revocation.revoked_at,
+            "wallet_sig": revocation.wallet_sig,
+        });
+        Ok(self.send(self.http.post(url).json(&body)).await?.1)
+    }
+
+    pub async fn post(&self, envelope: &Value) -> Result<Ack> {
+        let (_, body) = self
+            .send(
+                self.http
+                    .post(format!("{}/v1/messages", self.base))
+                    .json(envelope),
+            )
+            .await?;
+        serde_json::from_value(body).map_err(transport)
+    }
+
+    fn page_query(after: u64, limit: u64, wait: u64) -> String {
+        format!("after={after}&limit={limit}&wait={wait}")
+    }
+
+    pub async fn pull_room(&self, room: &str, after: u64, limit: u64, wait: u64) -> Result<Page> {
+        let url = format!(
+            "{}/v1/rooms/{room}/messages?{}",
+            self.base,
+            RelayClient::page_query(after, limit, wait)
+        );
+        let (_, body) = self.send(self.http.get(url)).await?;
+        serde_json::from_value(body).map_err(transport)
+    }
+
+    /// A signed read of the device's own inbox.
+    pub async fn pull_inbox(
+        &self,
+        device: &Device,
+        wallet: &Wallet,
+        after: u64,
+        limit: u64,
+        wait: u64,
+    ) -> Result<Page> {
+        let path = format!(
+            "/v1/inbox/{wallet}/messages?{}",
+            RelayClient::page_query(after, limit, wait)
+        );
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        for (name, value) in device.request_credentials(wallet, "GET", &path, now_ms()) {
+            req = req.header(name, value);
+        }
+        let (_, body) = self.send(req).await?;
+        serde_json::from_value(body).map_err(transport)
+    }
+
+    /// Opens a WebSocket on a room, or (with `device`) on the wallet's inbox, resuming after `after`.
+    pub async fn subscribe(
+        &self,
+        address: &str,
+        inbox: Option<(&Device, &Wallet)>,
+        after: u64,
+    ) -> Result<Subscription> {
+        let ws_base = self.base.replacen("http", "ws", 1);
+        let url = match inbox {
+            None => format!("{ws_base}/v1/rooms/{address}/ws?after={after}"),
+            Some((device, wallet)) => {
+                let path = format!("/v1/inbox/{wallet}/ws");
+                let signed = format!("{path}?after={after}");
+                let creds = device.request_credentials(wallet, "GET", &signed, now_ms());
+                let names = ["denet_wallet", "denet_key", "denet_time", "denet_sig"];
+                let query: Vec<String> = names
+                    .iter()
+                    .zip(creds.iter())
+                    .map(|(n, (_, v))| format!("{n}={v}"))
+                    .collect();
+                format!("{ws_base}{signed}&{}", query.join("&"))
+            }
+        };
+        let (stream, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Relay {
+                    status: resp.status().as_u16(),
+                    code: "upgrade_refused".into(),
+                    message: String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default())
+                        .into_owned(),
+                },
+                other => transport(other),
+            })?;
+        Ok(Subscription { stream })
+    }
+}
+
+/// A live WebSocket: stored messages after the cursor, `ready`, then live ones.
+pub struct Subscription {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// What a subscription yields.
+#[derive(Debug)]
+pub enum Event {
+    Message(Value),
+    Ready(u64),
+    Other(Value),
+}
+
+impl Subscription {
+    /// The next frame, or `None` when the socket closed.
+    pub async fn next(&mut self) -> Option<Result<Event>> {
+        loop {
+            let frame = match self.stream.next().await? {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(e) => return Some(Err(transport(e))),
+            };
+            let value: Value = match serde_json::from_str(&frame) {
+                Ok(v) => v,
+                Err(e) => return Some(Err(transport(e))),
+            };
+            return Some(Ok(match value["type"].as_str() {
+                Some("message") => Event::Message(value["message"].clone()),
+                Some("ready") => Event::Ready(value["next"].as_u64().unwrap_or(0)),
+                _ => Event::Other(value),
+            }));
+        }
+    }
+
+    pub async fn ping(&mut self) -> Result<()> {
+        self.stream
+            .send(Message::text(r#"{"type":"ping"}"#))
+            .await
+            .map_err(transport)
+    }
+}
