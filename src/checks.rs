@@ -6,6 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::keys;
 use denet_core::request::{self, SignedRequest};
 use denet_core::{Envelope, Error, ErrorCode, Wallet, check_skew};
+use futures::StreamExt;
 use serde_json::Value;
 use worker::{D1Database, Request};
 
@@ -44,9 +45,17 @@ pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
         )
         .into());
     }
-    let bytes = req.bytes().await?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(too_large());
+    // Read chunk by chunk so a body without a Content-Length (chunked) is cut off
+    // as soon as it passes the limit, not after it is all in memory.
+    let Ok(mut stream) = req.stream() else {
+        return parse_json(b"");
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk?);
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large());
+        }
     }
     parse_json(&bytes)
 }

@@ -11,8 +11,10 @@ mod retention;
 mod room;
 mod routes;
 mod store;
+mod throttle;
 
 pub use room::Room;
+pub use throttle::Limiter;
 
 use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 

@@ -11,6 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::page;
 use crate::routes::json;
 use crate::store::{self, Committed};
+use crate::throttle;
 use denet_core::dedup::{RecentIds, Seen};
 use denet_core::{Address, Envelope, Error, PageQuery};
 use futures::channel::oneshot;
@@ -36,6 +37,9 @@ const RECENT_FP_RATE: f64 = 0.01;
 struct SocketInfo {
     sid: u64,
     address: String,
+    /// The client's IP, whose socket place is given back on close.
+    #[serde(default)]
+    ip: String,
 }
 
 /// A post waiting for the next group commit.
@@ -186,7 +190,12 @@ impl Room {
     }
 
     /// Opens a hibernatable socket: replay after `after`, `ready`, then live.
-    async fn open_socket(&self, address: &Address, after: Option<u64>) -> ApiResult<Response> {
+    async fn open_socket(
+        &self,
+        address: &Address,
+        after: Option<u64>,
+        ip: String,
+    ) -> ApiResult<Response> {
         let db = self.db()?;
         let pair = WebSocketPair::new()?;
         let sid = self.new_sid();
@@ -197,6 +206,7 @@ impl Room {
         pair.server.serialize_attachment(SocketInfo {
             sid,
             address: address.as_str().to_owned(),
+            ip,
         })?;
         let next = match after {
             None => store::last_seq(&db, address).await?,
@@ -266,6 +276,8 @@ impl Room {
                     )
                     .into());
                 }
+                throttle::check_ip(&self.env, &config, &info.ip).await?;
+                throttle::check_sender(&self.env, &config, &envelope, &info.ip).await?;
                 let (id, c) = self.submit(&address, envelope, Some(info.sid)).await?;
                 let mut ack = ack_json(&id, &c);
                 ack["type"] = "ack".into();
@@ -301,12 +313,30 @@ impl Room {
             }
             "/pull" => self.pull(&address, PageQuery::parse(&rest)?).await,
             "/ws" => {
-                self.open_socket(&address, denet_core::query::parse_socket_query(&rest)?)
+                let ip = url
+                    .query_pairs()
+                    .find(|(k, _)| k == "ip")
+                    .map(|(_, v)| v.into_owned());
+                let after = denet_core::query::parse_socket_query(&rest)?;
+                self.open_socket(&address, after, ip.unwrap_or_default())
                     .await
             }
             other => Err(ApiError::internal(format!(
                 "unknown room operation {other}"
             ))),
+        }
+    }
+}
+
+impl Room {
+    /// Gives the closed socket's place back to its IP, once.
+    async fn socket_gone(&self, ws: &WebSocket) {
+        if let Ok(Some(mut info)) = ws.deserialize_attachment::<SocketInfo>()
+            && !info.ip.is_empty()
+        {
+            let ip = std::mem::take(&mut info.ip);
+            let _ = ws.serialize_attachment(&info);
+            throttle::release_socket(&self.env, &ip).await;
         }
     }
 }
@@ -384,13 +414,27 @@ impl DurableObject for Room {
         _was_clean: bool,
     ) -> Result<()> {
         let _ = ws.close(Some(1000), Some("closed"));
+        self.socket_gone(&ws).await;
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         let _ = ws.close(Some(1011), Some("socket error"));
+        self.socket_gone(&ws).await;
         Ok(())
     }
+}
+
+/// Hands a checked WebSocket upgrade to the object of `address`.
+pub async fn open_socket(
+    env: &Env,
+    address: &Address,
+    query: &str,
+    ip: &str,
+    upgrade: &Request,
+) -> ApiResult<Response> {
+    let extra = format!("&ip={}", percent_encode(ip));
+    call_with(env, address, "ws", query, &extra, None, Some(upgrade)).await
 }
 
 /// How the Worker reaches the object of `address`.
@@ -402,11 +446,23 @@ pub async fn call(
     body: Option<String>,
     upgrade: Option<&Request>,
 ) -> ApiResult<Response> {
+    call_with(env, address, op, query, "", body, upgrade).await
+}
+
+async fn call_with(
+    env: &Env,
+    address: &Address,
+    op: &str,
+    query: &str,
+    extra: &str,
+    body: Option<String>,
+    upgrade: Option<&Request>,
+) -> ApiResult<Response> {
     let stub = env
         .durable_object("ROOMS")?
         .id_from_name(address.as_str())?
         .get_stub()?;
-    let mut url = format!("https://room/{op}?address={address}");
+    let mut url = format!("https://room/{op}?address={address}{extra}");
     if !query.is_empty() {
         url.push_str("&q=");
         url.push_str(&percent_encode(query));

@@ -6,13 +6,20 @@ use crate::error::ApiResult;
 use crate::page;
 use crate::room;
 use crate::routes::json;
+use crate::throttle;
 use denet_core::{Address, PageQuery, RoomId, Wallet};
 use worker::{Env, Request, Response};
 
 /// `POST /v1/messages`: check the envelope here, then commit it in its address's object.
-pub async fn post_message(mut req: Request, env: &Env, config: &Config) -> ApiResult<Response> {
+pub async fn post_message(
+    mut req: Request,
+    env: &Env,
+    config: &Config,
+    ip: &str,
+) -> ApiResult<Response> {
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
     let envelope = checks::check_envelope(&env.d1("DB")?, config, &value, now_ms()).await?;
+    throttle::check_sender(env, config, &envelope, ip).await?;
     room::call(
         env,
         &envelope.to,

@@ -8,6 +8,7 @@ mod sockets;
 
 use crate::config::Config;
 use crate::error::{ApiResult, refuse};
+use crate::throttle;
 use denet_core::ErrorCode;
 use worker::{Env, Headers, Method, Request, Response};
 
@@ -43,6 +44,8 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
 /// The Worker's fetch handler body: route, check the method, dispatch.
 pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
     let config = Config::get(&env)?;
+    let ip = throttle::client_ip(&req);
+    throttle::check_ip(&env, &config, &ip).await?;
     let path = req.path();
     let Some((route, methods)) = resolve(&path) else {
         return refuse(ErrorCode::NotFound, format!("no route for {path}"));
@@ -56,11 +59,11 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
     }
     match route {
         Route::Health => health::health(&config),
-        Route::PostMessage => messages::post_message(req, &env, &config).await,
+        Route::PostMessage => messages::post_message(req, &env, &config, &ip).await,
         Route::RoomMessages(room) => messages::pull_room(req, room, &env).await,
-        Route::RoomSocket(room) => sockets::room_socket(req, room, &env).await,
+        Route::RoomSocket(room) => sockets::room_socket(req, room, &env, &config, &ip).await,
         Route::InboxMessages(wallet) => messages::pull_inbox(req, wallet, &env, &config).await,
-        Route::InboxSocket(wallet) => sockets::inbox_socket(req, wallet, &env, &config).await,
+        Route::InboxSocket(wallet) => sockets::inbox_socket(req, wallet, &env, &config, &ip).await,
         Route::Keys(wallet) if method == Method::Put => {
             keys::put_bundle(req, wallet, &env, &config).await
         }

@@ -4,6 +4,7 @@ use crate::checks;
 use crate::config::Config;
 use crate::error::{ApiResult, refuse};
 use crate::room;
+use crate::throttle;
 use denet_core::query::parse_socket_query;
 use denet_core::{Address, ErrorCode, RoomId, Wallet};
 use worker::{Env, Request, Response};
@@ -20,12 +21,23 @@ fn require_upgrade(req: &Request) -> ApiResult<()> {
 }
 
 /// `GET /v1/rooms/{room}/ws`
-pub async fn room_socket(req: Request, room: &str, env: &Env) -> ApiResult<Response> {
+pub async fn room_socket(
+    req: Request,
+    room: &str,
+    env: &Env,
+    config: &Config,
+    ip: &str,
+) -> ApiResult<Response> {
     require_upgrade(&req)?;
-    let address = Address::Room(RoomId::parse(room)?);
-    let query = req.url()?.query().unwrap_or("").to_owned();
-    parse_socket_query(&query)?;
-    room::call(env, &address, "ws", &query, None, Some(&req)).await
+    throttle::acquire_socket(env, config, ip).await?;
+    let opened = async {
+        let address = Address::Room(RoomId::parse(room)?);
+        let query = req.url()?.query().unwrap_or("").to_owned();
+        parse_socket_query(&query)?;
+        room::open_socket(env, &address, &query, ip, &req).await
+    }
+    .await;
+    keep_place_if_upgraded(env, ip, opened).await
 }
 
 /// `GET /v1/inbox/{wallet}/ws` (signed, usually by query parameters)
@@ -34,10 +46,28 @@ pub async fn inbox_socket(
     wallet: &str,
     env: &Env,
     config: &Config,
+    ip: &str,
 ) -> ApiResult<Response> {
     require_upgrade(&req)?;
-    let wallet = Wallet::parse_lenient(wallet)?;
-    let query = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
-    parse_socket_query(&query)?;
-    room::call(env, &Address::Inbox(wallet), "ws", &query, None, Some(&req)).await
+    throttle::acquire_socket(env, config, ip).await?;
+    let opened = async {
+        let wallet = Wallet::parse_lenient(wallet)?;
+        let query = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
+        parse_socket_query(&query)?;
+        room::open_socket(env, &Address::Inbox(wallet), &query, ip, &req).await
+    }
+    .await;
+    keep_place_if_upgraded(env, ip, opened).await
+}
+
+/// A socket place is held only by an open socket: give it back on any refusal.
+async fn keep_place_if_upgraded(
+    env: &Env,
+    ip: &str,
+    opened: ApiResult<Response>,
+) -> ApiResult<Response> {
+    if !matches!(&opened, Ok(resp) if resp.status_code() == 101) {
+        throttle::release_socket(env, ip).await;
+    }
+    opened
 }

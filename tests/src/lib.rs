@@ -62,13 +62,27 @@ fn wrangler(root: &Path) -> Command {
 }
 
 impl Relay {
-    /// Starts a relay with the `wrangler.toml` defaults.
+    /// Starts a relay with the `wrangler.toml` settings, except throttles high
+    /// enough that tests sharing one IP (127.0.0.1) never meet them.
     pub fn start() -> Relay {
         Relay::start_with(&[])
     }
 
-    /// Starts a relay with `[vars]` overridden by `vars`.
+    /// Starts a relay like [`Relay::start`], with `[vars]` overridden by `vars`.
     pub fn start_with(vars: &[(&str, &str)]) -> Relay {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("IP_REQUESTS_PER_MIN", "1000000"),
+            ("SENDER_MESSAGES_PER_MIN", "1000000"),
+            ("ANON_MESSAGES_PER_MIN_PER_IP", "1000000"),
+            ("SOCKETS_PER_IP", "100000"),
+        ];
+        all.retain(|(k, _)| !vars.iter().any(|(name, _)| name == k));
+        all.extend_from_slice(vars);
+        Relay::start_exactly(&all)
+    }
+
+    /// Starts a relay with exactly `vars` over `wrangler.toml`.
+    pub fn start_exactly(vars: &[(&str, &str)]) -> Relay {
         let root = repo_root();
         assert!(
             root.join("build/index.js").exists(),
@@ -123,12 +137,22 @@ impl Relay {
     /// The relay shared by the tests of one binary, stopped when the binary exits.
     pub fn shared() -> &'static Relay {
         static SHARED: OnceLock<Relay> = OnceLock::new();
-        SHARED.get_or_init(|| {
-            let relay = Relay::start();
-            GROUPS.lock().expect("groups").push(relay.child.id() as i32);
-            unsafe { libc::atexit(stop_all_groups) };
-            relay
-        })
+        let relay = SHARED.get_or_init(Relay::start);
+        relay.stop_at_exit();
+        relay
+    }
+
+    /// Registers a relay held in a `static` to be stopped when the binary exits
+    /// (statics are never dropped). Idempotent.
+    pub fn stop_at_exit(&self) {
+        let pgid = self.child.id() as i32;
+        let mut groups = GROUPS.lock().expect("groups");
+        if !groups.contains(&pgid) {
+            if groups.is_empty() {
+                unsafe { libc::atexit(stop_all_groups) };
+            }
+            groups.push(pgid);
+        }
     }
 
     fn wait_ready(&self) {
@@ -284,6 +308,18 @@ impl Relay {
                 return all;
             }
         }
+    }
+
+    /// Every message at `path`, pulled with `CF-Connecting-IP: ip`.
+    pub async fn pull_all_from(&self, ip: &str, path: &str) -> Vec<serde_json::Value> {
+        let resp = Relay::client()
+            .get(self.url(&format!("{path}?limit=500")))
+            .header("cf-connecting-ip", ip)
+            .send()
+            .await;
+        let (status, page) = answer(resp.expect("GET")).await;
+        assert_eq!(status, 200, "{page}");
+        page["messages"].as_array().expect("messages").clone()
     }
 
     /// Runs a SQL statement on this relay's local D1 (to age data for retention tests).

@@ -33,6 +33,26 @@ impl Socket {
         }
     }
 
+    /// Connects as client `ip` (`CF-Connecting-IP`); on refusal returns the status
+    /// and `Retry-After`.
+    pub async fn connect_from(url: &str, ip: &str) -> Result<Socket, (u16, Option<String>)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = url.into_client_request().expect("a ws url");
+        req.headers_mut()
+            .insert("cf-connecting-ip", ip.parse().expect("header value"));
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((inner, _)) => Ok(Socket { inner }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap_or("").to_owned());
+                Err((resp.status().as_u16(), retry))
+            }
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
+
     pub async fn send(&mut self, frame: &Value) {
         self.inner
             .send(Message::text(frame.to_string()))

@@ -12,6 +12,7 @@ pub mod encoding;
 pub mod envelope;
 pub mod error;
 pub mod fields;
+pub mod limiter;
 pub mod limits;
 pub mod query;
 pub mod request;

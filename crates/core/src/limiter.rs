@@ -1,0 +1,88 @@
+//! Token buckets for the limits of PROTOCOL.md §5: capacity is the per-minute
+//! value (the burst), refilled continuously. Time comes in as an argument.
+
+/// One bucket's state. Starts full.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TokenBucket {
+    tokens: f64,
+    updated_ms: u64,
+}
+
+const MINUTE_MS: f64 = 60_000.0;
+
+impl TokenBucket {
+    pub fn full(capacity: u64, now_ms: u64) -> TokenBucket {
+        TokenBucket {
+            tokens: capacity as f64,
+            updated_ms: now_ms,
+        }
+    }
+
+    fn refill(&mut self, capacity: u64, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.updated_ms) as f64;
+        self.tokens = (self.tokens + elapsed * capacity as f64 / MINUTE_MS).min(capacity as f64);
+        self.updated_ms = self.updated_ms.max(now_ms);
+    }
+
+    /// Takes one token, or returns the whole seconds until one is available
+    /// (the `Retry-After`, at least 1).
+    pub fn take(&mut self, capacity: u64, now_ms: u64) -> Result<(), u64> {
+        self.refill(capacity, now_ms);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        let missing_ms = (1.0 - self.tokens) * MINUTE_MS / capacity.max(1) as f64;
+        Err(((missing_ms / 1000.0).ceil() as u64).max(1))
+    }
+
+    /// Whether the bucket is full again at `now_ms` (and can be forgotten).
+    pub fn is_full(&self, capacity: u64, now_ms: u64) -> bool {
+        let mut b = *self;
+        b.refill(capacity, now_ms);
+        b.tokens >= capacity as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_bucket_allows_its_capacity_at_once_then_refuses() {
+        let mut b = TokenBucket::full(3, 0);
+        assert!(b.take(3, 0).is_ok());
+        assert!(b.take(3, 0).is_ok());
+        assert!(b.take(3, 0).is_ok());
+        assert_eq!(b.take(3, 0), Err(20), "one token per 20 s at 3/min");
+    }
+
+    #[test]
+    fn tokens_refill_continuously() {
+        let mut b = TokenBucket::full(60, 0);
+        for _ in 0..60 {
+            b.take(60, 0).unwrap();
+        }
+        assert_eq!(b.take(60, 500), Err(1));
+        assert!(b.take(60, 1000).is_ok(), "one token per second at 60/min");
+        assert!(b.take(60, 1000).is_err());
+        assert!(b.is_full(60, 70_000));
+    }
+
+    #[test]
+    fn retry_after_is_accurate_and_whole_seconds() {
+        let mut b = TokenBucket::full(1, 0);
+        b.take(1, 0).unwrap();
+        assert_eq!(b.take(1, 0), Err(60));
+        assert_eq!(b.take(1, 59_001), Err(1));
+        assert!(b.take(1, 60_000).is_ok());
+    }
+
+    #[test]
+    fn a_clock_going_back_does_not_mint_tokens() {
+        let mut b = TokenBucket::full(2, 10_000);
+        b.take(2, 10_000).unwrap();
+        b.take(2, 10_000).unwrap();
+        assert!(b.take(2, 5_000).is_err());
+    }
+}
