@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the relay needs to build, run and test, skipping what is already
 # there: the wasm32 target, worker-build, the wasm-bindgen CLI matching Cargo.lock,
-# and the npm packages (wrangler, a Node 22 runtime for it, binaryen).
+# the npm packages (wrangler, a Node 22 runtime for it, binaryen) and schemathesis.
 # Idempotent: a second run takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,14 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$bindgen_ver
   say "installing wasm-bindgen-cli $bindgen_version (a few minutes, once)"
   # Not --locked: a locked dependency of the CLI is missing from the registry.
   cargo install wasm-bindgen-cli --version "$bindgen_version"
+fi
+
+# schemathesis (the OpenAPI contract test) in a project-local virtualenv.
+SCHEMATHESIS_VERSION=4.32.5
+if [ "$(.venv/bin/schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+  say "installing schemathesis $SCHEMATHESIS_VERSION into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # npm packages: reinstall when package-lock.json changed since the last install.

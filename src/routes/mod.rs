@@ -15,6 +15,7 @@ use worker::{Env, Headers, Method, Request, Response};
 /// A resolved route, its path parameters still unvalidated.
 enum Route<'p> {
     Health,
+    OpenApi,
     PostMessage,
     RoomMessages(&'p str),
     RoomSocket(&'p str),
@@ -30,6 +31,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
     let get: &'static [Method] = &[Method::Get];
     Some(match segments.as_slice() {
         ["v1", "health"] => (Route::Health, get),
+        ["v1", "openapi.json"] => (Route::OpenApi, get),
         ["v1", "messages"] => (Route::PostMessage, &[Method::Post]),
         ["v1", "rooms", room, "messages"] => (Route::RoomMessages(room), get),
         ["v1", "rooms", room, "ws"] => (Route::RoomSocket(room), get),
@@ -59,6 +61,7 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
     }
     match route {
         Route::Health => health::health(&config),
+        Route::OpenApi => health::openapi(),
         Route::PostMessage => messages::post_message(req, &env, &config, &ip).await,
         Route::RoomMessages(room) => messages::pull_room(req, room, &env).await,
         Route::RoomSocket(room) => sockets::room_socket(req, room, &env, &config, &ip).await,
