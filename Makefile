@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: setup build migrate dev test fmt lint unit wasm e2e clean
+.PHONY: setup build migrate dev test fmt lint unit wasm e2e fuzz clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen and npm packages if missing
 setup:
@@ -49,6 +49,16 @@ wasm: setup
 e2e: build
 	cargo build -p denet-client --bin denet
 	cargo test -p denet-e2e -- --test-threads=2
+
+## fuzz: run each cargo-fuzz target of denet-core for FUZZ_SECONDS (not part of `make test`)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := envelope bundle signed_request query
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
+	# cargo fuzz needs nightly flags (-Zsanitizer); RUSTC_BOOTSTRAP lets the stable toolchain take them.
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean:
 	rm -rf build target .wrangler

@@ -18,32 +18,16 @@ pub fn now_ms() -> u64 {
 /// Reads a JSON request body: `413` from its declared or actual length, `415` if
 /// it is not `application/json`, `400 malformed` if it does not parse.
 pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
-    let too_large = || {
-        ApiError::from(Error::too_large(format!(
-            "request body is over {max_bytes} bytes"
-        )))
-    };
-    if let Some(len) = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    let too_large = || ApiError::from(Error::too_large(format!("request body is over {max_bytes} bytes")));
+    if let Some(len) = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok())
         && len > max_bytes
     {
         return Err(too_large());
     }
     let media = req.headers().get("content-type")?.unwrap_or_default();
-    let essence = media
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if essence != "application/json" {
-        return Err(Error::new(
-            ErrorCode::UnsupportedMediaType,
-            "the body must be application/json",
-        )
-        .into());
+        return Err(Error::new(ErrorCode::UnsupportedMediaType, "the body must be application/json").into());
     }
     // Read chunk by chunk so a body without a Content-Length (chunked) is cut off
     // as soon as it passes the limit, not after it is all in memory.
@@ -62,18 +46,12 @@ pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
 
 /// Parses JSON text; anything else is `400 malformed`.
 pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::malformed(format!("the body is not valid JSON: {e}")).into())
+    serde_json::from_slice(bytes).map_err(|e| Error::malformed(format!("the body is not valid JSON: {e}")).into())
 }
 
 /// Checks an envelope as a client posts it: shape (with the body size), clock
 /// window, signature, and for a named sender that `key` is an active key of `from`.
-pub async fn check_envelope(
-    db: &D1Database,
-    config: &Config,
-    value: &Value,
-    now_ms: u64,
-) -> ApiResult<Envelope> {
+pub async fn check_envelope(db: &D1Database, config: &Config, value: &Value, now_ms: u64) -> ApiResult<Envelope> {
     let env = Envelope::parse(value, config.limits.max_body_bytes as usize)?;
     check_skew(env.ts, now_ms, config.limits.skew_ms, "ts")?;
     env.verify()?;
@@ -85,16 +63,9 @@ pub async fn check_envelope(
 
 /// The gate of a signed inbox route (§3.1): returns the query left for the route
 /// once the request is proven to come from an active key of `wallet`.
-pub async fn authorize_inbox(
-    req: &Request,
-    wallet: &Wallet,
-    db: &D1Database,
-    config: &Config,
-) -> ApiResult<String> {
+pub async fn authorize_inbox(req: &Request, wallet: &Wallet, db: &D1Database, config: &Config) -> ApiResult<String> {
     let url = req.url()?;
-    let extracted = request::extract(url.path(), url.query(), |name| {
-        req.headers().get(name).ok().flatten()
-    });
+    let extracted = request::extract(url.path(), url.query(), |name| req.headers().get(name).ok().flatten());
     let signed: SignedRequest = extracted.credentials?;
     let now = now_ms();
     signed.verify(req.method().as_ref(), wallet, now, config.limits.skew_ms)?;

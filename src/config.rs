@@ -11,6 +11,10 @@ use worker::Env;
 pub struct Config {
     pub relay_id: String,
     pub limits: Limits,
+    /// Base URLs of the peer relays (`PEERS`), without a trailing slash.
+    pub peers: Vec<String>,
+    /// The mesh's shared secret (`PEER_TOKEN`); relay routes refuse every request without it.
+    pub peer_token: Option<String>,
 }
 
 thread_local! {
@@ -20,9 +24,7 @@ thread_local! {
 impl Config {
     /// The isolate's configuration, parsed on first use.
     pub fn get(env: &Env) -> Result<Config, ApiError> {
-        CONFIG
-            .with(|cell| cell.get_or_init(|| Config::parse(env)).clone())
-            .map_err(ApiError::Internal)
+        CONFIG.with(|cell| cell.get_or_init(|| Config::parse(env)).clone()).map_err(ApiError::Internal)
     }
 
     fn parse(env: &Env) -> Result<Config, String> {
@@ -32,6 +34,20 @@ impl Config {
         if relay_id.is_empty() {
             return Err("invalid configuration: [vars] RELAY_ID is empty".into());
         }
-        Ok(Config { relay_id, limits })
+        let peers: Vec<String> = var("PEERS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|p| p.trim().trim_end_matches('/').to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if let Some(bad) = peers.iter().find(|p| !(p.starts_with("http://") || p.starts_with("https://"))) {
+            return Err(format!("invalid configuration: PEERS entry {bad:?} is not an http(s) URL"));
+        }
+        let peer_token = env.secret("PEER_TOKEN").ok().map(|s| s.to_string()).or_else(|| var("PEER_TOKEN"));
+        let peer_token = peer_token.filter(|t| !t.is_empty());
+        if !peers.is_empty() && peer_token.is_none() {
+            return Err("invalid configuration: PEERS is set but the PEER_TOKEN secret is not".into());
+        }
+        Ok(Config { relay_id, limits, peers, peer_token })
     }
 }

@@ -52,10 +52,7 @@ pub fn error_response(e: &Error) -> Response {
     if let Some(secs) = e.retry_after {
         let _ = headers.set("retry-after", &secs.to_string());
     }
-    Response::builder()
-        .with_status(e.code.status())
-        .with_headers(headers)
-        .fixed(e.to_json().to_string().into_bytes())
+    Response::builder().with_status(e.code.status()).with_headers(headers).fixed(e.to_json().to_string().into_bytes())
 }
 
 /// Shorthand for a refusal with `code`.

@@ -20,12 +20,8 @@ thread_local! {
 
 /// The stored bundle of `sign_key`, from the isolate cache or D1.
 pub async fn lookup(db: &D1Database, sign_key: &str, now_ms: u64) -> ApiResult<Option<BundleRow>> {
-    let cached = CACHE.with(|c| {
-        c.borrow()
-            .get(sign_key)
-            .filter(|(at, _)| now_ms.saturating_sub(*at) < CACHE_MS)
-            .cloned()
-    });
+    let cached =
+        CACHE.with(|c| c.borrow().get(sign_key).filter(|(at, _)| now_ms.saturating_sub(*at) < CACHE_MS).cloned());
     if let Some((_, row)) = cached {
         return Ok(Some(row));
     }
@@ -48,17 +44,10 @@ pub fn forget(sign_key: &str) {
 }
 
 /// `403 forbidden` unless `key` is an active key of `wallet` now.
-pub async fn require_active(
-    db: &D1Database,
-    wallet: &Wallet,
-    key: &SignKey,
-    now_ms: u64,
-) -> ApiResult<()> {
+pub async fn require_active(db: &D1Database, wallet: &Wallet, key: &SignKey, now_ms: u64) -> ApiResult<()> {
     match lookup(db, &key.to_b64(), now_ms).await? {
         Some(row) if row.wallet == wallet.as_str() && row.is_active(now_ms) => Ok(()),
-        Some(row) if row.wallet == wallet.as_str() => {
-            Err(Error::forbidden("this key is expired or revoked").into())
-        }
+        Some(row) if row.wallet == wallet.as_str() => Err(Error::forbidden("this key is expired or revoked").into()),
         _ => Err(Error::forbidden(format!("this key is not a key of {wallet}")).into()),
     }
 }

@@ -6,6 +6,7 @@ mod checks;
 mod config;
 mod error;
 mod keys;
+mod mesh;
 mod page;
 mod retention;
 mod room;
@@ -13,6 +14,7 @@ mod routes;
 mod store;
 mod throttle;
 
+pub use mesh::Outbox;
 pub use room::Room;
 pub use throttle::Limiter;
 
@@ -25,9 +27,7 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    Ok(routes::dispatch(req, env)
-        .await
-        .unwrap_or_else(error::ApiError::into_response))
+    Ok(routes::dispatch(req, env).await.unwrap_or_else(error::ApiError::into_response))
 }
 
 #[event(scheduled)]

@@ -15,11 +15,7 @@ pub struct Page {
 
 impl Page {
     pub fn to_json(&self) -> Value {
-        let messages: Vec<Value> = self
-            .messages
-            .iter()
-            .map(store::MessageRow::to_json)
-            .collect();
+        let messages: Vec<Value> = self.messages.iter().map(store::MessageRow::to_json).collect();
         json!({"messages": messages, "next": self.next, "more": self.more})
     }
 }
@@ -34,9 +30,5 @@ pub async fn read(db: &D1Database, address: &Address, query: &PageQuery) -> Resu
     };
     let rows = store::messages_after(db, address, after, query.limit + 1).await?;
     let (messages, next, more) = cut_page(rows, query.limit, after, |r| r.seq);
-    Ok(Page {
-        messages,
-        next,
-        more,
-    })
+    Ok(Page { messages, next, more })
 }

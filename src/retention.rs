@@ -12,8 +12,7 @@ const BATCH: u64 = 1000;
 const MAX_BATCHES: usize = 100;
 
 pub async fn run(env: &Env) -> Result<()> {
-    let config =
-        Config::get(env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
+    let config = Config::get(env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
     let cutoff = now_ms().saturating_sub(config.limits.retention_ms());
     let db = env.d1("DB")?;
     let (mut messages, mut bundles) = (0, 0);
@@ -31,8 +30,6 @@ pub async fn run(env: &Env) -> Result<()> {
             break;
         }
     }
-    worker::console_log!(
-        "retention: deleted {messages} messages and {bundles} bundles older than {cutoff} ms"
-    );
+    worker::console_log!("retention: deleted {messages} messages and {bundles} bundles older than {cutoff} ms");
     Ok(())
 }

@@ -8,12 +8,13 @@
 use crate::checks::{self, now_ms};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
+use crate::mesh;
 use crate::page;
 use crate::routes::json;
 use crate::store::{self, Committed};
 use crate::throttle;
 use denet_core::dedup::{RecentIds, Seen};
-use denet_core::{Address, Envelope, Error, PageQuery};
+use denet_core::{Address, Envelope, Error, PageQuery, Wallet, check_skew};
 use futures::channel::oneshot;
 use futures::lock::Mutex;
 use serde::{Deserialize, Serialize};
@@ -21,9 +22,8 @@ use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::time::Duration;
 use worker::{
-    D1Database, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair, durable_object, wasm_bindgen,
-    worker_sys::WebSocketRequestResponsePair,
+    D1Database, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair, durable_object, wasm_bindgen, worker_sys::WebSocketRequestResponsePair,
 };
 
 /// Replayed messages are read from D1 in pages of this size.
@@ -48,7 +48,23 @@ struct Pending {
     envelope: Envelope,
     /// The socket that sent it, which does not get it back live.
     origin: Option<u64>,
+    /// How it goes on to the peers once committed.
+    forward: Forward,
     reply: oneshot::Sender<std::result::Result<Committed, String>>,
+}
+
+/// Where a newly committed envelope is forwarded: at `hops`, to every peer but `from`.
+#[derive(Clone, PartialEq, Eq)]
+struct Forward {
+    hops: u64,
+    from: Option<String>,
+}
+
+impl Forward {
+    /// A client's post: the relay's own first forward.
+    fn first() -> Forward {
+        Forward { hops: 1, from: None }
+    }
 }
 
 #[derive(Default)]
@@ -85,19 +101,14 @@ impl Room {
         address: &Address,
         envelope: Envelope,
         origin: Option<u64>,
+        forward: Forward,
     ) -> ApiResult<(String, Committed)> {
         let id = envelope.id();
-        let maybe_seen = self.with_recent(address, |r| r.check(&id) == Seen::Maybe);
-        if maybe_seen && let Some(first) = store::find_message(&self.db()?, address, &id).await? {
+        if let Some(first) = self.already_stored(address, &id).await? {
             return Ok((id, first));
         }
         let (reply, answer) = oneshot::channel();
-        self.inner.borrow_mut().pending.push(Pending {
-            id: id.clone(),
-            envelope,
-            origin,
-            reply,
-        });
+        self.inner.borrow_mut().pending.push(Pending { id: id.clone(), envelope, origin, forward, reply });
         {
             let _turn = self.write_lock.lock().await;
             let batch = std::mem::take(&mut self.inner.borrow_mut().pending);
@@ -112,10 +123,18 @@ impl Room {
         }
     }
 
+    /// The dedup fast path: the bloom filter's "certainly new" skips the store;
+    /// "maybe seen" is confirmed there (a false positive costs one lookup, never a message).
+    async fn already_stored(&self, address: &Address, id: &str) -> ApiResult<Option<Committed>> {
+        if self.with_recent(address, |r| r.check(id) == Seen::CertainlyNew) {
+            return Ok(None);
+        }
+        Ok(store::find_message(&self.db()?, address, id).await?)
+    }
+
     /// Writes one batch in one D1 transaction, then answers, broadcasts and wakes.
     async fn flush(&self, address: &Address, batch: Vec<Pending>) {
-        let items: Vec<(String, &Envelope)> =
-            batch.iter().map(|p| (p.id.clone(), &p.envelope)).collect();
+        let items: Vec<(String, &Envelope)> = batch.iter().map(|p| (p.id.clone(), &p.envelope)).collect();
         let result = match self.db() {
             Ok(db) => store::commit_batch(&db, address, &items, now_ms()).await,
             Err(e) => Err(e),
@@ -124,22 +143,19 @@ impl Room {
             Ok(commits) => commits,
             Err(e) => {
                 let cause = format!("commit to {address} failed: {e}");
-                batch
-                    .into_iter()
-                    .for_each(|p| drop(p.reply.send(Err(cause.clone()))));
+                batch.into_iter().for_each(|p| drop(p.reply.send(Err(cause.clone()))));
                 return;
             }
         };
         let mut any_new = false;
+        let mut forwards: Vec<(Forward, Value)> = Vec::new();
         for (p, c) in batch.into_iter().zip(commits) {
             if !c.duplicate {
                 any_new = true;
+                forwards.push((p.forward.clone(), p.envelope.to_json()));
                 self.with_recent(address, |r| r.insert(&p.id));
                 let stored = p.envelope.to_stored_json(&p.id, c.seq, c.received_at);
-                self.broadcast(
-                    &json!({"type": "message", "message": stored}).to_string(),
-                    p.origin,
-                );
+                self.broadcast(&json!({"type": "message", "message": stored}).to_string(), p.origin);
             }
             let _ = p.reply.send(Ok(c));
         }
@@ -148,6 +164,58 @@ impl Room {
             for w in waiters {
                 let _ = w.send(());
             }
+        }
+        // After the answers: forwarding never delays an acknowledgement.
+        self.forward(forwards).await;
+    }
+
+    /// Queues newly committed envelopes for the peers, one outbox call per group.
+    async fn forward(&self, mut items: Vec<(Forward, Value)>) {
+        let Ok(config) = Config::get(&self.env) else { return };
+        if config.peers.is_empty() {
+            return;
+        }
+        while let Some((group, _)) = items.first().cloned() {
+            let (same, rest): (Vec<_>, Vec<_>) = items.into_iter().partition(|(f, _)| *f == group);
+            items = rest;
+            let envelopes = same.into_iter().map(|(_, v)| v).collect();
+            mesh::enqueue(&self.env, &config, mesh::Kind::Message, group.hops, group.from.as_deref(), envelopes).await;
+        }
+    }
+
+    /// A relayed envelope (§7): known ones stop here; a new one is checked as a
+    /// client post, with the clock window widened to the retention period and the
+    /// key judged at the envelope's `ts`, then committed and forwarded on.
+    async fn relay(&self, address: &Address, value: &Value) -> ApiResult<Value> {
+        let config = Config::get(&self.env)?;
+        let hops = value["hops"].as_u64().unwrap_or(mesh::MAX_HOPS);
+        let from = value["relay"].as_str().map(str::to_owned);
+        let envelope = Envelope::parse(&value["envelope"], config.limits.max_body_bytes as usize)?;
+        let id = envelope.id();
+        if self.already_stored(address, &id).await?.is_some() {
+            return Ok(json!({"id": id, "status": "duplicate"}));
+        }
+        check_skew(envelope.ts, now_ms(), config.limits.retention_ms(), "ts")?;
+        envelope.verify()?;
+        if let Some(wallet) = &envelope.from {
+            self.require_key_at(&config, wallet, &envelope).await?;
+        }
+        let (_, c) = self.submit(address, envelope, None, Forward { hops: hops + 1, from }).await?;
+        Ok(json!({"id": id, "status": if c.duplicate { "duplicate" } else { "stored" }}))
+    }
+
+    /// `403 forbidden` unless the envelope's key was an active key of `wallet` at its
+    /// `ts`; a key this relay does not know is fetched from the peers and verified.
+    async fn require_key_at(&self, config: &Config, wallet: &Wallet, envelope: &Envelope) -> ApiResult<()> {
+        let db = self.db()?;
+        let key = envelope.key.to_b64();
+        let mut row = store::bundle_by_key(&db, &key).await?;
+        if row.is_none() && mesh::fetch_keys(&self.env, config, wallet).await? > 0 {
+            row = store::bundle_by_key(&db, &key).await?;
+        }
+        match row {
+            Some(r) if r.wallet == wallet.as_str() && r.active_at(envelope.ts) => Ok(()),
+            _ => Err(Error::forbidden(format!("the key was not an active key of {wallet} at ts")).into()),
         }
     }
 
@@ -190,12 +258,7 @@ impl Room {
     }
 
     /// Opens a hibernatable socket: replay after `after`, `ready`, then live.
-    async fn open_socket(
-        &self,
-        address: &Address,
-        after: Option<u64>,
-        ip: String,
-    ) -> ApiResult<Response> {
+    async fn open_socket(&self, address: &Address, after: Option<u64>, ip: String) -> ApiResult<Response> {
         let db = self.db()?;
         let pair = WebSocketPair::new()?;
         let sid = self.new_sid();
@@ -203,19 +266,13 @@ impl Room {
         // replay and the live stream, and nothing comes twice.
         let _turn = self.write_lock.lock().await;
         self.state.accept_web_socket(&pair.server);
-        pair.server.serialize_attachment(SocketInfo {
-            sid,
-            address: address.as_str().to_owned(),
-            ip,
-        })?;
+        pair.server.serialize_attachment(SocketInfo { sid, address: address.as_str().to_owned(), ip })?;
         let next = match after {
             None => store::last_seq(&db, address).await?,
             Some(mut cursor) => loop {
                 let rows = store::messages_after(&db, address, cursor, REPLAY_PAGE).await?;
                 for row in &rows {
-                    pair.server.send_with_str(
-                        json!({"type": "message", "message": row.to_json()}).to_string(),
-                    )?;
+                    pair.server.send_with_str(json!({"type": "message", "message": row.to_json()}).to_string())?;
                     cursor = row.seq;
                 }
                 if (rows.len() as u64) < REPLAY_PAGE {
@@ -223,8 +280,7 @@ impl Room {
                 }
             },
         };
-        pair.server
-            .send_with_str(json!({"type": "ready", "next": next}).to_string())?;
+        pair.server.send_with_str(json!({"type": "ready", "next": next}).to_string())?;
         Ok(Response::from_websocket(pair.client)?)
     }
 
@@ -241,11 +297,8 @@ impl Room {
             Ok(v) => v,
             Err(e) => return Some(error_frame(None, e.into_protocol())),
         };
-        let reference = frame
-            .get("ref")
-            .and_then(Value::as_str)
-            .filter(|r| (1..=64).contains(&r.len()))
-            .map(str::to_owned);
+        let reference =
+            frame.get("ref").and_then(Value::as_str).filter(|r| (1..=64).contains(&r.len())).map(str::to_owned);
         match self.on_request(info, &frame).await {
             Ok(reply) => reply,
             Err(e) => Some(error_frame(reference.as_deref(), e.into_protocol())),
@@ -268,25 +321,19 @@ impl Room {
                 f.deny_unknown(&["type", "ref", "envelope"])?;
                 let address = Address::parse_strict(&info.address)?;
                 let config = Config::get(&self.env)?;
-                let envelope =
-                    checks::check_envelope(&self.db()?, &config, value, now_ms()).await?;
+                let envelope = checks::check_envelope(&self.db()?, &config, value, now_ms()).await?;
                 if envelope.to != address {
-                    return Err(Error::malformed(
-                        "the envelope's `to` is not this socket's address",
-                    )
-                    .into());
+                    return Err(Error::malformed("the envelope's `to` is not this socket's address").into());
                 }
                 throttle::check_ip(&self.env, &config, &info.ip).await?;
                 throttle::check_sender(&self.env, &config, &envelope, &info.ip).await?;
-                let (id, c) = self.submit(&address, envelope, Some(info.sid)).await?;
+                let (id, c) = self.submit(&address, envelope, Some(info.sid), Forward::first()).await?;
                 let mut ack = ack_json(&id, &c);
                 ack["type"] = "ack".into();
                 ack["ref"] = reference.into();
                 Ok(Some(ack))
             }
-            other => Err(f
-                .bad("type", format_args!("{other:?} is not a client frame type"))
-                .into()),
+            other => Err(f.bad("type", format_args!("{other:?} is not a client frame type")).into()),
         }
     }
 
@@ -298,32 +345,26 @@ impl Room {
             .map(|(_, v)| Address::parse_strict(&v))
             .transpose()?
             .ok_or_else(|| ApiError::internal("room request without an address"))?;
-        let rest = url
-            .query_pairs()
-            .find(|(k, _)| k == "q")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
+        let rest = url.query_pairs().find(|(k, _)| k == "q").map(|(_, v)| v.into_owned()).unwrap_or_default();
         match url.path() {
             "/commit" => {
                 let body = req.bytes().await?;
                 let value = checks::parse_json(&body)?;
                 let envelope = Envelope::parse(&value, usize::MAX)?;
-                let (id, c) = self.submit(&address, envelope, None).await?;
+                let (id, c) = self.submit(&address, envelope, None, Forward::first()).await?;
                 json(if c.duplicate { 200 } else { 201 }, &ack_json(&id, &c))
+            }
+            "/relay" => {
+                let value = checks::parse_json(&req.bytes().await?)?;
+                json(200, &self.relay(&address, &value).await?)
             }
             "/pull" => self.pull(&address, PageQuery::parse(&rest)?).await,
             "/ws" => {
-                let ip = url
-                    .query_pairs()
-                    .find(|(k, _)| k == "ip")
-                    .map(|(_, v)| v.into_owned());
+                let ip = url.query_pairs().find(|(k, _)| k == "ip").map(|(_, v)| v.into_owned());
                 let after = denet_core::query::parse_socket_query(&rest)?;
-                self.open_socket(&address, after, ip.unwrap_or_default())
-                    .await
+                self.open_socket(&address, after, ip.unwrap_or_default()).await
             }
-            other => Err(ApiError::internal(format!(
-                "unknown room operation {other}"
-            ))),
+            other => Err(ApiError::internal(format!("unknown room operation {other}"))),
         }
     }
 }
@@ -342,10 +383,7 @@ impl Room {
 }
 
 fn sid_of(ws: &WebSocket) -> Option<u64> {
-    ws.deserialize_attachment::<SocketInfo>()
-        .ok()
-        .flatten()
-        .map(|i| i.sid)
+    ws.deserialize_attachment::<SocketInfo>().ok().flatten().map(|i| i.sid)
 }
 
 fn error_frame(reference: Option<&str>, e: Error) -> Value {
@@ -355,48 +393,28 @@ fn error_frame(reference: Option<&str>, e: Error) -> Value {
 impl DurableObject for Room {
     fn new(state: State, env: Env) -> Self {
         // `{"type":"ping"}` is answered by the runtime without waking the object.
-        if let Ok(pair) =
-            WebSocketRequestResponsePair::new(r#"{"type":"ping"}"#, r#"{"type":"pong"}"#)
-        {
+        if let Ok(pair) = WebSocketRequestResponsePair::new(r#"{"type":"ping"}"#, r#"{"type":"pong"}"#) {
             state.set_websocket_auto_response(&pair);
         }
-        Room {
-            state,
-            env,
-            inner: RefCell::new(Inner::default()),
-            write_lock: Mutex::new(()),
-        }
+        Room { state, env, inner: RefCell::new(Inner::default()), write_lock: Mutex::new(()) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        Ok(self
-            .route(req)
-            .await
-            .unwrap_or_else(ApiError::into_response))
+        Ok(self.route(req).await.unwrap_or_else(ApiError::into_response))
     }
 
-    async fn websocket_message(
-        &self,
-        ws: WebSocket,
-        message: WebSocketIncomingMessage,
-    ) -> Result<()> {
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         let Some(info) = ws.deserialize_attachment::<SocketInfo>().ok().flatten() else {
             let _ = ws.close(Some(1011), Some("socket state lost"));
             return Ok(());
         };
-        let limit = Config::get(&self.env)
-            .map(|c| c.limits.max_request_bytes)
-            .unwrap_or(u64::MAX);
+        let limit = Config::get(&self.env).map(|c| c.limits.max_request_bytes).unwrap_or(u64::MAX);
         let reply = match message {
-            WebSocketIncomingMessage::Binary(_) => Some(error_frame(
-                None,
-                Error::malformed("binary frames are not accepted"),
-            )),
+            WebSocketIncomingMessage::Binary(_) => {
+                Some(error_frame(None, Error::malformed("binary frames are not accepted")))
+            }
             WebSocketIncomingMessage::String(text) if text.len() as u64 > limit => {
-                Some(error_frame(
-                    None,
-                    Error::too_large(format!("frame is over {limit} bytes")),
-                ))
+                Some(error_frame(None, Error::too_large(format!("frame is over {limit} bytes"))))
             }
             WebSocketIncomingMessage::String(text) => self.on_frame(&info, &text).await,
         };
@@ -406,13 +424,7 @@ impl DurableObject for Room {
         Ok(())
     }
 
-    async fn websocket_close(
-        &self,
-        ws: WebSocket,
-        _code: usize,
-        _reason: String,
-        _was_clean: bool,
-    ) -> Result<()> {
+    async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
         let _ = ws.close(Some(1000), Some("closed"));
         self.socket_gone(&ws).await;
         Ok(())
@@ -458,10 +470,7 @@ async fn call_with(
     body: Option<String>,
     upgrade: Option<&Request>,
 ) -> ApiResult<Response> {
-    let stub = env
-        .durable_object("ROOMS")?
-        .id_from_name(address.as_str())?
-        .get_stub()?;
+    let stub = env.durable_object("ROOMS")?.id_from_name(address.as_str())?.get_stub()?;
     let mut url = format!("https://room/{op}?address={address}{extra}");
     if !query.is_empty() {
         url.push_str("&q=");
@@ -470,8 +479,7 @@ async fn call_with(
     let req = match (body, upgrade) {
         (Some(body), _) => {
             let mut init = worker::RequestInit::new();
-            init.with_method(worker::Method::Post)
-                .with_body(Some(body.into()));
+            init.with_method(worker::Method::Post).with_body(Some(body.into()));
             Request::new_with_init(&url, &init)?
         }
         (None, Some(original)) => {
@@ -487,9 +495,7 @@ async fn call_with(
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

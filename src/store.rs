@@ -97,19 +97,12 @@ pub async fn commit_batch(
     let mut out = Vec::with_capacity(items.len());
     for ((id, _), result) in items.iter().zip(results.iter().skip(1)) {
         match result.results::<SeqRow>()?.into_iter().next() {
-            Some(row) => out.push(Committed {
-                seq: row.seq,
-                received_at: row.received_at,
-                duplicate: false,
-            }),
+            Some(row) => out.push(Committed { seq: row.seq, received_at: row.received_at, duplicate: false }),
             None => {
-                let first = find_message(db, address, id).await?.ok_or_else(|| {
-                    worker::Error::RustError(format!("message {id} neither inserted nor found"))
-                })?;
-                out.push(Committed {
-                    duplicate: true,
-                    ..first
-                });
+                let first = find_message(db, address, id)
+                    .await?
+                    .ok_or_else(|| worker::Error::RustError(format!("message {id} neither inserted nor found")))?;
+                out.push(Committed { duplicate: true, ..first });
             }
         }
     }
@@ -117,37 +110,22 @@ pub async fn commit_batch(
 }
 
 /// The seq and received_at of `id` at `address`, if stored.
-pub async fn find_message(
-    db: &D1Database,
-    address: &Address,
-    id: &str,
-) -> Result<Option<Committed>> {
+pub async fn find_message(db: &D1Database, address: &Address, id: &str) -> Result<Option<Committed>> {
     let row = db
         .prepare("SELECT seq, received_at FROM messages WHERE address = ?1 AND id = ?2")
         .bind(&[text(address.as_str()), text(id)])?
         .first::<SeqRow>(None)
         .await?;
-    Ok(row.map(|r| Committed {
-        seq: r.seq,
-        received_at: r.received_at,
-        duplicate: true,
-    }))
+    Ok(row.map(|r| Committed { seq: r.seq, received_at: r.received_at, duplicate: true }))
 }
 
 /// Up to `limit` messages with `seq > after`, ascending.
-pub async fn messages_after(
-    db: &D1Database,
-    address: &Address,
-    after: u64,
-    limit: u64,
-) -> Result<Vec<MessageRow>> {
-    db.prepare(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE address = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-    ))
-    .bind(&[text(address.as_str()), num(after), num(limit)])?
-    .all()
-    .await?
-    .results()
+pub async fn messages_after(db: &D1Database, address: &Address, after: u64, limit: u64) -> Result<Vec<MessageRow>> {
+    db.prepare(format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE address = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"))
+        .bind(&[text(address.as_str()), num(after), num(limit)])?
+        .all()
+        .await?
+        .results()
 }
 
 /// The highest seq received before `since` (0 if none): where a `since` page starts.
@@ -183,8 +161,7 @@ pub struct BundleRow {
     pub revocation_sig: Option<String>,
 }
 
-const BUNDLE_COLUMNS: &str =
-    "sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, revoked_at, revocation_sig";
+const BUNDLE_COLUMNS: &str = "sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, revoked_at, revocation_sig";
 
 impl BundleRow {
     /// The bundle's six signed fields.
@@ -195,6 +172,11 @@ impl BundleRow {
         })
     }
 
+    /// Whether the key was active at `t_ms` (§7): issued, not yet expired or revoked.
+    pub fn active_at(&self, t_ms: u64) -> bool {
+        self.issued_at <= t_ms && t_ms < self.expires_at && self.revoked_at.is_none_or(|r| t_ms < r)
+    }
+
     /// Whether the bundle (by the rules of §1) is active at `now_ms`.
     pub fn is_active(&self, now_ms: u64) -> bool {
         self.revoked_at.is_none() && self.expires_at > now_ms
@@ -202,34 +184,25 @@ impl BundleRow {
 }
 
 pub async fn bundle_by_key(db: &D1Database, sign_key: &str) -> Result<Option<BundleRow>> {
-    db.prepare(format!(
-        "SELECT {BUNDLE_COLUMNS} FROM bundles WHERE sign_key = ?1"
-    ))
-    .bind(&[text(sign_key)])?
-    .first::<BundleRow>(None)
-    .await
+    db.prepare(format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE sign_key = ?1"))
+        .bind(&[text(sign_key)])?
+        .first::<BundleRow>(None)
+        .await
 }
 
 /// Every stored bundle of `wallet`, oldest first.
 pub async fn bundles_of(db: &D1Database, wallet: &str) -> Result<Vec<BundleRow>> {
-    db.prepare(format!(
-        "SELECT {BUNDLE_COLUMNS} FROM bundles WHERE wallet = ?1 ORDER BY issued_at, sign_key"
-    ))
-    .bind(&[text(wallet)])?
-    .all()
-    .await?
-    .results()
+    db.prepare(format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE wallet = ?1 ORDER BY issued_at, sign_key"))
+        .bind(&[text(wallet)])?
+        .all()
+        .await?
+        .results()
 }
 
 /// Stores a new bundle unless its wallet already has `max_active` active bundles.
 /// Returns whether it was stored. The count and the insert are one statement, so
 /// concurrent registrations cannot pass the cap together.
-pub async fn insert_bundle(
-    db: &D1Database,
-    b: &BundleRow,
-    max_active: usize,
-    now_ms: u64,
-) -> Result<bool> {
+pub async fn insert_bundle(db: &D1Database, b: &BundleRow, max_active: usize, now_ms: u64) -> Result<bool> {
     let result = db
         .prepare(
             "INSERT INTO bundles (sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, stored_at)
@@ -254,12 +227,7 @@ pub async fn insert_bundle(
 }
 
 /// Records a revocation unless the key is already revoked (the first one stays).
-pub async fn revoke_bundle(
-    db: &D1Database,
-    sign_key: &str,
-    revoked_at: u64,
-    sig: &str,
-) -> Result<()> {
+pub async fn revoke_bundle(db: &D1Database, sign_key: &str, revoked_at: u64, sig: &str) -> Result<()> {
     db.prepare("UPDATE bundles SET revoked_at = ?2, revocation_sig = ?3 WHERE sign_key = ?1 AND revoked_at IS NULL")
         .bind(&[text(sign_key), num(revoked_at), text(sig)])?
         .run()
@@ -292,10 +260,5 @@ pub async fn delete_bundles_before(db: &D1Database, cutoff_ms: u64, batch: u64) 
 }
 
 async fn changes(statement: D1PreparedStatement) -> Result<usize> {
-    Ok(statement
-        .run()
-        .await?
-        .meta()?
-        .and_then(|m| m.changes)
-        .unwrap_or(0))
+    Ok(statement.run().await?.meta()?.and_then(|m| m.changes).unwrap_or(0))
 }

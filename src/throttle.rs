@@ -13,11 +13,7 @@ use worker::{DurableObject, Env, Request, Response, Result, State, durable_objec
 
 /// The client's IP as Cloudflare reports it.
 pub fn client_ip(req: &Request) -> String {
-    req.headers()
-        .get("cf-connecting-ip")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "unknown".into())
+    req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into())
 }
 
 #[derive(Deserialize)]
@@ -26,17 +22,9 @@ struct Verdict {
 }
 
 async fn ask(env: &Env, key: &str, path: &str) -> ApiResult<()> {
-    let stub = env
-        .durable_object("LIMITER")?
-        .id_from_name(key)?
-        .get_stub()?;
-    let mut resp = stub
-        .fetch_with_str(&format!("https://limiter{path}"))
-        .await?;
-    let verdict: Verdict = resp
-        .json()
-        .await
-        .map_err(|e| ApiError::internal(format!("limiter answer: {e}")))?;
+    let stub = env.durable_object("LIMITER")?.id_from_name(key)?.get_stub()?;
+    let mut resp = stub.fetch_with_str(&format!("https://limiter{path}")).await?;
+    let verdict: Verdict = resp.json().await.map_err(|e| ApiError::internal(format!("limiter answer: {e}")))?;
     match verdict.retry_after {
         None => Ok(()),
         Some(secs) => Err(Error::rate_limited(secs).into()),
@@ -44,65 +32,32 @@ async fn ask(env: &Env, key: &str, path: &str) -> ApiResult<()> {
 }
 
 async fn take(env: &Env, key: &str, bucket: &str, capacity: u64) -> ApiResult<()> {
-    ask(
-        env,
-        key,
-        &format!("/take?bucket={bucket}&capacity={capacity}"),
-    )
-    .await
+    ask(env, key, &format!("/take?bucket={bucket}&capacity={capacity}")).await
 }
 
 /// `IP_REQUESTS_PER_MIN`: every request from one IP.
 pub async fn check_ip(env: &Env, config: &Config, ip: &str) -> ApiResult<()> {
-    take(
-        env,
-        &format!("ip:{ip}"),
-        "requests",
-        config.limits.ip_requests_per_min,
-    )
-    .await
+    take(env, &format!("ip:{ip}"), "requests", config.limits.ip_requests_per_min).await
 }
 
 /// The sender limits of a post or `send` frame, after every other check:
 /// `SENDER_MESSAGES_PER_MIN` per `from` (per `key` when anonymous), and
 /// `ANON_MESSAGES_PER_MIN_PER_IP` for anonymous envelopes.
-pub async fn check_sender(
-    env: &Env,
-    config: &Config,
-    envelope: &Envelope,
-    ip: &str,
-) -> ApiResult<()> {
+pub async fn check_sender(env: &Env, config: &Config, envelope: &Envelope, ip: &str) -> ApiResult<()> {
     let sender = match &envelope.from {
         Some(wallet) => format!("sender:{wallet}"),
         None => format!("sender:key:{}", envelope.key),
     };
-    take(
-        env,
-        &sender,
-        "messages",
-        config.limits.sender_messages_per_min,
-    )
-    .await?;
+    take(env, &sender, "messages", config.limits.sender_messages_per_min).await?;
     if envelope.from.is_none() {
-        take(
-            env,
-            &format!("ip:{ip}"),
-            "anonymous",
-            config.limits.anon_messages_per_min_per_ip,
-        )
-        .await?;
+        take(env, &format!("ip:{ip}"), "anonymous", config.limits.anon_messages_per_min_per_ip).await?;
     }
     Ok(())
 }
 
 /// `SOCKETS_PER_IP`: takes a socket place for `ip`, refused when all are taken.
 pub async fn acquire_socket(env: &Env, config: &Config, ip: &str) -> ApiResult<()> {
-    ask(
-        env,
-        &format!("ip:{ip}"),
-        &format!("/sockets?op=acquire&max={}", config.limits.sockets_per_ip),
-    )
-    .await
+    ask(env, &format!("ip:{ip}"), &format!("/sockets?op=acquire&max={}", config.limits.sockets_per_ip)).await
 }
 
 /// Gives a socket place back (the socket closed, or its upgrade was refused).
@@ -124,11 +79,7 @@ const SOCKETS: &str = "sockets";
 impl Limiter {
     async fn answer(&self, req: Request) -> ApiResult<Option<u64>> {
         let url = req.url()?;
-        let param = |name: &str| {
-            url.query_pairs()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-        };
+        let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
         let number = |name: &str| param(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let now = crate::checks::now_ms();
         match url.path() {
@@ -136,9 +87,7 @@ impl Limiter {
                 let name = param("bucket").unwrap_or_default();
                 let capacity = number("capacity");
                 let mut buckets = self.buckets.borrow_mut();
-                let bucket = buckets
-                    .entry(name)
-                    .or_insert_with(|| TokenBucket::full(capacity, now));
+                let bucket = buckets.entry(name).or_insert_with(|| TokenBucket::full(capacity, now));
                 Ok(bucket.take(capacity, now).err())
             }
             "/sockets" => {
@@ -156,26 +105,19 @@ impl Limiter {
                     }
                 }
             }
-            other => Err(ApiError::internal(format!(
-                "unknown limiter operation {other}"
-            ))),
+            other => Err(ApiError::internal(format!("unknown limiter operation {other}"))),
         }
     }
 }
 
 impl DurableObject for Limiter {
     fn new(state: State, _env: Env) -> Self {
-        Limiter {
-            state,
-            buckets: RefCell::new(HashMap::new()),
-        }
+        Limiter { state, buckets: RefCell::new(HashMap::new()) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         match self.answer(req).await {
-            Ok(retry_after) => {
-                Response::from_json(&serde_json::json!({"retry_after": retry_after}))
-            }
+            Ok(retry_after) => Response::from_json(&serde_json::json!({"retry_after": retry_after})),
             Err(e) => Ok(e.into_response()),
         }
     }

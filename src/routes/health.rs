@@ -12,9 +12,7 @@ const OPENAPI: &str = include_str!("../../openapi/openapi.json");
 pub fn openapi() -> ApiResult<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    Ok(Response::builder()
-        .with_headers(headers)
-        .fixed(OPENAPI.as_bytes().to_vec()))
+    Ok(Response::builder().with_headers(headers).fixed(OPENAPI.as_bytes().to_vec()))
 }
 
 /// `GET /v1/health`

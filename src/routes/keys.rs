@@ -4,6 +4,7 @@ use crate::checks::{self, now_ms};
 use crate::config::Config;
 use crate::error::{ApiResult, refuse};
 use crate::keys;
+use crate::mesh::{self, Kind};
 use crate::routes::json;
 use crate::store::{self, BundleRow};
 use denet_core::bundle::MAX_ACTIVE_BUNDLES;
@@ -14,20 +15,12 @@ use serde_json::{Value, json};
 use worker::{Env, Request, Response};
 
 /// `PUT /v1/keys/{wallet}`: `201` stored, `200` already stored, `409` conflict.
-pub async fn put_bundle(
-    mut req: Request,
-    wallet: &str,
-    env: &Env,
-    config: &Config,
-) -> ApiResult<Response> {
+pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Config) -> ApiResult<Response> {
     let wallet = Wallet::parse_lenient(wallet)?;
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
     let bundle = Bundle::parse(&value)?;
     if bundle.wallet != wallet {
-        return refuse(
-            ErrorCode::Malformed,
-            "the bundle's wallet is not the wallet in the path",
-        );
+        return refuse(ErrorCode::Malformed, "the bundle's wallet is not the wallet in the path");
     }
     let now = now_ms();
     bundle.check_clock(now, config.limits.skew_ms)?;
@@ -47,16 +40,14 @@ pub async fn put_bundle(
         Some(existing) => existing,
         None if store::insert_bundle(&db, &row, MAX_ACTIVE_BUNDLES, now).await? => {
             keys::forget(&row.sign_key);
+            mesh::enqueue(env, config, Kind::Bundle, 1, None, vec![bundle.to_json()]).await;
             return json(201, &row.bundle_json());
         }
         // Lost a race for the same key, or the wallet is at its cap.
         None => match store::bundle_by_key(&db, &row.sign_key).await? {
             Some(existing) => existing,
             None => {
-                return refuse(
-                    ErrorCode::Conflict,
-                    format!("{wallet} already has {MAX_ACTIVE_BUNDLES} active keys"),
-                );
+                return refuse(ErrorCode::Conflict, format!("{wallet} already has {MAX_ACTIVE_BUNDLES} active keys"));
             }
         },
     };
@@ -64,10 +55,7 @@ pub async fn put_bundle(
         return refuse(ErrorCode::Conflict, "this sign_key was revoked");
     }
     if stored.bundle_json() != row.bundle_json() {
-        return refuse(
-            ErrorCode::Conflict,
-            "this sign_key belongs to another bundle",
-        );
+        return refuse(ErrorCode::Conflict, "this sign_key belongs to another bundle");
     }
     json(200, &row.bundle_json())
 }
@@ -81,10 +69,7 @@ pub async fn get_bundles(req: Request, wallet: &str, env: &Env) -> ApiResult<Res
         None => false,
         Some((_, "all")) => true,
         Some((_, other)) => {
-            return refuse(
-                ErrorCode::Malformed,
-                format!("include must be \"all\", got {other:?}"),
-            );
+            return refuse(ErrorCode::Malformed, format!("include must be \"all\", got {other:?}"));
         }
     };
     let now = now_ms();
@@ -92,13 +77,7 @@ pub async fn get_bundles(req: Request, wallet: &str, env: &Env) -> ApiResult<Res
     let keys: Vec<Value> = rows
         .iter()
         .filter(|r| include_all || r.is_active(now))
-        .map(|r| {
-            if include_all {
-                with_status(r, now)
-            } else {
-                r.bundle_json()
-            }
-        })
+        .map(|r| if include_all { with_status(r, now) } else { r.bundle_json() })
         .collect();
     if keys.is_empty() {
         return refuse(ErrorCode::NotFound, format!("no keys for {wallet}"));
@@ -122,38 +101,20 @@ fn with_status(r: &BundleRow, now: u64) -> Value {
 }
 
 /// `POST /v1/keys/{wallet}/revoke`: `200`; a second revocation keeps the first.
-pub async fn revoke_key(
-    mut req: Request,
-    wallet: &str,
-    env: &Env,
-    config: &Config,
-) -> ApiResult<Response> {
+pub async fn revoke_key(mut req: Request, wallet: &str, env: &Env, config: &Config) -> ApiResult<Response> {
     let wallet = Wallet::parse_lenient(wallet)?;
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
     let revocation = Revocation::parse_request(&value, wallet.clone())?;
-    check_skew(
-        revocation.revoked_at,
-        now_ms(),
-        config.limits.skew_ms,
-        "revoked_at",
-    )?;
+    check_skew(revocation.revoked_at, now_ms(), config.limits.skew_ms, "revoked_at")?;
     revocation.verify()?;
     let db = env.d1("DB")?;
     let sign_key = revocation.sign_key.to_b64();
-    let Some(row) = store::bundle_by_key(&db, &sign_key)
-        .await?
-        .filter(|r| r.wallet == wallet.as_str())
-    else {
+    let Some(row) = store::bundle_by_key(&db, &sign_key).await?.filter(|r| r.wallet == wallet.as_str()) else {
         return Err(Error::not_found(format!("{sign_key} is not a key of {wallet}")).into());
     };
     if row.revoked_at.is_none() {
-        store::revoke_bundle(
-            &db,
-            &sign_key,
-            revocation.revoked_at,
-            &revocation.wallet_sig,
-        )
-        .await?;
+        store::revoke_bundle(&db, &sign_key, revocation.revoked_at, &revocation.wallet_sig).await?;
+        mesh::enqueue(env, config, Kind::Revocation, 1, None, vec![revocation.to_json()]).await;
     }
     keys::forget(&sign_key);
     let first = store::bundle_by_key(&db, &sign_key).await?.unwrap_or(row);

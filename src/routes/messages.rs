@@ -11,24 +11,11 @@ use denet_core::{Address, PageQuery, RoomId, Wallet};
 use worker::{Env, Request, Response};
 
 /// `POST /v1/messages`: check the envelope here, then commit it in its address's object.
-pub async fn post_message(
-    mut req: Request,
-    env: &Env,
-    config: &Config,
-    ip: &str,
-) -> ApiResult<Response> {
+pub async fn post_message(mut req: Request, env: &Env, config: &Config, ip: &str) -> ApiResult<Response> {
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
     let envelope = checks::check_envelope(&env.d1("DB")?, config, &value, now_ms()).await?;
     throttle::check_sender(env, config, &envelope, ip).await?;
-    room::call(
-        env,
-        &envelope.to,
-        "commit",
-        "",
-        Some(envelope.to_json().to_string()),
-        None,
-    )
-    .await
+    room::call(env, &envelope.to, "commit", "", Some(envelope.to_json().to_string()), None).await
 }
 
 /// `GET /v1/rooms/{room}/messages`: a page, open to anyone who knows the room id.
@@ -39,12 +26,7 @@ pub async fn pull_room(req: Request, room: &str, env: &Env) -> ApiResult<Respons
 }
 
 /// `GET /v1/inbox/{wallet}/messages` (signed): a page, for the wallet only.
-pub async fn pull_inbox(
-    req: Request,
-    wallet: &str,
-    env: &Env,
-    config: &Config,
-) -> ApiResult<Response> {
+pub async fn pull_inbox(req: Request, wallet: &str, env: &Env, config: &Config) -> ApiResult<Response> {
     let wallet = Wallet::parse_lenient(wallet)?;
     let query = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
     pull(&Address::Inbox(wallet), &query, env).await

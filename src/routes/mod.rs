@@ -4,6 +4,7 @@
 mod health;
 mod keys;
 mod messages;
+mod relay;
 mod sockets;
 
 use crate::config::Config;
@@ -23,6 +24,9 @@ enum Route<'p> {
     InboxSocket(&'p str),
     Keys(&'p str),
     Revoke(&'p str),
+    RelayMessages,
+    RelayKeys,
+    RelayStatus,
 }
 
 /// Matches a path to a route and the methods it allows.
@@ -39,6 +43,9 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
         ["v1", "inbox", wallet, "ws"] => (Route::InboxSocket(wallet), get),
         ["v1", "keys", wallet] => (Route::Keys(wallet), &[Method::Get, Method::Put]),
         ["v1", "keys", wallet, "revoke"] => (Route::Revoke(wallet), &[Method::Post]),
+        ["v1", "relay", "messages"] => (Route::RelayMessages, &[Method::Post]),
+        ["v1", "relay", "keys"] => (Route::RelayKeys, &[Method::Post]),
+        ["v1", "relay", "status"] => (Route::RelayStatus, get),
         _ => return None,
     })
 }
@@ -54,10 +61,7 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
     };
     let method = req.method();
     if !methods.contains(&method) {
-        return refuse(
-            ErrorCode::MethodNotAllowed,
-            format!("{method} is not allowed on {path}"),
-        );
+        return refuse(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}"));
     }
     match route {
         Route::Health => health::health(&config),
@@ -67,11 +71,12 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
         Route::RoomSocket(room) => sockets::room_socket(req, room, &env, &config, &ip).await,
         Route::InboxMessages(wallet) => messages::pull_inbox(req, wallet, &env, &config).await,
         Route::InboxSocket(wallet) => sockets::inbox_socket(req, wallet, &env, &config, &ip).await,
-        Route::Keys(wallet) if method == Method::Put => {
-            keys::put_bundle(req, wallet, &env, &config).await
-        }
+        Route::Keys(wallet) if method == Method::Put => keys::put_bundle(req, wallet, &env, &config).await,
         Route::Keys(wallet) => keys::get_bundles(req, wallet, &env).await,
         Route::Revoke(wallet) => keys::revoke_key(req, wallet, &env, &config).await,
+        Route::RelayMessages => relay::relay_messages(req, &env, &config).await,
+        Route::RelayKeys => relay::relay_keys(req, &env, &config).await,
+        Route::RelayStatus => relay::relay_status(req, &env, &config).await,
     }
 }
 
@@ -79,8 +84,5 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
 pub fn json(status: u16, value: &serde_json::Value) -> ApiResult<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    Ok(Response::builder()
-        .with_status(status)
-        .with_headers(headers)
-        .fixed(value.to_string().into_bytes()))
+    Ok(Response::builder().with_status(status).with_headers(headers).fixed(value.to_string().into_bytes()))
 }

@@ -12,22 +12,13 @@ use worker::{Env, Request, Response};
 fn require_upgrade(req: &Request) -> ApiResult<()> {
     let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
-        return refuse(
-            ErrorCode::UpgradeRequired,
-            "this route needs a WebSocket upgrade",
-        );
+        return refuse(ErrorCode::UpgradeRequired, "this route needs a WebSocket upgrade");
     }
     Ok(())
 }
 
 /// `GET /v1/rooms/{room}/ws`
-pub async fn room_socket(
-    req: Request,
-    room: &str,
-    env: &Env,
-    config: &Config,
-    ip: &str,
-) -> ApiResult<Response> {
+pub async fn room_socket(req: Request, room: &str, env: &Env, config: &Config, ip: &str) -> ApiResult<Response> {
     require_upgrade(&req)?;
     throttle::acquire_socket(env, config, ip).await?;
     let opened = async {
@@ -41,13 +32,7 @@ pub async fn room_socket(
 }
 
 /// `GET /v1/inbox/{wallet}/ws` (signed, usually by query parameters)
-pub async fn inbox_socket(
-    req: Request,
-    wallet: &str,
-    env: &Env,
-    config: &Config,
-    ip: &str,
-) -> ApiResult<Response> {
+pub async fn inbox_socket(req: Request, wallet: &str, env: &Env, config: &Config, ip: &str) -> ApiResult<Response> {
     require_upgrade(&req)?;
     throttle::acquire_socket(env, config, ip).await?;
     let opened = async {
@@ -61,11 +46,7 @@ pub async fn inbox_socket(
 }
 
 /// A socket place is held only by an open socket: give it back on any refusal.
-async fn keep_place_if_upgraded(
-    env: &Env,
-    ip: &str,
-    opened: ApiResult<Response>,
-) -> ApiResult<Response> {
+async fn keep_place_if_upgraded(env: &Env, ip: &str, opened: ApiResult<Response>) -> ApiResult<Response> {
     if !matches!(&opened, Ok(resp) if resp.status_code() == 101) {
         throttle::release_socket(env, ip).await;
     }

@@ -31,22 +31,13 @@ pub fn random_room() -> String {
 
 /// The relay's clock is the machine's clock.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64
 }
 
 /// Signs `message` with EIP-191 personal_sign, as `0x` + r + s + v(27/28).
 pub fn personal_sign(key: &k256::ecdsa::SigningKey, message: &str) -> String {
-    let (sig, recid) = key
-        .sign_prehash_recoverable(&eip191_hash(message))
-        .expect("signs");
-    format!(
-        "0x{}{:02x}",
-        hex::encode(sig.to_bytes()),
-        recid.to_byte() + 27
-    )
+    let (sig, recid) = key.sign_prehash_recoverable(&eip191_hash(message)).expect("signs");
+    format!("0x{}{:02x}", hex::encode(sig.to_bytes()), recid.to_byte() + 27)
 }
 
 impl User {
@@ -55,12 +46,7 @@ impl User {
         let wallet = Wallet::from_verifying_key(wallet_key.verifying_key());
         let mut dh_key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut dh_key);
-        User {
-            wallet_key,
-            wallet,
-            device: random_key(),
-            dh_key,
-        }
+        User { wallet_key, wallet, device: random_key(), dh_key }
     }
 
     pub fn sign_key(&self) -> SignKey {
@@ -88,12 +74,8 @@ impl User {
 
     /// The body of `POST /v1/keys/{wallet}/revoke` for `sign_key`, revoked now.
     pub fn revocation(&self, sign_key: SignKey) -> Value {
-        let mut r = Revocation {
-            wallet: self.wallet.clone(),
-            sign_key,
-            revoked_at: now_ms(),
-            wallet_sig: String::new(),
-        };
+        let mut r =
+            Revocation { wallet: self.wallet.clone(), sign_key, revoked_at: now_ms(), wallet_sig: String::new() };
         r.wallet_sig = personal_sign(&self.wallet_key, &r.statement());
         json!({"sign_key": r.sign_key.to_b64(), "revoked_at": r.revoked_at, "wallet_sig": r.wallet_sig})
     }
@@ -104,15 +86,8 @@ impl User {
     }
 
     /// The four `Denet-*` headers for `method path_and_query` at `time`.
-    pub fn signed_headers(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        time: u64,
-    ) -> Vec<(&'static str, String)> {
-        let sig = self
-            .device
-            .sign(signing_text(method, path_and_query, time).as_bytes());
+    pub fn signed_headers(&self, method: &str, path_and_query: &str, time: u64) -> Vec<(&'static str, String)> {
+        let sig = self.device.sign(signing_text(method, path_and_query, time).as_bytes());
         vec![
             ("Denet-Wallet", self.wallet.to_string()),
             ("Denet-Key", self.sign_key().to_b64()),
@@ -127,9 +102,7 @@ impl User {
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
         };
-        let sig = self
-            .device
-            .sign(signing_text("GET", &signed, time).as_bytes());
+        let sig = self.device.sign(signing_text("GET", &signed, time).as_bytes());
         let creds = format!(
             "denet_wallet={}&denet_key={}&denet_time={time}&denet_sig={}",
             self.wallet,
@@ -150,13 +123,7 @@ impl Default for User {
 }
 
 /// Signs an envelope as PROTOCOL.md §2 spells it.
-pub fn sign_envelope(
-    key: &SigningKey,
-    to: &str,
-    from: Option<&Wallet>,
-    ts: u64,
-    body: &[u8],
-) -> Value {
+pub fn sign_envelope(key: &SigningKey, to: &str, from: Option<&Wallet>, ts: u64, body: &[u8]) -> Value {
     let mut json = json!({
         "v": 1, "to": to, "ts": ts, "from": from.map(Wallet::as_str),
         "key": b64(&key.verifying_key().to_bytes()), "body": b64(body),

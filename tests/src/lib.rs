@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 pub struct Relay {
     pub base: String,
     pub port: u16,
-    child: Child,
+    child: Option<Child>,
     state: tempfile::TempDir,
+    vars: Vec<(String, String)>,
 }
 
 /// Process groups to stop when the test binary exits (for the shared relay).
@@ -32,27 +33,18 @@ extern "C" fn stop_all_groups() {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 /// A `wrangler` command run by the Node 22 in node_modules (wrangler 4 needs it).
 fn wrangler(root: &Path) -> Command {
     let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
-    let path = format!(
-        "{}:{}",
-        root.join("node_modules/.bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default());
     cmd.current_dir(root)
         .env("PATH", path)
         .env("WRANGLER_SEND_METRICS", "false")
@@ -68,14 +60,17 @@ impl Relay {
         Relay::start_with(&[])
     }
 
+    /// The throttles raised so that tests sharing one IP never meet them.
+    pub const UNTHROTTLED: [(&'static str, &'static str); 4] = [
+        ("IP_REQUESTS_PER_MIN", "1000000"),
+        ("SENDER_MESSAGES_PER_MIN", "1000000"),
+        ("ANON_MESSAGES_PER_MIN_PER_IP", "1000000"),
+        ("SOCKETS_PER_IP", "100000"),
+    ];
+
     /// Starts a relay like [`Relay::start`], with `[vars]` overridden by `vars`.
     pub fn start_with(vars: &[(&str, &str)]) -> Relay {
-        let mut all: Vec<(&str, &str)> = vec![
-            ("IP_REQUESTS_PER_MIN", "1000000"),
-            ("SENDER_MESSAGES_PER_MIN", "1000000"),
-            ("ANON_MESSAGES_PER_MIN_PER_IP", "1000000"),
-            ("SOCKETS_PER_IP", "100000"),
-        ];
+        let mut all: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
         all.retain(|(k, _)| !vars.iter().any(|(name, _)| name == k));
         all.extend_from_slice(vars);
         Relay::start_exactly(&all)
@@ -83,11 +78,13 @@ impl Relay {
 
     /// Starts a relay with exactly `vars` over `wrangler.toml`.
     pub fn start_exactly(vars: &[(&str, &str)]) -> Relay {
+        Relay::start_on(free_port(), vars)
+    }
+
+    /// Starts a relay on `port` (known in advance, for meshes) with exactly `vars`.
+    pub fn start_on(port: u16, vars: &[(&str, &str)]) -> Relay {
         let root = repo_root();
-        assert!(
-            root.join("build/index.js").exists(),
-            "build/index.js is missing: run `make build` first"
-        );
+        assert!(root.join("build/index.js").exists(), "build/index.js is missing: run `make build` first");
         let state = tempfile::tempdir().expect("a temp dir");
         let status = wrangler(&root)
             .args(["d1", "migrations", "apply", "DB", "--local", "--persist-to"])
@@ -97,41 +94,56 @@ impl Relay {
             .status()
             .expect("wrangler runs");
         assert!(status.success(), "d1 migrations failed");
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut relay = Relay { base: format!("http://127.0.0.1:{port}"), port, child: None, state, vars };
+        relay.spawn();
+        relay
+    }
 
-        let (port, inspector) = (free_port(), free_port());
-        let log = std::fs::File::create(state.path().join("wrangler.log")).expect("log file");
+    /// Starts wrangler on this relay's port and state directory, and waits for it.
+    fn spawn(&mut self) {
+        let root = repo_root();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.path().join("wrangler.log"))
+            .expect("log file");
         let mut cmd = wrangler(&root);
-        cmd.args([
-            "dev",
-            "--ip",
-            "127.0.0.1",
-            "--test-scheduled",
-            "--show-interactive-dev-session=false",
-        ])
-        .args([
-            "--port",
-            &port.to_string(),
-            "--inspector-port",
-            &inspector.to_string(),
-        ])
-        .arg("--persist-to")
-        .arg(state.path())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log clone"))
-        .stderr(log)
-        .process_group(0);
-        for (k, v) in vars {
+        cmd.args(["dev", "--ip", "127.0.0.1", "--test-scheduled", "--show-interactive-dev-session=false"])
+            .args(["--port", &self.port.to_string(), "--inspector-port", &free_port().to_string()])
+            .arg("--persist-to")
+            .arg(self.state.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log clone"))
+            .stderr(log)
+            .process_group(0);
+        for (k, v) in &self.vars {
             cmd.arg("--var").arg(format!("{k}:{v}"));
         }
-        let child = cmd.spawn().expect("wrangler starts");
-        let relay = Relay {
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            child,
-            state,
-        };
-        relay.wait_ready();
-        relay
+        self.child = Some(cmd.spawn().expect("wrangler starts"));
+        self.wait_ready();
+    }
+
+    /// Stops the relay, keeping its state directory (see [`Relay::restart`]).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let pgid = child.id() as i32;
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
+    /// Starts a stopped relay again on the same port with the same state.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// The relay shared by the tests of one binary, stopped when the binary exits.
@@ -145,7 +157,8 @@ impl Relay {
     /// Registers a relay held in a `static` to be stopped when the binary exits
     /// (statics are never dropped). Idempotent.
     pub fn stop_at_exit(&self) {
-        let pgid = self.child.id() as i32;
+        let Some(child) = &self.child else { return };
+        let pgid = child.id() as i32;
         let mut groups = GROUPS.lock().expect("groups");
         if !groups.contains(&pgid) {
             if groups.is_empty() {
@@ -183,17 +196,7 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -204,19 +207,10 @@ fn http_get_blocking(url: &str) -> Option<u16> {
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
     let mut stream = std::net::TcpStream::connect(host).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = [0u8; 64];
     let n = stream.read(&mut buf).ok()?;
-    std::str::from_utf8(&buf[..n])
-        .ok()?
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
+    std::str::from_utf8(&buf[..n]).ok()?.split(' ').nth(1)?.parse().ok()
 }
 
 /// A status and JSON body.
@@ -225,8 +219,7 @@ pub type Answer = (u16, serde_json::Value);
 async fn answer(resp: reqwest::Response) -> Answer {
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("a body");
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text:?}"));
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text:?}"));
     (status, body)
 }
 
@@ -239,14 +232,7 @@ impl Relay {
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        answer(
-            Relay::client()
-                .get(self.url(path))
-                .send()
-                .await
-                .expect("GET"),
-        )
-        .await
+        answer(Relay::client().get(self.url(path)).send().await.expect("GET")).await
     }
 
     /// GET with the four `Denet-*` headers signed by `user`'s device, now.
@@ -262,19 +248,13 @@ impl Relay {
         answer(req.send().await.expect("GET")).await
     }
 
-    pub async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Answer {
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, body: &serde_json::Value) -> Answer {
         let req = Relay::client().request(method, self.url(path)).json(body);
         answer(req.send().await.expect("request")).await
     }
 
     pub async fn post(&self, envelope: &serde_json::Value) -> Answer {
-        self.send_json(reqwest::Method::POST, "/v1/messages", envelope)
-            .await
+        self.send_json(reqwest::Method::POST, "/v1/messages", envelope).await
     }
 
     /// Registers `user`'s device bundle (valid 30 days); panics unless `201`.
@@ -284,21 +264,14 @@ impl Relay {
     }
 
     pub async fn put_bundle(&self, user: &actors::User, bundle: &serde_json::Value) -> Answer {
-        self.send_json(
-            reqwest::Method::PUT,
-            &format!("/v1/keys/{}", user.wallet),
-            bundle,
-        )
-        .await
+        self.send_json(reqwest::Method::PUT, &format!("/v1/keys/{}", user.wallet), bundle).await
     }
 
     /// Every message of a room, paging with `limit`.
     pub async fn pull_all(&self, path: &str, limit: u64) -> Vec<serde_json::Value> {
         let (mut after, mut all) = (0, Vec::new());
         loop {
-            let (status, page) = self
-                .get(&format!("{path}?after={after}&limit={limit}"))
-                .await;
+            let (status, page) = self.get(&format!("{path}?after={after}&limit={limit}")).await;
             assert_eq!(status, 200, "{page}");
             let messages = page["messages"].as_array().expect("messages").clone();
             after = page["next"].as_u64().expect("next");
@@ -312,11 +285,8 @@ impl Relay {
 
     /// Every message at `path`, pulled with `CF-Connecting-IP: ip`.
     pub async fn pull_all_from(&self, ip: &str, path: &str) -> Vec<serde_json::Value> {
-        let resp = Relay::client()
-            .get(self.url(&format!("{path}?limit=500")))
-            .header("cf-connecting-ip", ip)
-            .send()
-            .await;
+        let resp =
+            Relay::client().get(self.url(&format!("{path}?limit=500"))).header("cf-connecting-ip", ip).send().await;
         let (status, page) = answer(resp.expect("GET")).await;
         assert_eq!(status, 200, "{page}");
         page["messages"].as_array().expect("messages").clone()

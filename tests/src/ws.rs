@@ -5,8 +5,7 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-type Stream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Stream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct Socket {
     inner: Stream,
@@ -38,15 +37,11 @@ impl Socket {
     pub async fn connect_from(url: &str, ip: &str) -> Result<Socket, (u16, Option<String>)> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut req = url.into_client_request().expect("a ws url");
-        req.headers_mut()
-            .insert("cf-connecting-ip", ip.parse().expect("header value"));
+        req.headers_mut().insert("cf-connecting-ip", ip.parse().expect("header value"));
         match tokio_tungstenite::connect_async(req).await {
             Ok((inner, _)) => Ok(Socket { inner }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                let retry = resp
-                    .headers()
-                    .get("retry-after")
-                    .map(|v| v.to_str().unwrap_or("").to_owned());
+                let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap_or("").to_owned());
                 Err((resp.status().as_u16(), retry))
             }
             Err(e) => panic!("connect {url}: {e}"),
@@ -54,10 +49,7 @@ impl Socket {
     }
 
     pub async fn send(&mut self, frame: &Value) {
-        self.inner
-            .send(Message::text(frame.to_string()))
-            .await
-            .expect("send");
+        self.inner.send(Message::text(frame.to_string())).await.expect("send");
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -72,10 +64,7 @@ impl Socket {
     /// The next JSON text frame, or `None` if none comes within `wait`.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
         loop {
-            let msg = tokio::time::timeout(wait, self.inner.next())
-                .await
-                .ok()??
-                .expect("frame");
+            let msg = tokio::time::timeout(wait, self.inner.next()).await.ok()??.expect("frame");
             match msg {
                 Message::Text(text) => {
                     return Some(serde_json::from_str(&text).expect("JSON frame"));

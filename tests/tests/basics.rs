@@ -4,9 +4,7 @@ use denet_e2e::Relay;
 use serde_json::Value;
 
 async fn get(path: &str) -> (u16, Value) {
-    let resp = reqwest::get(Relay::shared().url(path))
-        .await
-        .expect("request");
+    let resp = reqwest::get(Relay::shared().url(path)).await.expect("request");
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("a JSON body"))
 }
@@ -33,16 +31,8 @@ async fn unknown_routes_are_not_found_in_the_error_shape() {
 #[tokio::test]
 async fn wrong_methods_are_method_not_allowed() {
     let client = reqwest::Client::new();
-    for method in [
-        reqwest::Method::POST,
-        reqwest::Method::DELETE,
-        reqwest::Method::PUT,
-    ] {
-        let resp = client
-            .request(method.clone(), Relay::shared().url("/v1/health"))
-            .send()
-            .await
-            .unwrap();
+    for method in [reqwest::Method::POST, reqwest::Method::DELETE, reqwest::Method::PUT] {
+        let resp = client.request(method.clone(), Relay::shared().url("/v1/health")).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 405, "{method}");
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "method_not_allowed");

@@ -15,15 +15,9 @@ struct User {
 
 fn denet_binary() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
     let bin = target.join("debug/denet");
-    assert!(
-        bin.exists(),
-        "{} is missing: `make e2e` builds it",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} is missing: `make e2e` builds it", bin.display());
     bin
 }
 
@@ -36,15 +30,9 @@ fn run(home: &std::path::Path, args: &[&str]) -> Result<Vec<Value>, String> {
         .output()
         .expect("denet runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("--json prints JSON lines"))
-        .collect();
-    if out.status.success() {
-        Ok(lines)
-    } else {
-        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
-    }
+    let lines: Vec<Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).expect("--json prints JSON lines")).collect();
+    if out.status.success() { Ok(lines) } else { Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))) }
 }
 
 impl User {
@@ -58,20 +46,15 @@ impl User {
         if let Some(k) = key {
             args.extend(["--wallet-key", k]);
         }
-        let wallet = run(home.path(), &args).unwrap()[0]["wallet"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let wallet = run(home.path(), &args).unwrap()[0]["wallet"].as_str().unwrap().to_owned();
         run(home.path(), &["register"]).unwrap();
         User { home, wallet }
     }
 
     /// A second device of the same wallet.
     fn second_device(&self) -> User {
-        let id: Value = serde_json::from_str(
-            &std::fs::read_to_string(self.home.path().join("identity.json")).unwrap(),
-        )
-        .unwrap();
+        let id: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.home.path().join("identity.json")).unwrap()).unwrap();
         User::with_wallet_key(id["wallet_key"].as_str())
     }
 
@@ -84,11 +67,7 @@ impl User {
     }
 
     fn texts(items: &[Value]) -> Vec<&str> {
-        items
-            .iter()
-            .filter(|i| i["type"] == "text")
-            .map(|i| i["text"].as_str().unwrap())
-            .collect()
+        items.iter().filter(|i| i["type"] == "text").map(|i| i["text"].as_str().unwrap()).collect()
     }
 }
 
@@ -104,10 +83,7 @@ fn direct_messages_both_ways_and_on_a_second_device() {
         assert_eq!(User::texts(&items), ["hello bob"]);
         assert_eq!(items[0]["from"], alice.wallet.as_str());
     }
-    assert!(
-        bob.ok(&["inbox"]).is_empty(),
-        "only new messages unless --all"
-    );
+    assert!(bob.ok(&["inbox"]).is_empty(), "only new messages unless --all");
     assert_eq!(User::texts(&bob.ok(&["inbox", "--all"])), ["hello bob"]);
 
     bob.ok(&["send", &alice.wallet, "hello alice"]);
@@ -123,11 +99,7 @@ fn an_anonymous_direct_message_carries_no_wallet() {
     assert_eq!(sent[0]["anonymous"], true);
     let items = bob.ok(&["inbox"]);
     assert_eq!(User::texts(&items), ["guess who"]);
-    assert_eq!(
-        items[0]["from"],
-        Value::Null,
-        "the stored envelope has from: null"
-    );
+    assert_eq!(items[0]["from"], Value::Null, "the stored envelope has from: null");
 }
 
 #[test]
@@ -141,51 +113,29 @@ fn a_password_room_is_readable_only_with_the_password() {
     alice.ok(&["room", "invite", &room, &carol.wallet]);
 
     let invites = bob.ok(&["inbox"]);
-    assert_eq!(
-        (invites[0]["type"].as_str(), invites[0]["room"].as_str()),
-        (Some("invite"), Some(room.as_str()))
-    );
-    assert!(
-        invites[0].get("key").is_none(),
-        "the room key is not printed"
-    );
+    assert_eq!((invites[0]["type"].as_str(), invites[0]["room"].as_str()), (Some("invite"), Some(room.as_str())));
+    assert!(invites[0].get("key").is_none(), "the room key is not printed");
     bob.ok(&["room", "join", &room, "--password", "hunter2"]);
     assert!(carol.fails(&["room", "join", &room]).contains("password"));
     carol.ok(&["room", "join", &room, "--password", "wrong"]);
 
     alice.ok(&["room", "send", &room, "meet at noon"]);
-    assert_eq!(
-        User::texts(&bob.ok(&["room", "read", &room])),
-        ["meet at noon"]
-    );
+    assert_eq!(User::texts(&bob.ok(&["room", "read", &room])), ["meet at noon"]);
     let carols = carol.ok(&["room", "read", &room]);
-    assert!(
-        User::texts(&carols).is_empty(),
-        "carol reads nothing without the password: {carols:?}"
-    );
-    assert!(carols.iter().any(|i| {
-        i["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("does not decrypt"))
-    }));
+    assert!(User::texts(&carols).is_empty(), "carol reads nothing without the password: {carols:?}");
+    assert!(carols.iter().any(|i| { i["error"].as_str().is_some_and(|e| e.contains("does not decrypt")) }));
 }
 
 #[test]
 fn after_a_leave_the_key_rotates_and_the_leaver_cannot_read() {
     let (alice, bob, carol) = (User::new(), User::new(), User::new());
-    let room = alice.ok(&["room", "create", "--name", "team"])[0]["room"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = alice.ok(&["room", "create", "--name", "team"])[0]["room"].as_str().unwrap().to_owned();
     alice.ok(&["room", "invite", &room, &bob.wallet]);
     alice.ok(&["room", "invite", &room, &carol.wallet]);
     bob.ok(&["room", "join", &room]);
     carol.ok(&["room", "join", &room]);
     alice.ok(&["room", "send", &room, "welcome"]);
-    assert_eq!(
-        User::texts(&carol.ok(&["room", "read", &room])),
-        ["welcome"]
-    );
+    assert_eq!(User::texts(&carol.ok(&["room", "read", &room])), ["welcome"]);
 
     carol.ok(&["room", "leave", &room]);
     // Bob reads the leave first and rotates the key for the remaining members.
@@ -193,23 +143,14 @@ fn after_a_leave_the_key_rotates_and_the_leaver_cannot_read() {
     assert!(bobs.iter().any(|i| i["rekey"] == 1), "bob rekeys: {bobs:?}");
     // Alice reads the leave too, finds Bob's rekey in her inbox and does not rekey again.
     let alices = alice.ok(&["room", "read", &room]);
-    assert!(
-        alices.iter().all(|i| i.get("rekey").is_none()),
-        "{alices:?}"
-    );
+    assert!(alices.iter().all(|i| i.get("rekey").is_none()), "{alices:?}");
 
     let sent = alice.ok(&["room", "send", &room, "carol is gone"]);
     assert_eq!(sent[0]["epoch"], 1);
-    assert_eq!(
-        User::texts(&bob.ok(&["room", "read", &room])),
-        ["carol is gone"]
-    );
+    assert_eq!(User::texts(&bob.ok(&["room", "read", &room])), ["carol is gone"]);
     let carols = carol.ok(&["room", "read", &room]);
     assert!(User::texts(&carols).is_empty());
-    assert!(
-        carols.iter().any(|i| i["error"] == "no key for epoch 1"),
-        "{carols:?}"
-    );
+    assert!(carols.iter().any(|i| i["error"] == "no key for epoch 1"), "{carols:?}");
     let listed = alice.ok(&["room", "list"]);
     assert_eq!(listed[0]["members"].as_array().unwrap().len(), 2);
 }
@@ -234,12 +175,7 @@ fn listen_prints_messages_as_they_arrive() {
     let printed = listener.join().unwrap();
     let texts: Vec<String> = printed
         .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["text"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(texts, ["one", "two"]);
     assert!(bob.ok(&["inbox"]).is_empty(), "listen advanced the cursor");

@@ -16,17 +16,10 @@ async fn a_bundle_is_stored_once_and_listed_with_its_signature() {
     let alice = User::new();
     let bundle = alice.bundle(30);
     assert_eq!(relay().put_bundle(&alice, &bundle).await.0, 201);
-    assert_eq!(
-        relay().put_bundle(&alice, &bundle).await.0,
-        200,
-        "the same bundle again is idempotent"
-    );
+    assert_eq!(relay().put_bundle(&alice, &bundle).await.0, 200, "the same bundle again is idempotent");
     let (status, body) = relay().get(&format!("/v1/keys/{}", alice.wallet)).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        body,
-        json!({"wallet": alice.wallet.as_str(), "keys": [bundle]})
-    );
+    assert_eq!(body, json!({"wallet": alice.wallet.as_str(), "keys": [bundle]}));
 }
 
 #[tokio::test]
@@ -37,33 +30,21 @@ async fn wallets_in_paths_may_be_checksummed_or_uppercase_but_not_wrongly_checks
     for form in [alice.wallet.checksummed(), upper] {
         let (status, body) = relay().get(&format!("/v1/keys/{form}")).await;
         assert_eq!(status, 200, "{form}");
-        assert_eq!(
-            body["wallet"],
-            alice.wallet.as_str(),
-            "answers in lowercase"
-        );
+        assert_eq!(body["wallet"], alice.wallet.as_str(), "answers in lowercase");
     }
     let checksummed = alice.wallet.checksummed();
     let flipped: String = checksummed
         .char_indices()
         .map(|(i, c)| {
             if i > 1 && c.is_ascii_alphabetic() {
-                if c.is_ascii_uppercase() {
-                    c.to_ascii_lowercase()
-                } else {
-                    c.to_ascii_uppercase()
-                }
+                if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() }
             } else {
                 c
             }
         })
         .collect();
     let (status, body) = relay().get(&format!("/v1/keys/{flipped}")).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("malformed")),
-        "{flipped}"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed")), "{flipped}");
 }
 
 #[tokio::test]
@@ -75,24 +56,9 @@ async fn bad_bundles_get_their_codes() {
     forged["wallet_sig"] = bob.bundle(30)["wallet_sig"].clone();
     let cases = [
         ("forged", forged, 401, "invalid_signature"),
-        (
-            "expired",
-            alice.bundle_at(now - 10 * DAY, now - DAY),
-            400,
-            "stale_timestamp",
-        ),
-        (
-            "issued in the future",
-            alice.bundle_at(now + DAY, now + 2 * DAY),
-            400,
-            "stale_timestamp",
-        ),
-        (
-            "over 400 days",
-            alice.bundle_at(now, now + 401 * DAY),
-            400,
-            "malformed",
-        ),
+        ("expired", alice.bundle_at(now - 10 * DAY, now - DAY), 400, "stale_timestamp"),
+        ("issued in the future", alice.bundle_at(now + DAY, now + 2 * DAY), 400, "stale_timestamp"),
+        ("over 400 days", alice.bundle_at(now, now + 401 * DAY), 400, "malformed"),
         ("another wallet's", bob.bundle(30), 400, "malformed"),
         (
             "unknown field",
@@ -107,17 +73,9 @@ async fn bad_bundles_get_their_codes() {
     ];
     for (label, bundle, status, code) in cases {
         let (got, body) = relay().put_bundle(&alice, &bundle).await;
-        assert_eq!(
-            (got, body["error"]["code"].as_str()),
-            (status, Some(code)),
-            "{label}: {body}"
-        );
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{label}: {body}");
     }
-    assert_eq!(
-        relay().get(&format!("/v1/keys/{}", alice.wallet)).await.0,
-        404,
-        "nothing was stored"
-    );
+    assert_eq!(relay().get(&format!("/v1/keys/{}", alice.wallet)).await.0, 404, "nothing was stored");
 }
 
 #[tokio::test]
@@ -126,49 +84,24 @@ async fn a_sign_key_belongs_to_one_bundle_and_a_wallet_has_at_most_16() {
     relay().register(&alice).await;
     let other = alice.bundle(31);
     let (status, body) = relay().put_bundle(&alice, &other).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("conflict"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
 
     for _ in 0..15 {
-        let device = User {
-            device: denet_e2e::actors::random_key(),
-            ..clone_wallet(&alice)
-        };
+        let device = User { device: denet_e2e::actors::random_key(), ..clone_wallet(&alice) };
         relay().register(&device).await;
     }
-    let seventeenth = User {
-        device: denet_e2e::actors::random_key(),
-        ..clone_wallet(&alice)
-    };
-    let (status, body) = relay()
-        .put_bundle(&seventeenth, &seventeenth.bundle(30))
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("conflict")),
-        "{body}"
-    );
+    let seventeenth = User { device: denet_e2e::actors::random_key(), ..clone_wallet(&alice) };
+    let (status, body) = relay().put_bundle(&seventeenth, &seventeenth.bundle(30)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
     let (_, listed) = relay().get(&format!("/v1/keys/{}", alice.wallet)).await;
     assert_eq!(listed["keys"].as_array().unwrap().len(), 16);
 
     // Revoking one frees a place.
     let (status, _) = relay()
-        .send_json(
-            Method::POST,
-            &format!("/v1/keys/{}/revoke", alice.wallet),
-            &alice.revocation(alice.sign_key()),
-        )
+        .send_json(Method::POST, &format!("/v1/keys/{}/revoke", alice.wallet), &alice.revocation(alice.sign_key()))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(
-        relay()
-            .put_bundle(&seventeenth, &seventeenth.bundle(30))
-            .await
-            .0,
-        201
-    );
+    assert_eq!(relay().put_bundle(&seventeenth, &seventeenth.bundle(30)).await.0, 201);
 }
 
 fn clone_wallet(user: &User) -> User {
@@ -190,23 +123,12 @@ async fn revocation_keeps_the_first_and_shows_in_include_all() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "revoked");
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let (status, again) = relay()
-        .send_json(Method::POST, &path, &alice.revocation(alice.sign_key()))
-        .await;
+    let (status, again) = relay().send_json(Method::POST, &path, &alice.revocation(alice.sign_key())).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        again["revoked_at"], first["revoked_at"],
-        "the first revocation stays"
-    );
+    assert_eq!(again["revoked_at"], first["revoked_at"], "the first revocation stays");
 
-    assert_eq!(
-        relay().get(&format!("/v1/keys/{}", alice.wallet)).await.0,
-        404,
-        "no active key left"
-    );
-    let (status, all) = relay()
-        .get(&format!("/v1/keys/{}?include=all", alice.wallet))
-        .await;
+    assert_eq!(relay().get(&format!("/v1/keys/{}", alice.wallet)).await.0, 404, "no active key left");
+    let (status, all) = relay().get(&format!("/v1/keys/{}?include=all", alice.wallet)).await;
     assert_eq!(status, 200);
     let key = &all["keys"][0];
     assert_eq!(key["status"], "revoked");
@@ -214,36 +136,24 @@ async fn revocation_keeps_the_first_and_shows_in_include_all() {
     assert_eq!(key["revocation_sig"], first["wallet_sig"]);
 
     let (status, body) = relay().put_bundle(&alice, &alice.bundle(30)).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("conflict")),
-        "a revoked key never returns"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "a revoked key never returns");
 }
 
 #[tokio::test]
 async fn revoking_an_unknown_key_or_with_a_bad_signature_fails() {
     let alice = User::new();
     let path = format!("/v1/keys/{}/revoke", alice.wallet);
-    let (status, _) = relay()
-        .send_json(Method::POST, &path, &alice.revocation(alice.sign_key()))
-        .await;
+    let (status, _) = relay().send_json(Method::POST, &path, &alice.revocation(alice.sign_key())).await;
     assert_eq!(status, 404);
     relay().register(&alice).await;
     let mut bad = alice.revocation(alice.sign_key());
     bad["wallet_sig"] = personal_sign(&User::new().wallet_key, "something else").into();
     let (status, body) = relay().send_json(Method::POST, &path, &bad).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("invalid_signature"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_signature")));
     let mut stale = alice.revocation(alice.sign_key());
     stale["revoked_at"] = json!(now_ms() - 3_600_000);
     let (status, body) = relay().send_json(Method::POST, &path, &stale).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("stale_timestamp"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("stale_timestamp")));
 }
 
 #[tokio::test]

@@ -33,19 +33,12 @@ async fn post_from(ip: &str, envelope: &Value) -> (u16, Option<String>, Value) {
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     (status, retry, resp.json().await.unwrap())
 }
 
 fn assert_limited(status: u16, retry: Option<String>, body: &Value) {
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (429, Some("rate_limited")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "{body}");
     let secs: u64 = retry.expect("Retry-After").parse().expect("whole seconds");
     assert!((1..=60).contains(&secs), "Retry-After {secs}");
 }
@@ -54,33 +47,14 @@ fn assert_limited(status: u16, retry: Option<String>, body: &Value) {
 async fn the_per_ip_limit_counts_every_request_and_spares_other_ips() {
     let client = Relay::client();
     for i in 0..20 {
-        let resp = client
-            .get(relay().url("/v1/health"))
-            .header("cf-connecting-ip", "10.0.0.1")
-            .send()
-            .await
-            .unwrap();
+        let resp = client.get(relay().url("/v1/health")).header("cf-connecting-ip", "10.0.0.1").send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "request {i}");
     }
-    let resp = client
-        .get(relay().url("/v1/nope"))
-        .header("cf-connecting-ip", "10.0.0.1")
-        .send()
-        .await
-        .unwrap();
-    let (status, retry) = (
-        resp.status().as_u16(),
-        resp.headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned()),
-    );
+    let resp = client.get(relay().url("/v1/nope")).header("cf-connecting-ip", "10.0.0.1").send().await.unwrap();
+    let (status, retry) =
+        (resp.status().as_u16(), resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()));
     assert_limited(status, retry, &resp.json().await.unwrap());
-    let resp = client
-        .get(relay().url("/v1/health"))
-        .header("cf-connecting-ip", "10.0.0.2")
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(relay().url("/v1/health")).header("cf-connecting-ip", "10.0.0.2").send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200, "another IP is not limited");
 }
 
@@ -104,8 +78,7 @@ async fn a_sender_is_limited_per_wallet_and_its_earlier_messages_stay() {
         ids.push(envelope_id(&env));
     }
     // The same wallet from another IP is still the same sender.
-    let (status, retry, body) =
-        post_from("10.0.1.2", &alice.envelope(&room, b"one too many")).await;
+    let (status, retry, body) = post_from("10.0.1.2", &alice.envelope(&room, b"one too many")).await;
     assert_limited(status, retry, &body);
     let stored: Vec<String> = relay()
         .pull_all_from("10.0.1.3", &format!("/v1/rooms/{room}/messages"))
@@ -136,16 +109,10 @@ async fn sockets_per_ip_are_refused_before_the_upgrade_and_freed_on_close() {
     let first = Socket::connect_from(&url, "10.0.3.1").await.unwrap();
     let mut second = Socket::connect_from(&url, "10.0.3.1").await.unwrap();
     second.until_ready().await;
-    let refused = Socket::connect_from(&url, "10.0.3.1")
-        .await
-        .err()
-        .expect("a third socket is refused");
+    let refused = Socket::connect_from(&url, "10.0.3.1").await.err().expect("a third socket is refused");
     assert_eq!(refused.0, 429);
     assert!(refused.1.is_some(), "with Retry-After");
-    assert!(
-        Socket::connect_from(&url, "10.0.3.2").await.is_ok(),
-        "another IP may connect"
-    );
+    assert!(Socket::connect_from(&url, "10.0.3.2").await.is_ok(), "another IP may connect");
     first.close().await;
     let mut again = None;
     for _ in 0..50 {
@@ -167,29 +134,19 @@ async fn send_frames_are_limited_like_posts_and_the_socket_stays_open() {
     let mut acked = Vec::new();
     for i in 0..2 {
         let env = anonymous_envelope(&room, format!("{i}").as_bytes());
-        s.send(&json!({"type": "send", "ref": format!("r{i}"), "envelope": env}))
-            .await;
+        s.send(&json!({"type": "send", "ref": format!("r{i}"), "envelope": env})).await;
         let ack = s.recv().await;
         assert_eq!(ack["type"], "ack", "{ack}");
         acked.push(ack["id"].as_str().unwrap().to_owned());
     }
-    s.send(&json!({"type": "send", "ref": "r2", "envelope": anonymous_envelope(&room, b"2")}))
-        .await;
+    s.send(&json!({"type": "send", "ref": "r2", "envelope": anonymous_envelope(&room, b"2")})).await;
     let refused = s.recv().await;
     assert_eq!(
-        (
-            refused["type"].as_str(),
-            refused["ref"].as_str(),
-            refused["code"].as_str()
-        ),
+        (refused["type"].as_str(), refused["ref"].as_str(), refused["code"].as_str()),
         (Some("error"), Some("r2"), Some("rate_limited"))
     );
     s.send(&json!({"type": "ping"})).await;
-    assert_eq!(
-        s.recv().await,
-        json!({"type": "pong"}),
-        "the socket stays open"
-    );
+    assert_eq!(s.recv().await, json!({"type": "pong"}), "the socket stays open");
     let stored: Vec<String> = relay()
         .pull_all_from("10.0.4.2", &format!("/v1/rooms/{room}/messages"))
         .await

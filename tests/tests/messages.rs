@@ -1,9 +1,7 @@
 //! Posting, pulling and long-polling (PROTOCOL.md §2, §4, §4.1) on the real runtime.
 
 use denet_e2e::Relay;
-use denet_e2e::actors::{
-    User, anonymous_envelope, envelope_id, now_ms, random_key, random_room, sign_envelope,
-};
+use denet_e2e::actors::{User, anonymous_envelope, envelope_id, now_ms, random_key, random_room, sign_envelope};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -49,11 +47,7 @@ async fn named_posts_need_an_active_key_of_the_sender() {
     let alice = User::new();
     let room = random_room();
     let (status, body) = relay().post(&alice.envelope(&room, b"too early")).await;
-    assert_eq!(
-        (status, code(&body)),
-        (403, Some("forbidden")),
-        "unregistered key"
-    );
+    assert_eq!((status, code(&body)), (403, Some("forbidden")), "unregistered key");
     relay().register(&alice).await;
     let (status, body) = relay().post(&alice.envelope(&room, b"hi")).await;
     assert_eq!(status, 201, "{body}");
@@ -61,29 +55,13 @@ async fn named_posts_need_an_active_key_of_the_sender() {
     // Bob's key claiming to be Alice.
     let bob = User::new();
     relay().register(&bob).await;
-    let forged = sign_envelope(
-        &bob.device,
-        &room,
-        Some(&alice.wallet),
-        now_ms(),
-        b"i am alice",
-    );
+    let forged = sign_envelope(&bob.device, &room, Some(&alice.wallet), now_ms(), b"i am alice");
     let (status, body) = relay().post(&forged).await;
     assert_eq!((status, code(&body)), (403, Some("forbidden")));
 
     // After revocation the key is refused at once.
     let path = format!("/v1/keys/{}/revoke", alice.wallet);
-    assert_eq!(
-        relay()
-            .send_json(
-                reqwest::Method::POST,
-                &path,
-                &alice.revocation(alice.sign_key())
-            )
-            .await
-            .0,
-        200
-    );
+    assert_eq!(relay().send_json(reqwest::Method::POST, &path, &alice.revocation(alice.sign_key())).await.0, 200);
     let (status, body) = relay().post(&alice.envelope(&room, b"after revoke")).await;
     assert_eq!((status, code(&body)), (403, Some("forbidden")));
 }
@@ -138,18 +116,13 @@ async fn bad_posts_get_their_codes_in_check_order() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     // Nothing of that was stored.
-    assert_eq!(
-        relay().get(&format!("/v1/rooms/{room}/messages")).await.1["messages"],
-        json!([])
-    );
+    assert_eq!(relay().get(&format!("/v1/rooms/{room}/messages")).await.1["messages"], json!([]));
 }
 
 #[tokio::test]
 async fn a_thousand_concurrent_posts_page_back_complete_and_in_order() {
     let room = random_room();
-    let envelopes: Vec<Value> = (0..1000)
-        .map(|i| anonymous_envelope(&room, format!("m{i}").as_bytes()))
-        .collect();
+    let envelopes: Vec<Value> = (0..1000).map(|i| anonymous_envelope(&room, format!("m{i}").as_bytes())).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in envelopes.chunks(50) {
         let chunk = chunk.to_vec();
@@ -158,12 +131,7 @@ async fn a_thousand_concurrent_posts_page_back_complete_and_in_order() {
             let client = reqwest::Client::new();
             let mut acks = Vec::new();
             for env in chunk {
-                let resp = client
-                    .post(format!("{base}/v1/messages"))
-                    .json(&env)
-                    .send()
-                    .await
-                    .expect("post");
+                let resp = client.post(format!("{base}/v1/messages")).json(&env).send().await.expect("post");
                 assert_eq!(resp.status().as_u16(), 201);
                 acks.push(resp.json::<Value>().await.unwrap());
             }
@@ -177,96 +145,46 @@ async fn a_thousand_concurrent_posts_page_back_complete_and_in_order() {
         }
     }
     assert_eq!(acked.len(), 1000);
-    let all = relay()
-        .pull_all(&format!("/v1/rooms/{room}/messages"), 100)
-        .await;
+    let all = relay().pull_all(&format!("/v1/rooms/{room}/messages"), 100).await;
     let seqs: Vec<u64> = all.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-    assert_eq!(
-        seqs,
-        (1..=1000).collect::<Vec<_>>(),
-        "dense, ascending, none repeated"
-    );
-    let ids: HashSet<String> = all
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<_>>(), "dense, ascending, none repeated");
+    let ids: HashSet<String> = all.iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, acked, "every acknowledged message is pullable");
-    let times: Vec<u64> = all
-        .iter()
-        .map(|m| m["received_at"].as_u64().unwrap())
-        .collect();
-    assert!(
-        times.windows(2).all(|w| w[0] <= w[1]),
-        "received_at never decreases along seq"
-    );
+    let times: Vec<u64> = all.iter().map(|m| m["received_at"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "received_at never decreases along seq");
 }
 
 #[tokio::test]
 async fn pages_follow_after_since_limit_next_and_more() {
     let room = random_room();
     for i in 0..5 {
-        relay()
-            .post(&anonymous_envelope(&room, format!("{i}").as_bytes()))
-            .await;
+        relay().post(&anonymous_envelope(&room, format!("{i}").as_bytes())).await;
     }
     let path = format!("/v1/rooms/{room}/messages");
     let (_, page) = relay().get(&format!("{path}?after=1&limit=2")).await;
-    let seqs: Vec<u64> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        (seqs, page["next"].as_u64(), page["more"].as_bool()),
-        (vec![2, 3], Some(3), Some(true))
-    );
+    let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!((seqs, page["next"].as_u64(), page["more"].as_bool()), (vec![2, 3], Some(3), Some(true)));
     let (_, page) = relay().get(&format!("{path}?after=9")).await;
     assert_eq!(
-        (
-            page["messages"].clone(),
-            page["next"].as_u64(),
-            page["more"].as_bool()
-        ),
+        (page["messages"].clone(), page["next"].as_u64(), page["more"].as_bool()),
         (json!([]), Some(9), Some(false))
     );
 
     let (_, all) = relay().get(&path).await;
     let third_at = all["messages"][2]["received_at"].as_u64().unwrap();
-    let (_, since) = relay()
-        .get(&format!("{path}?since={third_at}&limit=500"))
-        .await;
+    let (_, since) = relay().get(&format!("{path}?since={third_at}&limit=500")).await;
     let first = since["messages"][0]["seq"].as_u64().unwrap();
-    assert!(
-        first <= 3,
-        "since includes the message received at that time"
-    );
-    assert!(
-        since["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["received_at"].as_u64().unwrap() >= third_at)
-    );
-    let (_, later) = relay()
-        .get(&format!("{path}?since={}", now_ms() + 60_000))
-        .await;
+    assert!(first <= 3, "since includes the message received at that time");
+    assert!(since["messages"].as_array().unwrap().iter().all(|m| m["received_at"].as_u64().unwrap() >= third_at));
+    let (_, later) = relay().get(&format!("{path}?since={}", now_ms() + 60_000)).await;
     assert_eq!(
         (later["messages"].clone(), later["next"].as_u64()),
         (json!([]), Some(5)),
         "next is the last seq before since"
     );
 
-    for bad in [
-        "limit=0",
-        "limit=501",
-        "wait=31",
-        "after=-1",
-        "after=1&since=1",
-        "after=x",
-        "foo=1",
-        "after=1&after=2",
-    ] {
+    for bad in ["limit=0", "limit=501", "wait=31", "after=-1", "after=1&since=1", "after=x", "foo=1", "after=1&after=2"]
+    {
         let (status, body) = relay().get(&format!("{path}?{bad}")).await;
         assert_eq!((status, code(&body)), (400, Some("malformed")), "{bad}");
     }
@@ -281,11 +199,7 @@ async fn a_long_poll_wakes_on_a_post_and_an_idle_one_answers_empty_after_wait() 
     let base = relay().base.clone();
     let started = Instant::now();
     let poll = tokio::spawn(async move {
-        let resp = reqwest::Client::new()
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .unwrap();
+        let resp = reqwest::Client::new().get(format!("{base}{path}")).send().await.unwrap();
         resp.json::<Value>().await.unwrap()
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -293,18 +207,10 @@ async fn a_long_poll_wakes_on_a_post_and_an_idle_one_answers_empty_after_wait() 
     assert_eq!(relay().post(&env).await.0, 201);
     let page = poll.await.unwrap();
     assert_eq!(page["messages"][0]["id"], envelope_id(&env));
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "woke on the post, not at the timeout"
-    );
+    assert!(started.elapsed() < Duration::from_secs(15), "woke on the post, not at the timeout");
 
-    let (status, page) = relay()
-        .get(&format!("/v1/rooms/{room}/messages?after=1&wait=1"))
-        .await;
-    assert_eq!(
-        (status, page["messages"].clone(), page["next"].as_u64()),
-        (200, json!([]), Some(1))
-    );
+    let (status, page) = relay().get(&format!("/v1/rooms/{room}/messages?after=1&wait=1")).await;
+    assert_eq!((status, page["messages"].clone(), page["next"].as_u64()), (200, json!([]), Some(1)));
 }
 
 #[tokio::test]
@@ -314,17 +220,8 @@ async fn anyone_may_post_to_an_inbox_but_only_its_wallet_reads_it() {
     relay().register(&alice).await;
     relay().register(&bob).await;
     let inbox = alice.wallet.to_string();
-    assert_eq!(
-        relay()
-            .post(&anonymous_envelope(&inbox, b"for alice"))
-            .await
-            .0,
-        201
-    );
-    assert_eq!(
-        relay().post(&bob.envelope(&inbox, b"from bob")).await.0,
-        201
-    );
+    assert_eq!(relay().post(&anonymous_envelope(&inbox, b"for alice")).await.0, 201);
+    assert_eq!(relay().post(&bob.envelope(&inbox, b"from bob")).await.0, 201);
 
     let path = format!("/v1/inbox/{inbox}/messages?after=0");
     let (status, page) = relay().get_signed(&alice, &path).await;
@@ -333,42 +230,14 @@ async fn anyone_may_post_to_an_inbox_but_only_its_wallet_reads_it() {
     assert_eq!(page["messages"][1]["from"], bob.wallet.as_str());
 
     let (status, body) = relay().get(&path).await;
-    assert_eq!(
-        (status, code(&body)),
-        (401, Some("invalid_signature")),
-        "no signature"
-    );
+    assert_eq!((status, code(&body)), (401, Some("invalid_signature")), "no signature");
     let (status, body) = relay().get_signed(&bob, &path).await;
-    assert_eq!(
-        (status, code(&body)),
-        (403, Some("forbidden")),
-        "another wallet's key"
-    );
-    let (status, body) = relay()
-        .get_signed_at(&alice, &path, now_ms() - 3_600_000)
-        .await;
-    assert_eq!(
-        (status, code(&body)),
-        (400, Some("stale_timestamp")),
-        "stale time"
-    );
+    assert_eq!((status, code(&body)), (403, Some("forbidden")), "another wallet's key");
+    let (status, body) = relay().get_signed_at(&alice, &path, now_ms() - 3_600_000).await;
+    assert_eq!((status, code(&body)), (400, Some("stale_timestamp")), "stale time");
 
     let revoke = format!("/v1/keys/{inbox}/revoke");
-    assert_eq!(
-        relay()
-            .send_json(
-                reqwest::Method::POST,
-                &revoke,
-                &alice.revocation(alice.sign_key())
-            )
-            .await
-            .0,
-        200
-    );
+    assert_eq!(relay().send_json(reqwest::Method::POST, &revoke, &alice.revocation(alice.sign_key())).await.0, 200);
     let (status, body) = relay().get_signed(&alice, &path).await;
-    assert_eq!(
-        (status, code(&body)),
-        (403, Some("forbidden")),
-        "revoked key"
-    );
+    assert_eq!((status, code(&body)), (403, Some("forbidden")), "revoked key");
 }

@@ -11,8 +11,7 @@ async fn the_served_document_is_the_repo_file() {
     assert_eq!(status, 200);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("openapi/openapi.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root.join("openapi/openapi.json")).unwrap()).unwrap();
     assert_eq!(served, file);
     assert_eq!(served["openapi"], "3.1.0");
 }
@@ -20,14 +19,9 @@ async fn the_served_document_is_the_repo_file() {
 #[test]
 fn schemathesis_finds_no_server_error_and_no_nonconforming_response() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = std::env::var("DENET_SCHEMATHESIS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join(".venv/bin/schemathesis"));
-    assert!(
-        bin.exists(),
-        "{} is missing: `make setup` installs it",
-        bin.display()
-    );
+    let bin =
+        std::env::var("DENET_SCHEMATHESIS").map(PathBuf::from).unwrap_or_else(|_| root.join(".venv/bin/schemathesis"));
+    assert!(bin.exists(), "{} is missing: `make setup` installs it", bin.display());
     let relay = Relay::shared();
     let out = Command::new(&bin)
         .current_dir(&root)
@@ -42,11 +36,7 @@ fn schemathesis_finds_no_server_error_and_no_nonconforming_response() {
         .args(["--max-examples", "30", "--workers", "1", "--seed", "1"])
         .output()
         .expect("schemathesis runs");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "schemathesis failed:\n{report}");
     assert!(report.contains("passed"), "{report}");
     assert!(!report.contains("Runtime Error"), "{report}");

@@ -27,14 +27,7 @@ async fn two_sockets_each_receive_the_others_message_and_not_their_own() {
     let from_a = anonymous_envelope(&room, b"from a");
     a.send(&send_frame("r1", &from_a)).await;
     let ack = a.recv().await;
-    assert_eq!(
-        (
-            ack["type"].as_str(),
-            ack["ref"].as_str(),
-            ack["seq"].as_u64()
-        ),
-        (Some("ack"), Some("r1"), Some(1))
-    );
+    assert_eq!((ack["type"].as_str(), ack["ref"].as_str(), ack["seq"].as_u64()), (Some("ack"), Some("r1"), Some(1)));
     assert_eq!(ack["duplicate"], false);
     let got = b.recv().await;
     assert_eq!(
@@ -46,11 +39,7 @@ async fn two_sockets_each_receive_the_others_message_and_not_their_own() {
     b.send(&send_frame("r2", &from_b)).await;
     assert_eq!(b.recv().await["type"], "ack");
     let got = a.recv().await;
-    assert_eq!(
-        got["message"]["id"],
-        envelope_id(&from_b),
-        "a gets b's message, not an echo of its own"
-    );
+    assert_eq!(got["message"]["id"], envelope_id(&from_b), "a gets b's message, not an echo of its own");
     assert_eq!(got["message"]["seq"], 2);
 
     // An HTTP post reaches both.
@@ -58,10 +47,7 @@ async fn two_sockets_each_receive_the_others_message_and_not_their_own() {
     assert_eq!(relay().post(&posted).await.0, 201);
     assert_eq!(a.recv().await["message"]["id"], envelope_id(&posted));
     assert_eq!(b.recv().await["message"]["id"], envelope_id(&posted));
-    assert!(
-        a.recv_within(Duration::from_millis(500)).await.is_none(),
-        "nothing else arrives"
-    );
+    assert!(a.recv_within(Duration::from_millis(500)).await.is_none(), "nothing else arrives");
 }
 
 #[tokio::test]
@@ -74,12 +60,7 @@ async fn a_reconnect_with_after_loses_and_repeats_nothing_while_messages_keep_ar
         let mut ids = Vec::new();
         for i in 0..120 {
             let env = anonymous_envelope(&room_for_poster, format!("m{i}").as_bytes());
-            let resp = client
-                .post(format!("{base}/v1/messages"))
-                .json(&env)
-                .send()
-                .await
-                .unwrap();
+            let resp = client.post(format!("{base}/v1/messages")).json(&env).send().await.unwrap();
             assert_eq!(resp.status().as_u16(), 201);
             ids.push(envelope_id(&env));
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -91,8 +72,7 @@ async fn a_reconnect_with_after_loses_and_repeats_nothing_while_messages_keep_ar
     let mut cursor = 0u64;
     // Three connections in a row, each resuming from the last seq it saw.
     for round in 0..3 {
-        let mut socket =
-            Socket::connect(&relay().ws_url(&format!("/v1/rooms/{room}/ws?after={cursor}"))).await;
+        let mut socket = Socket::connect(&relay().ws_url(&format!("/v1/rooms/{room}/ws?after={cursor}"))).await;
         let (replayed, next) = socket.until_ready().await;
         for m in &replayed {
             seen.push(m["seq"].as_u64().unwrap());
@@ -102,9 +82,7 @@ async fn a_reconnect_with_after_loses_and_repeats_nothing_while_messages_keep_ar
         }
         for _ in 0..(20 + round * 5) {
             match socket.recv_within(Duration::from_secs(5)).await {
-                Some(frame) => {
-                    seen.push(frame["message"]["seq"].as_u64().expect("a message frame"))
-                }
+                Some(frame) => seen.push(frame["message"]["seq"].as_u64().expect("a message frame")),
                 None => break,
             }
         }
@@ -113,24 +91,17 @@ async fn a_reconnect_with_after_loses_and_repeats_nothing_while_messages_keep_ar
     }
     let ids = poster.await.unwrap();
     // A last reconnect collects the rest.
-    let mut socket =
-        Socket::connect(&relay().ws_url(&format!("/v1/rooms/{room}/ws?after={cursor}"))).await;
+    let mut socket = Socket::connect(&relay().ws_url(&format!("/v1/rooms/{room}/ws?after={cursor}"))).await;
     let (rest, _) = socket.until_ready().await;
     seen.extend(rest.iter().map(|m| m["seq"].as_u64().unwrap()));
-    assert_eq!(
-        seen,
-        (1..=ids.len() as u64).collect::<Vec<_>>(),
-        "every seq exactly once, in order"
-    );
+    assert_eq!(seen, (1..=ids.len() as u64).collect::<Vec<_>>(), "every seq exactly once, in order");
 }
 
 #[tokio::test]
 async fn without_after_ready_comes_at_once_with_the_last_seq_and_after_beyond_is_kept() {
     let room = random_room();
     for i in 0..3 {
-        relay()
-            .post(&anonymous_envelope(&room, format!("{i}").as_bytes()))
-            .await;
+        relay().post(&anonymous_envelope(&room, format!("{i}").as_bytes())).await;
     }
     let mut s = Socket::connect(&relay().ws_url(&format!("/v1/rooms/{room}/ws"))).await;
     assert_eq!(s.until_ready().await, (vec![], 3));
@@ -152,41 +123,17 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
     let cases: Vec<(Message, Option<&str>, &str)> = vec![
         (Message::binary(vec![1, 2, 3]), None, "malformed"),
         (Message::text("not json"), None, "malformed"),
-        (
-            Message::text(json!({"type": "dance"}).to_string()),
-            None,
-            "malformed",
-        ),
-        (
-            Message::text(send_frame("r1", &other_room).to_string()),
-            Some("r1"),
-            "malformed",
-        ),
-        (
-            Message::text(send_frame("r2", &tampered).to_string()),
-            Some("r2"),
-            "invalid_signature",
-        ),
-        (
-            Message::text(json!({"type": "send", "ref": "", "envelope": {}}).to_string()),
-            None,
-            "malformed",
-        ),
-        (
-            Message::text("x".repeat(140_000)),
-            None,
-            "payload_too_large",
-        ),
+        (Message::text(json!({"type": "dance"}).to_string()), None, "malformed"),
+        (Message::text(send_frame("r1", &other_room).to_string()), Some("r1"), "malformed"),
+        (Message::text(send_frame("r2", &tampered).to_string()), Some("r2"), "invalid_signature"),
+        (Message::text(json!({"type": "send", "ref": "", "envelope": {}}).to_string()), None, "malformed"),
+        (Message::text("x".repeat(140_000)), None, "payload_too_large"),
     ];
     for (frame, reference, code) in cases {
         s.send_raw(frame).await;
         let reply = s.recv().await;
         assert_eq!(reply["type"], "error", "{reply}");
-        assert_eq!(
-            (reply["ref"].as_str(), reply["code"].as_str()),
-            (reference, Some(code)),
-            "{reply}"
-        );
+        assert_eq!((reply["ref"].as_str(), reply["code"].as_str()), (reference, Some(code)), "{reply}");
     }
     s.send(&json!({"type": "ping"})).await;
     assert_eq!(s.recv().await, json!({"type": "pong"}));
@@ -197,13 +144,8 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
 
 #[tokio::test]
 async fn a_plain_request_to_a_socket_route_is_upgrade_required() {
-    let (status, body) = relay()
-        .get(&format!("/v1/rooms/{}/ws", random_room()))
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (426, Some("upgrade_required"))
-    );
+    let (status, body) = relay().get(&format!("/v1/rooms/{}/ws", random_room())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (426, Some("upgrade_required")));
 }
 
 #[tokio::test]
@@ -214,23 +156,11 @@ async fn an_inbox_socket_needs_a_signature_of_an_active_key_of_that_wallet() {
     relay().register(&bob).await;
     let path = format!("/v1/inbox/{}/ws", alice.wallet);
 
-    assert_eq!(
-        Socket::try_connect(&relay().ws_url(&path)).await.err(),
-        Some(401),
-        "no signature"
-    );
+    assert_eq!(Socket::try_connect(&relay().ws_url(&path)).await.err(), Some(401), "no signature");
     let bobs = bob.signed_query(&path, None, now_ms());
-    assert_eq!(
-        Socket::try_connect(&relay().ws_url(&bobs)).await.err(),
-        Some(403),
-        "another wallet's key"
-    );
+    assert_eq!(Socket::try_connect(&relay().ws_url(&bobs)).await.err(), Some(403), "another wallet's key");
     let stale = alice.signed_query(&path, None, now_ms() - 3_600_000);
-    assert_eq!(
-        Socket::try_connect(&relay().ws_url(&stale)).await.err(),
-        Some(400),
-        "stale time"
-    );
+    assert_eq!(Socket::try_connect(&relay().ws_url(&stale)).await.err(), Some(400), "stale time");
 
     let signed = alice.signed_query(&path, Some("after=0"), now_ms());
     let mut s = Socket::connect(&relay().ws_url(&signed)).await;
@@ -240,23 +170,9 @@ async fn an_inbox_socket_needs_a_signature_of_an_active_key_of_that_wallet() {
     assert_eq!(s.recv().await["message"]["id"], envelope_id(&dm));
 
     let revoke = format!("/v1/keys/{}/revoke", alice.wallet);
-    assert_eq!(
-        relay()
-            .send_json(
-                reqwest::Method::POST,
-                &revoke,
-                &alice.revocation(alice.sign_key())
-            )
-            .await
-            .0,
-        200
-    );
+    assert_eq!(relay().send_json(reqwest::Method::POST, &revoke, &alice.revocation(alice.sign_key())).await.0, 200);
     let revoked = alice.signed_query(&path, None, now_ms());
-    assert_eq!(
-        Socket::try_connect(&relay().ws_url(&revoked)).await.err(),
-        Some(403),
-        "revoked key"
-    );
+    assert_eq!(Socket::try_connect(&relay().ws_url(&revoked)).await.err(), Some(403), "revoked key");
 }
 
 #[tokio::test]
@@ -271,11 +187,7 @@ async fn many_senders_on_many_sockets_each_get_every_other_message_once() {
     }
     for (i, s) in sockets.iter_mut().enumerate() {
         for j in 0..5 {
-            s.send(&send_frame(
-                &format!("{i}-{j}"),
-                &anonymous_envelope(&room, format!("{i}-{j}").as_bytes()),
-            ))
-            .await;
+            s.send(&send_frame(&format!("{i}-{j}"), &anonymous_envelope(&room, format!("{i}-{j}").as_bytes()))).await;
         }
     }
     for s in sockets.iter_mut() {
@@ -284,10 +196,7 @@ async fn many_senders_on_many_sockets_each_get_every_other_message_once() {
             let frame = s.recv().await;
             match frame["type"].as_str() {
                 Some("ack") => acks += 1,
-                Some("message") => assert!(
-                    messages.insert(frame["message"]["seq"].as_u64().unwrap()),
-                    "no duplicate"
-                ),
+                Some("message") => assert!(messages.insert(frame["message"]["seq"].as_u64().unwrap()), "no duplicate"),
                 _ => panic!("unexpected {frame}"),
             }
         }

@@ -69,17 +69,8 @@ mod tests {
 
     #[test]
     fn parses_the_vector_text_and_refuses_unknown_fields() {
-        let c = Content::parse(br#"{"type":"text","sent_at":1764100005000,"text":"hello bob"}"#)
-            .unwrap();
-        assert_eq!(
-            c,
-            Content::Text {
-                sent_at: 1764100005000,
-                text: "hello bob".into(),
-                name: None,
-                reply_to: None
-            }
-        );
+        let c = Content::parse(br#"{"type":"text","sent_at":1764100005000,"text":"hello bob"}"#).unwrap();
+        assert_eq!(c, Content::Text { sent_at: 1764100005000, text: "hello bob".into(), name: None, reply_to: None });
         assert!(Content::parse(br#"{"type":"join","sent_at":1,"x":1}"#).is_err());
         assert!(Content::parse(br#"{"type":"nope","sent_at":1}"#).is_err());
     }

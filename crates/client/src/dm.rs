@@ -38,13 +38,11 @@ pub fn aad(to: &str, from: Option<&str>) -> Vec<u8> {
 }
 
 fn public(bytes: &[u8; 32]) -> Result<PublicKey> {
-    PublicKey::from_bytes(bytes)
-        .map_err(|_| ClientError::Invalid("not an X25519 public key".into()))
+    PublicKey::from_bytes(bytes).map_err(|_| ClientError::Invalid("not an X25519 public key".into()))
 }
 
 fn private(bytes: &[u8; 32]) -> Result<PrivateKey> {
-    PrivateKey::from_bytes(bytes)
-        .map_err(|_| ClientError::Invalid("not an X25519 private key".into()))
+    PrivateKey::from_bytes(bytes).map_err(|_| ClientError::Invalid("not an X25519 private key".into()))
 }
 
 /// The sender of a named message: its device's X25519 secret (HPKE auth mode).
@@ -63,9 +61,7 @@ pub fn seal<R: RngCore + CryptoRng>(
     rng: &mut R,
 ) -> Result<Vec<u8>> {
     if recipients.is_empty() || recipients.len() > MAX_RECIPIENTS {
-        return Err(ClientError::Invalid(format!(
-            "a direct message needs 1 to {MAX_RECIPIENTS} devices"
-        )));
+        return Err(ClientError::Invalid(format!("a direct message needs 1 to {MAX_RECIPIENTS} devices")));
     }
     let mut ck = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(ck.as_mut());
@@ -82,15 +78,9 @@ pub fn seal<R: RngCore + CryptoRng>(
     body.push(recipients.len() as u8);
     for dh in recipients {
         let kid = kid(dh);
-        let (enc, wrapped) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, Kem, _>(
-            &mode,
-            &public(dh)?,
-            INFO,
-            ck.as_ref(),
-            &kid,
-            rng,
-        )
-        .map_err(|e| ClientError::Invalid(format!("hpke seal: {e}")))?;
+        let (enc, wrapped) =
+            hpke::single_shot_seal::<AesGcm256, HkdfSha256, Kem, _>(&mode, &public(dh)?, INFO, ck.as_ref(), &kid, rng)
+                .map_err(|e| ClientError::Invalid(format!("hpke seal: {e}")))?;
         body.extend_from_slice(&kid);
         body.extend_from_slice(&enc.to_bytes());
         body.extend_from_slice(&wrapped);
@@ -101,13 +91,7 @@ pub fn seal<R: RngCore + CryptoRng>(
     let cipher = Aes256Gcm::new_from_slice(ck.as_ref()).expect("32-byte key");
     let aad = aad(to, from.map(|s| s.wallet));
     let sealed = cipher
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: &pad(content),
-                aad: &aad,
-            },
-        )
+        .encrypt(&Nonce::from(nonce), Payload { msg: &pad(content), aad: &aad })
         .map_err(|_| ClientError::Invalid("aes-gcm seal failed".into()))?;
     body.extend_from_slice(&sealed);
     Ok(body)
@@ -115,12 +99,7 @@ pub fn seal<R: RngCore + CryptoRng>(
 
 /// Opens a body addressed to this device (`dh_secret`). For a named message give
 /// the sender's wallet and the `dh_key` of the bundle that signed the envelope.
-pub fn open(
-    body: &[u8],
-    to: &str,
-    from: Option<(&str, &[u8; 32])>,
-    dh_secret: &[u8; 32],
-) -> Result<Vec<u8>> {
+pub fn open(body: &[u8], to: &str, from: Option<(&str, &[u8; 32])>, dh_secret: &[u8; 32]) -> Result<Vec<u8>> {
     let bad = |why: &str| ClientError::Open(format!("direct message: {why}"));
     if body.len() < 5 || &body[..4] != MAGIC {
         return Err(bad("not a DNM1 body"));
@@ -132,26 +111,15 @@ pub fn open(
     let sk = private(dh_secret)?;
     let my_kid = kid(&Kem::sk_to_pk(&sk).to_bytes().into());
     let entries = &body[5..5 + n * ENTRY];
-    let entry = entries
-        .chunks(ENTRY)
-        .find(|e| e[..8] == my_kid)
-        .ok_or_else(|| bad("not addressed to this device"))?;
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&entry[8..40])
-        .map_err(|_| bad("bad encapsulated key"))?;
+    let entry = entries.chunks(ENTRY).find(|e| e[..8] == my_kid).ok_or_else(|| bad("not addressed to this device"))?;
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&entry[8..40]).map_err(|_| bad("bad encapsulated key"))?;
     let mode = match from {
         Some((_, dh)) => OpModeR::Auth(public(dh)?),
         None => OpModeR::Base,
     };
     let ck = Zeroizing::new(
-        hpke::single_shot_open::<AesGcm256, HkdfSha256, Kem>(
-            &mode,
-            &sk,
-            &enc,
-            INFO,
-            &entry[40..],
-            &my_kid,
-        )
-        .map_err(|_| bad("the content key does not open (wrong device or sender)"))?,
+        hpke::single_shot_open::<AesGcm256, HkdfSha256, Kem>(&mode, &sk, &enc, INFO, &entry[40..], &my_kid)
+            .map_err(|_| bad("the content key does not open (wrong device or sender)"))?,
     );
     let rest = &body[5 + n * ENTRY..];
     let cipher = Aes256Gcm::new_from_slice(&ck).map_err(|_| bad("bad content key"))?;
@@ -159,10 +127,7 @@ pub fn open(
     let padded = cipher
         .decrypt(
             &Nonce::from(<[u8; 12]>::try_from(&rest[..12]).expect("12 bytes")),
-            Payload {
-                msg: &rest[12..],
-                aad: &aad,
-            },
+            Payload { msg: &rest[12..], aad: &aad },
         )
         .map_err(|_| bad("the content does not decrypt"))?;
     Ok(unpad(&padded)?.to_vec())

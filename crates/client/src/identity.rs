@@ -28,9 +28,7 @@ pub struct LocalWallet {
 
 impl LocalWallet {
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> LocalWallet {
-        LocalWallet {
-            key: k256::ecdsa::SigningKey::random(rng),
-        }
+        LocalWallet { key: k256::ecdsa::SigningKey::random(rng) }
     }
 
     /// Imports a 32-byte key given as hex (with or without `0x`).
@@ -48,15 +46,8 @@ impl LocalWallet {
 
     /// Signs synchronously (the local key needs no I/O).
     pub fn sign_now(&self, message: &str) -> String {
-        let (sig, recid) = self
-            .key
-            .sign_prehash_recoverable(&eip191_hash(message))
-            .expect("prehash signing");
-        format!(
-            "0x{}{:02x}",
-            hex::encode(sig.to_bytes()),
-            recid.to_byte() + 27
-        )
+        let (sig, recid) = self.key.sign_prehash_recoverable(&eip191_hash(message)).expect("prehash signing");
+        format!("0x{}{:02x}", hex::encode(sig.to_bytes()), recid.to_byte() + 27)
     }
 }
 
@@ -84,17 +75,11 @@ pub struct Device {
 
 impl Device {
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Device {
-        Device {
-            sign: SigningKey::generate(rng),
-            dh: StaticSecret::random_from_rng(rng),
-        }
+        Device { sign: SigningKey::generate(rng), dh: StaticSecret::random_from_rng(rng) }
     }
 
     pub fn from_secrets(sign_seed: [u8; 32], dh_secret: [u8; 32]) -> Device {
-        Device {
-            sign: SigningKey::from_bytes(&sign_seed),
-            dh: StaticSecret::from(dh_secret),
-        }
+        Device { sign: SigningKey::from_bytes(&sign_seed), dh: StaticSecret::from(dh_secret) }
     }
 
     pub fn sign_seed(&self) -> [u8; 32] {
@@ -118,12 +103,7 @@ impl Device {
     }
 
     /// A bundle for this device, signed by `wallet`.
-    pub async fn bundle(
-        &self,
-        wallet: &impl WalletSigner,
-        issued_at: u64,
-        expires_at: u64,
-    ) -> Result<Bundle> {
+    pub async fn bundle(&self, wallet: &impl WalletSigner, issued_at: u64, expires_at: u64) -> Result<Bundle> {
         let mut bundle = Bundle {
             wallet: wallet.wallet(),
             sign_key: self.sign_key(),
@@ -137,17 +117,9 @@ impl Device {
     }
 
     /// A revocation of this device, signed by `wallet`.
-    pub async fn revocation(
-        &self,
-        wallet: &impl WalletSigner,
-        revoked_at: u64,
-    ) -> Result<Revocation> {
-        let mut r = Revocation {
-            wallet: wallet.wallet(),
-            sign_key: self.sign_key(),
-            revoked_at,
-            wallet_sig: String::new(),
-        };
+    pub async fn revocation(&self, wallet: &impl WalletSigner, revoked_at: u64) -> Result<Revocation> {
+        let mut r =
+            Revocation { wallet: wallet.wallet(), sign_key: self.sign_key(), revoked_at, wallet_sig: String::new() };
         r.wallet_sig = wallet.personal_sign(&r.statement()).await?;
         Ok(r)
     }
@@ -177,22 +149,12 @@ impl Device {
 
 impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Device(sign_key: {}, secrets: <redacted>)",
-            self.sign_key()
-        )
+        write!(f, "Device(sign_key: {}, secrets: <redacted>)", self.sign_key())
     }
 }
 
 /// An envelope signed by `key` (§2).
-pub fn sign_envelope(
-    key: &SigningKey,
-    to: &str,
-    from: Option<&Wallet>,
-    ts: u64,
-    body: &[u8],
-) -> Result<Value> {
+pub fn sign_envelope(key: &SigningKey, to: &str, from: Option<&Wallet>, ts: u64, body: &[u8]) -> Result<Value> {
     let mut value = json!({
         "v": 1, "to": to, "ts": ts, "from": from.map(Wallet::as_str),
         "key": b64(&key.verifying_key().to_bytes()), "body": b64(body), "sig": b64(&[0u8; 64]),
@@ -203,12 +165,7 @@ pub fn sign_envelope(
 }
 
 /// An anonymous envelope signed by a fresh key.
-pub fn anonymous_envelope<R: RngCore + CryptoRng>(
-    to: &str,
-    ts: u64,
-    body: &[u8],
-    rng: &mut R,
-) -> Result<Value> {
+pub fn anonymous_envelope<R: RngCore + CryptoRng>(to: &str, ts: u64, body: &[u8], rng: &mut R) -> Result<Value> {
     sign_envelope(&SigningKey::generate(rng), to, None, ts, body)
 }
 
@@ -237,20 +194,14 @@ pub fn verify_key_list(answer: &Value, wallet: &Wallet) -> Vec<VerifiedBundle> {
             let obj = fields.as_object_mut()?;
             obj.remove("status");
             let revoked_at = obj.remove("revoked_at").and_then(|v| v.as_u64());
-            let revocation_sig = obj
-                .remove("revocation_sig")
-                .and_then(|v| v.as_str().map(str::to_owned));
+            let revocation_sig = obj.remove("revocation_sig").and_then(|v| v.as_str().map(str::to_owned));
             let bundle = Bundle::parse(&fields).ok()?;
             if bundle.wallet != *wallet || bundle.verify().is_err() {
                 return None;
             }
             if let (Some(at), Some(sig)) = (revoked_at, revocation_sig) {
-                let r = Revocation {
-                    wallet: wallet.clone(),
-                    sign_key: bundle.sign_key,
-                    revoked_at: at,
-                    wallet_sig: sig,
-                };
+                let r =
+                    Revocation { wallet: wallet.clone(), sign_key: bundle.sign_key, revoked_at: at, wallet_sig: sig };
                 r.verify().ok()?;
             }
             Some(VerifiedBundle { bundle, revoked_at })
@@ -260,8 +211,7 @@ pub fn verify_key_list(answer: &Value, wallet: &Wallet) -> Vec<VerifiedBundle> {
 
 /// Decodes a b64 X25519 or Ed25519 key.
 pub fn key32(s: &str) -> Result<[u8; 32]> {
-    b64_decode_exact::<32>(s)
-        .ok_or_else(|| ClientError::Invalid(format!("{s:?} is not a 32-byte key")))
+    b64_decode_exact::<32>(s).ok_or_else(|| ClientError::Invalid(format!("{s:?} is not a 32-byte key")))
 }
 
 #[cfg(test)]

@@ -25,11 +25,7 @@ pub enum ClientError {
     #[error("invalid: {0}")]
     Invalid(String),
     #[error("relay refused ({code}): {message}")]
-    Relay {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Relay { status: u16, code: String, message: String },
     #[error("transport: {0}")]
     Transport(String),
 }

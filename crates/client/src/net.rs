@@ -38,18 +38,12 @@ fn transport(e: impl std::fmt::Display) -> ClientError {
 
 /// The relay clock is assumed close to ours (the skew window allows 5 minutes).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl RelayClient {
     pub fn new(base: &str) -> RelayClient {
-        RelayClient {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
-        }
+        RelayClient { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value)> {
@@ -59,10 +53,7 @@ impl RelayClient {
         if status >= 400 {
             return Err(ClientError::Relay {
                 status,
-                code: body["error"]["code"]
-                    .as_str()
-                    .unwrap_or("unknown")
-                    .to_owned(),
+                code: body["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
                 message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
             });
         }
@@ -72,10 +63,7 @@ impl RelayClient {
     /// `PUT /v1/keys/{wallet}`: `201` stored or `200` already stored.
     pub async fn put_bundle(&self, bundle: &Bundle) -> Result<u16> {
         let url = format!("{}/v1/keys/{}", self.base, bundle.wallet);
-        Ok(self
-            .send(self.http.put(url).json(&bundle.to_json()))
-            .await?
-            .0)
+        Ok(self.send(self.http.put(url).json(&bundle.to_json())).await?.0)
     }
 
     /// The wallet's bundles that verify by its signature (all of them with
@@ -101,13 +89,7 @@ impl RelayClient {
     }
 
     pub async fn post(&self, envelope: &Value) -> Result<Ack> {
-        let (_, body) = self
-            .send(
-                self.http
-                    .post(format!("{}/v1/messages", self.base))
-                    .json(envelope),
-            )
-            .await?;
+        let (_, body) = self.send(self.http.post(format!("{}/v1/messages", self.base)).json(envelope)).await?;
         serde_json::from_value(body).map_err(transport)
     }
 
@@ -116,11 +98,7 @@ impl RelayClient {
     }
 
     pub async fn pull_room(&self, room: &str, after: u64, limit: u64, wait: u64) -> Result<Page> {
-        let url = format!(
-            "{}/v1/rooms/{room}/messages?{}",
-            self.base,
-            RelayClient::page_query(after, limit, wait)
-        );
+        let url = format!("{}/v1/rooms/{room}/messages?{}", self.base, RelayClient::page_query(after, limit, wait));
         let (_, body) = self.send(self.http.get(url)).await?;
         serde_json::from_value(body).map_err(transport)
     }
@@ -134,10 +112,7 @@ impl RelayClient {
         limit: u64,
         wait: u64,
     ) -> Result<Page> {
-        let path = format!(
-            "/v1/inbox/{wallet}/messages?{}",
-            RelayClient::page_query(after, limit, wait)
-        );
+        let path = format!("/v1/inbox/{wallet}/messages?{}", RelayClient::page_query(after, limit, wait));
         let mut req = self.http.get(format!("{}{path}", self.base));
         for (name, value) in device.request_credentials(wallet, "GET", &path, now_ms()) {
             req = req.header(name, value);
@@ -161,34 +136,25 @@ impl RelayClient {
                 let signed = format!("{path}?after={after}");
                 let creds = device.request_credentials(wallet, "GET", &signed, now_ms());
                 let names = ["denet_wallet", "denet_key", "denet_time", "denet_sig"];
-                let query: Vec<String> = names
-                    .iter()
-                    .zip(creds.iter())
-                    .map(|(n, (_, v))| format!("{n}={v}"))
-                    .collect();
+                let query: Vec<String> = names.iter().zip(creds.iter()).map(|(n, (_, v))| format!("{n}={v}")).collect();
                 format!("{ws_base}{signed}&{}", query.join("&"))
             }
         };
-        let (stream, _) = tokio_tungstenite::connect_async(&url)
-            .await
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Relay {
-                    status: resp.status().as_u16(),
-                    code: "upgrade_refused".into(),
-                    message: String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default())
-                        .into_owned(),
-                },
-                other => transport(other),
-            })?;
+        let (stream, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Relay {
+                status: resp.status().as_u16(),
+                code: "upgrade_refused".into(),
+                message: String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned(),
+            },
+            other => transport(other),
+        })?;
         Ok(Subscription { stream })
     }
 }
 
 /// A live WebSocket: stored messages after the cursor, `ready`, then live ones.
 pub struct Subscription {
-    stream: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
 
 /// What a subscription yields.
@@ -222,9 +188,6 @@ impl Subscription {
     }
 
     pub async fn ping(&mut self) -> Result<()> {
-        self.stream
-            .send(Message::text(r#"{"type":"ping"}"#))
-            .await
-            .map_err(transport)
+        self.stream.send(Message::text(r#"{"type":"ping"}"#)).await.map_err(transport)
     }
 }

@@ -6,11 +6,7 @@ use crate::{ClientError, Result};
 /// The padded size for a content of `len` bytes.
 pub fn padded_len(len: usize) -> usize {
     let need = (len + 4).max(64);
-    if need <= 4096 {
-        need.next_power_of_two()
-    } else {
-        need.div_ceil(4096) * 4096
-    }
+    if need <= 4096 { need.next_power_of_two() } else { need.div_ceil(4096) * 4096 }
 }
 
 pub fn pad(content: &[u8]) -> Vec<u8> {

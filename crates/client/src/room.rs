@@ -23,8 +23,7 @@ pub fn message_key(room_key: &[u8; 32], room_id: &str, password: Option<&str>) -
     let Some(password) = password else {
         return Ok(*room_key);
     };
-    let id_bytes =
-        hex::decode(room_id).map_err(|_| ClientError::Invalid("room id is not hex".into()))?;
+    let id_bytes = hex::decode(room_id).map_err(|_| ClientError::Invalid("room id is not hex".into()))?;
     if id_bytes.len() != 32 {
         return Err(ClientError::Invalid("room id is not 32 bytes".into()));
     }
@@ -48,35 +47,17 @@ fn aad(room_id: &str, epoch: u32) -> Vec<u8> {
 }
 
 /// Seals `content` for the room at `epoch` with a random nonce.
-pub fn seal<R: RngCore + CryptoRng>(
-    key: &[u8; 32],
-    room_id: &str,
-    epoch: u32,
-    content: &[u8],
-    rng: &mut R,
-) -> Vec<u8> {
+pub fn seal<R: RngCore + CryptoRng>(key: &[u8; 32], room_id: &str, epoch: u32, content: &[u8], rng: &mut R) -> Vec<u8> {
     let mut nonce = [0u8; 12];
     rng.fill_bytes(&mut nonce);
     seal_with_nonce(key, room_id, epoch, &nonce, content)
 }
 
 /// Seals with a given nonce (known-answer tests).
-pub fn seal_with_nonce(
-    key: &[u8; 32],
-    room_id: &str,
-    epoch: u32,
-    nonce: &[u8; 12],
-    content: &[u8],
-) -> Vec<u8> {
+pub fn seal_with_nonce(key: &[u8; 32], room_id: &str, epoch: u32, nonce: &[u8; 12], content: &[u8]) -> Vec<u8> {
     let cipher = Aes256Gcm::new_from_slice(key).expect("32-byte key");
     let sealed = cipher
-        .encrypt(
-            &Nonce::from(*nonce),
-            Payload {
-                msg: &pad(content),
-                aad: &aad(room_id, epoch),
-            },
-        )
+        .encrypt(&Nonce::from(*nonce), Payload { msg: &pad(content), aad: &aad(room_id, epoch) })
         .expect("aes-gcm seals any length we pad to");
     let mut body = Vec::with_capacity(20 + sealed.len());
     body.extend_from_slice(MAGIC);
@@ -101,15 +82,8 @@ pub fn open(key: &[u8; 32], room_id: &str, body: &[u8]) -> Result<Vec<u8>> {
     let padded = cipher
         .decrypt(
             &Nonce::from(<[u8; 12]>::try_from(&body[8..20]).expect("12 bytes")),
-            Payload {
-                msg: &body[20..],
-                aad: &aad(room_id, epoch),
-            },
+            Payload { msg: &body[20..], aad: &aad(room_id, epoch) },
         )
-        .map_err(|_| {
-            ClientError::Open(format!(
-                "room message of epoch {epoch} does not decrypt with this key"
-            ))
-        })?;
+        .map_err(|_| ClientError::Open(format!("room message of epoch {epoch} does not decrypt with this key")))?;
     Ok(unpad(&padded)?.to_vec())
 }

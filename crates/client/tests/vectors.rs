@@ -58,12 +58,7 @@ struct RoomCase {
 /// The users' X25519 secrets, from identity.json.
 fn dh_secret(name: &str) -> [u8; 32] {
     let v: serde_json::Value = serde_json::from_str(IDENTITY).unwrap();
-    let user = v["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == name)
-        .unwrap();
+    let user = v["users"].as_array().unwrap().iter().find(|u| u["name"] == name).unwrap();
     key32(user["dh_private_key"].as_str().unwrap()).unwrap()
 }
 
@@ -72,12 +67,7 @@ fn dh_secret(name: &str) -> [u8; 32] {
 fn padding_sizes_match_the_vector() {
     let v: Padding = serde_json::from_str(PADDING).unwrap();
     for case in v.cases {
-        assert_eq!(
-            padded_len(case.content_len),
-            case.padded_len,
-            "len {}",
-            case.content_len
-        );
+        assert_eq!(padded_len(case.content_len), case.padded_len, "len {}", case.content_len);
         let content = vec![b'a'; case.content_len];
         let padded = pad(&content);
         assert_eq!(padded.len(), case.padded_len);
@@ -112,14 +102,8 @@ fn anonymous_dm_opens_in_base_mode_for_the_recipient_only() {
     assert!(c.from.is_none());
     assert_eq!(c.recipients.len(), 1);
     let body = b64_decode(&c.body).unwrap();
-    assert_eq!(
-        dm::open(&body, &c.to, None, &dh_secret("bob")).unwrap(),
-        c.content.as_bytes()
-    );
-    assert!(
-        dm::open(&body, &c.to, None, &dh_secret("alice")).is_err(),
-        "alice is not a recipient"
-    );
+    assert_eq!(dm::open(&body, &c.to, None, &dh_secret("bob")).unwrap(), c.content.as_bytes());
+    assert!(dm::open(&body, &c.to, None, &dh_secret("alice")).is_err(), "alice is not a recipient");
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -130,32 +114,15 @@ fn dm_sealing_is_deterministic_given_the_randomness_and_opens() {
     let recipients: Vec<[u8; 32]> = c.recipients.iter().map(|r| key32(r).unwrap()).collect();
     let from = c.from.as_deref().unwrap();
     let alice = dh_secret("alice");
-    let sender = dm::Sender {
-        wallet: from,
-        dh_secret: &alice,
-    };
+    let sender = dm::Sender { wallet: from, dh_secret: &alice };
     let seal = || {
-        dm::seal(
-            c.content.as_bytes(),
-            &c.to,
-            Some(&sender),
-            &recipients,
-            &mut ChaCha20Rng::seed_from_u64(7),
-        )
-        .unwrap()
+        dm::seal(c.content.as_bytes(), &c.to, Some(&sender), &recipients, &mut ChaCha20Rng::seed_from_u64(7)).unwrap()
     };
     let body = seal();
     assert_eq!(body, seal(), "same randomness, same bytes");
-    assert_eq!(
-        body.len(),
-        b64_decode(&c.body).unwrap().len(),
-        "the vector's layout and size"
-    );
+    assert_eq!(body.len(), b64_decode(&c.body).unwrap().len(), "the vector's layout and size");
     let sender_dh = key32(c.sender_dh_key.as_deref().unwrap()).unwrap();
-    assert_eq!(
-        dm::open(&body, &c.to, Some((from, &sender_dh)), &dh_secret("bob")).unwrap(),
-        c.content.as_bytes()
-    );
+    assert_eq!(dm::open(&body, &c.to, Some((from, &sender_dh)), &dh_secret("bob")).unwrap(), c.content.as_bytes());
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -168,13 +135,9 @@ fn room_bodies_are_reproduced_byte_for_byte_and_open() {
         assert_eq!(b64(&key), case.message_key, "password {:?}", case.password);
         let body = b64_decode(&case.body).unwrap();
         assert_eq!(room::epoch_of(&body).unwrap(), case.epoch);
-        assert_eq!(
-            room::open(&key, &v.room, &body).unwrap(),
-            case.content.as_bytes()
-        );
+        assert_eq!(room::open(&key, &v.room, &body).unwrap(), case.content.as_bytes());
         let nonce: [u8; 12] = body[8..20].try_into().unwrap();
-        let ours =
-            room::seal_with_nonce(&key, &v.room, case.epoch, &nonce, case.content.as_bytes());
+        let ours = room::seal_with_nonce(&key, &v.room, case.epoch, &nonce, case.content.as_bytes());
         assert_eq!(b64(&ours), case.body, "byte-identical body");
         assert!(room::open(&room_key.map(|b| b ^ 1), &v.room, &body).is_err());
     }

@@ -14,9 +14,7 @@ impl RoomId {
         if s.len() == 64 && is_lower_hex(s) {
             Ok(RoomId(s.to_owned()))
         } else {
-            Err(Error::malformed(format!(
-                "{s:?} is not a room id (64 lowercase hex characters)"
-            )))
+            Err(Error::malformed(format!("{s:?} is not a room id (64 lowercase hex characters)")))
         }
     }
 
@@ -50,9 +48,9 @@ impl Address {
         if s.starts_with("0x") && s.len() == 42 {
             Wallet::parse_strict(s).map(Address::Inbox)
         } else {
-            RoomId::parse(s).map(Address::Room).map_err(|_| {
-                Error::malformed(format!("{s:?} is neither a lowercase wallet nor a room id"))
-            })
+            RoomId::parse(s)
+                .map(Address::Room)
+                .map_err(|_| Error::malformed(format!("{s:?} is neither a lowercase wallet nor a room id")))
         }
     }
 

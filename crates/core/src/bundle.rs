@@ -24,14 +24,7 @@ pub struct Bundle {
     pub wallet_sig: String,
 }
 
-const BUNDLE_FIELDS: [&str; 6] = [
-    "wallet",
-    "sign_key",
-    "dh_key",
-    "issued_at",
-    "expires_at",
-    "wallet_sig",
-];
+const BUNDLE_FIELDS: [&str; 6] = ["wallet", "sign_key", "dh_key", "issued_at", "expires_at", "wallet_sig"];
 
 /// Where a bundle stands at a moment.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -56,10 +49,10 @@ impl Bundle {
     pub fn parse(value: &Value) -> Result<Bundle, Error> {
         let f = Fields::new(value, "bundle")?;
         let wallet = Wallet::parse_strict(f.str("wallet")?)?;
-        let sign_key = SignKey::parse(f.str("sign_key")?)
-            .ok_or_else(|| f.bad("sign_key", "must be 32 bytes of base64url"))?;
-        let dh_key = b64_decode_exact::<32>(f.str("dh_key")?)
-            .ok_or_else(|| f.bad("dh_key", "must be 32 bytes of base64url"))?;
+        let sign_key =
+            SignKey::parse(f.str("sign_key")?).ok_or_else(|| f.bad("sign_key", "must be 32 bytes of base64url"))?;
+        let dh_key =
+            b64_decode_exact::<32>(f.str("dh_key")?).ok_or_else(|| f.bad("dh_key", "must be 32 bytes of base64url"))?;
         let issued_at = f.u64("issued_at")?;
         let expires_at = f.u64("expires_at")?;
         let wallet_sig = f.str("wallet_sig")?;
@@ -69,18 +62,9 @@ impl Bundle {
         })?;
         f.deny_unknown(&BUNDLE_FIELDS)?;
         if expires_at <= issued_at || expires_at - issued_at > MAX_BUNDLE_LIFETIME_MS {
-            return Err(Error::malformed(
-                "a bundle must expire after it is issued and within 400 days",
-            ));
+            return Err(Error::malformed("a bundle must expire after it is issued and within 400 days"));
         }
-        Ok(Bundle {
-            wallet,
-            sign_key,
-            dh_key,
-            issued_at,
-            expires_at,
-            wallet_sig: wallet_sig.to_owned(),
-        })
+        Ok(Bundle { wallet, sign_key, dh_key, issued_at, expires_at, wallet_sig: wallet_sig.to_owned() })
     }
 
     /// The text the wallet signs to authorize this bundle.
@@ -168,17 +152,12 @@ impl Revocation {
     }
 
     fn parse_fields(f: &Fields, wallet: Wallet) -> Result<Revocation, Error> {
-        let sign_key = SignKey::parse(f.str("sign_key")?)
-            .ok_or_else(|| f.bad("sign_key", "must be 32 bytes of base64url"))?;
+        let sign_key =
+            SignKey::parse(f.str("sign_key")?).ok_or_else(|| f.bad("sign_key", "must be 32 bytes of base64url"))?;
         let revoked_at = f.u64("revoked_at")?;
         let wallet_sig = f.str("wallet_sig")?;
         parse_wallet_sig(wallet_sig).map_err(|e| Error::malformed(e.message))?;
-        Ok(Revocation {
-            wallet,
-            sign_key,
-            revoked_at,
-            wallet_sig: wallet_sig.to_owned(),
-        })
+        Ok(Revocation { wallet, sign_key, revoked_at, wallet_sig: wallet_sig.to_owned() })
     }
 
     /// The text the wallet signs to revoke the key.
@@ -201,6 +180,34 @@ impl Revocation {
             "wallet_sig": self.wallet_sig,
         })
     }
+}
+
+/// Reads one entry of a `GET /v1/keys/{wallet}?include=all` answer: the bundle and,
+/// when it is revoked, its revocation. Both are checked by the wallet's signature,
+/// so an entry from any relay can be trusted only as far as it verifies.
+pub fn parse_listed(entry: &Value) -> Result<(Bundle, Option<Revocation>), Error> {
+    let mut fields = entry.clone();
+    let obj = fields.as_object_mut().ok_or_else(|| Error::malformed("a key entry must be an object"))?;
+    obj.remove("status");
+    let revoked_at = obj.remove("revoked_at");
+    let revocation_sig = obj.remove("revocation_sig");
+    let bundle = Bundle::parse(&fields)?;
+    bundle.verify()?;
+    let revocation =
+        match (revoked_at.as_ref().and_then(Value::as_u64), revocation_sig.as_ref().and_then(Value::as_str)) {
+            (Some(revoked_at), Some(sig)) => {
+                let r = Revocation {
+                    wallet: bundle.wallet.clone(),
+                    sign_key: bundle.sign_key,
+                    revoked_at,
+                    wallet_sig: sig.to_owned(),
+                };
+                r.verify()?;
+                Some(r)
+            }
+            _ => None,
+        };
+    Ok((bundle, revocation))
 }
 
 #[cfg(test)]
@@ -234,16 +241,8 @@ mod tests {
         let skew = 300_000;
         assert!(b.check_clock(b.issued_at, skew).is_ok());
         assert!(b.check_clock(b.issued_at - skew, skew).is_ok());
-        assert_eq!(
-            b.check_clock(b.issued_at - skew - 1, skew)
-                .unwrap_err()
-                .code,
-            ErrorCode::StaleTimestamp
-        );
-        assert_eq!(
-            b.check_clock(b.expires_at, skew).unwrap_err().code,
-            ErrorCode::StaleTimestamp
-        );
+        assert_eq!(b.check_clock(b.issued_at - skew - 1, skew).unwrap_err().code, ErrorCode::StaleTimestamp);
+        assert_eq!(b.check_clock(b.expires_at, skew).unwrap_err().code, ErrorCode::StaleTimestamp);
     }
 
     #[test]
@@ -251,11 +250,7 @@ mod tests {
         let b = Bundle::parse(&sample()).unwrap();
         assert_eq!(b.status(None, b.issued_at), KeyStatus::Active);
         assert_eq!(b.status(None, b.expires_at), KeyStatus::Expired);
-        assert_eq!(
-            b.status(Some(1), b.expires_at),
-            KeyStatus::Revoked,
-            "revoked wins over expired"
-        );
+        assert_eq!(b.status(Some(1), b.expires_at), KeyStatus::Revoked, "revoked wins over expired");
         assert!(b.active_at(None, b.issued_at));
         assert!(!b.active_at(None, b.issued_at - 1));
         assert!(!b.active_at(Some(b.issued_at + 10), b.issued_at + 10));

@@ -31,26 +31,12 @@ impl RecentIds {
     /// is the caller's (core draws no randomness).
     pub fn new(capacity: usize, fp_rate: f64, seed: [u8; 32]) -> RecentIds {
         let capacity = capacity.max(1);
-        let make = || {
-            Bloom::new_for_fp_rate_with_seed(capacity, fp_rate, &seed)
-                .expect("valid bloom parameters")
-        };
-        RecentIds {
-            current: make(),
-            previous: make(),
-            in_current: 0,
-            capacity,
-            fp_rate,
-            seed,
-        }
+        let make = || Bloom::new_for_fp_rate_with_seed(capacity, fp_rate, &seed).expect("valid bloom parameters");
+        RecentIds { current: make(), previous: make(), in_current: 0, capacity, fp_rate, seed }
     }
 
     pub fn check(&self, id: &str) -> Seen {
-        if self.current.check(id) || self.previous.check(id) {
-            Seen::Maybe
-        } else {
-            Seen::CertainlyNew
-        }
+        if self.current.check(id) || self.previous.check(id) { Seen::Maybe } else { Seen::CertainlyNew }
     }
 
     /// Records a committed id, rotating generations when the current one is full.
@@ -79,14 +65,9 @@ mod tests {
         for i in 0..1000 {
             assert_eq!(ids.check(&format!("id-{i}")), Seen::Maybe);
         }
-        let false_positives = (0..10_000)
-            .filter(|i| ids.check(&format!("other-{i}")) == Seen::Maybe)
-            .count();
+        let false_positives = (0..10_000).filter(|i| ids.check(&format!("other-{i}")) == Seen::Maybe).count();
         // The crate lands near 4% at a nominal 1%; what matters is that it is bounded.
-        assert!(
-            false_positives < 800,
-            "{false_positives} false positives in 10000"
-        );
+        assert!(false_positives < 800, "{false_positives} false positives in 10000");
     }
 
     #[test]
@@ -102,9 +83,7 @@ mod tests {
         for i in 15..40 {
             ids.insert(&format!("id-{i}"));
         }
-        let remembered = (0..10)
-            .filter(|i| ids.check(&format!("id-{i}")) == Seen::Maybe)
-            .count();
+        let remembered = (0..10).filter(|i| ids.check(&format!("id-{i}")) == Seen::Maybe).count();
         assert!(remembered < 10, "old generations are dropped");
     }
 }

@@ -31,8 +31,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// True when `s` is only lowercase hex digits.
 pub fn is_lower_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -45,11 +44,7 @@ mod tests {
         assert_eq!(b64_decode("-_8"), Some(vec![0xfb, 0xff]));
         assert_eq!(b64_decode("-_8="), None, "padding is refused");
         assert_eq!(b64_decode("+/8"), None, "standard alphabet is refused");
-        assert_eq!(
-            b64_decode("-_9"),
-            None,
-            "non-canonical trailing bits are refused"
-        );
+        assert_eq!(b64_decode("-_9"), None, "non-canonical trailing bits are refused");
     }
 
     #[test]

@@ -27,8 +27,7 @@ impl SignKey {
     pub fn verify(&self, message: &[u8], sig: &[u8; 64]) -> Result<(), Error> {
         let bad = || Error::invalid_signature("signature does not verify");
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| bad())?;
-        key.verify(message, &Signature::from_bytes(sig))
-            .map_err(|_| bad())
+        key.verify(message, &Signature::from_bytes(sig)).map_err(|_| bad())
     }
 }
 
@@ -69,31 +68,16 @@ impl Envelope {
         }
         let to = Address::parse_strict(f.str("to")?)?;
         let ts = f.u64("ts")?;
-        let from = f
-            .nullable_str("from")?
-            .map(Wallet::parse_strict)
-            .transpose()?;
-        let key = SignKey::parse(f.str("key")?)
-            .ok_or_else(|| f.bad("key", "must be 32 bytes of base64url"))?;
+        let from = f.nullable_str("from")?.map(Wallet::parse_strict).transpose()?;
+        let key = SignKey::parse(f.str("key")?).ok_or_else(|| f.bad("key", "must be 32 bytes of base64url"))?;
         let body_b64 = f.str("body")?;
         if b64_decoded_len(body_b64.len()) > max_body_bytes {
-            return Err(Error::too_large(format!(
-                "body is over {max_body_bytes} bytes"
-            )));
+            return Err(Error::too_large(format!("body is over {max_body_bytes} bytes")));
         }
-        let body = b64_decode(body_b64)
-            .ok_or_else(|| f.bad("body", "must be base64url without padding"))?;
-        let sig = b64_decode_exact::<64>(f.str("sig")?)
-            .ok_or_else(|| f.bad("sig", "must be 64 bytes of base64url"))?;
+        let body = b64_decode(body_b64).ok_or_else(|| f.bad("body", "must be base64url without padding"))?;
+        let sig = b64_decode_exact::<64>(f.str("sig")?).ok_or_else(|| f.bad("sig", "must be 64 bytes of base64url"))?;
         f.deny_unknown(&ENVELOPE_FIELDS)?;
-        Ok(Envelope {
-            to,
-            ts,
-            from,
-            key,
-            body,
-            sig,
-        })
+        Ok(Envelope { to, ts, from, key, body, sig })
     }
 
     /// The exact bytes that `sig` signs and whose sha256 is the id.
@@ -198,17 +182,11 @@ mod tests {
     fn oversized_body_is_too_large_before_decoding() {
         let mut v = sample();
         v["body"] = json!("A".repeat(12));
-        assert_eq!(
-            Envelope::parse(&v, 8).unwrap_err().code,
-            ErrorCode::PayloadTooLarge
-        );
+        assert_eq!(Envelope::parse(&v, 8).unwrap_err().code, ErrorCode::PayloadTooLarge);
         assert!(Envelope::parse(&v, 9).is_ok());
         // not even valid base64, but too large is found first (field order)
         v["body"] = json!("!".repeat(100));
-        assert_eq!(
-            Envelope::parse(&v, 8).unwrap_err().code,
-            ErrorCode::PayloadTooLarge
-        );
+        assert_eq!(Envelope::parse(&v, 8).unwrap_err().code, ErrorCode::PayloadTooLarge);
     }
 
     #[test]

@@ -97,11 +97,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Error {
-        Error {
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        Error { code, message: message.into(), retry_after: None }
     }
     pub fn malformed(message: impl Into<String>) -> Error {
         Error::new(ErrorCode::Malformed, message)

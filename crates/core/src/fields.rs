@@ -34,30 +34,21 @@ impl<'a> Fields<'a> {
     /// Refuses any field not in `allowed`. Call after reading the known fields.
     pub fn deny_unknown(&self, allowed: &[&str]) -> Result<(), Error> {
         match self.obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(k) => Err(Error::malformed(format!(
-                "{}: unknown field {k:?}",
-                self.what
-            ))),
+            Some(k) => Err(Error::malformed(format!("{}: unknown field {k:?}", self.what))),
             None => Ok(()),
         }
     }
 
     pub fn value(&self, name: &str) -> Result<&'a Value, Error> {
-        self.obj
-            .get(name)
-            .ok_or_else(|| Error::malformed(format!("{}: missing field {name:?}", self.what)))
+        self.obj.get(name).ok_or_else(|| Error::malformed(format!("{}: missing field {name:?}", self.what)))
     }
 
     pub fn u64(&self, name: &str) -> Result<u64, Error> {
-        self.value(name)?
-            .as_u64()
-            .ok_or_else(|| self.ill_typed(name, "a non-negative integer"))
+        self.value(name)?.as_u64().ok_or_else(|| self.ill_typed(name, "a non-negative integer"))
     }
 
     pub fn str(&self, name: &str) -> Result<&'a str, Error> {
-        self.value(name)?
-            .as_str()
-            .ok_or_else(|| self.ill_typed(name, "a string"))
+        self.value(name)?.as_str().ok_or_else(|| self.ill_typed(name, "a string"))
     }
 
     /// A field that must be present and is a string or `null`.
@@ -70,9 +61,7 @@ impl<'a> Fields<'a> {
     }
 
     pub fn array(&self, name: &str) -> Result<&'a Vec<Value>, Error> {
-        self.value(name)?
-            .as_array()
-            .ok_or_else(|| self.ill_typed(name, "an array"))
+        self.value(name)?.as_array().ok_or_else(|| self.ill_typed(name, "an array"))
     }
 
     /// A malformed error about field `name`.
@@ -93,20 +82,14 @@ mod tests {
     #[test]
     fn non_objects_and_bad_json_are_malformed() {
         for input in [&b"[]"[..], b"1", b"\"x\"", b"{", b"\xff", b""] {
-            assert_eq!(
-                parse_object(input, "t").unwrap_err().code,
-                ErrorCode::Malformed
-            );
+            assert_eq!(parse_object(input, "t").unwrap_err().code, ErrorCode::Malformed);
         }
     }
 
     #[test]
     fn deeply_nested_json_is_malformed_not_a_crash() {
         let deep = "[".repeat(100_000);
-        assert_eq!(
-            parse_object(deep.as_bytes(), "t").unwrap_err().code,
-            ErrorCode::Malformed
-        );
+        assert_eq!(parse_object(deep.as_bytes(), "t").unwrap_err().code, ErrorCode::Malformed);
     }
 
     #[test]

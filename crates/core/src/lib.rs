@@ -33,9 +33,7 @@ pub const PROTOCOL_VERSION: u64 = 1;
 /// Checks that `t_ms` is within `skew_ms` of `now_ms`, in either direction.
 pub fn check_skew(t_ms: u64, now_ms: u64, skew_ms: u64, what: &str) -> Result<(), Error> {
     if t_ms.abs_diff(now_ms) > skew_ms {
-        return Err(Error::stale(format!(
-            "{what} {t_ms} is more than {skew_ms} ms from the relay clock {now_ms}"
-        )));
+        return Err(Error::stale(format!("{what} {t_ms} is more than {skew_ms} ms from the relay clock {now_ms}")));
     }
     Ok(())
 }

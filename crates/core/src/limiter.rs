@@ -12,10 +12,7 @@ const MINUTE_MS: f64 = 60_000.0;
 
 impl TokenBucket {
     pub fn full(capacity: u64, now_ms: u64) -> TokenBucket {
-        TokenBucket {
-            tokens: capacity as f64,
-            updated_ms: now_ms,
-        }
+        TokenBucket { tokens: capacity as f64, updated_ms: now_ms }
     }
 
     fn refill(&mut self, capacity: u64, now_ms: u64) {

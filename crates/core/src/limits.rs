@@ -43,12 +43,8 @@ impl Limits {
         ("MAX_REQUEST_BYTES", |l| &mut l.max_request_bytes),
         ("SKEW_MS", |l| &mut l.skew_ms),
         ("IP_REQUESTS_PER_MIN", |l| &mut l.ip_requests_per_min),
-        ("SENDER_MESSAGES_PER_MIN", |l| {
-            &mut l.sender_messages_per_min
-        }),
-        ("ANON_MESSAGES_PER_MIN_PER_IP", |l| {
-            &mut l.anon_messages_per_min_per_ip
-        }),
+        ("SENDER_MESSAGES_PER_MIN", |l| &mut l.sender_messages_per_min),
+        ("ANON_MESSAGES_PER_MIN_PER_IP", |l| &mut l.anon_messages_per_min_per_ip),
         ("SOCKETS_PER_IP", |l| &mut l.sockets_per_ip),
         ("RETENTION_DAYS", |l| &mut l.retention_days),
         ("RELAY_REQUEST_BYTES", |l| &mut l.relay_request_bytes),
@@ -100,8 +96,7 @@ mod tests {
     fn vars_override_and_invalid_values_name_the_var() {
         let l = Limits::from_vars(|n| (n == "SKEW_MS").then(|| "1000".to_owned())).unwrap();
         assert_eq!(l.skew_ms, 1000);
-        let err = Limits::from_vars(|n| (n == "RETENTION_DAYS").then(|| "ninety".to_owned()))
-            .unwrap_err();
+        let err = Limits::from_vars(|n| (n == "RETENTION_DAYS").then(|| "ninety".to_owned())).unwrap_err();
         assert!(err.contains("RETENTION_DAYS"), "{err}");
         assert!(Limits::from_vars(|n| (n == "SOCKETS_PER_IP").then(|| "0".to_owned())).is_err());
     }

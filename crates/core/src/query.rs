@@ -12,27 +12,19 @@ pub fn parse_u64(s: &str) -> Option<u64> {
 
 /// Splits a query into `name=value` pairs, refusing unknown and repeated names.
 /// Values are taken as sent (nothing is percent-decoded).
-pub fn parse_params<'q>(
-    query: &'q str,
-    allowed: &[&str],
-) -> Result<Vec<(&'q str, &'q str)>, Error> {
+pub fn parse_params<'q>(query: &'q str, allowed: &[&str]) -> Result<Vec<(&'q str, &'q str)>, Error> {
     let mut out: Vec<(&str, &str)> = Vec::new();
     if query.is_empty() {
         return Ok(out);
     }
     for pair in query.split('&') {
-        let (name, value) = pair
-            .split_once('=')
-            .ok_or_else(|| Error::malformed(format!("query parameter {pair:?} has no value")))?;
+        let (name, value) =
+            pair.split_once('=').ok_or_else(|| Error::malformed(format!("query parameter {pair:?} has no value")))?;
         if !allowed.contains(&name) {
-            return Err(Error::malformed(format!(
-                "unknown query parameter {name:?}"
-            )));
+            return Err(Error::malformed(format!("unknown query parameter {name:?}")));
         }
         if out.iter().any(|(n, _)| *n == name) {
-            return Err(Error::malformed(format!(
-                "query parameter {name:?} is repeated"
-            )));
+            return Err(Error::malformed(format!("query parameter {name:?} is repeated")));
         }
         out.push((name, value));
     }
@@ -42,11 +34,7 @@ pub fn parse_params<'q>(
 fn ranged(name: &str, value: &str, min: u64, max: u64) -> Result<u64, Error> {
     parse_u64(value)
         .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| {
-            Error::malformed(format!(
-                "{name} must be an integer from {min} to {max}, got {value:?}"
-            ))
-        })
+        .ok_or_else(|| Error::malformed(format!("{name} must be an integer from {min} to {max}, got {value:?}")))
 }
 
 /// Where a page starts.
@@ -73,11 +61,7 @@ pub struct PageQuery {
 
 impl PageQuery {
     pub fn parse(query: &str) -> Result<PageQuery, Error> {
-        let mut q = PageQuery {
-            cursor: Cursor::After(0),
-            limit: 100,
-            wait_secs: 0,
-        };
+        let mut q = PageQuery { cursor: Cursor::After(0), limit: 100, wait_secs: 0 };
         let params = parse_params(query, &["after", "since", "limit", "wait"])?;
         if params.iter().any(|(n, _)| *n == "after") && params.iter().any(|(n, _)| *n == "since") {
             return Err(Error::malformed("give after or since, not both"));
@@ -97,21 +81,13 @@ impl PageQuery {
 /// The query of a WebSocket route: an optional `after`.
 pub fn parse_socket_query(query: &str) -> Result<Option<u64>, Error> {
     let params = parse_params(query, &["after"])?;
-    params
-        .first()
-        .map(|(n, v)| ranged(n, v, 0, i64::MAX as u64))
-        .transpose()
+    params.first().map(|(n, v)| ranged(n, v, 0, i64::MAX as u64)).transpose()
 }
 
 /// Cuts a page from up to `limit + 1` rows read in ascending seq order:
 /// returns the rows to send, `next` and `more` (§4.1). `empty_next` is the cursor
 /// to answer when no row is returned.
-pub fn cut_page<T>(
-    mut rows: Vec<T>,
-    limit: u64,
-    empty_next: u64,
-    seq_of: impl Fn(&T) -> u64,
-) -> (Vec<T>, u64, bool) {
+pub fn cut_page<T>(mut rows: Vec<T>, limit: u64, empty_next: u64, seq_of: impl Fn(&T) -> u64) -> (Vec<T>, u64, bool) {
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next = rows.last().map(&seq_of).unwrap_or(empty_next);
@@ -126,27 +102,13 @@ mod tests {
     #[test]
     fn defaults() {
         let q = PageQuery::parse("").unwrap();
-        assert_eq!(
-            q,
-            PageQuery {
-                cursor: Cursor::After(0),
-                limit: 100,
-                wait_secs: 0
-            }
-        );
+        assert_eq!(q, PageQuery { cursor: Cursor::After(0), limit: 100, wait_secs: 0 });
     }
 
     #[test]
     fn values_in_range_are_taken() {
         let q = PageQuery::parse("since=5&limit=500&wait=30").unwrap();
-        assert_eq!(
-            q,
-            PageQuery {
-                cursor: Cursor::Since(5),
-                limit: 500,
-                wait_secs: 30
-            }
-        );
+        assert_eq!(q, PageQuery { cursor: Cursor::Since(5), limit: 500, wait_secs: 30 });
     }
 
     #[test]
@@ -167,11 +129,7 @@ mod tests {
             "after=1&",
             "&",
         ] {
-            assert_eq!(
-                PageQuery::parse(bad).unwrap_err().code,
-                ErrorCode::Malformed,
-                "{bad}"
-            );
+            assert_eq!(PageQuery::parse(bad).unwrap_err().code, ErrorCode::Malformed, "{bad}");
         }
     }
 
@@ -186,9 +144,6 @@ mod tests {
     fn pages_report_next_and_more() {
         assert_eq!(cut_page(vec![1, 2, 3], 2, 0, |s| *s), (vec![1, 2], 2, true));
         assert_eq!(cut_page(vec![1, 2], 2, 0, |s| *s), (vec![1, 2], 2, false));
-        assert_eq!(
-            cut_page(Vec::<u64>::new(), 2, 9, |s| *s),
-            (vec![], 9, false)
-        );
+        assert_eq!(cut_page(Vec::<u64>::new(), 2, 9, |s| *s), (vec![], 9, false));
     }
 }

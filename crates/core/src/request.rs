@@ -36,11 +36,7 @@ pub fn signing_text(method: &str, signed_path: &str, time: u64) -> String {
 
 /// Splits `path?query` into the signed path and the credentials, taken from the
 /// `Denet-*` headers (`header(name)`) or from the `denet_*` query parameters.
-pub fn extract(
-    path: &str,
-    query: Option<&str>,
-    header: impl Fn(&str) -> Option<String>,
-) -> Extracted {
+pub fn extract(path: &str, query: Option<&str>, header: impl Fn(&str) -> Option<String>) -> Extracted {
     let mut kept = Vec::new();
     let mut from_query: [Option<&str>; 4] = [None; 4];
     let mut repeated = false;
@@ -56,29 +52,20 @@ pub fn extract(
         }
     }
     let rest = kept.join("&");
-    let signed_path = if rest.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{rest}")
-    };
+    let signed_path = if rest.is_empty() { path.to_owned() } else { format!("{path}?{rest}") };
     let from_headers: [Option<String>; 4] = HEADERS.map(&header);
     let credentials = if repeated {
         Err(Error::malformed("a denet_* query parameter is repeated"))
     } else if from_query.iter().any(Option::is_some) {
         if from_headers.iter().any(Option::is_some) {
-            Err(Error::malformed(
-                "send the signature as Denet-* headers or denet_* parameters, not both",
-            ))
+            Err(Error::malformed("send the signature as Denet-* headers or denet_* parameters, not both"))
         } else {
             parse_values(from_query.map(|v| v.map(str::to_owned)), signed_path)
         }
     } else {
         parse_values(from_headers, signed_path)
     };
-    Extracted {
-        credentials,
-        query: rest,
-    }
+    Extracted { credentials, query: rest }
 }
 
 fn parse_values(values: [Option<String>; 4], signed_path: String) -> Result<SignedRequest, Error> {
@@ -88,43 +75,24 @@ fn parse_values(values: [Option<String>; 4], signed_path: String) -> Result<Sign
         ));
     };
     let wallet = Wallet::parse_lenient(&wallet)?;
-    let key = SignKey::parse(&key)
-        .ok_or_else(|| Error::malformed("Denet-Key must be 32 bytes of base64url"))?;
-    let time = crate::query::parse_u64(&time)
-        .ok_or_else(|| Error::malformed("Denet-Time must be an integer"))?;
+    let key = SignKey::parse(&key).ok_or_else(|| Error::malformed("Denet-Key must be 32 bytes of base64url"))?;
+    let time = crate::query::parse_u64(&time).ok_or_else(|| Error::malformed("Denet-Time must be an integer"))?;
     let sig = b64_decode_exact::<64>(&sig)
         .ok_or_else(|| Error::malformed("Denet-Signature must be 64 bytes of base64url"))?;
-    Ok(SignedRequest {
-        wallet,
-        key,
-        time,
-        sig,
-        signed_path,
-    })
+    Ok(SignedRequest { wallet, key, time, sig, signed_path })
 }
 
 impl SignedRequest {
     /// Checks, in §4 order, the clock window, the signature, and that the request is
     /// for `path_wallet`. Whether `key` is an active key of the wallet is the
     /// caller's lookup.
-    pub fn verify(
-        &self,
-        method: &str,
-        path_wallet: &Wallet,
-        now_ms: u64,
-        skew_ms: u64,
-    ) -> Result<(), Error> {
+    pub fn verify(&self, method: &str, path_wallet: &Wallet, now_ms: u64, skew_ms: u64) -> Result<(), Error> {
         crate::check_skew(self.time, now_ms, skew_ms, "Denet-Time")?;
         self.key
-            .verify(
-                signing_text(method, &self.signed_path, self.time).as_bytes(),
-                &self.sig,
-            )
+            .verify(signing_text(method, &self.signed_path, self.time).as_bytes(), &self.sig)
             .map_err(|_| Error::invalid_signature("request signature does not verify"))?;
         if self.wallet != *path_wallet {
-            return Err(Error::forbidden(
-                "a signed request may only read its own wallet's inbox",
-            ));
+            return Err(Error::forbidden("a signed request may only read its own wallet's inbox"));
         }
         Ok(())
     }
@@ -155,13 +123,7 @@ mod tests {
         assert_eq!(r.time, 5);
         assert_eq!(x.query, "after=3&limit=2");
         let only = "denet_wallet=0xb8c7f3cb8155c163749f3d1eed3ccbfde8672cce&denet_key=hIyB-ncYaVPPtmcPfx1OmM6bbb3Tm_X5qC48P19FMqU&denet_time=5&denet_sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-        assert_eq!(
-            extract("/p", Some(only), no_headers)
-                .credentials
-                .unwrap()
-                .signed_path,
-            "/p"
-        );
+        assert_eq!(extract("/p", Some(only), no_headers).credentials.unwrap().signed_path, "/p");
     }
 
     #[test]
@@ -175,20 +137,12 @@ mod tests {
                     "s9ijYOHKFW9DN1mxNk_C17UtLNhTOgZpPX5JjyRW-BqLl309AZqM-Qh9jxrzowG9Gn6w2JafLaSNSAEz000hAQ",
                 ];
                 let i = HEADERS.iter().position(|h| *h == name)?;
-                Some(if i == bad {
-                    "1.5x".to_owned()
-                } else {
-                    good[i].to_owned()
-                })
+                Some(if i == bad { "1.5x".to_owned() } else { good[i].to_owned() })
             }
         };
         for bad in 0..4 {
             let x = extract("/p", None, header(bad));
-            assert_eq!(
-                x.credentials.unwrap_err().code,
-                ErrorCode::Malformed,
-                "field {bad}"
-            );
+            assert_eq!(x.credentials.unwrap_err().code, ErrorCode::Malformed, "field {bad}");
         }
         assert!(extract("/p", None, header(9)).credentials.is_ok());
     }

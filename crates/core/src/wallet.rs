@@ -24,9 +24,7 @@ impl Wallet {
         let has_upper = digits.bytes().any(|b| b.is_ascii_uppercase());
         let wallet = Wallet(format!("0x{lower}"));
         if has_lower && has_upper && wallet.checksummed() != s {
-            return Err(Error::malformed(format!(
-                "{s:?} has a wrong EIP-55 checksum"
-            )));
+            return Err(Error::malformed(format!("{s:?} has a wrong EIP-55 checksum")));
         }
         Ok(wallet)
     }
@@ -35,9 +33,7 @@ impl Wallet {
     pub fn parse_strict(s: &str) -> Result<Wallet, Error> {
         match s.strip_prefix("0x") {
             Some(d) if d.len() == 40 && is_lower_hex(d) => Ok(Wallet(s.to_owned())),
-            _ => Err(Error::malformed(format!(
-                "{s:?} is not a lowercase wallet address"
-            ))),
+            _ => Err(Error::malformed(format!("{s:?} is not a lowercase wallet address"))),
         }
     }
 
@@ -60,11 +56,7 @@ impl Wallet {
         out.push_str("0x");
         for (i, c) in lower.chars().enumerate() {
             let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0x0f;
-            out.push(if c.is_ascii_alphabetic() && nibble >= 8 {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            });
+            out.push(if c.is_ascii_alphabetic() && nibble >= 8 { c.to_ascii_uppercase() } else { c });
         }
         out
     }
@@ -93,18 +85,13 @@ pub fn eip191_hash(message: &str) -> [u8; 32] {
 /// Parses a `0x` + 130 hex `r || s || v` signature (v = 27/28 or 0/1).
 pub fn parse_wallet_sig(sig: &str) -> Result<(Signature, RecoveryId), Error> {
     let bad = || Error::malformed("wallet_sig must be 0x + 130 lowercase hex digits");
-    let digits = sig
-        .strip_prefix("0x")
-        .filter(|d| d.len() == 130 && is_lower_hex(d))
-        .ok_or_else(bad)?;
+    let digits = sig.strip_prefix("0x").filter(|d| d.len() == 130 && is_lower_hex(d)).ok_or_else(bad)?;
     let bytes = hex::decode(digits).map_err(|_| bad())?;
     let v = match bytes[64] {
         27 | 28 => bytes[64] - 27,
         0 | 1 => bytes[64],
         _ => {
-            return Err(Error::malformed(
-                "wallet_sig has a v other than 27, 28, 0 or 1",
-            ));
+            return Err(Error::malformed("wallet_sig has a v other than 27, 28, 0 or 1"));
         }
     };
     let signature = Signature::from_slice(&bytes[..64])
@@ -125,9 +112,7 @@ pub fn recover_signer(message: &str, sig: &str) -> Result<Wallet, Error> {
 /// Checks that `wallet` signed `message`: `401 invalid_signature` otherwise.
 pub fn verify_wallet_sig(wallet: &Wallet, message: &str, sig: &str) -> Result<(), Error> {
     if recover_signer(message, sig)? != *wallet {
-        return Err(Error::invalid_signature(format!(
-            "wallet_sig was not made by {wallet}"
-        )));
+        return Err(Error::invalid_signature(format!("wallet_sig was not made by {wallet}")));
     }
     Ok(())
 }
@@ -146,26 +131,14 @@ mod tests {
         for form in [ALICE, ALICE_55, upper.as_str()] {
             assert_eq!(Wallet::parse_lenient(form).unwrap().as_str(), ALICE);
         }
-        assert_eq!(
-            Wallet::parse_lenient(ALICE).unwrap().checksummed(),
-            ALICE_55
-        );
+        assert_eq!(Wallet::parse_lenient(ALICE).unwrap().checksummed(), ALICE_55);
     }
 
     #[test]
     fn lenient_parse_refuses_wrong_checksum_and_bad_shapes() {
         let wrong = ALICE_55.replacen('B', "b", 1);
-        for bad in [
-            &wrong[..],
-            "0x1234",
-            "b8c7f3cb8155c163749f3d1eed3ccbfde8672cce",
-            "0X",
-        ] {
-            assert_eq!(
-                Wallet::parse_lenient(bad).unwrap_err().code,
-                ErrorCode::Malformed,
-                "{bad}"
-            );
+        for bad in [&wrong[..], "0x1234", "b8c7f3cb8155c163749f3d1eed3ccbfde8672cce", "0X"] {
+            assert_eq!(Wallet::parse_lenient(bad).unwrap_err().code, ErrorCode::Malformed, "{bad}");
         }
         let upper_prefix = format!("0X{}", &ALICE[2..]);
         assert!(Wallet::parse_lenient(&upper_prefix).is_err());
@@ -176,22 +149,13 @@ mod tests {
     #[test]
     fn strict_parse_wants_lowercase() {
         assert!(Wallet::parse_strict(ALICE).is_ok());
-        assert_eq!(
-            Wallet::parse_strict(ALICE_55).unwrap_err().code,
-            ErrorCode::Malformed
-        );
+        assert_eq!(Wallet::parse_strict(ALICE_55).unwrap_err().code, ErrorCode::Malformed);
     }
 
     #[test]
     fn wallet_sig_shape_is_checked() {
-        assert_eq!(
-            parse_wallet_sig("0x12").unwrap_err().code,
-            ErrorCode::Malformed
-        );
+        assert_eq!(parse_wallet_sig("0x12").unwrap_err().code, ErrorCode::Malformed);
         let v_bad = format!("0x{}{}", "11".repeat(64), "05");
-        assert_eq!(
-            parse_wallet_sig(&v_bad).unwrap_err().code,
-            ErrorCode::Malformed
-        );
+        assert_eq!(parse_wallet_sig(&v_bad).unwrap_err().code, ErrorCode::Malformed);
     }
 }

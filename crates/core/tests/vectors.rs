@@ -88,26 +88,14 @@ fn identity_bundles_verify_and_keys_derive_from_their_secrets() {
         assert_eq!(bundle.statement(), user.statement, "{}", user.name);
         bundle.verify().unwrap();
         assert_eq!(bundle.wallet.checksummed(), user.wallet_checksummed);
-        assert_eq!(
-            Wallet::parse_lenient(&user.wallet_checksummed).unwrap(),
-            bundle.wallet
-        );
+        assert_eq!(Wallet::parse_lenient(&user.wallet_checksummed).unwrap(), bundle.wallet);
 
         let wallet_key = hex_32(&user.wallet_private_key);
         let signer = k256::ecdsa::SigningKey::from_slice(&wallet_key).unwrap();
-        assert_eq!(
-            Wallet::from_verifying_key(signer.verifying_key()),
-            bundle.wallet
-        );
+        assert_eq!(Wallet::from_verifying_key(signer.verifying_key()), bundle.wallet);
         // RFC 6979 signing is deterministic, so the wallet_sig is reproduced exactly.
-        let (sig, recid) = signer
-            .sign_prehash_recoverable(&eip191_hash(&user.statement))
-            .unwrap();
-        let ours = format!(
-            "0x{}{:02x}",
-            hex::encode(sig.to_bytes()),
-            recid.to_byte() + 27
-        );
+        let (sig, recid) = signer.sign_prehash_recoverable(&eip191_hash(&user.statement)).unwrap();
+        let ours = format!("0x{}{:02x}", hex::encode(sig.to_bytes()), recid.to_byte() + 27);
         assert_eq!(ours, user.bundle["wallet_sig"], "{}", user.name);
 
         let sign = ed25519_dalek::SigningKey::from_bytes(&b64_32(&user.sign_key_seed));
@@ -118,10 +106,7 @@ fn identity_bundles_verify_and_keys_derive_from_their_secrets() {
 }
 
 fn hex_32(s: &str) -> [u8; 32] {
-    hex::decode(s.trim_start_matches("0x"))
-        .unwrap()
-        .try_into()
-        .unwrap()
+    hex::decode(s.trim_start_matches("0x")).unwrap().try_into().unwrap()
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -140,10 +125,7 @@ fn identity_revocation_verifies() {
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn identity_forged_bundle_fails() {
     let forged = Bundle::parse(&identity().forged_bundle_must_fail).unwrap();
-    assert_eq!(
-        forged.verify().unwrap_err().code,
-        ErrorCode::InvalidSignature
-    );
+    assert_eq!(forged.verify().unwrap_err().code, ErrorCode::InvalidSignature);
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -159,10 +141,7 @@ fn envelopes_have_the_vectors_signing_bytes_ids_and_signatures() {
         assert_eq!(env.to_json(), case.envelope, "{}", case.label);
     }
     let tampered = Envelope::parse(&v.tampered_must_fail, 65536).unwrap();
-    assert_eq!(
-        tampered.verify().unwrap_err().code,
-        ErrorCode::InvalidSignature
-    );
+    assert_eq!(tampered.verify().unwrap_err().code, ErrorCode::InvalidSignature);
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -181,28 +160,14 @@ fn signed_request_vector_verifies_by_headers_and_by_query() {
         })
     };
     let req = extract(path, Some(query), header).credentials.unwrap();
-    assert_eq!(
-        signing_text(&v.method, &req.signed_path, req.time),
-        v.signing_bytes
-    );
+    assert_eq!(signing_text(&v.method, &req.signed_path, req.time), v.signing_bytes);
     let wallet = Wallet::parse_lenient(&h.wallet).unwrap();
     let now = req.time + 1000;
     req.verify(&v.method, &wallet, now, 300_000).unwrap();
-    assert_eq!(
-        req.verify("POST", &wallet, now, 300_000).unwrap_err().code,
-        ErrorCode::InvalidSignature
-    );
-    assert_eq!(
-        req.verify(&v.method, &wallet, now + 400_000, 300_000)
-            .unwrap_err()
-            .code,
-        ErrorCode::StaleTimestamp
-    );
+    assert_eq!(req.verify("POST", &wallet, now, 300_000).unwrap_err().code, ErrorCode::InvalidSignature);
+    assert_eq!(req.verify(&v.method, &wallet, now + 400_000, 300_000).unwrap_err().code, ErrorCode::StaleTimestamp);
     let bob = Wallet::parse_strict("0x8ac1a429053768256510066a633e5499c6affaf9").unwrap();
-    assert_eq!(
-        req.verify(&v.method, &bob, now, 300_000).unwrap_err().code,
-        ErrorCode::Forbidden
-    );
+    assert_eq!(req.verify(&v.method, &bob, now, 300_000).unwrap_err().code, ErrorCode::Forbidden);
 
     // The same four values as query parameters, anywhere in the query, sign the same path.
     let q = format!(

@@ -42,9 +42,7 @@ fn main() {
             println!();
         }
         _ => {
-            eprintln!(
-                "usage: denet-sign new|bundle|revoke|envelope|anonymous|headers … (see the source header)"
-            );
+            eprintln!("usage: denet-sign new|bundle|revoke|envelope|anonymous|headers … (see the source header)");
             std::process::exit(2);
         }
     }
@@ -54,18 +52,10 @@ fn load(file: &str) -> User {
     let text = std::fs::read_to_string(file).expect("read identity file");
     let saved: serde_json::Value = serde_json::from_str(&text).expect("identity JSON");
     let bytes = |field: &str| -> [u8; 32] {
-        hex::decode(saved[field].as_str().expect("field"))
-            .expect("hex")
-            .try_into()
-            .expect("32 bytes")
+        hex::decode(saved[field].as_str().expect("field")).expect("hex").try_into().expect("32 bytes")
     };
     let wallet_key = k256::ecdsa::SigningKey::from_slice(&bytes("wallet_key")).expect("wallet key");
     let wallet = denet_core::Wallet::from_verifying_key(wallet_key.verifying_key());
     let device = ed25519_dalek::SigningKey::from_bytes(&bytes("device_seed"));
-    User {
-        wallet_key,
-        wallet,
-        device,
-        dh_key: bytes("dh_key"),
-    }
+    User { wallet_key, wallet, device, dh_key: bytes("dh_key") }
 }

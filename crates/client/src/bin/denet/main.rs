@@ -10,11 +10,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "denet",
-    version,
-    about = "End-to-end encrypted chat between wallets"
-)]
+#[command(name = "denet", version, about = "End-to-end encrypted chat between wallets")]
 struct Cli {
     /// State directory (identity, room keys, read cursors)
     #[arg(long, global = true)]
@@ -100,9 +96,10 @@ enum RoomCommand {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
-    let home = cli.home.clone().unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".denet")
-    });
+    let home = cli
+        .home
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".denet"));
     let out = chat::Out { json: cli.json };
     let result = match cli.command {
         Command::Init { wallet_key } => chat::init(&home, wallet_key.as_deref(), &out),
@@ -126,17 +123,11 @@ async fn run(ctx: &mut chat::Ctx, command: Command) -> Result<(), String> {
         Command::Init { .. } => unreachable!("handled before opening the state"),
         Command::Register => ctx.register().await,
         Command::Revoke => ctx.revoke().await,
-        Command::Send {
-            wallet,
-            text,
-            anonymous,
-        } => ctx.send(&wallet, &text, anonymous).await,
+        Command::Send { wallet, text, anonymous } => ctx.send(&wallet, &text, anonymous).await,
         Command::Inbox { all } => ctx.inbox(all).await,
         Command::Listen { room, count } => ctx.listen(room.as_deref(), count).await,
         Command::Room(cmd) => match cmd {
-            RoomCommand::Create { name, password } => {
-                ctx.room_create(&name, password.as_deref()).await
-            }
+            RoomCommand::Create { name, password } => ctx.room_create(&name, password.as_deref()).await,
             RoomCommand::Invite { room, wallet } => ctx.room_invite(&room, &wallet).await,
             RoomCommand::Join { room, password } => ctx.room_join(&room, password.as_deref()).await,
             RoomCommand::Send { room, text } => ctx.room_send(&room, &text).await,

@@ -79,12 +79,7 @@ pub struct Home {
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(tmp, path)
@@ -108,30 +103,19 @@ impl Home {
     }
 
     pub fn save_identity(&self, id: &Identity) -> std::io::Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
         let file = IdentityFile {
             wallet_key: id.wallet.to_hex(),
             sign_seed: b64(&id.device.sign_seed()),
             dh_secret: b64(&id.device.dh_secret()),
         };
-        write_private(
-            &self.identity_path(),
-            serde_json::to_string_pretty(&file)?.as_bytes(),
-        )
+        write_private(&self.identity_path(), serde_json::to_string_pretty(&file)?.as_bytes())
     }
 
     pub fn identity(&self) -> Result<Identity, String> {
-        let text = fs::read_to_string(self.identity_path()).map_err(|_| {
-            format!(
-                "no identity in {}: run `denet init` first",
-                self.dir.display()
-            )
-        })?;
-        let file: IdentityFile =
-            serde_json::from_str(&text).map_err(|e| format!("identity.json: {e}"))?;
+        let text = fs::read_to_string(self.identity_path())
+            .map_err(|_| format!("no identity in {}: run `denet init` first", self.dir.display()))?;
+        let file: IdentityFile = serde_json::from_str(&text).map_err(|e| format!("identity.json: {e}"))?;
         let key = |s: &str| denet_client::identity::key32(s).map_err(|e| e.to_string());
         Ok(Identity {
             wallet: LocalWallet::from_hex(&file.wallet_key).map_err(|e| e.to_string())?,

@@ -1,0 +1,221 @@
+//! Relays together (PROTOCOL.md §7): three local relays, each on its own port and
+//! state directory, forwarding to each other.
+
+use denet_e2e::actors::{User, anonymous_envelope, envelope_id, now_ms, random_key, random_room, sign_envelope};
+use denet_e2e::ws::Socket;
+use denet_e2e::{Relay, free_port};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-mesh-token";
+
+/// Starts relays named `names`, each peered with the ones `links` connect it to.
+fn mesh(names: &[&str], links: &[(usize, usize)]) -> Vec<Relay> {
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let peers: Vec<String> = links
+                .iter()
+                .filter_map(|&(a, b)| {
+                    if a == i {
+                        Some(b)
+                    } else if b == i {
+                        Some(a)
+                    } else {
+                        None
+                    }
+                })
+                .map(|j| format!("http://127.0.0.1:{}", ports[j]))
+                .collect();
+            let peers = peers.join(",");
+            let mut vars: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
+            vars.extend([("RELAY_ID", *name), ("PEERS", peers.as_str()), ("PEER_TOKEN", TOKEN)]);
+            Relay::start_on(ports[i], &vars)
+        })
+        .collect()
+}
+
+async fn ids_in(relay: &Relay, room: &str) -> Vec<String> {
+    relay
+        .pull_all(&format!("/v1/rooms/{room}/messages"), 500)
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until `relay` holds `n` messages in `room`; returns their ids in seq order.
+async fn wait_for(relay: &Relay, room: &str, n: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let ids = ids_in(relay, room).await;
+        if ids.len() >= n || Instant::now() > deadline {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn relay_post(relay: &Relay, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let resp = Relay::client()
+        .post(relay.url(path))
+        .header("authorization", format!("Bearer {token}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+async fn status(relay: &Relay) -> Value {
+    let resp = Relay::client()
+        .get(relay.url("/v1/relay/status"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.json().await.unwrap()
+}
+
+fn counter(status: &Value, name: &str) -> u64 {
+    status["peers"].as_array().unwrap().iter().map(|p| p[name].as_u64().unwrap_or(0)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_delivers_once_checks_relayed_envelopes_and_carries_keys() {
+    let relays = mesh(&["a", "b", "c"], &[(0, 1), (1, 2)]);
+    let (a, b, c) = (&relays[0], &relays[1], &relays[2]);
+    let room = random_room();
+    let mut socket = Socket::connect(&c.ws_url(&format!("/v1/rooms/{room}/ws"))).await;
+    socket.until_ready().await;
+
+    let env = anonymous_envelope(&room, b"from a to c");
+    assert_eq!(a.post(&env).await.0, 201);
+    let frame = socket.recv_within(Duration::from_secs(20)).await.expect("the message reaches a socket on C");
+    assert_eq!(frame["message"]["id"], envelope_id(&env));
+    assert!(socket.recv_within(Duration::from_secs(2)).await.is_none(), "once");
+    for relay in [a, b, c] {
+        assert_eq!(wait_for(relay, &room, 1, Duration::from_secs(10)).await, vec![envelope_id(&env)]);
+    }
+
+    // The relay routes: token, hops, and envelopes checked exactly as client posts.
+    let batch = |envelopes: Vec<Value>, hops: u64| json!({"relay": "b", "hops": hops, "envelopes": envelopes});
+    let (code, body) = relay_post(c, "/v1/relay/messages", "wrong", &batch(vec![], 1)).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let (code, body) = relay_post(c, "/v1/relay/messages", TOKEN, &batch(vec![], 9)).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (400, Some("malformed")));
+    let mut tampered = anonymous_envelope(&room, b"forged");
+    tampered["body"] = json!("eHl6");
+    let alice = User::new();
+    let impostor = sign_envelope(&random_key(), &room, Some(&alice.wallet), now_ms(), b"i am alice");
+    let (code, body) = relay_post(c, "/v1/relay/messages", TOKEN, &batch(vec![tampered, impostor], 1)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["results"][0]["code"], "invalid_signature", "{body}");
+    assert_eq!(body["results"][1]["code"], "forbidden", "{body}");
+    assert_eq!(ids_in(c, &room).await.len(), 1, "nothing forged was stored");
+
+    // A key registered on A is usable for posting on C.
+    a.register(&alice).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let posted = loop {
+        let (status, body) = c.post(&alice.envelope(&room, b"hello from alice via c")).await;
+        if status == 201 || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(posted.0, 201, "{}", posted.1);
+    assert_eq!(wait_for(a, &room, 2, Duration::from_secs(20)).await.len(), 2, "and it travels back to A");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_triangle_converges_without_loops_and_a_stopped_relay_catches_up() {
+    let mut relays = mesh(&["a", "b", "c"], &[(0, 1), (1, 2), (2, 0)]);
+    let room = random_room();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, relay) in relays.iter().enumerate() {
+        for chunk in 0..4 {
+            let (base, room) = (relay.base.clone(), room.clone());
+            tasks.spawn(async move {
+                let client = reqwest::Client::new();
+                let mut ids = Vec::new();
+                for j in 0..25 {
+                    let env = anonymous_envelope(&room, format!("{i}-{chunk}-{j}").as_bytes());
+                    let resp = client.post(format!("{base}/v1/messages")).json(&env).send().await.unwrap();
+                    assert_eq!(resp.status().as_u16(), 201);
+                    ids.push(envelope_id(&env));
+                }
+                ids
+            });
+        }
+    }
+    let mut sent = HashSet::new();
+    while let Some(ids) = tasks.join_next().await {
+        sent.extend(ids.unwrap());
+    }
+    assert_eq!(sent.len(), 300);
+    for relay in &relays {
+        let ids = wait_for(relay, &room, 300, Duration::from_secs(60)).await;
+        assert_eq!(ids.len(), 300, "{} holds every message exactly once", relay.base);
+        assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), sent);
+        let seqs: Vec<u64> = relay
+            .pull_all(&format!("/v1/rooms/{room}/messages"), 500)
+            .await
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (1..=300).collect::<Vec<_>>(), "one seq per id");
+    }
+    // Forwarding stops: once the outboxes are empty, nothing more is sent.
+    let settle = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < settle {
+        let mut pending = 0;
+        for relay in &relays {
+            pending += counter(&status(relay).await, "pending");
+        }
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut before = Vec::new();
+    for relay in &relays {
+        before.push(counter(&status(relay).await, "forwarded"));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (relay, was) in relays.iter().zip(&before) {
+        let s = status(relay).await;
+        assert_eq!((counter(&s, "forwarded"), counter(&s, "pending")), (*was, 0), "no loop: {s}");
+        assert!(*was >= 200 && *was <= 600, "each message forwarded a bounded number of times: {was}");
+    }
+
+    // B stops for 30 s while A keeps posting; back up, it receives everything.
+    let later = random_room();
+    relays[1].stop();
+    let mut posted = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let env = anonymous_envelope(&later, format!("while b is down {}", posted.len()).as_bytes());
+        assert_eq!(relays[0].post(&env).await.0, 201);
+        posted.push(envelope_id(&env));
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    relays[1].restart();
+    for relay in &relays {
+        let ids = wait_for(relay, &later, posted.len(), Duration::from_secs(60)).await;
+        assert_eq!(
+            ids.iter().cloned().collect::<HashSet<_>>(),
+            posted.iter().cloned().collect::<HashSet<_>>(),
+            "{}",
+            relay.base
+        );
+        assert_eq!(ids.len(), posted.len(), "no duplicates on {}", relay.base);
+    }
+    let a_status = status(&relays[0]).await;
+    assert!(counter(&a_status, "retried") > 0, "A retried B while it was down: {a_status}");
+}
