@@ -15,6 +15,8 @@ pub struct Config {
     pub peers: Vec<String>,
     /// The mesh's shared secret (`PEER_TOKEN`); relay routes refuse every request without it.
     pub peer_token: Option<String>,
+    /// `DENET_METRICS = "1"`: serve the billing counters at `/v1/__metrics` (benchmarks only).
+    pub metrics: bool,
 }
 
 thread_local! {
@@ -48,6 +50,7 @@ impl Config {
         if !peers.is_empty() && peer_token.is_none() {
             return Err("invalid configuration: PEERS is set but the PEER_TOKEN secret is not".into());
         }
-        Ok(Config { relay_id, limits, peers, peer_token })
+        let metrics = var("DENET_METRICS").as_deref() == Some("1");
+        Ok(Config { relay_id, limits, peers, peer_token, metrics })
     }
 }

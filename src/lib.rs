@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod keys;
 mod mesh;
+mod metrics;
 mod page;
 mod retention;
 mod room;
@@ -27,6 +28,7 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    metrics::request();
     Ok(routes::dispatch(req, env).await.unwrap_or_else(error::ApiError::into_response))
 }
 

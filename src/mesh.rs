@@ -69,6 +69,7 @@ pub async fn enqueue(env: &Env, config: &Config, kind: Kind, hops: u64, from: Op
 
 async fn outbox_call(env: &Env, peer: &str, op: &str, body: Option<String>) -> ApiResult<Response> {
     let stub = env.durable_object("OUTBOX")?.id_from_name(peer)?.get_stub()?;
+    crate::metrics::do_request();
     let url = format!("https://outbox/{op}?peer={}", urlencode(peer));
     let mut init = RequestInit::new();
     if let Some(body) = body {
@@ -373,6 +374,7 @@ async fn send(peer: &str, path: &str, token: &str, body: &Value) -> std::result:
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
     let req = Request::new_with_init(&format!("{peer}/v1/relay/{path}"), &init).map_err(|e| e.to_string())?;
+    crate::metrics::subrequest();
     let resp = Fetch::Request(req).send().await.map_err(|e| e.to_string())?;
     Ok(resp.status_code())
 }

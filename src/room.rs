@@ -471,6 +471,7 @@ async fn call_with(
     upgrade: Option<&Request>,
 ) -> ApiResult<Response> {
     let stub = env.durable_object("ROOMS")?.id_from_name(address.as_str())?.get_stub()?;
+    crate::metrics::do_request();
     let mut url = format!("https://room/{op}?address={address}{extra}");
     if !query.is_empty() {
         url.push_str("&q=");

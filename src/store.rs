@@ -1,6 +1,7 @@
 //! D1 queries: the only file that writes SQL. Messages, per-address sequence
 //! counters and key bundles (schema in `migrations/`).
 
+use crate::metrics;
 use denet_core::{Address, Envelope};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -60,7 +61,8 @@ const MESSAGE_COLUMNS: &str = "address, seq, id, received_at, ts, sender, key, b
 /// Commits envelopes to one address in one D1 transaction, in order. Each gets the
 /// next seq unless its id is already stored there (then it is a duplicate and keeps
 /// the first copy's seq). `received_at` is `now_ms`, raised to the address's last
-/// value so it never decreases along seq.
+/// value so it never decreases along seq. The address's counter row is written once
+/// per batch; it keeps seq going after retention empties an address.
 pub async fn commit_batch(
     db: &D1Database,
     address: &Address,
@@ -76,8 +78,10 @@ pub async fn commit_batch(
         statements.push(
             db.prepare(
                 "INSERT INTO messages (address, seq, id, received_at, ts, sender, key, body, sig)
-                 SELECT a.address, a.last_seq + 1, ?2, MAX(?3, a.last_received_at), ?4, ?5, ?6, ?7, ?8
+                 SELECT a.address, COALESCE(last.seq, a.last_seq) + 1, ?2,
+                        MAX(?3, COALESCE(last.received_at, a.last_received_at)), ?4, ?5, ?6, ?7, ?8
                  FROM addresses a
+                 LEFT JOIN (SELECT seq, received_at FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1) last
                  WHERE a.address = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE address = ?1 AND id = ?2)
                  RETURNING seq, received_at",
             )
@@ -93,7 +97,16 @@ pub async fn commit_batch(
             ])?,
         );
     }
+    statements.push(
+        db.prepare(
+            "UPDATE addresses SET (last_seq, last_received_at) =
+               (SELECT seq, received_at FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1)
+             WHERE address = ?1 AND EXISTS (SELECT 1 FROM messages WHERE address = ?1 AND seq > addresses.last_seq)",
+        )
+        .bind(&[text(addr)])?,
+    );
     let results = db.batch(statements).await?;
+    results.iter().for_each(metrics::d1);
     let mut out = Vec::with_capacity(items.len());
     for ((id, _), result) in items.iter().zip(results.iter().skip(1)) {
         match result.results::<SeqRow>()?.into_iter().next() {
@@ -114,8 +127,9 @@ pub async fn find_message(db: &D1Database, address: &Address, id: &str) -> Resul
     let row = db
         .prepare("SELECT seq, received_at FROM messages WHERE address = ?1 AND id = ?2")
         .bind(&[text(address.as_str()), text(id)])?
-        .first::<SeqRow>(None)
-        .await?;
+        .all()
+        .await
+        .and_then(first::<SeqRow>)?;
     Ok(row.map(|r| Committed { seq: r.seq, received_at: r.received_at, duplicate: true }))
 }
 
@@ -124,8 +138,11 @@ pub async fn messages_after(db: &D1Database, address: &Address, after: u64, limi
     db.prepare(format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE address = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"))
         .bind(&[text(address.as_str()), num(after), num(limit)])?
         .all()
-        .await?
-        .results()
+        .await
+        .and_then(|r| {
+            metrics::d1(&r);
+            r.results()
+        })
 }
 
 /// The highest seq received before `since` (0 if none): where a `since` page starts.
@@ -133,9 +150,10 @@ pub async fn seq_before(db: &D1Database, address: &Address, since: u64) -> Resul
     let seq = db
         .prepare("SELECT COALESCE(MAX(seq), 0) AS seq FROM messages WHERE address = ?1 AND received_at < ?2")
         .bind(&[text(address.as_str()), num(since)])?
-        .first::<u64>(Some("seq"))
-        .await?;
-    Ok(seq.unwrap_or(0))
+        .all()
+        .await
+        .and_then(first::<SeqOnly>)?;
+    Ok(seq.map(|r| r.seq).unwrap_or(0))
 }
 
 /// The last seq given out at `address` (0 when none).
@@ -143,9 +161,10 @@ pub async fn last_seq(db: &D1Database, address: &Address) -> Result<u64> {
     let seq = db
         .prepare("SELECT last_seq FROM addresses WHERE address = ?1")
         .bind(&[text(address.as_str())])?
-        .first::<u64>(Some("last_seq"))
-        .await?;
-    Ok(seq.unwrap_or(0))
+        .all()
+        .await
+        .and_then(first::<LastSeq>)?;
+    Ok(seq.map(|r| r.last_seq).unwrap_or(0))
 }
 
 /// A key bundle row with its revocation, if any.
@@ -186,8 +205,9 @@ impl BundleRow {
 pub async fn bundle_by_key(db: &D1Database, sign_key: &str) -> Result<Option<BundleRow>> {
     db.prepare(format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE sign_key = ?1"))
         .bind(&[text(sign_key)])?
-        .first::<BundleRow>(None)
+        .all()
         .await
+        .and_then(first)
 }
 
 /// Every stored bundle of `wallet`, oldest first.
@@ -195,8 +215,11 @@ pub async fn bundles_of(db: &D1Database, wallet: &str) -> Result<Vec<BundleRow>>
     db.prepare(format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE wallet = ?1 ORDER BY issued_at, sign_key"))
         .bind(&[text(wallet)])?
         .all()
-        .await?
-        .results()
+        .await
+        .and_then(|r| {
+            metrics::d1(&r);
+            r.results()
+        })
 }
 
 /// Stores a new bundle unless its wallet already has `max_active` active bundles.
@@ -222,7 +245,8 @@ pub async fn insert_bundle(db: &D1Database, b: &BundleRow, max_active: usize, no
             num(max_active as u64),
         ])?
         .run()
-        .await?;
+        .await
+        .inspect(metrics::d1)?;
     Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
 }
 
@@ -231,16 +255,19 @@ pub async fn revoke_bundle(db: &D1Database, sign_key: &str, revoked_at: u64, sig
     db.prepare("UPDATE bundles SET revoked_at = ?2, revocation_sig = ?3 WHERE sign_key = ?1 AND revoked_at IS NULL")
         .bind(&[text(sign_key), num(revoked_at), text(sig)])?
         .run()
-        .await?;
+        .await
+        .inspect(metrics::d1)?;
     Ok(())
 }
 
 /// Deletes up to `batch` messages received before `cutoff_ms`; returns how many.
 pub async fn delete_messages_before(db: &D1Database, cutoff_ms: u64, batch: u64) -> Result<usize> {
+    // Address by address through (address, received_at): no global time index to write.
     let statement = db
         .prepare(
-            "DELETE FROM messages WHERE rowid IN
-             (SELECT rowid FROM messages WHERE received_at < ?1 LIMIT ?2)",
+            "DELETE FROM messages WHERE (address, seq) IN
+             (SELECT m.address, m.seq FROM addresses a
+              JOIN messages m ON m.address = a.address AND m.received_at < ?1 LIMIT ?2)",
         )
         .bind(&[num(cutoff_ms), num(batch)])?;
     changes(statement).await
@@ -260,5 +287,23 @@ pub async fn delete_bundles_before(db: &D1Database, cutoff_ms: u64, batch: u64) 
 }
 
 async fn changes(statement: D1PreparedStatement) -> Result<usize> {
-    Ok(statement.run().await?.meta()?.and_then(|m| m.changes).unwrap_or(0))
+    let result = statement.run().await?;
+    metrics::d1(&result);
+    Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0))
+}
+
+/// The first row of a result (counting the query).
+fn first<T: for<'a> Deserialize<'a>>(result: worker::D1Result) -> Result<Option<T>> {
+    metrics::d1(&result);
+    Ok(result.results::<T>()?.into_iter().next())
+}
+
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct LastSeq {
+    last_seq: u64,
 }

@@ -1,6 +1,12 @@
 //! The §5 throttles. The bucket logic is `denet_core::limiter`; state lives in
 //! `Limiter` Durable Objects, one per key ("ip:…", "sender:…"), so every isolate
-//! of the relay sees the same counts.
+//! of the relay draws from the same bucket.
+//!
+//! To spare a Durable Object round trip per request, an isolate leases tokens:
+//! it takes up to 1/20 of a bucket's capacity at once and spends them locally.
+//! The bucket never gives out more than it holds, so the limit holds; tokens
+//! leased by an isolate that goes away are simply spent. With small limits the
+//! lease is one token, i.e. every request asks the object.
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
@@ -19,10 +25,14 @@ pub fn client_ip(req: &Request) -> String {
 #[derive(Deserialize)]
 struct Verdict {
     retry_after: Option<u64>,
+    /// Tokens granted by a `/take` (the lease).
+    #[serde(default)]
+    granted: Option<u64>,
 }
 
 async fn ask(env: &Env, key: &str, path: &str) -> ApiResult<()> {
     let stub = env.durable_object("LIMITER")?.id_from_name(key)?.get_stub()?;
+    crate::metrics::do_request();
     let mut resp = stub.fetch_with_str(&format!("https://limiter{path}")).await?;
     let verdict: Verdict = resp.json().await.map_err(|e| ApiError::internal(format!("limiter answer: {e}")))?;
     match verdict.retry_after {
@@ -31,8 +41,45 @@ async fn ask(env: &Env, key: &str, path: &str) -> ApiResult<()> {
     }
 }
 
+thread_local! {
+    /// Tokens this isolate holds per "key/bucket".
+    static LEASES: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+}
+
+/// The most leases an isolate keeps before forgetting them all (bounded memory).
+const MAX_LEASES: usize = 10_000;
+
 async fn take(env: &Env, key: &str, bucket: &str, capacity: u64) -> ApiResult<()> {
-    ask(env, key, &format!("/take?bucket={bucket}&capacity={capacity}")).await
+    let lease_key = format!("{key}/{bucket}");
+    let spent_locally = LEASES.with(|l| match l.borrow_mut().get_mut(&lease_key) {
+        Some(left) if *left > 0 => {
+            *left -= 1;
+            true
+        }
+        _ => false,
+    });
+    if spent_locally {
+        return Ok(());
+    }
+    let want = (capacity / 20).max(1);
+    let stub = env.durable_object("LIMITER")?.id_from_name(key)?.get_stub()?;
+    crate::metrics::do_request();
+    let url = format!("https://limiter/take?bucket={bucket}&capacity={capacity}&want={want}");
+    let mut resp = stub.fetch_with_str(&url).await?;
+    let verdict: Verdict = resp.json().await.map_err(|e| ApiError::internal(format!("limiter answer: {e}")))?;
+    match (verdict.retry_after, verdict.granted) {
+        (Some(secs), _) => Err(Error::rate_limited(secs).into()),
+        (None, granted) => {
+            LEASES.with(|l| {
+                let mut l = l.borrow_mut();
+                if l.len() >= MAX_LEASES {
+                    l.clear();
+                }
+                l.insert(lease_key, granted.unwrap_or(1).saturating_sub(1));
+            });
+            Ok(())
+        }
+    }
 }
 
 /// `IP_REQUESTS_PER_MIN`: every request from one IP.
@@ -77,7 +124,8 @@ pub struct Limiter {
 const SOCKETS: &str = "sockets";
 
 impl Limiter {
-    async fn answer(&self, req: Request) -> ApiResult<Option<u64>> {
+    /// `(retry_after, granted)`: a refusal, or how many tokens were taken.
+    async fn answer(&self, req: Request) -> ApiResult<(Option<u64>, Option<u64>)> {
         let url = req.url()?;
         let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
         let number = |name: &str| param(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -88,20 +136,23 @@ impl Limiter {
                 let capacity = number("capacity");
                 let mut buckets = self.buckets.borrow_mut();
                 let bucket = buckets.entry(name).or_insert_with(|| TokenBucket::full(capacity, now));
-                Ok(bucket.take(capacity, now).err())
+                match bucket.take_up_to(capacity, number("want").max(1), now) {
+                    Ok(granted) => Ok((None, Some(granted))),
+                    Err(retry_after) => Ok((Some(retry_after), None)),
+                }
             }
             "/sockets" => {
                 let storage = self.state.storage();
                 let open: u64 = storage.get(SOCKETS).await?.unwrap_or(0);
                 match param("op").as_deref() {
-                    Some("acquire") if open >= number("max") => Ok(Some(1)),
+                    Some("acquire") if open >= number("max") => Ok((Some(1), None)),
                     Some("acquire") => {
                         storage.put(SOCKETS, open + 1).await?;
-                        Ok(None)
+                        Ok((None, None))
                     }
                     _ => {
                         storage.put(SOCKETS, open.saturating_sub(1)).await?;
-                        Ok(None)
+                        Ok((None, None))
                     }
                 }
             }
@@ -117,7 +168,9 @@ impl DurableObject for Limiter {
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         match self.answer(req).await {
-            Ok(retry_after) => Response::from_json(&serde_json::json!({"retry_after": retry_after})),
+            Ok((retry_after, granted)) => {
+                Response::from_json(&serde_json::json!({"retry_after": retry_after, "granted": granted}))
+            }
             Err(e) => Ok(e.into_response()),
         }
     }

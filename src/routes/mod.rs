@@ -27,6 +27,7 @@ enum Route<'p> {
     RelayMessages,
     RelayKeys,
     RelayStatus,
+    Metrics,
 }
 
 /// Matches a path to a route and the methods it allows.
@@ -46,6 +47,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
         ["v1", "relay", "messages"] => (Route::RelayMessages, &[Method::Post]),
         ["v1", "relay", "keys"] => (Route::RelayKeys, &[Method::Post]),
         ["v1", "relay", "status"] => (Route::RelayStatus, get),
+        ["v1", "__metrics"] => (Route::Metrics, get),
         _ => return None,
     })
 }
@@ -77,6 +79,8 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
         Route::RelayMessages => relay::relay_messages(req, &env, &config).await,
         Route::RelayKeys => relay::relay_keys(req, &env, &config).await,
         Route::RelayStatus => relay::relay_status(req, &env, &config).await,
+        Route::Metrics if config.metrics => json(200, &crate::metrics::snapshot()),
+        Route::Metrics => refuse(ErrorCode::NotFound, format!("no route for {path}")),
     }
 }
 

@@ -180,6 +180,11 @@ impl Relay {
         panic!("relay did not become ready; wrangler log:\n{}", self.log());
     }
 
+    /// The relay's local state directory (`--persist-to`).
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
     /// wrangler's output so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("wrangler.log")).unwrap_or_default()

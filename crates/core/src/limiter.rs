@@ -33,6 +33,16 @@ impl TokenBucket {
         Err(((missing_ms / 1000.0).ceil() as u64).max(1))
     }
 
+    /// Takes up to `want` whole tokens at once (a lease for a caller that spends
+    /// them locally): returns how many were granted (at least 1), or the
+    /// `Retry-After` seconds when not even one is available.
+    pub fn take_up_to(&mut self, capacity: u64, want: u64, now_ms: u64) -> Result<u64, u64> {
+        self.take(capacity, now_ms)?;
+        let extra = (self.tokens.floor() as u64).min(want.saturating_sub(1));
+        self.tokens -= extra as f64;
+        Ok(1 + extra)
+    }
+
     /// Whether the bucket is full again at `now_ms` (and can be forgotten).
     pub fn is_full(&self, capacity: u64, now_ms: u64) -> bool {
         let mut b = *self;
@@ -73,6 +83,15 @@ mod tests {
         assert_eq!(b.take(1, 0), Err(60));
         assert_eq!(b.take(1, 59_001), Err(1));
         assert!(b.take(1, 60_000).is_ok());
+    }
+
+    #[test]
+    fn a_lease_takes_what_is_there_up_to_the_ask() {
+        let mut b = TokenBucket::full(10, 0);
+        assert_eq!(b.take_up_to(10, 4, 0), Ok(4));
+        assert_eq!(b.take_up_to(10, 100, 0), Ok(6), "only what is left");
+        assert_eq!(b.take_up_to(10, 4, 0), Err(6), "empty: retry after one token's refill");
+        assert_eq!(b.take_up_to(10, 1, 6_000), Ok(1));
     }
 
     #[test]

@@ -1,0 +1,54 @@
+//! `denet-bench`: measures a local relay (the real Worker under wrangler, fresh
+//! state) and prints one JSON line and one table row per scenario:
+//!
+//! - `floor`: `GET /v1/health` at the ingest concurrency — the platform's own cost;
+//! - `ingest` (one room, 100 rooms): committed messages/s and latency, and the
+//!   ratio to the floor;
+//! - `fanout` (10, 100, 500 sockets): post → delivery latency at 50 msgs/s;
+//! - `pull` (10^3, 10^4, 10^5 messages): `limit=100` pages at start, middle, end;
+//! - `billing`: D1 rows, D1 queries, Durable Object requests per message.
+//!
+//! Every scenario checks zero loss. `--quick` runs tiny counts (a smoke test).
+//! Results go to `bench/results/latest.json` with two SVG charts beside it.
+
+mod chart;
+mod scenarios;
+
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let out_dir = std::env::args()
+        .skip_while(|a| a != "--out")
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results"));
+    let scale = if quick { scenarios::Scale::quick() } else { scenarios::Scale::full() };
+    let results = scenarios::run_all(&scale).await;
+    let report = json!({
+        "machine": machine(),
+        "quick": quick,
+        "scenarios": results,
+    });
+    std::fs::create_dir_all(&out_dir).expect("results dir");
+    let name = if quick { "quick.json" } else { "latest.json" };
+    std::fs::write(out_dir.join(name), serde_json::to_string_pretty(&report).unwrap()).expect("write results");
+    if !quick {
+        std::fs::write(out_dir.join("latency.svg"), chart::latency(&results)).expect("write chart");
+        std::fs::write(out_dir.join("pull.svg"), chart::pull(&results)).expect("write chart");
+    }
+    eprintln!("results written to {}", out_dir.display());
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    json!({"cpu": cpu, "cores": cores, "os": std::env::consts::OS})
+}
