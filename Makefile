@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: setup build migrate dev test fmt lint unit wasm e2e fuzz clean
+.PHONY: setup build migrate dev test fmt lint unit wasm e2e bench fuzz clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen and npm packages if missing
 setup:
@@ -49,6 +49,13 @@ wasm: setup
 e2e: build
 	cargo build -p denet-client --bin denet
 	cargo test -p denet-e2e -- --test-threads=2
+	# A smoke run of every benchmark scenario with tiny counts (numbers meaningless).
+	cargo run -q -p denet-bench -- --quick --out target/bench-smoke
+
+## bench: every scenario at full size against a fresh local relay (< 10 min);
+## writes bench/results/latest.json, latency.svg and pull.svg
+bench: build
+	cargo run --release -q -p denet-bench
 
 ## fuzz: run each cargo-fuzz target of denet-core for FUZZ_SECONDS (not part of `make test`)
 FUZZ_SECONDS ?= 60

@@ -72,3 +72,13 @@ pub async fn authorize_inbox(req: &Request, wallet: &Wallet, db: &D1Database, co
     keys::require_active(db, wallet, &signed.key, now).await?;
     Ok(extracted.query)
 }
+
+/// Percent-encodes everything but unreserved characters (for internal object URLs).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -70,21 +70,12 @@ pub async fn enqueue(env: &Env, config: &Config, kind: Kind, hops: u64, from: Op
 async fn outbox_call(env: &Env, peer: &str, op: &str, body: Option<String>) -> ApiResult<Response> {
     let stub = env.durable_object("OUTBOX")?.id_from_name(peer)?.get_stub()?;
     crate::metrics::do_request();
-    let url = format!("https://outbox/{op}?peer={}", urlencode(peer));
+    let url = format!("https://outbox/{op}?peer={}", crate::checks::percent_encode(peer));
     let mut init = RequestInit::new();
     if let Some(body) = body {
         init.with_method(Method::Post).with_body(Some(body.into()));
     }
     Ok(stub.fetch_with_request(Request::new_with_init(&url, &init)?).await?)
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Each peer's counters, for `GET /v1/relay/status`.

@@ -12,22 +12,25 @@ use crate::mesh;
 use crate::page;
 use crate::routes::json;
 use crate::store::{self, Committed};
-use crate::throttle;
+
+mod sockets;
+mod stub;
+
 use denet_core::dedup::{RecentIds, Seen};
 use denet_core::{Address, Envelope, Error, PageQuery, Wallet, check_skew};
 use futures::channel::oneshot;
 use futures::lock::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sockets::{error_frame, sid_of};
 use std::cell::RefCell;
 use std::time::Duration;
+pub use stub::{call, open_socket};
 use worker::{
     D1Database, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
-    WebSocketPair, durable_object, wasm_bindgen, worker_sys::WebSocketRequestResponsePair,
+    durable_object, wasm_bindgen, worker_sys::WebSocketRequestResponsePair,
 };
 
-/// Replayed messages are read from D1 in pages of this size.
-const REPLAY_PAGE: u64 = 500;
 /// Ids per bloom generation, and its target false-positive rate.
 const RECENT_IDS: usize = 20_000;
 const RECENT_FP_RATE: f64 = 0.01;
@@ -257,86 +260,6 @@ impl Room {
         json(200, &page::read(&db, address, &query).await?.to_json())
     }
 
-    /// Opens a hibernatable socket: replay after `after`, `ready`, then live.
-    async fn open_socket(&self, address: &Address, after: Option<u64>, ip: String) -> ApiResult<Response> {
-        let db = self.db()?;
-        let pair = WebSocketPair::new()?;
-        let sid = self.new_sid();
-        // While the lock is held no commit happens, so nothing falls between the
-        // replay and the live stream, and nothing comes twice.
-        let _turn = self.write_lock.lock().await;
-        self.state.accept_web_socket(&pair.server);
-        pair.server.serialize_attachment(SocketInfo { sid, address: address.as_str().to_owned(), ip })?;
-        let next = match after {
-            None => store::last_seq(&db, address).await?,
-            Some(mut cursor) => loop {
-                let rows = store::messages_after(&db, address, cursor, REPLAY_PAGE).await?;
-                for row in &rows {
-                    pair.server.send_with_str(json!({"type": "message", "message": row.to_json()}).to_string())?;
-                    cursor = row.seq;
-                }
-                if (rows.len() as u64) < REPLAY_PAGE {
-                    break cursor;
-                }
-            },
-        };
-        pair.server.send_with_str(json!({"type": "ready", "next": next}).to_string())?;
-        Ok(Response::from_websocket(pair.client)?)
-    }
-
-    fn new_sid(&self) -> u64 {
-        let mut inner = self.inner.borrow_mut();
-        inner.next_sid = inner.next_sid.wrapping_add(1);
-        // Unique across wake-ups: the clock moves on while a counter restarts.
-        now_ms() * 4096 + inner.next_sid % 4096
-    }
-
-    /// One client frame; returns the frame to answer with, if any.
-    async fn on_frame(&self, info: &SocketInfo, text: &str) -> Option<Value> {
-        let frame = match checks::parse_json(text.as_bytes()) {
-            Ok(v) => v,
-            Err(e) => return Some(error_frame(None, e.into_protocol())),
-        };
-        let reference =
-            frame.get("ref").and_then(Value::as_str).filter(|r| (1..=64).contains(&r.len())).map(str::to_owned);
-        match self.on_request(info, &frame).await {
-            Ok(reply) => reply,
-            Err(e) => Some(error_frame(reference.as_deref(), e.into_protocol())),
-        }
-    }
-
-    async fn on_request(&self, info: &SocketInfo, frame: &Value) -> ApiResult<Option<Value>> {
-        let f = denet_core::fields::Fields::new(frame, "frame")?;
-        match f.str("type")? {
-            "ping" => {
-                f.deny_unknown(&["type"])?;
-                Ok(Some(json!({"type": "pong"})))
-            }
-            "send" => {
-                let reference = f.str("ref")?;
-                if !(1..=64).contains(&reference.len()) {
-                    return Err(f.bad("ref", "must be 1 to 64 bytes").into());
-                }
-                let value = f.value("envelope")?;
-                f.deny_unknown(&["type", "ref", "envelope"])?;
-                let address = Address::parse_strict(&info.address)?;
-                let config = Config::get(&self.env)?;
-                let envelope = checks::check_envelope(&self.db()?, &config, value, now_ms()).await?;
-                if envelope.to != address {
-                    return Err(Error::malformed("the envelope's `to` is not this socket's address").into());
-                }
-                throttle::check_ip(&self.env, &config, &info.ip).await?;
-                throttle::check_sender(&self.env, &config, &envelope, &info.ip).await?;
-                let (id, c) = self.submit(&address, envelope, Some(info.sid), Forward::first()).await?;
-                let mut ack = ack_json(&id, &c);
-                ack["type"] = "ack".into();
-                ack["ref"] = reference.into();
-                Ok(Some(ack))
-            }
-            other => Err(f.bad("type", format_args!("{other:?} is not a client frame type")).into()),
-        }
-    }
-
     async fn route(&self, mut req: Request) -> ApiResult<Response> {
         let url = req.url()?;
         let address = url
@@ -367,27 +290,6 @@ impl Room {
             other => Err(ApiError::internal(format!("unknown room operation {other}"))),
         }
     }
-}
-
-impl Room {
-    /// Gives the closed socket's place back to its IP, once.
-    async fn socket_gone(&self, ws: &WebSocket) {
-        if let Ok(Some(mut info)) = ws.deserialize_attachment::<SocketInfo>()
-            && !info.ip.is_empty()
-        {
-            let ip = std::mem::take(&mut info.ip);
-            let _ = ws.serialize_attachment(&info);
-            throttle::release_socket(&self.env, &ip).await;
-        }
-    }
-}
-
-fn sid_of(ws: &WebSocket) -> Option<u64> {
-    ws.deserialize_attachment::<SocketInfo>().ok().flatten().map(|i| i.sid)
-}
-
-fn error_frame(reference: Option<&str>, e: Error) -> Value {
-    json!({"type": "error", "ref": reference, "code": e.code.as_str(), "message": e.message})
 }
 
 impl DurableObject for Room {
@@ -435,69 +337,4 @@ impl DurableObject for Room {
         self.socket_gone(&ws).await;
         Ok(())
     }
-}
-
-/// Hands a checked WebSocket upgrade to the object of `address`.
-pub async fn open_socket(
-    env: &Env,
-    address: &Address,
-    query: &str,
-    ip: &str,
-    upgrade: &Request,
-) -> ApiResult<Response> {
-    let extra = format!("&ip={}", percent_encode(ip));
-    call_with(env, address, "ws", query, &extra, None, Some(upgrade)).await
-}
-
-/// How the Worker reaches the object of `address`.
-pub async fn call(
-    env: &Env,
-    address: &Address,
-    op: &str,
-    query: &str,
-    body: Option<String>,
-    upgrade: Option<&Request>,
-) -> ApiResult<Response> {
-    call_with(env, address, op, query, "", body, upgrade).await
-}
-
-async fn call_with(
-    env: &Env,
-    address: &Address,
-    op: &str,
-    query: &str,
-    extra: &str,
-    body: Option<String>,
-    upgrade: Option<&Request>,
-) -> ApiResult<Response> {
-    let stub = env.durable_object("ROOMS")?.id_from_name(address.as_str())?.get_stub()?;
-    crate::metrics::do_request();
-    let mut url = format!("https://room/{op}?address={address}{extra}");
-    if !query.is_empty() {
-        url.push_str("&q=");
-        url.push_str(&percent_encode(query));
-    }
-    let req = match (body, upgrade) {
-        (Some(body), _) => {
-            let mut init = worker::RequestInit::new();
-            init.with_method(worker::Method::Post).with_body(Some(body.into()));
-            Request::new_with_init(&url, &init)?
-        }
-        (None, Some(original)) => {
-            let mut init = worker::RequestInit::new();
-            init.with_headers(original.headers().clone());
-            Request::new_with_init(&url, &init)?
-        }
-        (None, None) => Request::new(&url, worker::Method::Get)?,
-    };
-    Ok(stub.fetch_with_request(req).await?)
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
