@@ -3,7 +3,8 @@
 -- message (the row, its primary-key index, three more indexes and the counter
 -- trigger's update). Version 2 writes three: the row of a WITHOUT ROWID table keyed
 -- by (address, seq), the (address, id) dedup index and the (address, received_at)
--- index; the counter in `addresses` is updated once per committed batch.
+-- index. Seq follows the newest message of the address; `addresses` keeps the last
+-- seq only for addresses the retention job empties (it records it before deleting).
 
 DROP TRIGGER messages_advance_seq;
 

@@ -58,11 +58,17 @@ struct SeqRow {
 
 const MESSAGE_COLUMNS: &str = "address, seq, id, received_at, ts, sender, key, body, sig";
 
-/// Commits envelopes to one address in one D1 transaction, in order. Each gets the
-/// next seq unless its id is already stored there (then it is a duplicate and keeps
-/// the first copy's seq). `received_at` is `now_ms`, raised to the address's last
-/// value so it never decreases along seq. The address's counter row is written once
-/// per batch; it keeps seq going after retention empties an address.
+/// Envelopes per INSERT statement: D1 binds at most 100 parameters, and each
+/// envelope takes 6 (+ 2 for the address and the time).
+const ROWS_PER_INSERT: usize = 16;
+
+/// Commits envelopes to one address in one D1 transaction, in order. Each new id
+/// gets the next seq; an id already stored there (or earlier in the batch) is a
+/// duplicate and keeps the first copy's seq. `received_at` is `now_ms`, raised to
+/// the address's last value so it never decreases along seq. One multi-row INSERT
+/// per 16 envelopes: a group commit of N posts is ⌈N/16⌉ queries. Seq follows the
+/// address's newest message, or the counter the retention job leaves when it
+/// empties an address.
 pub async fn commit_batch(
     db: &D1Database,
     address: &Address,
@@ -70,47 +76,56 @@ pub async fn commit_batch(
     now_ms: u64,
 ) -> Result<Vec<Committed>> {
     let addr = address.as_str();
-    let mut statements = vec![
-        db.prepare("INSERT INTO addresses (address) VALUES (?1) ON CONFLICT (address) DO NOTHING")
-            .bind(&[text(addr)])?,
-    ];
-    for (id, env) in items {
-        statements.push(
-            db.prepare(
-                "INSERT INTO messages (address, seq, id, received_at, ts, sender, key, body, sig)
-                 SELECT a.address, COALESCE(last.seq, a.last_seq) + 1, ?2,
-                        MAX(?3, COALESCE(last.received_at, a.last_received_at)), ?4, ?5, ?6, ?7, ?8
-                 FROM addresses a
-                 LEFT JOIN (SELECT seq, received_at FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1) last
-                 WHERE a.address = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE address = ?1 AND id = ?2)
-                 RETURNING seq, received_at",
-            )
-            .bind(&[
-                text(addr),
+    let mut statements = Vec::new();
+    for (chunk_no, chunk) in items.chunks(ROWS_PER_INSERT).enumerate() {
+        let mut values = Vec::with_capacity(chunk.len());
+        let mut params = vec![text(addr), num(now_ms)];
+        for (k, (id, env)) in chunk.iter().enumerate() {
+            let p = 3 + 6 * k;
+            let ord = chunk_no * ROWS_PER_INSERT + k;
+            values.push(format!("({ord}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})", p, p + 1, p + 2, p + 3, p + 4, p + 5));
+            params.extend([
                 text(id),
-                num(now_ms),
                 num(env.ts),
                 env.from.as_ref().map(|w| text(w.as_str())).unwrap_or(JsValue::NULL),
                 text(&env.key.to_b64()),
                 text(&denet_core::encoding::b64(&env.body)),
                 text(&denet_core::encoding::b64(&env.sig)),
-            ])?,
+            ]);
+        }
+        let sql = format!(
+            "WITH incoming (ord, id, ts, sender, key, body, sig) AS (VALUES {}),
+             fresh AS (
+               SELECT i.* FROM incoming i
+               WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.address = ?1 AND m.id = i.id)
+                 AND i.ord = (SELECT MIN(j.ord) FROM incoming j WHERE j.id = i.id)),
+             last AS (
+               SELECT COALESCE((SELECT seq FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1),
+                               (SELECT last_seq FROM addresses WHERE address = ?1), 0) AS seq,
+                      MAX(?2, COALESCE((SELECT received_at FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1),
+                                       (SELECT last_received_at FROM addresses WHERE address = ?1), 0)) AS received_at)
+             INSERT INTO messages (address, seq, id, received_at, ts, sender, key, body, sig)
+             SELECT ?1, last.seq + ROW_NUMBER() OVER (ORDER BY fresh.ord), fresh.id, last.received_at,
+                    fresh.ts, fresh.sender, fresh.key, fresh.body, fresh.sig
+             FROM fresh, last
+             RETURNING id, seq, received_at",
+            values.join(", ")
         );
+        statements.push(db.prepare(sql).bind(&params)?);
     }
-    statements.push(
-        db.prepare(
-            "UPDATE addresses SET (last_seq, last_received_at) =
-               (SELECT seq, received_at FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1)
-             WHERE address = ?1 AND EXISTS (SELECT 1 FROM messages WHERE address = ?1 AND seq > addresses.last_seq)",
-        )
-        .bind(&[text(addr)])?,
-    );
     let results = db.batch(statements).await?;
     results.iter().for_each(metrics::d1);
+    let mut inserted: std::collections::HashMap<String, Committed> = std::collections::HashMap::new();
+    for result in &results {
+        for row in result.results::<InsertedRow>()? {
+            inserted.insert(row.id, Committed { seq: row.seq, received_at: row.received_at, duplicate: false });
+        }
+    }
     let mut out = Vec::with_capacity(items.len());
-    for ((id, _), result) in items.iter().zip(results.iter().skip(1)) {
-        match result.results::<SeqRow>()?.into_iter().next() {
-            Some(row) => out.push(Committed { seq: row.seq, received_at: row.received_at, duplicate: false }),
+    for (id, _) in items {
+        // The first copy of an id in this batch is the inserted one; later copies are duplicates.
+        match inserted.remove(id) {
+            Some(c) => out.push(c),
             None => {
                 let first = find_message(db, address, id)
                     .await?
@@ -120,6 +135,13 @@ pub async fn commit_batch(
         }
     }
     Ok(out)
+}
+
+#[derive(Deserialize)]
+struct InsertedRow {
+    id: String,
+    seq: u64,
+    received_at: u64,
 }
 
 /// The seq and received_at of `id` at `address`, if stored.
@@ -159,7 +181,10 @@ pub async fn seq_before(db: &D1Database, address: &Address, since: u64) -> Resul
 /// The last seq given out at `address` (0 when none).
 pub async fn last_seq(db: &D1Database, address: &Address) -> Result<u64> {
     let seq = db
-        .prepare("SELECT last_seq FROM addresses WHERE address = ?1")
+        .prepare(
+            "SELECT COALESCE((SELECT MAX(seq) FROM messages WHERE address = ?1),
+                             (SELECT last_seq FROM addresses WHERE address = ?1), 0) AS last_seq",
+        )
         .bind(&[text(address.as_str())])?
         .all()
         .await
@@ -261,16 +286,31 @@ pub async fn revoke_bundle(db: &D1Database, sign_key: &str, revoked_at: u64, sig
 }
 
 /// Deletes up to `batch` messages received before `cutoff_ms`; returns how many.
+/// First, in the same transaction, each address with due messages records its last
+/// seq and received_at in `addresses`, so seq goes on from there if the address is
+/// emptied (the commit path then needs no counter of its own).
 pub async fn delete_messages_before(db: &D1Database, cutoff_ms: u64, batch: u64) -> Result<usize> {
+    let due = "SELECT d.address FROM (SELECT DISTINCT address FROM messages) d
+               WHERE EXISTS (SELECT 1 FROM messages m WHERE m.address = d.address AND m.received_at < ?1)";
+    let record = db
+        .prepare(format!(
+            "INSERT INTO addresses (address, last_seq, last_received_at)
+             SELECT address, MAX(seq), MAX(received_at) FROM messages WHERE address IN ({due}) GROUP BY address
+             ON CONFLICT (address) DO UPDATE SET last_seq = excluded.last_seq, last_received_at = excluded.last_received_at
+             WHERE excluded.last_seq > addresses.last_seq"
+        ))
+        .bind(&[num(cutoff_ms)])?;
     // Address by address through (address, received_at): no global time index to write.
-    let statement = db
-        .prepare(
+    let delete = db
+        .prepare(format!(
             "DELETE FROM messages WHERE (address, seq) IN
-             (SELECT m.address, m.seq FROM addresses a
-              JOIN messages m ON m.address = a.address AND m.received_at < ?1 LIMIT ?2)",
-        )
+             (SELECT m.address, m.seq FROM ({due}) d
+              JOIN messages m ON m.address = d.address AND m.received_at < ?1 LIMIT ?2)"
+        ))
         .bind(&[num(cutoff_ms), num(batch)])?;
-    changes(statement).await
+    let results = db.batch(vec![record, delete]).await?;
+    results.iter().for_each(metrics::d1);
+    Ok(results.last().and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0))
 }
 
 /// Deletes up to `batch` bundles that stopped being active (expired or revoked)

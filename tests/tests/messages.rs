@@ -241,3 +241,27 @@ async fn anyone_may_post_to_an_inbox_but_only_its_wallet_reads_it() {
     let (status, body) = relay().get_signed(&alice, &path).await;
     assert_eq!((status, code(&body)), (403, Some("forbidden")), "revoked key");
 }
+
+#[tokio::test]
+async fn the_same_envelope_posted_concurrently_is_stored_once() {
+    let room = random_room();
+    let env = anonymous_envelope(&room, b"twins");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (base, env) = (relay().base.clone(), env.clone());
+        tasks.spawn(async move {
+            let resp = reqwest::Client::new().post(format!("{base}/v1/messages")).json(&env).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        });
+    }
+    let (mut created, mut seqs) = (0, HashSet::new());
+    while let Some(done) = tasks.join_next().await {
+        let (status, ack) = done.unwrap();
+        assert!(status == 201 || status == 200, "{status} {ack}");
+        assert_eq!(ack["duplicate"], status == 200);
+        created += usize::from(status == 201);
+        seqs.insert(ack["seq"].as_u64().unwrap());
+    }
+    assert_eq!((created, seqs.into_iter().collect::<Vec<_>>()), (1, vec![1]));
+    assert_eq!(relay().pull_all(&format!("/v1/rooms/{room}/messages"), 100).await.len(), 1);
+}
