@@ -8,6 +8,7 @@ mod error;
 mod keys;
 mod mesh;
 mod metrics;
+mod outbox;
 mod page;
 mod retention;
 mod room;
@@ -15,7 +16,7 @@ mod routes;
 mod store;
 mod throttle;
 
-pub use mesh::Outbox;
+pub use outbox::Outbox;
 pub use room::Room;
 pub use throttle::Limiter;
 
