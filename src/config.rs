@@ -15,8 +15,9 @@ pub struct Config {
     pub peers: Vec<String>,
     /// The mesh's shared secret (`PEER_TOKEN`); relay routes refuse every request without it.
     pub peer_token: Option<String>,
-    /// `DENET_METRICS = "1"`: serve the billing counters at `/v1/__metrics` (benchmarks only).
-    pub metrics: bool,
+    /// `DENET_TEST_ROUTES = "1"`: serve the test-only routes `/v1/__metrics` (billing
+    /// counters for `make bench`) and `/v1/__panic` (proves a panic answers §6 JSON).
+    pub test_routes: bool,
 }
 
 thread_local! {
@@ -50,7 +51,7 @@ impl Config {
         if !peers.is_empty() && peer_token.is_none() {
             return Err("invalid configuration: PEERS is set but the PEER_TOKEN secret is not".into());
         }
-        let metrics = var("DENET_METRICS").as_deref() == Some("1");
-        Ok(Config { relay_id, limits, peers, peer_token, metrics })
+        let test_routes = var("DENET_TEST_ROUTES").as_deref() == Some("1");
+        Ok(Config { relay_id, limits, peers, peer_token, test_routes })
     }
 }

@@ -20,6 +20,7 @@ pub use outbox::Outbox;
 pub use room::Room;
 pub use throttle::Limiter;
 
+use worker::wasm_bindgen::{self, prelude::wasm_bindgen};
 use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
 #[event(start)]
@@ -27,8 +28,28 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
+#[wasm_bindgen(inline_js = "export function report_panic() { globalThis.__denet_on_panic?.(); }")]
+extern "C" {
+    fn report_panic();
+}
+
+/// A panic aborts the wasm instance and leaves its requests' promises pending;
+/// tell `worker/entry.mjs`, which answers them with the §6 `500 internal`.
+fn install_panic_report() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            report_panic();
+        }));
+    });
+}
+
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    install_panic_report();
     metrics::request();
     Ok(routes::dispatch(req, env).await.unwrap_or_else(error::ApiError::into_response))
 }

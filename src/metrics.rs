@@ -1,7 +1,7 @@
 //! Billing-unit counters for `make bench` (test-only): Worker requests, D1 queries
 //! with rows read and written, Durable Object requests and outbound subrequests.
 //! Counted per isolate (locally, wrangler runs the Worker and every object in one),
-//! and served at `GET /v1/__metrics` only when `[vars] DENET_METRICS = "1"`.
+//! and served at `GET /v1/__metrics` only when `[vars] DENET_TEST_ROUTES = "1"`.
 
 use serde_json::{Value, json};
 use std::cell::Cell;

@@ -28,6 +28,7 @@ enum Route<'p> {
     RelayKeys,
     RelayStatus,
     Metrics,
+    Panic,
 }
 
 /// Matches a path to a route and the methods it allows.
@@ -48,6 +49,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
         ["v1", "relay", "keys"] => (Route::RelayKeys, &[Method::Post]),
         ["v1", "relay", "status"] => (Route::RelayStatus, get),
         ["v1", "__metrics"] => (Route::Metrics, get),
+        ["v1", "__panic"] => (Route::Panic, get),
         _ => return None,
     })
 }
@@ -79,8 +81,9 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
         Route::RelayMessages => relay::relay_messages(req, &env, &config).await,
         Route::RelayKeys => relay::relay_keys(req, &env, &config).await,
         Route::RelayStatus => relay::relay_status(req, &env, &config).await,
-        Route::Metrics if config.metrics => json(200, &crate::metrics::snapshot()),
-        Route::Metrics => refuse(ErrorCode::NotFound, format!("no route for {path}")),
+        Route::Metrics if config.test_routes => json(200, &crate::metrics::snapshot()),
+        Route::Panic if config.test_routes => panic!("deliberate panic on the test route"),
+        Route::Metrics | Route::Panic => refuse(ErrorCode::NotFound, format!("no route for {path}")),
     }
 }
 

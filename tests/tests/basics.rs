@@ -38,3 +38,23 @@ async fn wrong_methods_are_method_not_allowed() {
         assert_eq!(body["error"]["code"], "method_not_allowed");
     }
 }
+
+#[tokio::test]
+async fn a_panic_answers_internal_json_and_the_relay_recovers() {
+    let relay = tokio::task::spawn_blocking(|| Relay::start_with(&[("DENET_TEST_ROUTES", "1")])).await.unwrap();
+    let resp = reqwest::get(relay.url("/v1/__panic")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 500);
+    let body: Value = resp.json().await.expect("the §6 JSON, not the runtime's text");
+    assert_eq!(body, serde_json::json!({"error": {"code": "internal", "message": "internal error"}}));
+    let (status, health) = relay.get("/v1/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")), "the instance was rebuilt");
+    tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
+}
+
+#[tokio::test]
+async fn test_routes_are_off_by_default() {
+    for path in ["/v1/__panic", "/v1/__metrics"] {
+        let (status, body) = get(path).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{path}");
+    }
+}

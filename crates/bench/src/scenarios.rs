@@ -67,7 +67,7 @@ fn report(v: &Value) {
 }
 
 pub async fn run_all(scale: &Scale) -> Vec<Value> {
-    let mut relay = tokio::task::spawn_blocking(|| Relay::start_with(&[("DENET_METRICS", "1")])).await.unwrap();
+    let mut relay = tokio::task::spawn_blocking(|| Relay::start_with(&[("DENET_TEST_ROUTES", "1")])).await.unwrap();
     let mut results = Vec::new();
 
     let floor = floor(&relay, scale).await;
