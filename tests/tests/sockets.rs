@@ -203,3 +203,22 @@ async fn many_senders_on_many_sockets_each_get_every_other_message_once() {
         assert!(s.recv_within(Duration::from_millis(300)).await.is_none());
     }
 }
+
+#[tokio::test]
+async fn a_socket_keeps_working_after_the_object_hibernates() {
+    let room = random_room();
+    let mut s = Socket::connect(&relay().ws_url(&format!("/v1/rooms/{room}/ws"))).await;
+    s.until_ready().await;
+    // Locally an idle object hibernates after about 15 s: its memory is gone, the
+    // socket and its attachment stay.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    s.send(&json!({"type": "ping"})).await;
+    assert_eq!(s.recv().await, json!({"type": "pong"}));
+    let posted = anonymous_envelope(&room, b"wake up");
+    assert_eq!(relay().post(&posted).await.0, 201);
+    assert_eq!(s.recv().await["message"]["id"], envelope_id(&posted));
+    let sent = anonymous_envelope(&room, b"from the socket");
+    s.send(&send_frame("after-sleep", &sent)).await;
+    let ack = s.recv().await;
+    assert_eq!((ack["type"].as_str(), ack["ref"].as_str(), ack["seq"].as_u64()), (Some("ack"), Some("after-sleep"), Some(2)));
+}
