@@ -22,10 +22,14 @@ fn denet_binary() -> PathBuf {
 }
 
 fn run(home: &std::path::Path, args: &[&str]) -> Result<Vec<Value>, String> {
+    run_on(&Relay::shared().base, home, args)
+}
+
+fn run_on(relay: &str, home: &std::path::Path, args: &[&str]) -> Result<Vec<Value>, String> {
     let out = Command::new(denet_binary())
         .arg("--home")
         .arg(home)
-        .args(["--relay", &Relay::shared().base, "--json"])
+        .args(["--relay", relay, "--json"])
         .args(args)
         .output()
         .expect("denet runs");
@@ -179,4 +183,40 @@ fn listen_prints_messages_as_they_arrive() {
         .collect();
     assert_eq!(texts, ["one", "two"]);
     assert!(bob.ok(&["inbox"]).is_empty(), "listen advanced the cursor");
+}
+
+#[test]
+fn listen_reconnects_after_the_relay_restarts_and_misses_nothing() {
+    let mut relay = Relay::start();
+    let (alice, bob) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let base = relay.base.clone();
+    let setup = |home: &std::path::Path| {
+        let wallet = run_on(&base, home, &["init"]).unwrap()[0]["wallet"].as_str().unwrap().to_owned();
+        run_on(&base, home, &["register"]).unwrap();
+        wallet
+    };
+    setup(alice.path());
+    let bob_wallet = setup(bob.path());
+    let (home, url) = (bob.path().to_path_buf(), base.clone());
+    let listener = std::thread::spawn(move || {
+        let out = Command::new(denet_binary())
+            .arg("--home")
+            .arg(&home)
+            .args(["--relay", &url, "--json", "listen", "--count", "3"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    run_on(&base, alice.path(), &["send", &bob_wallet, "before"]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    relay.restart();
+    run_on(&base, alice.path(), &["send", &bob_wallet, "after 1"]).unwrap();
+    run_on(&base, alice.path(), &["send", &bob_wallet, "after 2"]).unwrap();
+    let printed = listener.join().unwrap();
+    let texts: Vec<String> = printed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["before", "after 1", "after 2"]);
 }

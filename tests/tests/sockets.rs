@@ -220,5 +220,8 @@ async fn a_socket_keeps_working_after_the_object_hibernates() {
     let sent = anonymous_envelope(&room, b"from the socket");
     s.send(&send_frame("after-sleep", &sent)).await;
     let ack = s.recv().await;
-    assert_eq!((ack["type"].as_str(), ack["ref"].as_str(), ack["seq"].as_u64()), (Some("ack"), Some("after-sleep"), Some(2)));
+    assert_eq!(
+        (ack["type"].as_str(), ack["ref"].as_str(), ack["seq"].as_u64()),
+        (Some("ack"), Some("after-sleep"), Some(2))
+    );
 }
