@@ -25,6 +25,23 @@ fn run(home: &std::path::Path, args: &[&str]) -> Result<Vec<Value>, String> {
     run_on(&Relay::shared().base, home, args)
 }
 
+/// `denet listen --count N` in a thread; returns its output once it exits.
+/// Gives the listener a moment to connect before returning.
+fn listen(relay: &str, home: &std::path::Path, count: usize) -> std::thread::JoinHandle<String> {
+    let (relay, home) = (relay.to_owned(), home.to_path_buf());
+    let handle = std::thread::spawn(move || {
+        let out = Command::new(denet_binary())
+            .arg("--home")
+            .arg(&home)
+            .args(["--relay", &relay, "--json", "listen", "--count", &count.to_string()])
+            .output()
+            .expect("denet runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    handle
+}
+
 fn run_on(relay: &str, home: &std::path::Path, args: &[&str]) -> Result<Vec<Value>, String> {
     let out = Command::new(denet_binary())
         .arg("--home")
@@ -162,18 +179,7 @@ fn after_a_leave_the_key_rotates_and_the_leaver_cannot_read() {
 #[test]
 fn listen_prints_messages_as_they_arrive() {
     let (alice, bob) = (User::new(), User::new());
-    let home = bob.home.path().to_path_buf();
-    let relay = Relay::shared().base.clone();
-    let listener = std::thread::spawn(move || {
-        let out = Command::new(denet_binary())
-            .arg("--home")
-            .arg(&home)
-            .args(["--relay", &relay, "--json", "listen", "--count", "2"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    });
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let listener = listen(&Relay::shared().base, bob.home.path(), 2);
     alice.ok(&["send", &bob.wallet, "one"]);
     alice.ok(&["send", &bob.wallet, "two"]);
     let printed = listener.join().unwrap();
@@ -197,17 +203,7 @@ fn listen_reconnects_after_the_relay_restarts_and_misses_nothing() {
     };
     setup(alice.path());
     let bob_wallet = setup(bob.path());
-    let (home, url) = (bob.path().to_path_buf(), base.clone());
-    let listener = std::thread::spawn(move || {
-        let out = Command::new(denet_binary())
-            .arg("--home")
-            .arg(&home)
-            .args(["--relay", &url, "--json", "listen", "--count", "3"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    });
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let listener = listen(&base, bob.path(), 3);
     run_on(&base, alice.path(), &["send", &bob_wallet, "before"]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     relay.restart();
