@@ -15,8 +15,18 @@ pub fn now_ms() -> u64 {
     worker::Date::now().as_millis()
 }
 
+/// `400 malformed` if the request has any query parameter (§0: unknown parameters
+/// are refused), for the routes that take none.
+pub fn require_no_query(req: &Request) -> ApiResult<()> {
+    match req.url()?.query() {
+        Some(q) if !q.is_empty() => Err(Error::malformed("this route takes no query parameters").into()),
+        _ => Ok(()),
+    }
+}
+
 /// Reads a JSON request body: `413` from its declared or actual length, `415` if
-/// it is not `application/json`, `400 malformed` if it does not parse.
+/// it is not `application/json`, `400 malformed` if it does not parse or the
+/// request has query parameters (every route with a body takes none).
 pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
     let too_large = || ApiError::from(Error::too_large(format!("request body is over {max_bytes} bytes")));
     if let Some(len) = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok())
@@ -32,6 +42,7 @@ pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
     // Read chunk by chunk so a body without a Content-Length (chunked) is cut off
     // as soon as it passes the limit, not after it is all in memory.
     let Ok(mut stream) = req.stream() else {
+        require_no_query(req)?;
         return parse_json(b"");
     };
     let mut bytes = Vec::new();
@@ -41,6 +52,7 @@ pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
             return Err(too_large());
         }
     }
+    require_no_query(req)?;
     parse_json(&bytes)
 }
 

@@ -16,8 +16,8 @@ use worker::{Env, Request, Response};
 
 /// `PUT /v1/keys/{wallet}`: `201` stored, `200` already stored, `409` conflict.
 pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Config) -> ApiResult<Response> {
-    let wallet = Wallet::parse_lenient(wallet)?;
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
+    let wallet = Wallet::parse_lenient(wallet)?;
     let bundle = Bundle::parse(&value)?;
     if bundle.wallet != wallet {
         return refuse(ErrorCode::Malformed, "the bundle's wallet is not the wallet in the path");
@@ -102,8 +102,8 @@ fn with_status(r: &BundleRow, now: u64) -> Value {
 
 /// `POST /v1/keys/{wallet}/revoke`: `200`; a second revocation keeps the first.
 pub async fn revoke_key(mut req: Request, wallet: &str, env: &Env, config: &Config) -> ApiResult<Response> {
-    let wallet = Wallet::parse_lenient(wallet)?;
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
+    let wallet = Wallet::parse_lenient(wallet)?;
     let revocation = Revocation::parse_request(&value, wallet.clone())?;
     check_skew(revocation.revoked_at, now_ms(), config.limits.skew_ms, "revoked_at")?;
     revocation.verify()?;

@@ -7,6 +7,7 @@ mod messages;
 mod relay;
 mod sockets;
 
+use crate::checks;
 use crate::config::Config;
 use crate::error::{ApiResult, refuse};
 use crate::throttle;
@@ -66,6 +67,9 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
     let method = req.method();
     if !methods.contains(&method) {
         return refuse(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}"));
+    }
+    if matches!(route, Route::Health | Route::OpenApi | Route::Metrics | Route::Panic) {
+        checks::require_no_query(&req)?;
     }
     match route {
         Route::Health => health::health(&config),

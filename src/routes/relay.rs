@@ -105,5 +105,6 @@ pub async fn relay_keys(mut req: Request, env: &Env, config: &Config) -> ApiResu
 /// `GET /v1/relay/status`: per-peer counters (forwarded, failed, retried, pending, dead).
 pub async fn relay_status(req: Request, env: &Env, config: &Config) -> ApiResult<Response> {
     require_token(&req, config)?;
+    checks::require_no_query(&req)?;
     json(200, &mesh::status(env, config).await?)
 }
