@@ -6,7 +6,6 @@ use crate::checks::now_ms;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{self, BundleRow};
-use denet_core::encoding::b64;
 use denet_core::{Bundle, Revocation, Wallet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -130,21 +129,5 @@ pub async fn apply_revocation(db: &worker::D1Database, r: &Revocation) -> ApiRes
             Ok(true)
         }
         _ => Ok(false),
-    }
-}
-
-/// A bundle as its stored row.
-impl BundleRow {
-    pub fn from_bundle(b: &Bundle) -> BundleRow {
-        BundleRow {
-            sign_key: b.sign_key.to_b64(),
-            wallet: b.wallet.to_string(),
-            dh_key: b64(&b.dh_key),
-            issued_at: b.issued_at,
-            expires_at: b.expires_at,
-            wallet_sig: b.wallet_sig.clone(),
-            revoked_at: None,
-            revocation_sig: None,
-        }
     }
 }

@@ -2,7 +2,8 @@
 //! counters and key bundles (schema in `migrations/`).
 
 use crate::metrics;
-use denet_core::{Address, Envelope};
+use denet_core::bundle::{key_active_at, key_status};
+use denet_core::{Address, Bundle, Envelope, KeyStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::wasm_bindgen::JsValue;
@@ -216,14 +217,33 @@ impl BundleRow {
         })
     }
 
-    /// Whether the key was active at `t_ms` (§7): issued, not yet expired or revoked.
-    pub fn active_at(&self, t_ms: u64) -> bool {
-        self.issued_at <= t_ms && t_ms < self.expires_at && self.revoked_at.is_none_or(|r| t_ms < r)
+    /// The row of a bundle that is not revoked.
+    pub fn from_bundle(b: &Bundle) -> BundleRow {
+        BundleRow {
+            sign_key: b.sign_key.to_b64(),
+            wallet: b.wallet.to_string(),
+            dh_key: denet_core::encoding::b64(&b.dh_key),
+            issued_at: b.issued_at,
+            expires_at: b.expires_at,
+            wallet_sig: b.wallet_sig.clone(),
+            revoked_at: None,
+            revocation_sig: None,
+        }
     }
 
-    /// Whether the bundle (by the rules of §1) is active at `now_ms`.
+    /// Whether the key was active at `t_ms` (§7): issued, not yet expired or revoked.
+    pub fn active_at(&self, t_ms: u64) -> bool {
+        key_active_at(self.issued_at, self.expires_at, self.revoked_at, t_ms)
+    }
+
+    /// The key's status at `now_ms` (§1.3).
+    pub fn status(&self, now_ms: u64) -> KeyStatus {
+        key_status(self.expires_at, self.revoked_at, now_ms)
+    }
+
+    /// Whether the bundle is active at `now_ms`.
     pub fn is_active(&self, now_ms: u64) -> bool {
-        self.revoked_at.is_none() && self.expires_at > now_ms
+        self.status(now_ms) == KeyStatus::Active
     }
 }
 

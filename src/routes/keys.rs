@@ -8,7 +8,6 @@ use crate::mesh::{self, Kind};
 use crate::routes::json;
 use crate::store::{self, BundleRow};
 use denet_core::bundle::MAX_ACTIVE_BUNDLES;
-use denet_core::encoding::b64;
 use denet_core::query::parse_params;
 use denet_core::{Bundle, Error, ErrorCode, Revocation, Wallet, check_skew};
 use serde_json::{Value, json};
@@ -26,16 +25,7 @@ pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Conf
     bundle.check_clock(now, config.limits.skew_ms)?;
     bundle.verify()?;
     let db = env.d1("DB")?;
-    let row = BundleRow {
-        sign_key: bundle.sign_key.to_b64(),
-        wallet: bundle.wallet.to_string(),
-        dh_key: b64(&bundle.dh_key),
-        issued_at: bundle.issued_at,
-        expires_at: bundle.expires_at,
-        wallet_sig: bundle.wallet_sig.clone(),
-        revoked_at: None,
-        revocation_sig: None,
-    };
+    let row = BundleRow::from_bundle(&bundle);
     let stored = match store::bundle_by_key(&db, &row.sign_key).await? {
         Some(existing) => existing,
         None if store::insert_bundle(&db, &row, MAX_ACTIVE_BUNDLES, now).await? => {
@@ -87,12 +77,7 @@ pub async fn get_bundles(req: Request, wallet: &str, env: &Env) -> ApiResult<Res
 
 fn with_status(r: &BundleRow, now: u64) -> Value {
     let mut v = r.bundle_json();
-    let status = match (r.revoked_at, r.expires_at > now) {
-        (Some(_), _) => "revoked",
-        (None, true) => "active",
-        (None, false) => "expired",
-    };
-    v["status"] = status.into();
+    v["status"] = r.status(now).as_str().into();
     if let (Some(at), Some(sig)) = (r.revoked_at, &r.revocation_sig) {
         v["revoked_at"] = at.into();
         v["revocation_sig"] = sig.as_str().into();

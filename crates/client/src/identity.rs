@@ -183,29 +183,15 @@ impl VerifiedBundle {
 }
 
 /// Reads a `GET /v1/keys/{wallet}` answer and keeps only bundles of `wallet`
-/// whose wallet signature verifies (and, when revoked, whose revocation does).
+/// whose wallet signature (and, when revoked, whose revocation) verifies.
 pub fn verify_key_list(answer: &Value, wallet: &Wallet) -> Vec<VerifiedBundle> {
-    let Some(keys) = answer["keys"].as_array() else {
-        return Vec::new();
-    };
-    keys.iter()
-        .filter_map(|k| {
-            let mut fields = k.clone();
-            let obj = fields.as_object_mut()?;
-            obj.remove("status");
-            let revoked_at = obj.remove("revoked_at").and_then(|v| v.as_u64());
-            let revocation_sig = obj.remove("revocation_sig").and_then(|v| v.as_str().map(str::to_owned));
-            let bundle = Bundle::parse(&fields).ok()?;
-            if bundle.wallet != *wallet || bundle.verify().is_err() {
-                return None;
-            }
-            if let (Some(at), Some(sig)) = (revoked_at, revocation_sig) {
-                let r =
-                    Revocation { wallet: wallet.clone(), sign_key: bundle.sign_key, revoked_at: at, wallet_sig: sig };
-                r.verify().ok()?;
-            }
-            Some(VerifiedBundle { bundle, revoked_at })
-        })
+    answer["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| denet_core::bundle::parse_listed(entry).ok())
+        .filter(|(bundle, _)| bundle.wallet == *wallet)
+        .map(|(bundle, revocation)| VerifiedBundle { bundle, revoked_at: revocation.map(|r| r.revoked_at) })
         .collect()
 }
 

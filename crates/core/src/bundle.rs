@@ -98,18 +98,12 @@ impl Bundle {
 
     /// The status at `now_ms`, given the bundle's revocation time if revoked.
     pub fn status(&self, revoked_at: Option<u64>, now_ms: u64) -> KeyStatus {
-        if revoked_at.is_some() {
-            KeyStatus::Revoked
-        } else if self.expires_at <= now_ms {
-            KeyStatus::Expired
-        } else {
-            KeyStatus::Active
-        }
+        key_status(self.expires_at, revoked_at, now_ms)
     }
 
     /// Whether the key was active at `t_ms` (§7: issued, not yet expired or revoked).
     pub fn active_at(&self, revoked_at: Option<u64>, t_ms: u64) -> bool {
-        self.issued_at <= t_ms && t_ms < self.expires_at && revoked_at.is_none_or(|r| t_ms < r)
+        key_active_at(self.issued_at, self.expires_at, revoked_at, t_ms)
     }
 
     pub fn to_json(&self) -> Value {
@@ -122,6 +116,23 @@ impl Bundle {
             "wallet_sig": self.wallet_sig,
         })
     }
+}
+
+/// The status of a key at `now_ms` (§1.3): a revoked key is `revoked` even once
+/// expired. For stores that keep a bundle's times without the bundle itself.
+pub fn key_status(expires_at: u64, revoked_at: Option<u64>, now_ms: u64) -> KeyStatus {
+    if revoked_at.is_some() {
+        KeyStatus::Revoked
+    } else if expires_at <= now_ms {
+        KeyStatus::Expired
+    } else {
+        KeyStatus::Active
+    }
+}
+
+/// Whether a key was active at `t_ms` (§7): issued, not yet expired, not yet revoked.
+pub fn key_active_at(issued_at: u64, expires_at: u64, revoked_at: Option<u64>, t_ms: u64) -> bool {
+    issued_at <= t_ms && t_ms < expires_at && revoked_at.is_none_or(|r| t_ms < r)
 }
 
 /// A revocation of one device key, signed by its wallet.
