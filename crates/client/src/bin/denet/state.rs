@@ -47,7 +47,7 @@ pub struct RoomState {
     pub epoch: u32,
     pub keys: BTreeMap<u32, EpochKey>,
     pub members: Vec<String>,
-    pub joined: bool,
+    /// Left with `room leave`: keys are kept so the history stays readable, new epochs are not.
     pub left: bool,
 }
 

@@ -27,7 +27,6 @@ impl Ctx {
             name: name.to_owned(),
             password: password.map(str::to_owned),
             members: vec![self.me.to_string()],
-            joined: true,
             ..Default::default()
         };
         state.keys.insert(0, EpochKey { key: b64(&key), message_key: b64(&message_key), via: None });
@@ -77,7 +76,6 @@ impl Ctx {
             password: password.map(str::to_owned),
             epoch: invite.epoch,
             members: invite.members.clone(),
-            joined: true,
             ..Default::default()
         };
         r.keys.insert(invite.epoch, EpochKey { key: invite.key.clone(), message_key: b64(&message_key), via: None });
@@ -220,7 +218,6 @@ impl Ctx {
         let ack = self.post_to_room(room_id, &Content::Leave { sent_at: now_ms() }).await?;
         if let Some(r) = self.state.rooms.get_mut(room_id) {
             r.left = true;
-            r.joined = false;
         }
         self.save()?;
         self.out.emit(json!({"room": room_id, "id": ack.id, "left": true}), || format!("left {room_id}"));
@@ -229,7 +226,7 @@ impl Ctx {
 
     pub fn room_list(&self) -> Result<(), String> {
         for (id, r) in &self.state.rooms {
-            let item = json!({"room": id, "name": r.name, "epoch": r.epoch, "members": r.members, "joined": r.joined, "password": r.password.is_some()});
+            let item = json!({"room": id, "name": r.name, "epoch": r.epoch, "members": r.members, "joined": !r.left, "password": r.password.is_some()});
             self.out.emit(item, || {
                 format!(
                     "{id} {:?} epoch {} {} member(s){}",
