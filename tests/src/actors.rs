@@ -36,8 +36,7 @@ pub fn now_ms() -> u64 {
 
 /// Signs `message` with EIP-191 personal_sign, as `0x` + r + s + v(27/28).
 pub fn personal_sign(key: &k256::ecdsa::SigningKey, message: &str) -> String {
-    let (sig, recid) = key.sign_prehash_recoverable(&eip191_hash(message)).expect("signs");
-    format!("0x{}{:02x}", hex::encode(sig.to_bytes()), recid.to_byte() + 27)
+    denet_client::identity::LocalWallet::from_key(key.clone()).sign_now(message)
 }
 
 impl User {
@@ -123,15 +122,9 @@ impl Default for User {
 }
 
 /// Signs an envelope as PROTOCOL.md §2 spells it.
+/// (The client's own signing; the relay under test checks it independently.)
 pub fn sign_envelope(key: &SigningKey, to: &str, from: Option<&Wallet>, ts: u64, body: &[u8]) -> Value {
-    let mut json = json!({
-        "v": 1, "to": to, "ts": ts, "from": from.map(Wallet::as_str),
-        "key": b64(&key.verifying_key().to_bytes()), "body": b64(body),
-        "sig": b64(&[0u8; 64]),
-    });
-    let env = Envelope::parse(&json, usize::MAX).expect("a well-formed envelope");
-    json["sig"] = b64(&key.sign(env.signing_bytes().as_bytes()).to_bytes()).into();
-    json
+    denet_client::identity::sign_envelope(key, to, from, ts, body).expect("a well-formed envelope")
 }
 
 /// An anonymous envelope to `to` with a fresh key.

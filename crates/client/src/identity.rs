@@ -31,6 +31,10 @@ impl LocalWallet {
         LocalWallet { key: k256::ecdsa::SigningKey::random(rng) }
     }
 
+    pub fn from_key(key: k256::ecdsa::SigningKey) -> LocalWallet {
+        LocalWallet { key }
+    }
+
     /// Imports a 32-byte key given as hex (with or without `0x`).
     pub fn from_hex(hex_key: &str) -> Result<LocalWallet> {
         let bytes = hex::decode(hex_key.trim().trim_start_matches("0x"))
