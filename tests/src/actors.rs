@@ -3,7 +3,6 @@
 
 use denet_core::encoding::b64;
 use denet_core::request::signing_text;
-use denet_core::wallet::eip191_hash;
 use denet_core::{Bundle, Envelope, Revocation, SignKey, Wallet};
 use ed25519_dalek::{Signer, SigningKey};
 use rand::RngCore;
