@@ -4,6 +4,7 @@
 use crate::error::ApiError;
 use denet_core::Limits;
 use std::cell::OnceCell;
+use std::rc::Rc;
 use worker::Env;
 
 /// The relay's settings from `wrangler.toml` `[vars]`.
@@ -21,13 +22,14 @@ pub struct Config {
 }
 
 thread_local! {
-    static CONFIG: OnceCell<Result<Config, String>> = const { OnceCell::new() };
+    static CONFIG: OnceCell<Result<Rc<Config>, String>> = const { OnceCell::new() };
 }
 
 impl Config {
-    /// The isolate's configuration, parsed on first use.
-    pub fn get(env: &Env) -> Result<Config, ApiError> {
-        CONFIG.with(|cell| cell.get_or_init(|| Config::parse(env)).clone()).map_err(ApiError::Internal)
+    /// The isolate's configuration, parsed on first use and shared after (no copy
+    /// per request).
+    pub fn get(env: &Env) -> Result<Rc<Config>, ApiError> {
+        CONFIG.with(|cell| cell.get_or_init(|| Config::parse(env).map(Rc::new)).clone()).map_err(ApiError::Internal)
     }
 
     fn parse(env: &Env) -> Result<Config, String> {
