@@ -110,6 +110,19 @@ impl Room {
         if let Some(first) = self.already_stored(address, &id).await? {
             return Ok((id, first));
         }
+        self.commit(address, id, envelope, origin, forward).await
+    }
+
+    /// Queues an envelope not found stored for the next group commit and waits for
+    /// it (the commit itself still refuses a second copy of an id).
+    async fn commit(
+        &self,
+        address: &Address,
+        id: String,
+        envelope: Envelope,
+        origin: Option<u64>,
+        forward: Forward,
+    ) -> ApiResult<(String, Committed)> {
         let (reply, answer) = oneshot::channel();
         self.inner.borrow_mut().pending.push(Pending { id: id.clone(), envelope, origin, forward, reply });
         {
@@ -203,7 +216,8 @@ impl Room {
         if let Some(wallet) = &envelope.from {
             self.require_key_at(&config, wallet, &envelope).await?;
         }
-        let (_, c) = self.submit(address, envelope, None, Forward { hops: hops + 1, from }).await?;
+        // Checked for a stored copy above: go straight to the commit.
+        let (_, c) = self.commit(address, id.clone(), envelope, None, Forward { hops: hops + 1, from }).await?;
         Ok(json!({"id": id, "status": if c.duplicate { "duplicate" } else { "stored" }}))
     }
 
