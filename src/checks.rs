@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::keys;
 use denet_core::request::{self, SignedRequest};
-use denet_core::{Envelope, Error, ErrorCode, Wallet, check_skew};
+use denet_core::{Envelope, Error, ErrorCode, SignKey, Wallet, check_skew};
 use futures::StreamExt;
 use serde_json::Value;
 use worker::{D1Database, Request};
@@ -65,24 +65,36 @@ pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
 /// window, signature, and for a named sender that `key` is an active key of `from`.
 pub async fn check_envelope(db: &D1Database, config: &Config, value: &Value, now_ms: u64) -> ApiResult<Envelope> {
     let env = Envelope::parse(value, config.limits.max_body_bytes as usize)?;
+    check_parsed_envelope(db, config, &env, now_ms).await?;
+    Ok(env)
+}
+
+/// The checks of a post after its shape: clock window, signature, key status.
+pub async fn check_parsed_envelope(db: &D1Database, config: &Config, env: &Envelope, now_ms: u64) -> ApiResult<()> {
     check_skew(env.ts, now_ms, config.limits.skew_ms, "ts")?;
     env.verify()?;
     if let Some(from) = &env.from {
         keys::require_active(db, from, &env.key, now_ms).await?;
     }
-    Ok(env)
+    Ok(())
 }
 
 /// The gate of a signed inbox route (§3.1): returns the query left for the route
-/// once the request is proven to come from an active key of `wallet`.
-pub async fn authorize_inbox(req: &Request, wallet: &Wallet, db: &D1Database, config: &Config) -> ApiResult<String> {
+/// and the key that signed, once the request is proven to come from an active key
+/// of `wallet`.
+pub async fn authorize_inbox(
+    req: &Request,
+    wallet: &Wallet,
+    db: &D1Database,
+    config: &Config,
+) -> ApiResult<(String, SignKey)> {
     let url = req.url()?;
     let extracted = request::extract(url.path(), url.query(), |name| req.headers().get(name).ok().flatten());
     let signed: SignedRequest = extracted.credentials?;
     let now = now_ms();
     signed.verify(req.method().as_ref(), wallet, now, config.limits.skew_ms)?;
     keys::require_active(db, wallet, &signed.key, now).await?;
-    Ok(extracted.query)
+    Ok((extracted.query, signed.key))
 }
 
 /// Percent-encodes everything but unreserved characters (for internal object URLs).

@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use worker::{Env, Fetch, Method, Request, RequestInit, Response};
 
-/// Nothing travels further than this many hops.
-pub const MAX_HOPS: u64 = 8;
+pub use denet_core::mesh::MAX_HOPS;
 
 /// What an outbox row carries.
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,17 +42,28 @@ pub struct Enqueue {
     pub items: Vec<Value>,
 }
 
-/// Queues `items` for every peer (but the one named `from`), at `hops`.
-pub async fn enqueue(env: &Env, config: &Config, kind: Kind, hops: u64, from: Option<&str>, items: Vec<Value>) {
+/// Queues `items` durably for every peer (but the one named `from`), at `hops`.
+/// An error means some outbox may not hold them: the caller must not acknowledge
+/// what it was forwarding (§7).
+pub async fn enqueue(
+    env: &Env,
+    config: &Config,
+    kind: Kind,
+    hops: u64,
+    from: Option<&str>,
+    items: Vec<Value>,
+) -> ApiResult<()> {
     if config.peers.is_empty() || items.is_empty() || hops > MAX_HOPS {
-        return;
+        return Ok(());
     }
     let body = json!(Enqueue { kind, hops, from: from.map(str::to_owned), items }).to_string();
     for peer in &config.peers {
-        if let Err(e) = outbox_call(env, peer, "enqueue", Some(body.clone())).await {
-            worker::console_error!("outbox for {peer}: {}", e.into_protocol());
+        let resp = outbox_call(env, peer, "enqueue", Some(body.clone())).await?;
+        if resp.status_code() != 200 {
+            return Err(ApiError::internal(format!("outbox for {peer} answered {}", resp.status_code())));
         }
     }
+    Ok(())
 }
 
 async fn outbox_call(env: &Env, peer: &str, op: &str, body: Option<String>) -> ApiResult<Response> {
@@ -91,14 +101,17 @@ pub async fn fetch_keys(env: &Env, config: &Config, wallet: &Wallet) -> ApiResul
         let Ok(answer) = resp.json::<Value>().await else { continue };
         for entry in answer["keys"].as_array().into_iter().flatten() {
             let Ok((bundle, revocation)) = denet_core::bundle::parse_listed(entry) else { continue };
-            if bundle.wallet != *wallet {
+            // Not another wallet's, and not one expired beyond the retention period
+            // (that one could only come back as a key this relay forgot).
+            let oldest = now_ms().saturating_sub(config.limits.retention_ms());
+            if bundle.wallet != *wallet || bundle.expires_at < oldest {
                 continue;
             }
             if store_bundle(&db, &bundle).await? {
                 stored += 1;
             }
             if let Some(r) = revocation {
-                apply_revocation(&db, &r).await?;
+                apply_revocation(env, &db, &r).await?;
             }
         }
         if stored > 0 {
@@ -119,13 +132,13 @@ pub async fn store_bundle(db: &worker::D1Database, bundle: &Bundle) -> ApiResult
     Ok(store::insert_bundle(db, &row, usize::MAX / 2, now_ms()).await?)
 }
 
-/// Applies a verified revocation to a stored bundle; true if it was new here.
-pub async fn apply_revocation(db: &worker::D1Database, r: &Revocation) -> ApiResult<bool> {
+/// Applies a verified revocation to a stored bundle (through the inbox's object,
+/// which closes the sockets the key opened); true if it was new here.
+pub async fn apply_revocation(env: &Env, db: &worker::D1Database, r: &Revocation) -> ApiResult<bool> {
     let key = r.sign_key.to_b64();
     match store::bundle_by_key(db, &key).await? {
         Some(row) if row.wallet == r.wallet.as_str() && row.revoked_at.is_none() => {
-            store::revoke_bundle(db, &key, r.revoked_at, &r.wallet_sig).await?;
-            crate::keys::forget(&key);
+            crate::room::revoke(env, r).await?;
             Ok(true)
         }
         _ => Ok(false),

@@ -2,14 +2,18 @@
 //!
 //! Items (messages, bundles, revocations) are written to the object's own SQLite
 //! storage first; an alarm sends them in batches of up to `RELAY_REQUEST_BYTES`
-//! and deletes what the peer acknowledged. A peer that is down is retried with
-//! exponential back-off (capped at `MAX_BACKOFF_MS`); items older than the
-//! retention period, or that the peer refuses as malformed, move to a dead-letter
-//! table. Receivers deduplicate, so a retry that was in fact delivered costs nothing.
+//! and handles each envelope by the peer's per-envelope result
+//! (`denet_core::mesh::plan`): `stored`/`duplicate` are deleted, `refused` moves
+//! to a dead-letter table, `retry` and every failed request stay queued with
+//! exponential back-off; a `413` halves the batch. Items older than the retention
+//! period, or alone larger than a relay request, are dead letters. Receivers
+//! deduplicate, so a retry that was in fact delivered costs nothing.
 
 use crate::checks::now_ms;
 use crate::config::Config;
 use crate::mesh::Enqueue;
+use crate::store;
+use denet_core::mesh::{self, Fate, PeerAnswer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::{
@@ -17,8 +21,21 @@ use worker::{
     durable_object, wasm_bindgen,
 };
 
-const MAX_BACKOFF_MS: u64 = 10_000;
 const BATCH_ITEMS: usize = 200;
+/// The bytes of a relay request around its items.
+const REQUEST_OVERHEAD: usize = 256;
+/// What a named envelope's bundle and revocation add to a request, at most.
+const KEYS_PER_ITEM: usize = 700;
+
+/// The bytes one row adds to a relay request (with its keys, for a named envelope).
+fn item_size(row: &PendingRow) -> usize {
+    let keys = if row.kind == "message" && !row.payload.contains("\"from\":null") { KEYS_PER_ITEM } else { 0 };
+    row.payload.len() + 1 + keys
+}
+
+fn parse_payload(payload: &str) -> Value {
+    serde_json::from_str(payload).unwrap_or(Value::Null)
+}
 
 /// One outbox per peer: pending items in its own SQLite storage, sent by alarm.
 #[durable_object]
@@ -125,7 +142,8 @@ impl Outbox {
         Ok(())
     }
 
-    /// Sends pending batches until none is left or the peer fails.
+    /// Sends pending batches until none is left or something must wait. What
+    /// becomes of each item is `denet_core::mesh::plan`'s decision.
     async fn deliver(&self) -> Result<()> {
         let Some(peer) = self.meta("peer") else { return Ok(()) };
         let config = Config::get(&self.env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
@@ -136,66 +154,106 @@ impl Outbox {
         {
             self.set_meta("peer_relay", &id)?;
         }
+        let max_bytes = config.limits.relay_request_bytes as usize;
         loop {
-            let batch = self.next_batch(config.limits.relay_request_bytes as usize)?;
+            let cap = (self.counter("cap") as usize).clamp(1, BATCH_ITEMS);
+            let batch = self.next_batch(max_bytes, cap)?;
             let Some(first) = batch.first() else { return Ok(()) };
             let (kind, hops) = (first.kind.clone(), first.hops as u64);
-            let items: Vec<Value> = batch.iter().filter_map(|r| serde_json::from_str(&r.payload).ok()).collect();
-            let (path, body) = match kind.as_str() {
-                "message" => ("messages", json!({"relay": config.relay_id, "hops": hops, "envelopes": items})),
-                _ => {
-                    let (bundles, revocations): (Vec<_>, Vec<_>) = batch.iter().partition(|r| r.kind == "bundle");
-                    let parse = |rows: Vec<&PendingRow>| -> Vec<Value> {
-                        rows.iter().filter_map(|r| serde_json::from_str(&r.payload).ok()).collect()
-                    };
-                    let body = json!({"relay": config.relay_id, "hops": hops, "bundles": parse(bundles), "revocations": parse(revocations)});
-                    ("keys", body)
-                }
+            let (path, body) = if kind == "message" {
+                let envelopes: Vec<Value> = batch.iter().map(|r| parse_payload(&r.payload)).collect();
+                let (bundles, revocations) = self.keys_of(&envelopes).await?;
+                let body = json!({"relay": config.relay_id, "hops": hops, "envelopes": envelopes,
+                                  "bundles": bundles, "revocations": revocations});
+                ("messages", body)
+            } else {
+                let (bundles, revocations): (Vec<_>, Vec<_>) = batch.iter().partition(|r| r.kind == "bundle");
+                let payloads =
+                    |rows: Vec<&PendingRow>| -> Vec<Value> { rows.iter().map(|r| parse_payload(&r.payload)).collect() };
+                let body = json!({"relay": config.relay_id, "hops": hops, "bundles": payloads(bundles), "revocations": payloads(revocations)});
+                ("keys", body)
             };
-            let sent = send(&peer, path, &token, &body).await;
-            let ids: Vec<i64> = batch.iter().map(|r| r.n).collect();
-            match sent {
-                Ok(status) if (200..300).contains(&status) => {
-                    self.delete(&ids)?;
-                    self.bump("forwarded", ids.len() as u64)?;
-                    self.set_meta("attempts", "0")?;
+            let answer = match send(&peer, path, &token, &body).await {
+                Ok((status, answer)) if kind == "message" => {
+                    PeerAnswer::of_messages(status, answer.as_ref(), batch.len())
                 }
-                Ok(status) if status == 400 || status == 413 && ids.len() == 1 => {
-                    self.dead_letter(&ids, &format!("peer answered {status}"))?;
-                }
-                other => {
-                    let attempts = self.counter("attempts") + 1;
-                    self.set_meta("attempts", &attempts.to_string())?;
-                    self.bump("failed", 1)?;
-                    self.bump("retried", ids.len() as u64)?;
-                    let backoff = (500u64 << attempts.min(5)).min(MAX_BACKOFF_MS);
-                    worker::console_log!("forward to {peer} failed ({other:?}); retry in {backoff} ms");
-                    self.state.storage().set_alarm(backoff as i64).await?;
-                    return Ok(());
+                Ok((status, _)) => PeerAnswer::of_keys(status),
+                Err(e) => PeerAnswer::Failed(e),
+            };
+            let plan = mesh::plan(&answer, batch.len(), cap, BATCH_ITEMS);
+            self.set_meta("cap", &plan.next_cap.to_string())?;
+            let (mut done, mut kept) = (0, 0);
+            for (row, fate) in batch.iter().zip(&plan.fates) {
+                match fate {
+                    Fate::Done => {
+                        self.delete(&[row.n])?;
+                        done += 1;
+                    }
+                    Fate::Dead(why) => self.dead_letter(&[row.n], why)?,
+                    Fate::Keep => kept += 1,
                 }
             }
+            self.bump("forwarded", done)?;
+            if plan.back_off {
+                let attempts = self.counter("attempts") + 1;
+                self.set_meta("attempts", &attempts.to_string())?;
+                self.bump("failed", 1)?;
+                self.bump("retried", kept)?;
+                let backoff = mesh::backoff_ms(attempts);
+                worker::console_log!("forward to {peer}: {answer:?}; {kept} item(s) retry in {backoff} ms");
+                self.state.storage().set_alarm(backoff as i64).await?;
+                return Ok(());
+            }
+            self.set_meta("attempts", "0")?;
         }
     }
 
+    /// The bundles (and revocations) of the named envelopes' keys, from this
+    /// relay's directory, so the peer can judge every envelope without asking (§7).
+    async fn keys_of(&self, envelopes: &[Value]) -> Result<(Vec<Value>, Vec<Value>)> {
+        let db = self.env.d1("DB")?;
+        let mut keys: Vec<&str> =
+            envelopes.iter().filter(|e| e["from"].is_string()).filter_map(|e| e["key"].as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let (mut bundles, mut revocations) = (Vec::new(), Vec::new());
+        for key in keys {
+            let Some(row) = store::bundle_by_key(&db, key).await? else { continue };
+            bundles.push(row.bundle_json());
+            if let (Some(at), Some(sig)) = (row.revoked_at, &row.revocation_sig) {
+                revocations
+                    .push(json!({"wallet": row.wallet, "sign_key": row.sign_key, "revoked_at": at, "wallet_sig": sig}));
+            }
+        }
+        Ok((bundles, revocations))
+    }
+
     /// The oldest pending rows of one kind group (messages, or keys) and one hops
-    /// value, as many as fit one relay request.
-    fn next_batch(&self, max_bytes: usize) -> Result<Vec<PendingRow>> {
-        let rows: Vec<PendingRow> = self
-            .sql()
-            .exec("SELECT n, kind, hops, payload FROM pending ORDER BY n LIMIT ?", vec![(BATCH_ITEMS as i64).into()])?
-            .to_array()?;
-        let Some(first) = rows.first() else { return Ok(rows) };
-        let group = |k: &str| if k == "message" { "message" } else { "keys" };
-        let (g, hops) = (group(&first.kind), first.hops);
-        let mut size = 256;
-        Ok(rows
-            .into_iter()
-            .filter(|r| group(&r.kind) == g && r.hops == hops)
-            .take_while(|r| {
-                size += r.payload.len() + 1;
-                size <= max_bytes
-            })
-            .collect())
+    /// value: at most `cap`, and as many as fit one relay request. A row that
+    /// alone cannot fit is a dead letter: it never stalls the queue.
+    fn next_batch(&self, max_bytes: usize, cap: usize) -> Result<Vec<PendingRow>> {
+        loop {
+            let rows: Vec<PendingRow> = self
+                .sql()
+                .exec("SELECT n, kind, hops, payload FROM pending ORDER BY n LIMIT ?", vec![(cap as i64).into()])?
+                .to_array()?;
+            let Some(first) = rows.first() else { return Ok(rows) };
+            if REQUEST_OVERHEAD + item_size(first) > max_bytes {
+                self.dead_letter(&[first.n], "larger than RELAY_REQUEST_BYTES")?;
+                continue;
+            }
+            let group = |k: &str| if k == "message" { "message" } else { "keys" };
+            let (g, hops) = (group(&first.kind), first.hops);
+            let mut size = REQUEST_OVERHEAD;
+            return Ok(rows
+                .into_iter()
+                .take_while(|r| group(&r.kind) == g && r.hops == hops)
+                .take_while(|r| {
+                    size += item_size(r);
+                    size <= max_bytes
+                })
+                .collect());
+        }
     }
 
     fn delete(&self, ids: &[i64]) -> Result<()> {
@@ -235,7 +293,8 @@ async fn peer_relay_id(peer: &str) -> Option<String> {
     health["relay"].as_str().map(str::to_owned)
 }
 
-async fn send(peer: &str, path: &str, token: &str, body: &Value) -> std::result::Result<u16, String> {
+/// Posts a relay request; the status and, when it parses, the JSON answer.
+async fn send(peer: &str, path: &str, token: &str, body: &Value) -> std::result::Result<(u16, Option<Value>), String> {
     let headers = Headers::new();
     headers.set("content-type", "application/json").map_err(|e| e.to_string())?;
     headers.set("authorization", &format!("Bearer {token}")).map_err(|e| e.to_string())?;
@@ -243,8 +302,9 @@ async fn send(peer: &str, path: &str, token: &str, body: &Value) -> std::result:
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
     let req = Request::new_with_init(&format!("{peer}/v1/relay/{path}"), &init).map_err(|e| e.to_string())?;
     crate::metrics::subrequest();
-    let resp = Fetch::Request(req).send().await.map_err(|e| e.to_string())?;
-    Ok(resp.status_code())
+    let mut resp = Fetch::Request(req).send().await.map_err(|e| e.to_string())?;
+    let status = resp.status_code();
+    Ok((status, resp.json::<Value>().await.ok()))
 }
 
 impl DurableObject for Outbox {
@@ -284,7 +344,7 @@ impl DurableObject for Outbox {
     async fn alarm(&self) -> Result<Response> {
         if let Err(e) = self.deliver().await {
             worker::console_error!("outbox delivery: {e}");
-            self.state.storage().set_alarm(MAX_BACKOFF_MS as i64).await?;
+            self.state.storage().set_alarm(denet_core::mesh::MAX_BACKOFF_MS as i64).await?;
         }
         Response::ok("")
     }

@@ -1,5 +1,5 @@
 //! The scheduled retention job: deletes messages older than `RETENTION_DAYS` and
-//! bundles that stopped being active that long ago, in bounded batches.
+//! bundles that expired that long ago (revoked or not), in bounded batches.
 
 use crate::checks::now_ms;
 use crate::config::Config;

@@ -40,6 +40,21 @@ impl MessageRow {
             "id": self.id, "seq": self.seq, "received_at": self.received_at,
         })
     }
+
+    /// The length of [`MessageRow::to_json`] as text, without building it: every
+    /// field is ASCII that JSON does not escape (hex, base64url, a wallet).
+    pub fn json_len(&self) -> u64 {
+        let digits = |n: u64| n.checked_ilog10().unwrap_or(0) as u64 + 1;
+        let from = self.sender.as_ref().map_or(4, |s| s.len() as u64 + 2);
+        // {"v":1,"to":"","ts":,"from":,"key":"","body":"","sig":"","id":"","seq":,"received_at":}
+        let fixed = 87;
+        fixed
+            + (self.address.len() + self.key.len() + self.body.len() + self.sig.len() + self.id.len()) as u64
+            + digits(self.ts)
+            + digits(self.seq)
+            + digits(self.received_at)
+            + from
+    }
 }
 
 /// Where a committed envelope stands: its seq and received_at, and whether an
@@ -241,9 +256,9 @@ impl BundleRow {
         key_status(self.expires_at, self.revoked_at, now_ms)
     }
 
-    /// Whether the bundle is active at `now_ms`.
+    /// Whether the key may be used at `now_ms`: issued, not expired, not revoked.
     pub fn is_active(&self, now_ms: u64) -> bool {
-        self.status(now_ms) == KeyStatus::Active
+        self.active_at(now_ms)
     }
 }
 
@@ -333,14 +348,15 @@ pub async fn delete_messages_before(db: &D1Database, cutoff_ms: u64, batch: u64)
     Ok(results.last().and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0))
 }
 
-/// Deletes up to `batch` bundles that stopped being active (expired or revoked)
-/// before `cutoff_ms`; returns how many.
+/// Deletes up to `batch` bundles that expired before `cutoff_ms`; returns how
+/// many. A revoked bundle is kept just as long (§1.2: until its `expires_at` and
+/// then the retention period), so its `sign_key` can never be stored as new again
+/// while a PUT of it could still pass the clock check.
 pub async fn delete_bundles_before(db: &D1Database, cutoff_ms: u64, batch: u64) -> Result<usize> {
     let statement = db
         .prepare(
             "DELETE FROM bundles WHERE sign_key IN
-             (SELECT sign_key FROM bundles
-              WHERE expires_at < ?1 OR (revoked_at IS NOT NULL AND revoked_at < ?1) LIMIT ?2)",
+             (SELECT sign_key FROM bundles WHERE expires_at < ?1 LIMIT ?2)",
         )
         .bind(&[num(cutoff_ms), num(batch)])?;
     changes(statement).await
@@ -366,4 +382,29 @@ struct SeqOnly {
 #[derive(Deserialize)]
 struct LastSeq {
     last_seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_len_is_the_length_of_the_stored_envelope_json() {
+        let mut row = MessageRow {
+            address: "0c0b093c90599c11a252d25660475474b5e0ad24b1521d2a282f06a56b48d806".into(),
+            seq: 12345,
+            id: "a".repeat(64),
+            received_at: 1_764_100_000_000,
+            ts: 1_764_100_000_001,
+            sender: None,
+            key: "Q8oiD0PXtvvssF4D01KcCE87YEknK0pQLBoBFWpIcBo".into(),
+            body: "Y2lwaGVydGV4dA".into(),
+            sig: "s".repeat(86),
+        };
+        assert_eq!(row.json_len(), row.to_json().to_string().len() as u64);
+        row.sender = Some("0xb8c7f3cb8155c163749f3d1eed3ccbfde8672cce".into());
+        row.seq = 1;
+        row.ts = 0;
+        assert_eq!(row.json_len(), row.to_json().to_string().len() as u64);
+    }
 }

@@ -12,14 +12,16 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use denet_core::limiter::TokenBucket;
 use denet_core::{Envelope, Error};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use worker::{DurableObject, Env, Request, Response, Result, State, durable_object, wasm_bindgen};
 
-/// The client's IP as Cloudflare reports it.
+/// The client's IP as Cloudflare reports it, as the key it is limited under
+/// (IPv6 by its /64).
 pub fn client_ip(req: &Request) -> String {
-    req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into())
+    let ip = req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into());
+    denet_core::limiter::ip_bucket(&ip)
 }
 
 #[derive(Deserialize)]
@@ -93,35 +95,77 @@ pub async fn check_ip(env: &Env, config: &Config, ip: &str) -> ApiResult<()> {
 pub async fn check_sender(env: &Env, config: &Config, envelope: &Envelope, ip: &str) -> ApiResult<()> {
     let sender = match &envelope.from {
         Some(wallet) => format!("sender:{wallet}"),
-        None => format!("sender:key:{}", envelope.key),
+        None => {
+            // The IP's bucket first: fresh anonymous keys cost nothing to make, so
+            // a refused IP must not create a per-key bucket for each one.
+            take(env, &format!("ip:{ip}"), "anonymous", config.limits.anon_messages_per_min_per_ip).await?;
+            format!("sender:key:{}", envelope.key)
+        }
     };
-    take(env, &sender, "messages", config.limits.sender_messages_per_min).await?;
-    if envelope.from.is_none() {
-        take(env, &format!("ip:{ip}"), "anonymous", config.limits.anon_messages_per_min_per_ip).await?;
-    }
-    Ok(())
+    take(env, &sender, "messages", config.limits.sender_messages_per_min).await
 }
 
-/// `SOCKETS_PER_IP`: takes a socket place for `ip`, refused when all are taken.
-pub async fn acquire_socket(env: &Env, config: &Config, ip: &str) -> ApiResult<()> {
-    ask(env, &format!("ip:{ip}"), &format!("/sockets?op=acquire&max={}", config.limits.sockets_per_ip)).await
+fn sockets_path(op: &str, ip: &str, address: &str, max: u64) -> String {
+    let enc = crate::checks::percent_encode;
+    format!("/sockets?op={op}&max={max}&ip={}&address={}", enc(ip), enc(address))
+}
+
+/// `SOCKETS_PER_IP`: takes a socket place for `ip` at `address`, refused when all
+/// are taken (after a recount, so places lost in a crash come back).
+pub async fn acquire_socket(env: &Env, config: &Config, ip: &str, address: &str) -> ApiResult<()> {
+    ask(env, &format!("ip:{ip}"), &sockets_path("acquire", ip, address, config.limits.sockets_per_ip)).await
 }
 
 /// Gives a socket place back (the socket closed, or its upgrade was refused).
-pub async fn release_socket(env: &Env, ip: &str) {
-    if let Err(e) = ask(env, &format!("ip:{ip}"), "/sockets?op=release&max=0").await {
+pub async fn release_socket(env: &Env, ip: &str, address: &str) {
+    if let Err(e) = ask(env, &format!("ip:{ip}"), &sockets_path("release", ip, address, 0)).await {
         worker::console_error!("socket release for {ip}: {}", e.into_protocol());
     }
+}
+
+/// How many sockets of `ip` the object of `address` really holds.
+async fn open_sockets_at(env: &Env, ip: &str, address: &str) -> ApiResult<u64> {
+    let stub = env.durable_object("ROOMS")?.id_from_name(address)?.get_stub()?;
+    crate::metrics::do_request();
+    let enc = crate::checks::percent_encode;
+    let url = format!("https://room/sockets?address={}&ip={}", enc(address), enc(ip));
+    let mut resp = stub.fetch_with_str(&url).await?;
+    let answer: serde_json::Value = resp.json().await?;
+    answer["open"].as_u64().ok_or_else(|| ApiError::internal(format!("socket count of {address}: {answer}")))
 }
 
 /// The state of one limiter key: token buckets by name and an open-socket count.
 #[durable_object]
 pub struct Limiter {
     state: State,
+    env: Env,
     buckets: RefCell<HashMap<String, TokenBucket>>,
 }
 
-const SOCKETS: &str = "sockets";
+/// Where an IP's sockets are: open sockets per address, so a recount can ask the
+/// objects that hold them.
+#[derive(Serialize, Deserialize, Default)]
+struct SocketPlaces {
+    by_address: HashMap<String, u64>,
+}
+
+impl SocketPlaces {
+    fn total(&self) -> u64 {
+        self.by_address.values().sum()
+    }
+
+    fn add(&mut self, address: &str) {
+        *self.by_address.entry(address.to_owned()).or_default() += 1;
+    }
+
+    fn remove(&mut self, address: &str) {
+        if let Some(n) = self.by_address.get_mut(address) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+const SOCKETS: &str = "socket_places";
 
 impl Limiter {
     /// `(retry_after, granted)`: a refusal, or how many tokens were taken.
@@ -143,18 +187,38 @@ impl Limiter {
             }
             "/sockets" => {
                 let storage = self.state.storage();
-                let open: u64 = storage.get(SOCKETS).await?.unwrap_or(0);
-                match param("op").as_deref() {
-                    Some("acquire") if open >= number("max") => Ok((Some(1), None)),
+                let mut open: SocketPlaces = storage.get(SOCKETS).await?.unwrap_or_default();
+                let address = param("address").unwrap_or_default();
+                let answer = match param("op").as_deref() {
                     Some("acquire") => {
-                        storage.put(SOCKETS, open + 1).await?;
-                        Ok((None, None))
+                        if open.total() >= number("max") {
+                            // Places of sockets that died without a close (a crash, a
+                            // restart) would lock the IP out for good: ask the objects.
+                            let ip = param("ip").unwrap_or_default();
+                            for (at, n) in open.by_address.iter_mut() {
+                                // An object that cannot answer counts as holding none
+                                // (permissive, like a limiter that forgot its buckets).
+                                *n = open_sockets_at(&self.env, &ip, at).await.unwrap_or_else(|e| {
+                                    worker::console_error!("socket recount at {at}: {}", e.into_protocol());
+                                    0
+                                });
+                            }
+                        }
+                        if open.total() >= number("max") {
+                            (Some(1), None)
+                        } else {
+                            open.add(&address);
+                            (None, None)
+                        }
                     }
                     _ => {
-                        storage.put(SOCKETS, open.saturating_sub(1)).await?;
-                        Ok((None, None))
+                        open.remove(&address);
+                        (None, None)
                     }
-                }
+                };
+                open.by_address.retain(|_, n| *n > 0);
+                storage.put(SOCKETS, &open).await?;
+                Ok(answer)
             }
             other => Err(ApiError::internal(format!("unknown limiter operation {other}"))),
         }
@@ -162,8 +226,8 @@ impl Limiter {
 }
 
 impl DurableObject for Limiter {
-    fn new(state: State, _env: Env) -> Self {
-        Limiter { state, buckets: RefCell::new(HashMap::new()) }
+    fn new(state: State, env: Env) -> Self {
+        Limiter { state, env, buckets: RefCell::new(HashMap::new()) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {

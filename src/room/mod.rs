@@ -17,15 +17,15 @@ mod sockets;
 mod stub;
 
 use denet_core::dedup::{RecentIds, Seen};
-use denet_core::{Address, Envelope, Error, PageQuery, Wallet, check_skew};
+use denet_core::{Address, Envelope, Error, PageQuery, Revocation, Wallet, check_skew};
 use futures::channel::oneshot;
 use futures::lock::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sockets::{error_frame, sid_of};
+use sockets::error_frame;
 use std::cell::RefCell;
 use std::time::Duration;
-pub use stub::{call, open_socket};
+pub use stub::{call, open_socket, revoke};
 use worker::{
     D1Database, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
     durable_object, wasm_bindgen, worker_sys::WebSocketRequestResponsePair,
@@ -36,13 +36,28 @@ const RECENT_IDS: usize = 20_000;
 const RECENT_FP_RATE: f64 = 0.01;
 
 /// What each hibernating socket carries, so the object can serve it after waking.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Clone)]
 struct SocketInfo {
     sid: u64,
     address: String,
-    /// The client's IP, whose socket place is given back on close.
+    /// The client's IP, whose socket place is given back on close (then emptied).
     #[serde(default)]
     ip: String,
+    /// The IP's limiter key, against which every client frame counts (§4.2).
+    #[serde(default)]
+    limit_ip: String,
+    /// An inbox socket's key (§3.1): its revocation or expiry closes the socket.
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    /// False while the socket's replay is still being sent: live frames wait.
+    #[serde(default = "yes")]
+    live: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A post waiting for the next group commit.
@@ -86,6 +101,12 @@ pub struct Room {
     /// Held by whoever writes to D1 or replays a socket, so commits, broadcasts and
     /// replays happen one at a time and in seq order.
     write_lock: Mutex<()>,
+}
+
+/// Drops the wake-ups of long-polls that stopped waiting (timed out or answered),
+/// so a quiet address does not collect them.
+fn forget_gone_waiters(waiters: &mut Vec<oneshot::Sender<()>>) {
+    waiters.retain(|w| !w.is_canceled());
 }
 
 /// The answer to a post: the envelope's id and where it stands.
@@ -149,29 +170,34 @@ impl Room {
     }
 
     /// Writes one batch in one D1 transaction, then answers, broadcasts and wakes.
+    /// The batch is queued for the peers first: if that fails nothing is
+    /// committed or acknowledged, so an acknowledged message is never left
+    /// unforwarded (§7). Items found duplicate at commit were queued too; the peer
+    /// answers `duplicate`, which costs nothing.
     async fn flush(&self, address: &Address, batch: Vec<Pending>) {
+        let fail = |batch: Vec<Pending>, cause: String| {
+            batch.into_iter().for_each(|p| drop(p.reply.send(Err(cause.clone()))));
+        };
+        if let Err(e) = self.forward(&batch).await {
+            return fail(batch, format!("queueing for the peers failed: {}", e.into_protocol()));
+        }
         let items: Vec<(String, &Envelope)> = batch.iter().map(|p| (p.id.clone(), &p.envelope)).collect();
+        let now = now_ms();
         let result = match self.db() {
-            Ok(db) => store::commit_batch(&db, address, &items, now_ms()).await,
+            Ok(db) => store::commit_batch(&db, address, &items, now).await,
             Err(e) => Err(e),
         };
         let commits = match result {
             Ok(commits) => commits,
-            Err(e) => {
-                let cause = format!("commit to {address} failed: {e}");
-                batch.into_iter().for_each(|p| drop(p.reply.send(Err(cause.clone()))));
-                return;
-            }
+            Err(e) => return fail(batch, format!("commit to {address} failed: {e}")),
         };
         let mut any_new = false;
-        let mut forwards: Vec<(Forward, Value)> = Vec::new();
         for (p, c) in batch.into_iter().zip(commits) {
             if !c.duplicate {
                 any_new = true;
-                forwards.push((p.forward.clone(), p.envelope.to_json()));
                 self.with_recent(address, |r| r.insert(&p.id));
                 let stored = p.envelope.to_stored_json(&p.id, c.seq, c.received_at);
-                self.broadcast(&json!({"type": "message", "message": stored}).to_string(), p.origin);
+                self.broadcast(&json!({"type": "message", "message": stored}).to_string(), p.origin, now).await;
             }
             let _ = p.reply.send(Ok(c));
         }
@@ -181,22 +207,26 @@ impl Room {
                 let _ = w.send(());
             }
         }
-        // After the answers: forwarding never delays an acknowledgement.
-        self.forward(forwards).await;
     }
 
-    /// Queues newly committed envelopes for the peers, one outbox call per group.
-    async fn forward(&self, mut items: Vec<(Forward, Value)>) {
-        let Ok(config) = Config::get(&self.env) else { return };
+    /// Queues a batch for the peers durably, one outbox call per forward group.
+    async fn forward(&self, batch: &[Pending]) -> ApiResult<()> {
+        let config = Config::get(&self.env)?;
         if config.peers.is_empty() {
-            return;
+            return Ok(());
         }
-        while let Some((group, _)) = items.first().cloned() {
-            let (same, rest): (Vec<_>, Vec<_>) = items.into_iter().partition(|(f, _)| *f == group);
-            items = rest;
-            let envelopes = same.into_iter().map(|(_, v)| v).collect();
-            mesh::enqueue(&self.env, &config, mesh::Kind::Message, group.hops, group.from.as_deref(), envelopes).await;
+        let mut groups: Vec<(Forward, Vec<Value>)> = Vec::new();
+        for p in batch {
+            match groups.iter_mut().find(|(f, _)| *f == p.forward) {
+                Some((_, items)) => items.push(p.envelope.to_json()),
+                None => groups.push((p.forward.clone(), vec![p.envelope.to_json()])),
+            }
         }
+        for (group, envelopes) in groups {
+            mesh::enqueue(&self.env, &config, mesh::Kind::Message, group.hops, group.from.as_deref(), envelopes)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A relayed envelope (§7): known ones stop here; a new one is checked as a
@@ -213,17 +243,22 @@ impl Room {
         }
         check_skew(envelope.ts, now_ms(), config.limits.retention_ms(), "ts")?;
         envelope.verify()?;
-        if let Some(wallet) = &envelope.from {
-            self.require_key_at(&config, wallet, &envelope).await?;
+        if let Some(wallet) = &envelope.from
+            && !self.key_known(&config, wallet, &envelope).await?
+        {
+            // Not judged: the key may yet arrive (with a later batch, or a peer). §7: retry.
+            return Ok(json!({"id": id, "status": "retry", "code": "forbidden",
+                             "message": format!("the key of this envelope is not known here as a key of {wallet}")}));
         }
         // Checked for a stored copy above: go straight to the commit.
         let (_, c) = self.commit(address, id.clone(), envelope, None, Forward { hops: hops + 1, from }).await?;
         Ok(json!({"id": id, "status": if c.duplicate { "duplicate" } else { "stored" }}))
     }
 
-    /// `403 forbidden` unless the envelope's key was an active key of `wallet` at its
-    /// `ts`; a key this relay does not know is fetched from the peers and verified.
-    async fn require_key_at(&self, config: &Config, wallet: &Wallet, envelope: &Envelope) -> ApiResult<()> {
+    /// Whether this relay knows the envelope's key (fetching it from the peers if
+    /// not); `403 forbidden` (final) if it knows it and it was not an active key of
+    /// `wallet` at the envelope's `ts`.
+    async fn key_known(&self, config: &Config, wallet: &Wallet, envelope: &Envelope) -> ApiResult<bool> {
         let db = self.db()?;
         let key = envelope.key.to_b64();
         let mut row = store::bundle_by_key(&db, &key).await?;
@@ -231,8 +266,9 @@ impl Room {
             row = store::bundle_by_key(&db, &key).await?;
         }
         match row {
-            Some(r) if r.wallet == wallet.as_str() && r.active_at(envelope.ts) => Ok(()),
-            _ => Err(Error::forbidden(format!("the key was not an active key of {wallet} at ts")).into()),
+            None => Ok(false),
+            Some(r) if r.wallet == wallet.as_str() && r.active_at(envelope.ts) => Ok(true),
+            Some(_) => Err(Error::forbidden(format!("the key was not an active key of {wallet} at ts")).into()),
         }
     }
 
@@ -247,11 +283,17 @@ impl Room {
         f(recent)
     }
 
-    /// Sends `frame` to every socket of the address but `except`. A socket that
-    /// fails is closed; the others still get the frame.
-    fn broadcast(&self, frame: &str, except: Option<u64>) {
+    /// Sends `frame` to every live socket of the address but `except`. A socket
+    /// whose key has expired is closed first (§3.1); one that fails is closed; the
+    /// others still get the frame.
+    async fn broadcast(&self, frame: &str, except: Option<u64>, now: u64) {
         for ws in self.state.get_websockets() {
-            if except.is_some() && sid_of(&ws) == except {
+            let Some(info) = ws.deserialize_attachment::<SocketInfo>().ok().flatten() else { continue };
+            if !info.live || except == Some(info.sid) {
+                continue;
+            }
+            if info.expires_at.is_some_and(|at| at <= now) {
+                self.close_forbidden(&ws, "the key that opened this socket has expired").await;
                 continue;
             }
             if ws.send_with_str(frame).is_err() {
@@ -260,18 +302,65 @@ impl Room {
         }
     }
 
+    /// Tells a key-bound socket why it ends (§3.1) and closes it with 1008.
+    async fn close_forbidden(&self, ws: &WebSocket, why: &str) {
+        let _ = ws.send_with_str(error_frame(None, Error::forbidden(why)).to_string());
+        let _ = ws.close(Some(1008), Some("key no longer active"));
+        self.socket_gone(ws).await;
+    }
+
+    /// Records a verified revocation and closes the sockets its key opened, under
+    /// the write lock: nothing committed after it reaches them.
+    async fn revoke(&self, revocation: &Revocation) -> ApiResult<()> {
+        let _turn = self.write_lock.lock().await;
+        let key = revocation.sign_key.to_b64();
+        store::revoke_bundle(&self.db()?, &key, revocation.revoked_at, &revocation.wallet_sig).await?;
+        crate::keys::forget(&key);
+        for ws in self.state.get_websockets() {
+            let info = ws.deserialize_attachment::<SocketInfo>().ok().flatten();
+            if info.and_then(|i| i.key).as_deref() == Some(key.as_str()) {
+                self.close_forbidden(&ws, "the key that opened this socket was revoked").await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the sockets whose key has expired and sets the alarm for the next expiry.
+    async fn expire_sockets(&self, now: u64) -> Result<()> {
+        let mut next: Option<u64> = None;
+        for ws in self.state.get_websockets() {
+            let Some(at) = ws.deserialize_attachment::<SocketInfo>().ok().flatten().and_then(|i| i.expires_at) else {
+                continue;
+            };
+            if at <= now {
+                self.close_forbidden(&ws, "the key that opened this socket has expired").await;
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        if let Some(at) = next {
+            self.state.storage().set_alarm(at.saturating_sub(now) as i64).await?;
+        }
+        Ok(())
+    }
+
     /// A long-poll: register first, read, and if empty wait for a commit or `wait`.
     async fn pull(&self, address: &Address, query: PageQuery) -> ApiResult<Response> {
         let db = self.db()?;
+        let max_bytes = Config::get(&self.env)?.limits.max_page_bytes;
         let (wake, woken) = oneshot::channel();
         self.inner.borrow_mut().waiters.push(wake);
-        let page = page::read(&db, address, &query).await?;
-        if !page.messages.is_empty() || query.wait_secs == 0 {
-            return json(200, &page.to_json());
+        let page = page::read(&db, address, &query, max_bytes).await;
+        if !matches!(&page, Ok(p) if p.messages.is_empty() && query.wait_secs > 0) {
+            drop(woken);
+            forget_gone_waiters(&mut self.inner.borrow_mut().waiters);
+            return json(200, &page?.to_json());
         }
         let timeout = Delay::from(Duration::from_secs(query.wait_secs));
-        futures::future::select(woken, timeout).await;
-        json(200, &page::read(&db, address, &query).await?.to_json())
+        // Whichever comes first, the other future (and with it our receiver) is dropped here.
+        drop(futures::future::select(woken, timeout).await);
+        forget_gone_waiters(&mut self.inner.borrow_mut().waiters);
+        json(200, &page::read(&db, address, &query, max_bytes).await?.to_json())
     }
 
     async fn route(&self, mut req: Request) -> ApiResult<Response> {
@@ -297,9 +386,20 @@ impl Room {
             }
             "/pull" => self.pull(&address, PageQuery::parse(&rest)?).await,
             "/ws" => {
-                let ip = url.query_pairs().find(|(k, _)| k == "ip").map(|(_, v)| v.into_owned());
+                let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
                 let after = denet_core::query::parse_socket_query(&rest)?;
-                self.open_socket(&address, after, ip.unwrap_or_default()).await
+                let opener = sockets::Opener { ip: param("ip").unwrap_or_default(), key: param("key") };
+                self.open_socket(&address, after, opener).await
+            }
+            "/revoke" => {
+                let value = checks::parse_json(&req.bytes().await?)?;
+                let revocation = Revocation::parse_relayed(&value)?;
+                self.revoke(&revocation).await?;
+                json(200, &json!({}))
+            }
+            "/sockets" => {
+                let ip = url.query_pairs().find(|(k, _)| k == "ip").map(|(_, v)| v.into_owned()).unwrap_or_default();
+                json(200, &json!({"open": self.sockets_of(&ip)}))
             }
             other => Err(ApiError::internal(format!("unknown room operation {other}"))),
         }
@@ -324,7 +424,16 @@ impl DurableObject for Room {
             let _ = ws.close(Some(1011), Some("socket state lost"));
             return Ok(());
         };
-        let limit = Config::get(&self.env).map(|c| c.limits.max_request_bytes).unwrap_or(u64::MAX);
+        let Ok(config) = Config::get(&self.env) else {
+            let _ = ws.send_with_str(error_frame(None, Error::internal()).to_string());
+            return Ok(());
+        };
+        // Every client frame counts against the per-IP limit, before anything else (§4.2).
+        if let Err(e) = crate::throttle::check_ip(&self.env, &config, &info.limit_ip).await {
+            let _ = ws.send_with_str(error_frame(None, e.into_protocol()).to_string());
+            return Ok(());
+        }
+        let limit = config.limits.max_request_bytes;
         let reply = match message {
             WebSocketIncomingMessage::Binary(_) => {
                 Some(error_frame(None, Error::malformed("binary frames are not accepted")))
@@ -346,9 +455,35 @@ impl DurableObject for Room {
         Ok(())
     }
 
+    async fn alarm(&self) -> Result<Response> {
+        self.expire_sockets(now_ms()).await?;
+        Response::ok("")
+    }
+
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         let _ = ws.close(Some(1011), Some("socket error"));
         self.socket_gone(&ws).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timed_out_long_polls_leave_no_waiter_behind() {
+        let mut waiters = Vec::new();
+        let mut kept = Vec::new();
+        for i in 0..10 {
+            let (wake, woken) = oneshot::channel::<()>();
+            waiters.push(wake);
+            if i % 2 == 0 { drop(woken) } else { kept.push(woken) }
+        }
+        forget_gone_waiters(&mut waiters);
+        assert_eq!(waiters.len(), 5, "only the polls still waiting stay");
+        drop(kept);
+        forget_gone_waiters(&mut waiters);
+        assert!(waiters.is_empty());
     }
 }

@@ -5,41 +5,107 @@ use super::{Forward, Room, SocketInfo, ack_json};
 use crate::checks::{self, now_ms};
 use crate::config::Config;
 use crate::error::ApiResult;
+use crate::page;
 use crate::store;
 use crate::throttle;
-use denet_core::{Address, Error};
+use denet_core::query::PageBounds;
+use denet_core::{Address, Envelope, Error};
 use serde_json::{Value, json};
 use worker::{Response, WebSocket, WebSocketPair};
 
-/// Replayed messages are read from D1 in pages of this size.
+/// Replayed messages are sent in pages of at most this many (and `MAX_PAGE_BYTES`).
 const REPLAY_PAGE: u64 = 500;
+
+/// Who opens a socket: the client's IP and, for an inbox, the key that signed the upgrade.
+pub(super) struct Opener {
+    pub ip: String,
+    pub key: Option<String>,
+}
 
 impl Room {
     /// Opens a hibernatable socket: replay after `after`, `ready`, then live.
-    pub(super) async fn open_socket(&self, address: &Address, after: Option<u64>, ip: String) -> ApiResult<Response> {
+    ///
+    /// The replay is read page by page without the write lock, so commits go on
+    /// meanwhile; only the last page (what was committed during the replay) is
+    /// read under it, and the socket turns live in the same turn: nothing falls
+    /// between the replay and the live stream, and nothing comes twice.
+    pub(super) async fn open_socket(
+        &self,
+        address: &Address,
+        after: Option<u64>,
+        opener: Opener,
+    ) -> ApiResult<Response> {
         let db = self.db()?;
+        let config = Config::get(&self.env)?;
+        let bounds = PageBounds { limit: REPLAY_PAGE, max_bytes: config.limits.max_page_bytes };
         let pair = WebSocketPair::new()?;
         let sid = self.new_sid();
-        // While the lock is held no commit happens, so nothing falls between the
-        // replay and the live stream, and nothing comes twice.
-        let _turn = self.write_lock.lock().await;
-        self.state.accept_web_socket(&pair.server);
-        pair.server.serialize_attachment(SocketInfo { sid, address: address.as_str().to_owned(), ip })?;
-        let next = match after {
-            None => store::last_seq(&db, address).await?,
-            Some(mut cursor) => loop {
-                let rows = store::messages_after(&db, address, cursor, REPLAY_PAGE).await?;
-                for row in &rows {
-                    pair.server.send_with_str(json!({"type": "message", "message": row.to_json()}).to_string())?;
-                    cursor = row.seq;
-                }
-                if (rows.len() as u64) < REPLAY_PAGE {
-                    break cursor;
-                }
-            },
+        let limit_ip = opener.ip.clone();
+        let mut info = SocketInfo {
+            sid,
+            address: address.as_str().to_owned(),
+            ip: opener.ip,
+            limit_ip,
+            key: opener.key,
+            expires_at: None,
+            live: false,
         };
-        pair.server.send_with_str(json!({"type": "ready", "next": next}).to_string())?;
+        {
+            // A revocation takes the same lock and writes D1 first: either this check
+            // sees it, or the revocation sees (and closes) this socket.
+            let _turn = self.write_lock.lock().await;
+            if let Some(key) = &info.key {
+                let now = now_ms();
+                match store::bundle_by_key(&db, key).await? {
+                    Some(row) if row.wallet == address.as_str() && row.is_active(now) => {
+                        info.expires_at = Some(row.expires_at);
+                    }
+                    _ => return Err(Error::forbidden("this key is expired or revoked").into()),
+                }
+            }
+            self.state.accept_web_socket(&pair.server);
+            pair.server.serialize_attachment(&info)?;
+        }
+        if let Some(at) = info.expires_at {
+            self.alarm_by(at).await?;
+        }
+        let mut cursor = match after {
+            Some(after) => after,
+            None => store::last_seq(&db, address).await?,
+        };
+        let replaying = after.is_some();
+        loop {
+            if replaying {
+                loop {
+                    let page = page::read_after(&db, address, cursor, bounds).await?;
+                    cursor = send_page(&pair.server, &page)?;
+                    if !page.more {
+                        break;
+                    }
+                }
+            }
+            let _turn = self.write_lock.lock().await;
+            let page = page::read_after(&db, address, cursor, bounds).await?;
+            cursor = send_page(&pair.server, &page)?;
+            if page.more {
+                continue;
+            }
+            pair.server.send_with_str(json!({"type": "ready", "next": cursor}).to_string())?;
+            info.live = true;
+            pair.server.serialize_attachment(&info)?;
+            break;
+        }
         Ok(Response::from_websocket(pair.client)?)
+    }
+
+    /// Sets the object's alarm to fire by `at_ms` (the next key expiry).
+    async fn alarm_by(&self, at_ms: u64) -> worker::Result<()> {
+        let storage = self.state.storage();
+        let current = storage.get_alarm().await?.map(|t| t as u64);
+        if current.is_none_or(|c| c > at_ms) {
+            storage.set_alarm(at_ms.saturating_sub(now_ms()) as i64).await?;
+        }
+        Ok(())
     }
 
     fn new_sid(&self) -> u64 {
@@ -47,6 +113,16 @@ impl Room {
         inner.next_sid = inner.next_sid.wrapping_add(1);
         // Unique across wake-ups: the clock moves on while a counter restarts.
         now_ms() * 4096 + inner.next_sid % 4096
+    }
+
+    /// How many open sockets of this address came from `ip` (for the limiter's recount).
+    pub(super) fn sockets_of(&self, ip: &str) -> usize {
+        self.state
+            .get_websockets()
+            .iter()
+            .filter_map(|ws| ws.deserialize_attachment::<SocketInfo>().ok().flatten())
+            .filter(|info| !ip.is_empty() && info.ip == ip)
+            .count()
     }
 
     /// One client frame; returns the frame to answer with, if any.
@@ -63,6 +139,8 @@ impl Room {
         }
     }
 
+    /// A parsed client frame, checked in §4.2 order (the per-IP limit and the
+    /// frame size were checked before): shape, `to`, then the rules of a post.
     async fn on_request(&self, info: &SocketInfo, frame: &Value) -> ApiResult<Option<Value>> {
         let f = denet_core::fields::Fields::new(frame, "frame")?;
         match f.str("type")? {
@@ -79,12 +157,12 @@ impl Room {
                 f.deny_unknown(&["type", "ref", "envelope"])?;
                 let address = Address::parse_strict(&info.address)?;
                 let config = Config::get(&self.env)?;
-                let envelope = checks::check_envelope(&self.db()?, &config, value, now_ms()).await?;
+                let envelope = Envelope::parse(value, config.limits.max_body_bytes as usize)?;
                 if envelope.to != address {
                     return Err(Error::malformed("the envelope's `to` is not this socket's address").into());
                 }
-                throttle::check_ip(&self.env, &config, &info.ip).await?;
-                throttle::check_sender(&self.env, &config, &envelope, &info.ip).await?;
+                checks::check_parsed_envelope(&self.db()?, &config, &envelope, now_ms()).await?;
+                throttle::check_sender(&self.env, &config, &envelope, &info.limit_ip).await?;
                 let (id, c) = self.submit(&address, envelope, Some(info.sid), Forward::first()).await?;
                 let mut ack = ack_json(&id, &c);
                 ack["type"] = "ack".into();
@@ -102,13 +180,17 @@ impl Room {
         {
             let ip = std::mem::take(&mut info.ip);
             let _ = ws.serialize_attachment(&info);
-            throttle::release_socket(&self.env, &ip).await;
+            throttle::release_socket(&self.env, &ip, &info.address).await;
         }
     }
 }
 
-pub(super) fn sid_of(ws: &WebSocket) -> Option<u64> {
-    ws.deserialize_attachment::<SocketInfo>().ok().flatten().map(|i| i.sid)
+/// Sends a page of replayed messages; returns the cursor after it.
+fn send_page(ws: &WebSocket, page: &page::Page) -> worker::Result<u64> {
+    for row in &page.messages {
+        ws.send_with_str(json!({"type": "message", "message": row.to_json()}).to_string())?;
+    }
+    Ok(page.next)
 }
 
 pub(super) fn error_frame(reference: Option<&str>, e: Error) -> Value {

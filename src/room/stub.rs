@@ -2,19 +2,35 @@
 
 use crate::checks;
 use crate::error::ApiResult;
-use denet_core::Address;
+use denet_core::{Address, Revocation, SignKey};
 use worker::{Env, Request, Response};
 
-/// Hands a checked WebSocket upgrade to the object of `address`.
+/// Hands a checked WebSocket upgrade to the object of `address`; an inbox socket
+/// names the key that signed it, which the object binds it to (§3.1).
 pub async fn open_socket(
     env: &Env,
     address: &Address,
     query: &str,
     ip: &str,
+    key: Option<&SignKey>,
     upgrade: &Request,
 ) -> ApiResult<Response> {
-    let extra = format!("&ip={}", checks::percent_encode(ip));
+    let mut extra = format!("&ip={}", checks::percent_encode(ip));
+    if let Some(key) = key {
+        extra.push_str(&format!("&key={}", checks::percent_encode(&key.to_b64())));
+    }
     call_with(env, address, "ws", query, &extra, None, Some(upgrade)).await
+}
+
+/// Records a verified revocation in the object of its wallet's inbox, which
+/// closes the sockets the key opened before anything else is committed there.
+pub async fn revoke(env: &Env, revocation: &Revocation) -> ApiResult<()> {
+    let address = Address::Inbox(revocation.wallet.clone());
+    let resp = call(env, &address, "revoke", "", Some(revocation.to_json().to_string()), None).await?;
+    if resp.status_code() != 200 {
+        return Err(crate::error::ApiError::internal(format!("revocation in {address}: {}", resp.status_code())));
+    }
+    Ok(())
 }
 
 /// How the Worker reaches the object of `address`.

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::error::{ApiResult, refuse};
 use crate::keys;
 use crate::mesh::{self, Kind};
+use crate::room;
 use crate::routes::json;
 use crate::store::{self, BundleRow};
 use denet_core::bundle::MAX_ACTIVE_BUNDLES;
@@ -30,7 +31,7 @@ pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Conf
         Some(existing) => existing,
         None if store::insert_bundle(&db, &row, MAX_ACTIVE_BUNDLES, now).await? => {
             keys::forget(&row.sign_key);
-            mesh::enqueue(env, config, Kind::Bundle, 1, None, vec![bundle.to_json()]).await;
+            mesh::enqueue(env, config, Kind::Bundle, 1, None, vec![bundle.to_json()]).await?;
             return json(201, &row.bundle_json());
         }
         // Lost a race for the same key, or the wallet is at its cap.
@@ -97,11 +98,13 @@ pub async fn revoke_key(mut req: Request, wallet: &str, env: &Env, config: &Conf
     let Some(row) = store::bundle_by_key(&db, &sign_key).await?.filter(|r| r.wallet == wallet.as_str()) else {
         return Err(Error::not_found(format!("{sign_key} is not a key of {wallet}")).into());
     };
+    // Recorded by the inbox's object, which closes the sockets the key opened in
+    // the same turn. Done even for a key already revoked (keeping the first
+    // revocation), so a retry after a failure still closes them.
+    room::revoke(env, &revocation).await?;
     if row.revoked_at.is_none() {
-        store::revoke_bundle(&db, &sign_key, revocation.revoked_at, &revocation.wallet_sig).await?;
-        mesh::enqueue(env, config, Kind::Revocation, 1, None, vec![revocation.to_json()]).await;
+        mesh::enqueue(env, config, Kind::Revocation, 1, None, vec![revocation.to_json()]).await?;
     }
-    keys::forget(&sign_key);
     let first = store::bundle_by_key(&db, &sign_key).await?.unwrap_or(row);
     json(200, &with_status(&first, now_ms()))
 }

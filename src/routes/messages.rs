@@ -19,26 +19,26 @@ pub async fn post_message(mut req: Request, env: &Env, config: &Config, ip: &str
 }
 
 /// `GET /v1/rooms/{room}/messages`: a page, open to anyone who knows the room id.
-pub async fn pull_room(req: Request, room: &str, env: &Env) -> ApiResult<Response> {
+pub async fn pull_room(req: Request, room: &str, env: &Env, config: &Config) -> ApiResult<Response> {
     let address = Address::Room(RoomId::parse(room)?);
     let query = req.url()?.query().unwrap_or("").to_owned();
-    pull(&address, &query, env).await
+    pull(&address, &query, env, config).await
 }
 
 /// `GET /v1/inbox/{wallet}/messages` (signed): a page, for the wallet only.
 pub async fn pull_inbox(req: Request, wallet: &str, env: &Env, config: &Config) -> ApiResult<Response> {
     let wallet = Wallet::parse_lenient(wallet)?;
-    let query = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
-    pull(&Address::Inbox(wallet), &query, env).await
+    let (query, _) = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
+    pull(&Address::Inbox(wallet), &query, env, config).await
 }
 
 /// Reads a page directly from D1; a long-poll goes to the address's object, which
 /// is told of every commit.
-async fn pull(address: &Address, query: &str, env: &Env) -> ApiResult<Response> {
+async fn pull(address: &Address, query: &str, env: &Env, config: &Config) -> ApiResult<Response> {
     let page_query = PageQuery::parse(query)?;
     if page_query.wait_secs > 0 {
         return room::call(env, address, "pull", query, None, None).await;
     }
-    let page = page::read(&env.d1("DB")?, address, &page_query).await?;
+    let page = page::read(&env.d1("DB")?, address, &page_query, config.limits.max_page_bytes).await?;
     json(200, &page.to_json())
 }

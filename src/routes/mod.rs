@@ -30,6 +30,7 @@ enum Route<'p> {
     RelayStatus,
     Metrics,
     Panic,
+    Faults,
 }
 
 /// Matches a path to a route and the methods it allows.
@@ -51,6 +52,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
         ["v1", "relay", "status"] => (Route::RelayStatus, get),
         ["v1", "__metrics"] => (Route::Metrics, get),
         ["v1", "__panic"] => (Route::Panic, get),
+        ["v1", "__faults"] => (Route::Faults, &[Method::Post]),
         _ => return None,
     })
 }
@@ -75,7 +77,7 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
         Route::Health => health::health(&config),
         Route::OpenApi => health::openapi(),
         Route::PostMessage => messages::post_message(req, &env, &config, &ip).await,
-        Route::RoomMessages(room) => messages::pull_room(req, room, &env).await,
+        Route::RoomMessages(room) => messages::pull_room(req, room, &env, &config).await,
         Route::RoomSocket(room) => sockets::room_socket(req, room, &env, &config, &ip).await,
         Route::InboxMessages(wallet) => messages::pull_inbox(req, wallet, &env, &config).await,
         Route::InboxSocket(wallet) => sockets::inbox_socket(req, wallet, &env, &config, &ip).await,
@@ -87,7 +89,8 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
         Route::RelayStatus => relay::relay_status(req, &env, &config).await,
         Route::Metrics if config.test_routes => json(200, &crate::metrics::snapshot()),
         Route::Panic if config.test_routes => panic!("deliberate panic on the test route"),
-        Route::Metrics | Route::Panic => refuse(ErrorCode::NotFound, format!("no route for {path}")),
+        Route::Faults if config.test_routes => relay::faults(req, &config).await,
+        Route::Metrics | Route::Panic | Route::Faults => refuse(ErrorCode::NotFound, format!("no route for {path}")),
     }
 }
 

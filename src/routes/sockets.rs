@@ -20,35 +20,37 @@ fn require_upgrade(req: &Request) -> ApiResult<()> {
 /// `GET /v1/rooms/{room}/ws`
 pub async fn room_socket(req: Request, room: &str, env: &Env, config: &Config, ip: &str) -> ApiResult<Response> {
     require_upgrade(&req)?;
-    throttle::acquire_socket(env, config, ip).await?;
+    let place = room.to_ascii_lowercase();
+    throttle::acquire_socket(env, config, ip, &place).await?;
     let opened = async {
         let address = Address::Room(RoomId::parse(room)?);
         let query = req.url()?.query().unwrap_or("").to_owned();
         parse_socket_query(&query)?;
-        room::open_socket(env, &address, &query, ip, &req).await
+        room::open_socket(env, &address, &query, ip, None, &req).await
     }
     .await;
-    keep_place_if_upgraded(env, ip, opened).await
+    keep_place_if_upgraded(env, ip, &place, opened).await
 }
 
 /// `GET /v1/inbox/{wallet}/ws` (signed, usually by query parameters)
 pub async fn inbox_socket(req: Request, wallet: &str, env: &Env, config: &Config, ip: &str) -> ApiResult<Response> {
     require_upgrade(&req)?;
-    throttle::acquire_socket(env, config, ip).await?;
+    let place = wallet.to_ascii_lowercase();
+    throttle::acquire_socket(env, config, ip, &place).await?;
     let opened = async {
         let wallet = Wallet::parse_lenient(wallet)?;
-        let query = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
+        let (query, key) = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
         parse_socket_query(&query)?;
-        room::open_socket(env, &Address::Inbox(wallet), &query, ip, &req).await
+        room::open_socket(env, &Address::Inbox(wallet), &query, ip, Some(&key), &req).await
     }
     .await;
-    keep_place_if_upgraded(env, ip, opened).await
+    keep_place_if_upgraded(env, ip, &place, opened).await
 }
 
 /// A socket place is held only by an open socket: give it back on any refusal.
-async fn keep_place_if_upgraded(env: &Env, ip: &str, opened: ApiResult<Response>) -> ApiResult<Response> {
+async fn keep_place_if_upgraded(env: &Env, ip: &str, place: &str, opened: ApiResult<Response>) -> ApiResult<Response> {
     if !matches!(&opened, Ok(resp) if resp.status_code() == 101) {
-        throttle::release_socket(env, ip).await;
+        throttle::release_socket(env, ip, place).await;
     }
     opened
 }

@@ -272,6 +272,21 @@ impl Relay {
         self.send_json(reqwest::Method::PUT, &format!("/v1/keys/{}", user.wallet), bundle).await
     }
 
+    /// [`Relay::get`] for tests without an async runtime.
+    pub fn get_blocking(&self, path: &str) -> Answer {
+        tokio::runtime::Runtime::new().expect("a runtime").block_on(self.get(path))
+    }
+
+    /// [`Relay::post`] for tests without an async runtime; the status.
+    pub fn post_blocking(&self, envelope: &serde_json::Value) -> u16 {
+        tokio::runtime::Runtime::new().expect("a runtime").block_on(self.post(envelope)).0
+    }
+
+    /// [`Relay::pull_all`] for tests without an async runtime.
+    pub fn pull_all_blocking(&self, path: &str) -> Vec<serde_json::Value> {
+        tokio::runtime::Runtime::new().expect("a runtime").block_on(self.pull_all(path, 500))
+    }
+
     /// Every message of a room, paging with `limit`.
     pub async fn pull_all(&self, path: &str, limit: u64) -> Vec<serde_json::Value> {
         let (mut after, mut all) = (0, Vec::new());

@@ -75,6 +75,19 @@ impl Socket {
         }
     }
 
+    /// Waits for the relay to close the socket; returns the close code. Any text
+    /// frame before the close is a failure.
+    pub async fn close_code(&mut self, wait: Duration) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(wait, self.inner.next()).await.ok()?? {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(other) => panic!("a frame after the socket should have closed: {other:?}"),
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Frames up to and including `ready`; returns the messages and `ready.next`.
     pub async fn until_ready(&mut self) -> (Vec<Value>, u64) {
         let mut messages = Vec::new();

@@ -138,13 +138,27 @@ fn a_password_room_is_readable_only_with_the_password() {
     assert!(invites[0].get("key").is_none(), "the room key is not printed");
     bob.ok(&["room", "join", &room, "--password", "hunter2"]);
     assert!(carol.fails(&["room", "join", &room]).contains("password"));
-    carol.ok(&["room", "join", &room, "--password", "wrong"]);
-
     alice.ok(&["room", "send", &room, "meet at noon"]);
     assert_eq!(User::texts(&bob.ok(&["room", "read", &room])), ["meet at noon"]);
-    let carols = carol.ok(&["room", "read", &room]);
-    assert!(User::texts(&carols).is_empty(), "carol reads nothing without the password: {carols:?}");
-    assert!(carols.iter().any(|i| { i["error"].as_str().is_some_and(|e| e.contains("does not decrypt")) }));
+    assert!(carol.fails(&["room", "read", &room]).contains("unknown room"), "carol joined nothing");
+}
+
+#[test]
+fn a_wrong_room_password_is_refused_and_the_invite_kept() {
+    let (alice, carol) = (User::new(), User::new());
+    let room = alice.ok(&["room", "create", "--password", "hunter2"])[0]["room"].as_str().unwrap().to_owned();
+    alice.ok(&["room", "invite", &room, &carol.wallet]);
+    let refused = carol.fails(&["room", "join", &room, "--password", "wrong"]);
+    let line: Value = serde_json::from_str(refused.lines().next().unwrap()).unwrap();
+    assert_eq!(line["code"], "wrong_password", "{refused}");
+    let posted = Relay::shared().pull_all_blocking(&format!("/v1/rooms/{room}/messages"));
+    assert!(posted.is_empty(), "a refused join posts nothing: {posted:?}");
+    // The invite is kept: the right password (from a file this time) joins.
+    let file = carol.home.path().join("password.txt");
+    std::fs::write(&file, "hunter2\n").unwrap();
+    carol.ok(&["room", "join", &room, "--password-file", file.to_str().unwrap()]);
+    alice.ok(&["room", "send", &room, "welcome carol"]);
+    assert_eq!(User::texts(&carol.ok(&["room", "read", &room])), ["welcome carol"]);
 }
 
 #[test]
@@ -167,7 +181,9 @@ fn after_a_leave_the_key_rotates_and_the_leaver_cannot_read() {
     assert!(alices.iter().all(|i| i.get("rekey").is_none()), "{alices:?}");
 
     let sent = alice.ok(&["room", "send", &room, "carol is gone"]);
-    assert_eq!(sent[0]["epoch"], 1);
+    assert_eq!(sent[0]["epoch"], 1, "one leave, one rekey: alice is at epoch 1, not 2");
+    let bobs_epoch = bob.ok(&["room", "list"])[0]["epoch"].clone();
+    assert_eq!(bobs_epoch, 1);
     assert_eq!(User::texts(&bob.ok(&["room", "read", &room])), ["carol is gone"]);
     let carols = carol.ok(&["room", "read", &room]);
     assert!(User::texts(&carols).is_empty());
@@ -215,4 +231,142 @@ fn listen_reconnects_after_the_relay_restarts_and_misses_nothing() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(texts, ["before", "after 1", "after 2"]);
+}
+
+/// What an attacker (or the relay itself) can do with a user's public bundle:
+/// seal any content to their inbox, anonymously or as another registered wallet.
+mod forged {
+    use super::*;
+    use denet_client::content::Content;
+    use denet_client::dm;
+    use denet_client::identity::{Device, LocalWallet, key32};
+    use rand::rngs::OsRng;
+
+    fn identity(user: &User) -> (LocalWallet, Device) {
+        let id: Value =
+            serde_json::from_str(&std::fs::read_to_string(user.home.path().join("identity.json")).unwrap()).unwrap();
+        let key = |k: &str| key32(id[k].as_str().unwrap()).unwrap();
+        (
+            LocalWallet::from_hex(id["wallet_key"].as_str().unwrap()).unwrap(),
+            Device::from_secrets(key("sign_seed"), key("dh_secret")),
+        )
+    }
+
+    fn dh_keys_of(wallet: &str) -> Vec<[u8; 32]> {
+        let (_, keys) = Relay::shared().get_blocking(&format!("/v1/keys/{wallet}"));
+        keys["keys"].as_array().unwrap().iter().map(|k| key32(k["dh_key"].as_str().unwrap()).unwrap()).collect()
+    }
+
+    /// Posts `content` to `to`'s inbox: anonymously, or named and authenticated as `from`.
+    pub fn send(content: &Content, to: &User, from: Option<&User>) {
+        let recipients = dh_keys_of(&to.wallet);
+        let envelope = match from {
+            None => {
+                let body = dm::seal(&content.to_bytes(), &to.wallet, None, &recipients, &mut OsRng).unwrap();
+                denet_client::identity::anonymous_envelope(&to.wallet, denet_e2e::actors::now_ms(), &body, &mut OsRng)
+                    .unwrap()
+            }
+            Some(sender) => {
+                let (wallet, device) = identity(sender);
+                let me = denet_client::identity::WalletSigner::wallet(&wallet);
+                let secret = device.dh_secret();
+                let s = dm::Sender { wallet: me.as_str(), dh_secret: &secret };
+                let body = dm::seal(&content.to_bytes(), &to.wallet, Some(&s), &recipients, &mut OsRng).unwrap();
+                device.envelope(&to.wallet, Some(&me), denet_e2e::actors::now_ms(), &body).unwrap()
+            }
+        };
+        assert_eq!(Relay::shared().post_blocking(&envelope), 201);
+    }
+
+    pub fn rekey(room: &str, epoch: u32) -> Content {
+        Content::Rekey {
+            sent_at: denet_e2e::actors::now_ms(),
+            room: room.into(),
+            epoch,
+            key: denet_core::encoding::b64(&[7u8; 32]),
+            check: None,
+            members: None,
+        }
+    }
+
+    /// A `join` sealed by `user` under the room key it holds at `epoch`.
+    pub fn join_under(user: &User, room: &str, epoch: u32) {
+        let state: Value =
+            serde_json::from_str(&std::fs::read_to_string(user.home.path().join("state.json")).unwrap()).unwrap();
+        let key = key32(state["rooms"][room]["keys"][epoch.to_string()]["message_key"].as_str().unwrap()).unwrap();
+        let content = Content::Join { sent_at: denet_e2e::actors::now_ms() };
+        let body = denet_client::room::seal(&key, room, epoch, &content.to_bytes(), &mut OsRng);
+        let (wallet, device) = identity(user);
+        let me = denet_client::identity::WalletSigner::wallet(&wallet);
+        let envelope = device.envelope(room, Some(&me), denet_e2e::actors::now_ms(), &body).unwrap();
+        assert_eq!(Relay::shared().post_blocking(&envelope), 201);
+    }
+}
+
+/// Alice and Bob share a room at epoch 0; returns its id.
+fn two_member_room(alice: &User, bob: &User) -> String {
+    let room = alice.ok(&["room", "create", "--name", "pair"])[0]["room"].as_str().unwrap().to_owned();
+    alice.ok(&["room", "invite", &room, &bob.wallet]);
+    bob.ok(&["room", "join", &room]);
+    room
+}
+
+/// Alice still seals at epoch 0 with the key Bob holds.
+fn room_is_unmoved(alice: &User, bob: &User, room: &str) {
+    alice.ok(&["inbox"]);
+    let sent = alice.ok(&["room", "send", room, "still ours"]);
+    assert_eq!(sent[0]["epoch"], 0, "the room did not move to the attacker's key");
+    assert_eq!(User::texts(&bob.ok(&["room", "read", room])), ["still ours"]);
+}
+
+#[test]
+fn an_anonymous_rekey_does_not_take_over_a_room() {
+    let (alice, bob) = (User::new(), User::new());
+    let room = two_member_room(&alice, &bob);
+    forged::send(&forged::rekey(&room, 1), &alice, None);
+    room_is_unmoved(&alice, &bob, &room);
+}
+
+#[test]
+fn a_rekey_from_a_non_member_does_not_take_over_a_room() {
+    let (alice, bob, mallory) = (User::new(), User::new(), User::new());
+    let room = two_member_room(&alice, &bob);
+    forged::send(&forged::rekey(&room, 1), &alice, Some(&mallory));
+    room_is_unmoved(&alice, &bob, &room);
+}
+
+#[test]
+fn an_invite_for_a_held_room_does_not_replace_its_key() {
+    let (alice, bob, mallory) = (User::new(), User::new(), User::new());
+    let room = two_member_room(&alice, &bob);
+    let invite = denet_client::content::Content::Invite {
+        sent_at: denet_e2e::actors::now_ms(),
+        room: room.clone(),
+        name: "pair".into(),
+        key: denet_core::encoding::b64(&[7u8; 32]),
+        epoch: 0,
+        password: false,
+        members: vec![alice.wallet.clone(), mallory.wallet.clone()],
+        check: None,
+    };
+    forged::send(&invite, &alice, Some(&mallory));
+    // Alice holds the room: the invite is not even recorded, so there is nothing to join.
+    assert!(alice.fails(&["room", "join", &room]).contains("no invite"));
+    room_is_unmoved(&alice, &bob, &room);
+}
+
+#[test]
+fn a_removed_member_cannot_rejoin_under_an_old_epoch() {
+    let (alice, bob, carol) = (User::new(), User::new(), User::new());
+    let room = two_member_room(&alice, &bob);
+    alice.ok(&["room", "invite", &room, &carol.wallet]);
+    carol.ok(&["room", "join", &room]);
+    carol.ok(&["room", "leave", &room]);
+    bob.ok(&["room", "read", &room]);
+    alice.ok(&["room", "read", &room]);
+    // Carol still holds the epoch-0 key and posts a join under it.
+    forged::join_under(&carol, &room, 0);
+    alice.ok(&["room", "read", &room]);
+    let members = alice.ok(&["room", "list"])[0]["members"].clone();
+    assert!(!members.as_array().unwrap().iter().any(|m| m == carol.wallet.as_str()), "{members}");
 }

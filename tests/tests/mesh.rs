@@ -12,6 +12,11 @@ const TOKEN: &str = "test-mesh-token";
 
 /// Starts relays named `names`, each peered with the ones `links` connect it to.
 fn mesh(names: &[&str], links: &[(usize, usize)]) -> Vec<Relay> {
+    mesh_with(names, links, &[])
+}
+
+/// [`mesh`] with extra `[vars]` per relay (`extra[i]` for relay `i`, overriding).
+fn mesh_with(names: &[&str], links: &[(usize, usize)], extra: &[&[(&str, &str)]]) -> Vec<Relay> {
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
     names
         .iter()
@@ -33,6 +38,7 @@ fn mesh(names: &[&str], links: &[(usize, usize)]) -> Vec<Relay> {
             let peers = peers.join(",");
             let mut vars: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
             vars.extend([("RELAY_ID", *name), ("PEERS", peers.as_str()), ("PEER_TOKEN", TOKEN)]);
+            vars.extend(extra.get(i).copied().unwrap_or_default());
             Relay::start_on(ports[i], &vars)
         })
         .collect()
@@ -218,4 +224,82 @@ async fn a_triangle_converges_without_loops_and_a_stopped_relay_catches_up() {
     }
     let a_status = status(&relays[0]).await;
     assert!(counter(&a_status, "retried") > 0, "A retried B while it was down: {a_status}");
+}
+
+/// Waits until `relay` holds exactly `ids` in `room` (in any order), each once.
+async fn holds_exactly_once(relay: &Relay, room: &str, ids: &HashSet<String>, within: Duration) {
+    let got = wait_for(relay, room, ids.len(), within).await;
+    let unique: HashSet<String> = got.iter().cloned().collect();
+    assert_eq!(unique.len(), got.len(), "no message twice");
+    assert_eq!(&unique, ids, "every message");
+}
+
+async fn post_many(relay: &Relay, room: &str, n: usize, body_bytes: usize) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for i in 0..n {
+        let mut body = vec![b'x'; body_bytes];
+        body.extend(format!("{i}").bytes());
+        let env = anonymous_envelope(room, &body);
+        assert_eq!(relay.post(&env).await.0, 201);
+        ids.insert(envelope_id(&env));
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_answering_internal_for_a_while_loses_nothing() {
+    let relays = mesh_with(&["a", "b"], &[(0, 1)], &[&[], &[("DENET_TEST_ROUTES", "1")]]);
+    let (a, b) = (&relays[0], &relays[1]);
+    let (code, _) = b.send_json(reqwest::Method::POST, "/v1/__faults", &json!({"relay_internal": 12})).await;
+    assert_eq!(code, 200);
+    let room = random_room();
+    let ids = post_many(a, &room, 10, 100).await;
+    holds_exactly_once(b, &room, &ids, Duration::from_secs(60)).await;
+    let s = status(a).await;
+    assert!(counter(&s, "retried") > 0, "the peer's `internal` answers were retried: {s}");
+    assert_eq!(counter(&s, "dead"), 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_does_not_list_the_sender_still_judges_its_named_envelopes() {
+    // B has no peers at all: it can fetch no key, so A must carry them.
+    let relays = mesh_with(&["a", "b"], &[(0, 1)], &[&[], &[("PEERS", "")]]);
+    let (a, b) = (&relays[0], &relays[1]);
+    let alice = User::new();
+    a.register(&alice).await;
+    let room = random_room();
+    let env = alice.envelope(&room, b"named, from a");
+    assert_eq!(a.post(&env).await.0, 201);
+    holds_exactly_once(b, &room, &HashSet::from([envelope_id(&env)]), Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_with_a_small_relay_request_limit_gets_split_batches() {
+    let mut relays = mesh_with(&["a", "b"], &[(0, 1)], &[&[], &[("RELAY_REQUEST_BYTES", "20000")]]);
+    let room = random_room();
+    // B is down while A queues, so A's next batch is far over B's limit.
+    relays[1].stop();
+    let ids = post_many(&relays[0], &room, 30, 3000).await;
+    let too_big = anonymous_envelope(&room, &vec![b'y'; 30_000]);
+    assert_eq!(relays[0].post(&too_big).await.0, 201);
+    relays[1].restart();
+    let (a, b) = (&relays[0], &relays[1]);
+    holds_exactly_once(b, &room, &ids, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter(&status(a).await, "dead") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let s = status(a).await;
+    assert_eq!(counter(&s, "dead"), 1, "the envelope over the peer's limit is a dead letter, not a stall: {s}");
+    assert_eq!(counter(&s, "pending"), 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_restarted_mid_stream_ends_with_every_message_once() {
+    let mut relays = mesh(&["a", "b"], &[(0, 1)]);
+    let room = random_room();
+    let mut ids = post_many(&relays[0], &room, 20, 100).await;
+    relays[1].restart();
+    ids.extend(post_many(&relays[0], &room, 20, 100).await);
+    holds_exactly_once(&relays[1], &room, &ids, Duration::from_secs(60)).await;
 }

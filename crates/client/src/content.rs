@@ -23,12 +23,20 @@ pub enum Content {
         epoch: u32,
         password: bool,
         members: Vec<String>,
+        /// The password check of `epoch` (§8.3, new in 1.1; absent from older clients).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        check: Option<String>,
     },
     Rekey {
         sent_at: u64,
         room: String,
         epoch: u32,
         key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        check: Option<String>,
+        /// Every wallet the new key was sent to, the sender included (new in 1.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<String>>,
     },
     Join {
         sent_at: u64,

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use std::fmt;
 use std::future::Future;
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
 
 /// Something that can `personal_sign` for a wallet: a local key here, a browser
 /// wallet later (hence async).
@@ -44,8 +45,8 @@ impl LocalWallet {
         Ok(LocalWallet { key })
     }
 
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.key.to_bytes())
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.key.to_bytes()))
     }
 
     /// Signs synchronously (the local key needs no I/O).
@@ -86,12 +87,14 @@ impl Device {
         Device { sign: SigningKey::from_bytes(&sign_seed), dh: StaticSecret::from(dh_secret) }
     }
 
-    pub fn sign_seed(&self) -> [u8; 32] {
-        self.sign.to_bytes()
+    /// The Ed25519 seed, wiped when the copy is dropped (as the keys themselves are).
+    pub fn sign_seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.sign.to_bytes())
     }
 
-    pub fn dh_secret(&self) -> [u8; 32] {
-        self.dh.to_bytes()
+    /// The X25519 secret, wiped when the copy is dropped.
+    pub fn dh_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.dh.to_bytes())
     }
 
     pub fn sign_key(&self) -> SignKey {
@@ -225,9 +228,9 @@ mod tests {
         let device = Device::generate(&mut OsRng);
         let shown = format!("{wallet:?} {device:?}");
         assert!(shown.contains("<redacted>"));
-        assert!(!shown.contains(&wallet.to_hex()));
-        assert!(!shown.contains(&b64(&device.sign_seed())));
-        assert!(!shown.contains(&b64(&device.dh_secret())));
+        assert!(!shown.contains(wallet.to_hex().as_str()));
+        assert!(!shown.contains(&b64(device.sign_seed().as_ref())));
+        assert!(!shown.contains(&b64(device.dh_secret().as_ref())));
     }
 
     #[test]
@@ -255,7 +258,7 @@ mod tests {
     #[test]
     fn imported_wallet_keys_round_trip() {
         let wallet = LocalWallet::generate(&mut OsRng);
-        let again = LocalWallet::from_hex(&format!("0x{}", wallet.to_hex())).unwrap();
+        let again = LocalWallet::from_hex(&format!("0x{}", wallet.to_hex().as_str())).unwrap();
         assert_eq!(again.wallet(), wallet.wallet());
         assert!(LocalWallet::from_hex("zz").is_err());
     }

@@ -11,6 +11,7 @@
 pub mod content;
 pub mod dm;
 pub mod identity;
+pub mod membership;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod pad;

@@ -11,35 +11,45 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use argon2::{Algorithm, Argon2, Params, Version};
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use rand_core::{CryptoRng, RngCore};
 use sha2::Sha256;
+use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 4] = b"DNG1";
 
 /// The key messages are sealed with: `room_key` itself, or with a password
 /// `HKDF(salt = "denet/v1/room-password", ikm = K || Argon2id(password, salt = first
 /// 16 bytes of the room id), info = room id)`.
-pub fn message_key(room_key: &[u8; 32], room_id: &str, password: Option<&str>) -> Result<[u8; 32]> {
+pub fn message_key(room_key: &[u8; 32], room_id: &str, password: Option<&str>) -> Result<Zeroizing<[u8; 32]>> {
     let Some(password) = password else {
-        return Ok(*room_key);
+        return Ok(Zeroizing::new(*room_key));
     };
     let id_bytes = hex::decode(room_id).map_err(|_| ClientError::Invalid("room id is not hex".into()))?;
     if id_bytes.len() != 32 {
         return Err(ClientError::Invalid("room id is not 32 bytes".into()));
     }
     let params = Params::new(19_456, 2, 1, Some(32)).expect("valid argon2 parameters");
-    let mut stretched = [0u8; 32];
+    let mut stretched = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(password.as_bytes(), &id_bytes[..16], &mut stretched)
+        .hash_password_into(password.as_bytes(), &id_bytes[..16], stretched.as_mut())
         .map_err(|e| ClientError::Invalid(format!("argon2: {e}")))?;
-    let mut ikm = [0u8; 64];
+    let mut ikm = Zeroizing::new([0u8; 64]);
     ikm[..32].copy_from_slice(room_key);
-    ikm[32..].copy_from_slice(&stretched);
-    let mut out = [0u8; 32];
-    Hkdf::<Sha256>::new(Some(b"denet/v1/room-password"), &ikm)
-        .expand(room_id.as_bytes(), &mut out)
+    ikm[32..].copy_from_slice(stretched.as_ref());
+    let mut out = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(b"denet/v1/room-password"), ikm.as_ref())
+        .expand(room_id.as_bytes(), out.as_mut())
         .expect("32 bytes is a valid HKDF length");
     Ok(out)
+}
+
+/// The password check of an epoch (§8.3): the first 16 bytes of
+/// HMAC-SHA256(message key, "denet/v1/room-check\n" + room id + "\n" + epoch).
+pub fn check(message_key: &[u8; 32], room_id: &str, epoch: u32) -> [u8; 16] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(message_key).expect("HMAC takes any key length");
+    mac.update(format!("denet/v1/room-check\n{room_id}\n{epoch}").as_bytes());
+    mac.finalize().into_bytes()[..16].try_into().expect("16 bytes")
 }
 
 fn aad(room_id: &str, epoch: u32) -> Vec<u8> {

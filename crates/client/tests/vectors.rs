@@ -51,6 +51,7 @@ struct RoomCase {
     password: Option<String>,
     epoch: u32,
     message_key: String,
+    check: String,
     content: String,
     body: String,
 }
@@ -132,7 +133,9 @@ fn room_bodies_are_reproduced_byte_for_byte_and_open() {
     let room_key = key32(&v.room_key).unwrap();
     for case in v.cases {
         let key = room::message_key(&room_key, &v.room, case.password.as_deref()).unwrap();
-        assert_eq!(b64(&key), case.message_key, "password {:?}", case.password);
+        assert_eq!(b64(key.as_ref()), case.message_key, "password {:?}", case.password);
+        assert_eq!(b64(&room::check(&key, &v.room, case.epoch)), case.check, "check, password {:?}", case.password);
+        assert_ne!(b64(&room::check(&key, &v.room, case.epoch + 1)), case.check, "the check names its epoch");
         let body = b64_decode(&case.body).unwrap();
         assert_eq!(room::epoch_of(&body).unwrap(), case.epoch);
         assert_eq!(room::open(&key, &v.room, &body).unwrap(), case.content.as_bytes());

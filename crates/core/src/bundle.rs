@@ -53,6 +53,12 @@ impl Bundle {
             SignKey::parse(f.str("sign_key")?).ok_or_else(|| f.bad("sign_key", "must be 32 bytes of base64url"))?;
         let dh_key =
             b64_decode_exact::<32>(f.str("dh_key")?).ok_or_else(|| f.bad("dh_key", "must be 32 bytes of base64url"))?;
+        if sign_key.is_weak() {
+            return Err(f.bad("sign_key", "is an Ed25519 point of small order"));
+        }
+        if is_weak_dh_key(&dh_key) {
+            return Err(f.bad("dh_key", "is an X25519 key whose shared secret is all zero"));
+        }
         let issued_at = f.u64("issued_at")?;
         let expires_at = f.u64("expires_at")?;
         let wallet_sig = f.str("wallet_sig")?;
@@ -101,6 +107,11 @@ impl Bundle {
         key_status(self.expires_at, revoked_at, now_ms)
     }
 
+    /// Whether the key may be used at `now_ms`: issued, not expired, not revoked.
+    pub fn is_active(&self, revoked_at: Option<u64>, now_ms: u64) -> bool {
+        self.active_at(revoked_at, now_ms)
+    }
+
     /// Whether the key was active at `t_ms` (§7: issued, not yet expired or revoked).
     pub fn active_at(&self, revoked_at: Option<u64>, t_ms: u64) -> bool {
         key_active_at(self.issued_at, self.expires_at, revoked_at, t_ms)
@@ -120,6 +131,8 @@ impl Bundle {
 
 /// The status of a key at `now_ms` (§1.3): a revoked key is `revoked` even once
 /// expired. For stores that keep a bundle's times without the bundle itself.
+/// A bundle issued (within the skew window) after `now_ms` is listed as `active`
+/// but is not usable before `issued_at`: see [`key_active_at`].
 pub fn key_status(expires_at: u64, revoked_at: Option<u64>, now_ms: u64) -> KeyStatus {
     if revoked_at.is_some() {
         KeyStatus::Revoked
@@ -133,6 +146,14 @@ pub fn key_status(expires_at: u64, revoked_at: Option<u64>, now_ms: u64) -> KeyS
 /// Whether a key was active at `t_ms` (§7): issued, not yet expired, not yet revoked.
 pub fn key_active_at(issued_at: u64, expires_at: u64, revoked_at: Option<u64>, t_ms: u64) -> bool {
     issued_at <= t_ms && t_ms < expires_at && revoked_at.is_none_or(|r| t_ms < r)
+}
+
+/// Whether an X25519 public key is one whose shared secret with every private key
+/// is all zero (a point of small order, RFC 7748 §6.1): a `dh_key` a bundle may
+/// not carry (§1.1). Every clamped scalar is a multiple of the cofactor, so one
+/// fixed scalar finds them all.
+pub fn is_weak_dh_key(dh_key: &[u8; 32]) -> bool {
+    x25519_dalek::x25519([0x42; 32], *dh_key) == [0u8; 32]
 }
 
 /// A revocation of one device key, signed by its wallet.
@@ -266,6 +287,25 @@ mod tests {
         assert!(!b.active_at(None, b.issued_at - 1));
         assert!(!b.active_at(Some(b.issued_at + 10), b.issued_at + 10));
         assert!(b.active_at(Some(b.issued_at + 10), b.issued_at + 9));
+    }
+
+    #[test]
+    fn a_bundle_is_not_active_before_it_is_issued() {
+        let b = Bundle::parse(&sample()).unwrap();
+        assert!(!b.is_active(None, b.issued_at - 1));
+        assert!(b.is_active(None, b.issued_at));
+        assert!(!b.is_active(None, b.expires_at));
+        assert!(!b.is_active(Some(b.issued_at + 1), b.issued_at + 1));
+    }
+
+    #[test]
+    fn weak_dh_keys_are_found_and_real_ones_are_not() {
+        assert!(is_weak_dh_key(&[0u8; 32]));
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        assert!(is_weak_dh_key(&one));
+        let real = crate::encoding::b64_decode_exact::<32>("_EaUFbHFDszJbaar_fyl5QzO7zwVnS9PJnDDNt7LSGE").unwrap();
+        assert!(!is_weak_dh_key(&real));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::encoding::{b64, b64_decode, b64_decode_exact, b64_decoded_len, sha256
 use crate::error::Error;
 use crate::fields::Fields;
 use crate::wallet::Wallet;
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{Value, json};
 use std::fmt;
 
@@ -23,11 +23,19 @@ impl SignKey {
         b64(&self.0)
     }
 
-    /// Verifies an Ed25519 (RFC 8032, pure) signature of `message` by this key.
+    /// Verifies an Ed25519 (RFC 8032, pure) signature of `message` by this key,
+    /// strictly (§1.1): canonical `S`, and neither `R` nor the key of small order,
+    /// so no signature verifies for a weak key.
     pub fn verify(&self, message: &[u8], sig: &[u8; 64]) -> Result<(), Error> {
         let bad = || Error::invalid_signature("signature does not verify");
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| bad())?;
-        key.verify(message, &Signature::from_bytes(sig)).map_err(|_| bad())
+        key.verify_strict(message, &Signature::from_bytes(sig)).map_err(|_| bad())
+    }
+
+    /// Whether this is an Ed25519 point of small order (or no point at all): a
+    /// `sign_key` a bundle may not carry (§1.1).
+    pub fn is_weak(&self) -> bool {
+        VerifyingKey::from_bytes(&self.0).map_or(true, |k| k.is_weak())
     }
 }
 

@@ -64,6 +64,14 @@ impl<'a> Fields<'a> {
         self.value(name)?.as_array().ok_or_else(|| self.ill_typed(name, "an array"))
     }
 
+    /// An array that may be absent (then empty).
+    pub fn optional_array(&self, name: &str) -> Result<&'a [Value], Error> {
+        match self.obj.get(name) {
+            None => Ok(&[]),
+            Some(_) => self.array(name).map(Vec::as_slice),
+        }
+    }
+
     /// A malformed error about field `name`.
     pub fn bad(&self, name: &str, why: impl std::fmt::Display) -> Error {
         Error::malformed(format!("{}: field {name:?} {why}", self.what))

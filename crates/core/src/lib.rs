@@ -14,6 +14,7 @@ pub mod error;
 pub mod fields;
 pub mod limiter;
 pub mod limits;
+pub mod mesh;
 pub mod query;
 pub mod request;
 pub mod wallet;

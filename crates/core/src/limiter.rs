@@ -51,9 +51,37 @@ impl TokenBucket {
     }
 }
 
+/// The key an IP is limited under (§5): an IPv4 address as it is, an IPv6 address
+/// by its /64 (one subscriber's network usually holds a whole /64, so counting
+/// single addresses would give it 2^64 buckets). Anything else is kept verbatim.
+pub fn ip_bucket(ip: &str) -> String {
+    match ip.trim().parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_of_one_64_share_a_bucket() {
+        let a = ip_bucket("2001:db8:1:2:aaaa::1");
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(ip_bucket("2001:0db8:0001:0002:ffff:ffff:ffff:ffff"), a);
+        assert_ne!(ip_bucket("2001:db8:1:3::1"), a);
+        assert_eq!(ip_bucket("203.0.113.9"), "203.0.113.9");
+        assert_eq!(ip_bucket("::ffff:203.0.113.9"), "203.0.113.9");
+        assert_eq!(ip_bucket("unknown"), "unknown");
+    }
 
     #[test]
     fn a_full_bucket_allows_its_capacity_at_once_then_refuses() {

@@ -11,6 +11,7 @@ pub struct Limits {
     pub anon_messages_per_min_per_ip: u64,
     pub sockets_per_ip: u64,
     pub retention_days: u64,
+    pub max_page_bytes: u64,
     pub relay_request_bytes: u64,
 }
 
@@ -25,6 +26,7 @@ impl Default for Limits {
             anon_messages_per_min_per_ip: 30,
             sockets_per_ip: 64,
             retention_days: 90,
+            max_page_bytes: 4_194_304,
             relay_request_bytes: 1_048_576,
         }
     }
@@ -38,7 +40,7 @@ type Field = fn(&mut Limits) -> &mut u64;
 
 impl Limits {
     /// The `[vars]` names, each with its field. Values are decimal strings.
-    const VARS: [(&'static str, Field); 9] = [
+    const VARS: [(&'static str, Field); 10] = [
         ("MAX_BODY_BYTES", |l| &mut l.max_body_bytes),
         ("MAX_REQUEST_BYTES", |l| &mut l.max_request_bytes),
         ("SKEW_MS", |l| &mut l.skew_ms),
@@ -47,6 +49,7 @@ impl Limits {
         ("ANON_MESSAGES_PER_MIN_PER_IP", |l| &mut l.anon_messages_per_min_per_ip),
         ("SOCKETS_PER_IP", |l| &mut l.sockets_per_ip),
         ("RETENTION_DAYS", |l| &mut l.retention_days),
+        ("MAX_PAGE_BYTES", |l| &mut l.max_page_bytes),
         ("RELAY_REQUEST_BYTES", |l| &mut l.relay_request_bytes),
     ];
 
@@ -89,7 +92,7 @@ mod tests {
         assert_eq!(l, Limits::default());
         assert_eq!(l.max_body_bytes, 65536);
         assert_eq!(l.retention_ms(), 90 * DAY_MS);
-        assert_eq!(Limits::var_names().count(), 9);
+        assert_eq!(Limits::var_names().count(), 10);
     }
 
     #[test]

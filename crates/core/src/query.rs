@@ -84,12 +84,44 @@ pub fn parse_socket_query(query: &str) -> Result<Option<u64>, Error> {
     params.first().map(|(n, v)| ranged(n, v, 0, i64::MAX as u64)).transpose()
 }
 
-/// Cuts a page from up to `limit + 1` rows read in ascending seq order:
-/// returns the rows to send, `next` and `more` (§4.1). `empty_next` is the cursor
-/// to answer when no row is returned.
-pub fn cut_page<T>(mut rows: Vec<T>, limit: u64, empty_next: u64, seq_of: impl Fn(&T) -> u64) -> (Vec<T>, u64, bool) {
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
+/// The JSON a page adds around its messages, at most:
+/// `{"messages":[],"next":18446744073709551615,"more":false}`, plus slack.
+pub const PAGE_OVERHEAD_BYTES: u64 = 64;
+
+/// How a page is bounded: at most `limit` messages, and JSON of at most
+/// `max_bytes` (`MAX_PAGE_BYTES`), but never fewer than one message when one exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageBounds {
+    pub limit: u64,
+    pub max_bytes: u64,
+}
+
+/// Cuts a page from up to `limit + 1` rows read in ascending seq order: returns
+/// the rows to send, `next` and `more` (§4.1). `empty_next` is the cursor to
+/// answer when no row is returned; `size_of` is a row's JSON length. A page cut
+/// short by its size says `more: true`.
+pub fn cut_page<T>(
+    mut rows: Vec<T>,
+    bounds: PageBounds,
+    empty_next: u64,
+    seq_of: impl Fn(&T) -> u64,
+    size_of: impl Fn(&T) -> u64,
+) -> (Vec<T>, u64, bool) {
+    let mut more = rows.len() as u64 > bounds.limit;
+    rows.truncate(bounds.limit as usize);
+    let mut total = PAGE_OVERHEAD_BYTES;
+    let fits = rows
+        .iter()
+        .position(|row| {
+            total = total.saturating_add(size_of(row) + 1);
+            total > bounds.max_bytes
+        })
+        .unwrap_or(rows.len())
+        .max(1);
+    if fits < rows.len() {
+        rows.truncate(fits);
+        more = true;
+    }
     let next = rows.last().map(&seq_of).unwrap_or(empty_next);
     (rows, next, more)
 }
@@ -142,8 +174,21 @@ mod tests {
 
     #[test]
     fn pages_report_next_and_more() {
-        assert_eq!(cut_page(vec![1, 2, 3], 2, 0, |s| *s), (vec![1, 2], 2, true));
-        assert_eq!(cut_page(vec![1, 2], 2, 0, |s| *s), (vec![1, 2], 2, false));
-        assert_eq!(cut_page(Vec::<u64>::new(), 2, 9, |s| *s), (vec![], 9, false));
+        let b = PageBounds { limit: 2, max_bytes: u64::MAX };
+        assert_eq!(cut_page(vec![1, 2, 3], b, 0, |s| *s, |_| 1), (vec![1, 2], 2, true));
+        assert_eq!(cut_page(vec![1, 2], b, 0, |s| *s, |_| 1), (vec![1, 2], 2, false));
+        assert_eq!(cut_page(Vec::<u64>::new(), b, 9, |s| *s, |_| 1), (vec![], 9, false));
+    }
+
+    #[test]
+    fn a_page_ends_before_its_json_passes_max_page_bytes() {
+        let b = PageBounds { limit: 100, max_bytes: PAGE_OVERHEAD_BYTES + 2 * 101 };
+        // Rows of 100 bytes (+1 for the comma): two fit, the third would pass.
+        assert_eq!(cut_page(vec![1, 2, 3, 4], b, 0, |s| *s, |_| 100), (vec![1, 2], 2, true));
+        // Exactly fitting rows and nothing after: no more.
+        assert_eq!(cut_page(vec![1, 2], b, 0, |s| *s, |_| 100), (vec![1, 2], 2, false));
+        // One row larger than the whole budget still goes out alone.
+        assert_eq!(cut_page(vec![7, 8], b, 0, |s| *s, |_| 10_000), (vec![7], 7, true));
+        assert_eq!(cut_page(vec![7], b, 0, |s| *s, |_| 10_000), (vec![7], 7, false));
     }
 }

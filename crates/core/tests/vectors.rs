@@ -178,3 +178,101 @@ fn signed_request_vector_verifies_by_headers_and_by_query() {
     assert_eq!(by_query.signed_path, req.signed_path);
     by_query.verify(&v.method, &wallet, now, 300_000).unwrap();
 }
+
+const WEAK_KEYS: &str = include_str!("../../../../shared/vectors/weak_keys.json");
+
+#[derive(Deserialize)]
+struct WeakKeys {
+    sign_keys: Vec<WeakKey>,
+    dh_keys: Vec<WeakKey>,
+    forged_signature: ForgedSignature,
+}
+
+#[derive(Deserialize)]
+struct WeakKey {
+    what: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct ForgedSignature {
+    sign_key: String,
+    message: String,
+    sig: String,
+}
+
+fn weak_keys() -> WeakKeys {
+    serde_json::from_str(WEAK_KEYS).expect("weak_keys.json parses")
+}
+
+/// A valid bundle of the identity vectors with one field replaced.
+fn bundle_with(field: &str, value: &str) -> Value {
+    let mut bundle = identity().users[0].bundle.clone();
+    bundle[field] = value.into();
+    bundle
+}
+
+#[test]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn weak_sign_keys_make_a_bundle_malformed() {
+    let vectors = weak_keys();
+    assert_eq!(vectors.sign_keys.len(), 8);
+    for weak in &vectors.sign_keys {
+        let key = SignKey::parse(&weak.key).unwrap_or_else(|| panic!("{} parses as 32 bytes", weak.what));
+        assert!(key.is_weak(), "{} is weak", weak.what);
+        let err = Bundle::parse(&bundle_with("sign_key", &weak.key)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Malformed, "{}", weak.what);
+    }
+    // The vector bundles themselves are not weak.
+    for user in identity().users {
+        assert!(Bundle::parse(&user.bundle).is_ok(), "{}", user.name);
+    }
+}
+
+#[test]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn weak_dh_keys_make_a_bundle_malformed() {
+    let vectors = weak_keys();
+    assert_eq!(vectors.dh_keys.len(), 7);
+    for weak in &vectors.dh_keys {
+        let key = denet_core::encoding::b64_decode_exact::<32>(&weak.key).expect("32 bytes");
+        assert!(denet_core::bundle::is_weak_dh_key(&key), "{} is weak", weak.what);
+        let err = Bundle::parse(&bundle_with("dh_key", &weak.key)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Malformed, "{}", weak.what);
+    }
+}
+
+#[test]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn forged_signature_verifies_for_no_key() {
+    let forged = weak_keys().forged_signature;
+    let sig: [u8; 64] = denet_core::encoding::b64_decode_exact(&forged.sig).expect("64 bytes");
+    // Under the cofactorless equation it verifies for its own (weak) key, any message...
+    let key = SignKey::parse(&forged.sign_key).expect("32 bytes");
+    let lax = ed25519_dalek::VerifyingKey::from_bytes(&key.0).expect("a point");
+    use ed25519_dalek::Verifier;
+    assert!(lax.verify(forged.message.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig)).is_ok());
+    // ...and a strict verifier refuses it.
+    let err = key.verify(forged.message.as_bytes(), &sig).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidSignature);
+    for weak in weak_keys().sign_keys {
+        let key = SignKey::parse(&weak.key).expect("32 bytes");
+        assert!(key.verify(forged.message.as_bytes(), &sig).is_err(), "{}", weak.what);
+    }
+    // And as a signed request it is refused before any key lookup.
+    let request =
+        denet_core::request::extract("/v1/inbox/0x0000000000000000000000000000000000000000/messages", None, |name| {
+            match name {
+                "Denet-Wallet" => Some("0x0000000000000000000000000000000000000000".into()),
+                "Denet-Key" => Some(forged.sign_key.clone()),
+                "Denet-Time" => Some("1796000000000".into()),
+                "Denet-Signature" => Some(forged.sig.clone()),
+                _ => None,
+            }
+        })
+        .credentials
+        .expect("well-formed credentials");
+    let wallet = request.wallet.clone();
+    let err = request.verify("GET", &wallet, 1_796_000_000_000, 300_000).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidSignature);
+}

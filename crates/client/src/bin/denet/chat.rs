@@ -1,11 +1,11 @@
 //! The chat commands: each reads the state, talks to the relay, decrypts or
 //! encrypts, and prints a line per result (text or JSON).
 
-use crate::state::{EpochKey, Home, Identity, Invite, State};
+use crate::state::{HeldRekey, Home, Identity, Invite, State};
 use denet_client::content::Content;
-use denet_client::dm;
 use denet_client::identity::{Device, LocalWallet, VerifiedBundle, anonymous_envelope};
 use denet_client::net::{Event, RelayClient, now_ms};
+use denet_client::{dm, membership};
 use denet_core::{Envelope, Wallet};
 use rand_core::OsRng;
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use std::path::Path;
 
 mod rooms;
 
-use rooms::accept_rekey;
+use rooms::take_rekey;
 
 /// How long a registered bundle is valid.
 const BUNDLE_DAYS: u64 = 365;
@@ -197,33 +197,47 @@ impl Ctx {
         };
         let plain = dm::open(&env.body, self.me.as_str(), sender, &self.id.device.dh_secret()).map_err(err)?;
         let content = Content::parse(&plain).map_err(err)?;
-        let id = msg["id"].as_str().unwrap_or("").to_owned();
-        self.apply(&from, &content, &id)?;
+        // Only a named message that opened in auth mode with the sender's verified
+        // bundle (above) is authenticated; an anonymous one proves nothing (§8.3).
+        self.apply(from.as_ref(), &content)?;
         Ok((from, content))
     }
 
-    fn apply(&mut self, from: &Option<Wallet>, content: &Content, envelope_id: &str) -> Result<(), String> {
+    /// Applies an invite or a rekey by the rules of §8.3 (`membership`).
+    fn apply(&mut self, from: Option<&Wallet>, content: &Content) -> Result<(), String> {
         match content {
-            Content::Invite { room, name, key, epoch, password, members, .. } => {
-                let from = from.as_ref().map(Wallet::to_string).unwrap_or_default();
-                let invite = Invite {
-                    from,
-                    name: name.clone(),
-                    key: key.clone(),
+            Content::Invite { room, name, key, epoch, password, members, check, .. } => {
+                match membership::judge_invite(from, self.state.rooms.contains_key(room)) {
+                    membership::Invite::Offer => {
+                        let invite = Invite {
+                            from: from.map(Wallet::to_string).unwrap_or_default(),
+                            name: name.clone(),
+                            key: key.clone(),
+                            epoch: *epoch,
+                            password: *password,
+                            members: members.clone(),
+                            check: check.clone(),
+                        };
+                        self.state.invites.insert(room.clone(), invite);
+                    }
+                    membership::Invite::Ignore(why) => eprintln!("denet: ignored an invite to {room}: {why}"),
+                }
+            }
+            Content::Rekey { room, epoch, key, check, members, .. } => {
+                let Some(from) = from else {
+                    eprintln!("denet: ignored an anonymous rekey of {room}");
+                    return Ok(());
+                };
+                let rekey = HeldRekey {
+                    from: from.to_string(),
                     epoch: *epoch,
-                    password: *password,
+                    key: key.clone(),
+                    check: check.clone(),
                     members: members.clone(),
                 };
-                self.state.invites.insert(room.clone(), invite);
-            }
-            Content::Rekey { room, epoch, key, .. } => {
-                let entry =
-                    EpochKey { key: key.clone(), message_key: String::new(), via: Some(envelope_id.to_owned()) };
                 match self.state.rooms.get_mut(room) {
-                    Some(r) => accept_rekey(room, r, *epoch, entry)?,
-                    None => {
-                        self.state.pending_rekeys.entry(room.clone()).or_default().insert(*epoch, entry);
-                    }
+                    Some(r) => take_rekey(room, r, &rekey)?,
+                    None => self.state.held_rekeys.entry(room.clone()).or_default().push(rekey),
                 }
             }
             _ => {}
@@ -338,8 +352,8 @@ impl Ctx {
                 match room_id {
                     Some(r) => {
                         let (from, epoch, opened) = self.open_room_message(r, &msg).await;
-                        if let (Ok(content), Some(sender)) = (&opened, &from) {
-                            self.on_membership(r, sender, content).await?;
+                        if let (Ok(content), Some(sender), Some(epoch)) = (&opened, &from, epoch) {
+                            self.on_membership(r, sender, content, epoch).await?;
                         }
                         self.show(r, &msg, &from, opened, epoch);
                     }

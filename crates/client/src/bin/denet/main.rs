@@ -8,6 +8,7 @@ mod state;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(name = "denet", version, about = "End-to-end encrypted chat between wallets")]
@@ -29,8 +30,12 @@ struct Cli {
 enum Command {
     /// Create (or import with --wallet-key) a wallet key and this device's keys
     Init {
-        #[arg(long)]
+        /// The wallet's secp256k1 key as hex (visible to other users of this machine: prefer --wallet-key-file)
+        #[arg(long, conflicts_with = "wallet_key_file")]
         wallet_key: Option<String>,
+        /// Read the wallet key from FILE (`-` for standard input)
+        #[arg(long, value_name = "FILE")]
+        wallet_key_file: Option<PathBuf>,
     },
     /// Publish this device's key bundle to the relay
     Register,
@@ -68,16 +73,24 @@ enum RoomCommand {
     Create {
         #[arg(long, default_value = "")]
         name: String,
-        #[arg(long)]
+        /// The room password (visible to other users of this machine: prefer --password-file)
+        #[arg(long, conflicts_with = "password_file")]
         password: Option<String>,
+        /// Read the room password from FILE (`-` for standard input)
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
     },
     /// Invite a wallet (the room key travels end to end, never the password)
     Invite { room: String, wallet: String },
     /// Join a room you were invited to
     Join {
         room: String,
-        #[arg(long)]
+        /// The room password; a wrong one is refused (`wrong_password`) and the invite kept
+        #[arg(long, conflicts_with = "password_file")]
         password: Option<String>,
+        /// Read the room password from FILE (`-` for standard input)
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
     },
     /// Send a message to a room
     Send { room: String, text: String },
@@ -102,7 +115,8 @@ async fn main() {
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".denet"));
     let out = chat::Out { json: cli.json };
     let result = match cli.command {
-        Command::Init { wallet_key } => chat::init(&home, wallet_key.as_deref(), &out),
+        Command::Init { wallet_key, wallet_key_file } => secret(wallet_key, wallet_key_file)
+            .and_then(|key| chat::init(&home, key.as_deref().map(|k| k.as_str()), &out)),
         command => match chat::Ctx::open(home, &cli.relay, out) {
             Ok(mut ctx) => run(&mut ctx, command).await,
             Err(e) => Err(e),
@@ -110,12 +124,30 @@ async fn main() {
     };
     if let Err(e) = result {
         if cli.json {
-            println!("{}", serde_json::json!({"error": e}));
+            let code = e.split_once(':').map(|(c, _)| c).filter(|c| *c == "wrong_password");
+            println!("{}", serde_json::json!({"error": e, "code": code}));
         } else {
             eprintln!("denet: {e}");
         }
         std::process::exit(1);
     }
+}
+
+/// A secret given on the command line, or read from a file (`-`: standard input)
+/// without its trailing newline. Wiped from memory when dropped.
+fn secret(given: Option<String>, file: Option<PathBuf>) -> Result<Option<Zeroizing<String>>, String> {
+    use std::io::Read;
+    let Some(path) = file else { return Ok(given.map(Zeroizing::new)) };
+    let mut text = Zeroizing::new(String::new());
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text)
+    } else {
+        std::fs::File::open(&path).and_then(|mut f| f.read_to_string(&mut text))
+    };
+    read.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let trimmed = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(trimmed);
+    Ok(Some(text))
 }
 
 async fn run(ctx: &mut chat::Ctx, command: Command) -> Result<(), String> {
@@ -127,9 +159,15 @@ async fn run(ctx: &mut chat::Ctx, command: Command) -> Result<(), String> {
         Command::Inbox { all } => ctx.inbox(all).await,
         Command::Listen { room, count } => ctx.listen(room.as_deref(), count).await,
         Command::Room(cmd) => match cmd {
-            RoomCommand::Create { name, password } => ctx.room_create(&name, password.as_deref()).await,
+            RoomCommand::Create { name, password, password_file } => {
+                let password = secret(password, password_file)?;
+                ctx.room_create(&name, password.as_deref().map(|p| p.as_str())).await
+            }
             RoomCommand::Invite { room, wallet } => ctx.room_invite(&room, &wallet).await,
-            RoomCommand::Join { room, password } => ctx.room_join(&room, password.as_deref()).await,
+            RoomCommand::Join { room, password, password_file } => {
+                let password = secret(password, password_file)?;
+                ctx.room_join(&room, password.as_deref().map(|p| p.as_str())).await
+            }
             RoomCommand::Send { room, text } => ctx.room_send(&room, &text).await,
             RoomCommand::Read { room, all } => ctx.room_read(&room, all).await,
             RoomCommand::Leave { room } => ctx.room_leave(&room).await,

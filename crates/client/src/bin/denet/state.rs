@@ -19,6 +19,15 @@ struct IdentityFile {
     dh_secret: String,
 }
 
+impl Drop for IdentityFile {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.wallet_key.zeroize();
+        self.sign_seed.zeroize();
+        self.dh_secret.zeroize();
+    }
+}
+
 pub struct Identity {
     pub wallet: LocalWallet,
     pub device: Device,
@@ -31,13 +40,10 @@ impl Identity {
 }
 
 /// One room key: the key `K` as invited, the message key derived from it.
-#[derive(Serialize, Deserialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EpochKey {
     pub key: String,
     pub message_key: String,
-    /// The id of the envelope that brought this key (lowest wins for rekeys).
-    #[serde(default)]
-    pub via: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -45,7 +51,13 @@ pub struct RoomState {
     pub name: String,
     pub password: Option<String>,
     pub epoch: u32,
+    /// The key each epoch is sealed with (the tie-break's winner, §8.3).
     pub keys: BTreeMap<u32, EpochKey>,
+    /// Other keys accepted for an epoch (rekeys that lost the tie-break), to open
+    /// what a member sealed with them before it learned the winner.
+    #[serde(default)]
+    pub openers: BTreeMap<u32, Vec<EpochKey>>,
+    /// The members of the current epoch as this reader knows them.
     pub members: Vec<String>,
     /// Left with `room leave`: keys are kept so the history stays readable, new epochs are not.
     pub left: bool,
@@ -60,6 +72,20 @@ pub struct Invite {
     pub epoch: u32,
     pub password: bool,
     pub members: Vec<String>,
+    /// The password check of `epoch` (§8.3), when the inviter sent one.
+    #[serde(default)]
+    pub check: Option<String>,
+}
+
+/// A rekey from a named, authenticated sender for a room not joined yet: judged
+/// (§8.3) when the room is joined, against the invite's members.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct HeldRekey {
+    pub from: String,
+    pub epoch: u32,
+    pub key: String,
+    pub check: Option<String>,
+    pub members: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -68,9 +94,9 @@ pub struct State {
     pub cursors: BTreeMap<String, u64>,
     pub rooms: BTreeMap<String, RoomState>,
     pub invites: BTreeMap<String, Invite>,
-    /// Rekeys that arrived before their room was joined: room → epoch → key entry.
+    /// Rekeys that arrived before their room was joined, by room.
     #[serde(default)]
-    pub pending_rekeys: BTreeMap<String, BTreeMap<u32, EpochKey>>,
+    pub held_rekeys: BTreeMap<String, Vec<HeldRekey>>,
 }
 
 pub struct Home {
@@ -105,9 +131,9 @@ impl Home {
     pub fn save_identity(&self, id: &Identity) -> std::io::Result<()> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
         let file = IdentityFile {
-            wallet_key: id.wallet.to_hex(),
-            sign_seed: b64(&id.device.sign_seed()),
-            dh_secret: b64(&id.device.dh_secret()),
+            wallet_key: id.wallet.to_hex().to_string(),
+            sign_seed: b64(id.device.sign_seed().as_ref()),
+            dh_secret: b64(id.device.dh_secret().as_ref()),
         };
         write_private(&self.identity_path(), serde_json::to_string_pretty(&file)?.as_bytes())
     }

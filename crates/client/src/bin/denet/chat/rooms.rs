@@ -1,9 +1,10 @@
 //! Group chat commands: rooms, invites, joins, leaves and rekeys (PROTOCOL.md §8.3).
 
 use super::{Ctx, PAGE, err};
-use crate::state::{EpochKey, RoomState};
+use crate::state::{EpochKey, HeldRekey, RoomState};
 use denet_client::content::Content;
 use denet_client::identity::key32;
+use denet_client::membership::{self, Known, Leave, Rekey};
 use denet_client::net::now_ms;
 use denet_client::room;
 use denet_core::encoding::b64;
@@ -29,7 +30,7 @@ impl Ctx {
             members: vec![self.me.to_string()],
             ..Default::default()
         };
-        state.keys.insert(0, EpochKey { key: b64(&key), message_key: b64(&message_key), via: None });
+        state.keys.insert(0, EpochKey { key: b64(&key), message_key: b64(message_key.as_ref()) });
         self.state.rooms.insert(room_id.clone(), state);
         self.save()?;
         self.out.emit(json!({"room": room_id, "name": name, "password": password.is_some()}), || room_id.clone());
@@ -42,15 +43,17 @@ impl Ctx {
         if !r.members.contains(&to.to_string()) {
             r.members.push(to.to_string());
         }
-        let key = r.keys.get(&r.epoch).ok_or("no key for the current epoch")?.key.clone();
+        let held = r.keys.get(&r.epoch).ok_or("no key for the current epoch")?;
+        let check = room::check(&key32(&held.message_key).map_err(err)?, room_id, r.epoch);
         let content = Content::Invite {
             sent_at: now_ms(),
             room: room_id.to_owned(),
             name: r.name.clone(),
-            key,
+            key: held.key.clone(),
             epoch: r.epoch,
             password: r.password.is_some(),
             members: r.members.clone(),
+            check: Some(b64(&check)),
         };
         let ack = self.send_dm(&to, &content, false).await?;
         self.state.rooms.insert(room_id.to_owned(), r);
@@ -66,11 +69,18 @@ impl Ctx {
         let invite =
             self.state.invites.get(room_id).cloned().ok_or_else(|| format!("no invite to {room_id} in your inbox"))?;
         if invite.password && password.is_none() {
-            return Err("this room has a password: give it with --password".into());
+            return Err("this room has a password: give it with --password or --password-file".into());
         }
         let password = if invite.password { password } else { None };
         let key = key32(&invite.key).map_err(err)?;
         let message_key = room::message_key(&key, room_id, password).map_err(err)?;
+        // A wrong password derives a key nobody else has: refuse before posting
+        // anything, and keep the invite for another try (§8.3).
+        if let Some(expected) = &invite.check
+            && *expected != b64(&room::check(&message_key, room_id, invite.epoch))
+        {
+            return Err(format!("{WRONG_PASSWORD}: the password does not match the room's check; the invite is kept"));
+        }
         let mut r = RoomState {
             name: invite.name.clone(),
             password: password.map(str::to_owned),
@@ -78,13 +88,17 @@ impl Ctx {
             members: invite.members.clone(),
             ..Default::default()
         };
-        r.keys.insert(invite.epoch, EpochKey { key: invite.key.clone(), message_key: b64(&message_key), via: None });
-        for (epoch, entry) in self.state.pending_rekeys.remove(room_id).unwrap_or_default() {
-            accept_rekey(room_id, &mut r, epoch, entry)?;
+        r.keys.insert(invite.epoch, EpochKey { key: invite.key.clone(), message_key: b64(message_key.as_ref()) });
+        for rekey in self.state.held_rekeys.get(room_id).cloned().unwrap_or_default() {
+            take_rekey(room_id, &mut r, &rekey)?;
         }
         self.state.rooms.insert(room_id.to_owned(), r);
+        if let Err(e) = self.post_to_room(room_id, &Content::Join { sent_at: now_ms() }).await {
+            self.state.rooms.remove(room_id);
+            return Err(e);
+        }
         self.state.invites.remove(room_id);
-        self.post_to_room(room_id, &Content::Join { sent_at: now_ms() }).await?;
+        self.state.held_rekeys.remove(room_id);
         self.save()?;
         let epoch = self.room(room_id)?.epoch;
         self.out.emit(json!({"room": room_id, "name": invite.name, "epoch": epoch}), || {
@@ -131,12 +145,18 @@ impl Ctx {
             Ok(e) => e,
             Err(e) => return (from, None, Err(e.to_string())),
         };
-        let Some(entry) = self.state.rooms.get(room_id).and_then(|r| r.keys.get(&epoch)) else {
-            return (from, Some(epoch), Err(format!("no key for epoch {epoch}")));
+        let Some(r) = self.state.rooms.get(room_id) else {
+            return (from, Some(epoch), Err(format!("unknown room {room_id}")));
         };
-        let opened = key32(&entry.message_key)
-            .map_err(err)
-            .and_then(|k| room::open(&k, room_id, &env.body).map_err(|e| format!("{e} (wrong password?)")))
+        let candidates: Vec<&EpochKey> =
+            r.keys.get(&epoch).into_iter().chain(r.openers.get(&epoch).into_iter().flatten()).collect();
+        if candidates.is_empty() {
+            return (from, Some(epoch), Err(format!("no key for epoch {epoch}")));
+        }
+        let opened = candidates
+            .iter()
+            .find_map(|entry| key32(&entry.message_key).ok().and_then(|k| room::open(&k, room_id, &env.body).ok()))
+            .ok_or_else(|| format!("room message of epoch {epoch} does not open with the keys held"))
             .and_then(|plain| Content::parse(&plain).map_err(err));
         (from, Some(epoch), opened)
     }
@@ -148,8 +168,8 @@ impl Ctx {
             let page = self.relay.pull_room(room_id, after, PAGE, 0).await.map_err(err)?;
             for msg in &page.messages {
                 let (from, epoch, opened) = self.open_room_message(room_id, msg).await;
-                if let (Ok(content), Some(sender)) = (&opened, &from) {
-                    self.on_membership(room_id, sender, content).await?;
+                if let (Ok(content), Some(sender), Some(epoch)) = (&opened, &from, epoch) {
+                    self.on_membership(room_id, sender, content, epoch).await?;
                 }
                 self.show(room_id, msg, &from, opened, epoch);
             }
@@ -163,49 +183,67 @@ impl Ctx {
         }
     }
 
-    /// Joins add a member; a leave removes one, and the first remaining member to
-    /// read it (no rekey for the next epoch in its inbox yet) rotates the key.
+    /// Joins add a member under the current epoch only; a leave removes one, and
+    /// this reader rotates the key only if the leaver is still among the members
+    /// of its current epoch after taking the rekeys already in its inbox (§8.3).
     pub(super) async fn on_membership(
         &mut self,
         room_id: &str,
         sender: &Wallet,
         content: &Content,
+        message_epoch: u32,
     ) -> Result<(), String> {
-        let me = self.me.to_string();
         let Some(r) = self.state.rooms.get_mut(room_id) else {
             return Ok(());
         };
         match content {
-            Content::Join { .. } if !r.members.contains(&sender.to_string()) => r.members.push(sender.to_string()),
-            Content::Leave { .. } if sender.as_str() != me && r.members.contains(&sender.to_string()) && !r.left => {
-                r.members.retain(|m| m != sender.as_str());
-                let next = r.epoch + 1;
-                self.sync_inbox(false, false).await?;
-                if self.room(room_id)?.keys.contains_key(&next) {
-                    return Ok(());
+            Content::Join { .. }
+                if membership::join_counts(r.epoch, message_epoch)
+                    && !r.members.iter().any(|m| m == sender.as_str()) =>
+            {
+                r.members.push(sender.to_string());
+            }
+            Content::Leave { .. } => {
+                if membership::judge_leave(&self.me, sender, &r.members, r.left) == Leave::RemoveAndRekey {
+                    // Another member may have rotated for this leave already.
+                    self.sync_inbox(false, false).await?;
                 }
-                self.rekey(room_id, next).await?;
+                let r = self.state.rooms.get_mut(room_id).ok_or("room vanished")?;
+                let verdict = membership::judge_leave(&self.me, sender, &r.members, r.left);
+                r.members.retain(|m| m != sender.as_str());
+                if verdict == Leave::RemoveAndRekey {
+                    let next = membership::next_epoch(r.epoch).ok_or("the room is at its last epoch")?;
+                    self.rekey(room_id, next).await?;
+                }
             }
             _ => {}
         }
         Ok(())
     }
 
+    /// Rotates the room key to `epoch` and sends it to every other member of the
+    /// current epoch by authenticated direct message, naming them all.
     pub(super) async fn rekey(&mut self, room_id: &str, epoch: u32) -> Result<(), String> {
-        let mut key = [0u8; 32];
-        OsRng.fill_bytes(&mut key);
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(key.as_mut());
         let r = self.room(room_id)?.clone();
         let message_key = room::message_key(&key, room_id, r.password.as_deref()).map_err(err)?;
+        let check = room::check(&message_key, room_id, epoch);
         let others: Vec<String> = r.members.iter().filter(|m| **m != self.me.as_str()).cloned().collect();
-        let content = Content::Rekey { sent_at: now_ms(), room: room_id.to_owned(), epoch, key: b64(&key) };
-        let mut lowest: Option<String> = None;
+        let content = Content::Rekey {
+            sent_at: now_ms(),
+            room: room_id.to_owned(),
+            epoch,
+            key: b64(key.as_ref()),
+            check: Some(b64(&check)),
+            members: Some(r.members.clone()),
+        };
         for member in &others {
             let to = Wallet::parse_strict(member).map_err(|e| e.message)?;
-            let ack = self.send_dm(&to, &content, false).await?;
-            lowest = Some(lowest.map_or(ack.id.clone(), |l| l.min(ack.id.clone())));
+            self.send_dm(&to, &content, false).await?;
         }
         let r = self.state.rooms.get_mut(room_id).ok_or("room vanished")?;
-        r.keys.insert(epoch, EpochKey { key: b64(&key), message_key: b64(&message_key), via: lowest });
+        r.keys.insert(epoch, EpochKey { key: b64(key.as_ref()), message_key: b64(message_key.as_ref()) });
         r.epoch = r.epoch.max(epoch);
         self.save()?;
         self.out.emit(json!({"room": room_id, "rekey": epoch, "members": others}), || {
@@ -246,16 +284,45 @@ impl Ctx {
     }
 }
 
-/// Takes a rekey for `epoch` unless one from a lower envelope id is already held.
-pub(super) fn accept_rekey(room_id: &str, r: &mut RoomState, epoch: u32, mut entry: EpochKey) -> Result<(), String> {
-    if let Some(held) = r.keys.get(&epoch)
-        && held.via.as_deref().is_none_or(|v| entry.via.as_deref().is_none_or(|new| v <= new))
-    {
+/// The error code of a join refused for its password (also in `--json` output).
+pub(super) const WRONG_PASSWORD: &str = "wrong_password";
+
+/// Takes a rekey from an authenticated sender if §8.3 lets it count.
+pub(super) fn take_rekey(room_id: &str, r: &mut RoomState, rekey: &HeldRekey) -> Result<(), String> {
+    let sender = Wallet::parse_strict(&rekey.from).map_err(|e| e.message)?;
+    let key = key32(&rekey.key).map_err(err)?;
+    let sealing = r.keys.get(&r.epoch).and_then(|k| key32(&k.key).ok());
+    let known = Known { epoch: r.epoch, members: &r.members, sealing_key: sealing.as_ref() };
+    if let Rekey::Ignore(why) = membership::judge_rekey(Some(&sender), &known, rekey.epoch, &key, None) {
+        eprintln!("denet: ignored a rekey of {room_id} from {sender}: {why}");
         return Ok(());
     }
-    let key = key32(&entry.key).map_err(err)?;
-    entry.message_key = b64(&room::message_key(&key, room_id, r.password.as_deref()).map_err(err)?);
-    r.keys.insert(epoch, entry);
-    r.epoch = r.epoch.max(epoch);
+    let message_key = room::message_key(&key, room_id, r.password.as_deref()).map_err(err)?;
+    let check_matches = rekey.check.as_ref().map(|c| *c == b64(&room::check(&message_key, room_id, rekey.epoch)));
+    let entry = EpochKey { key: rekey.key.clone(), message_key: b64(message_key.as_ref()) };
+    match membership::judge_rekey(Some(&sender), &known, rekey.epoch, &key, check_matches) {
+        Rekey::Ignore(why) => eprintln!("denet: ignored a rekey of {room_id} from {sender}: {why}"),
+        Rekey::Advance => {
+            r.keys.insert(rekey.epoch, entry);
+            r.epoch = rekey.epoch;
+            if let Some(members) = &rekey.members {
+                r.members = members.clone();
+            }
+        }
+        Rekey::Replace => {
+            if let Some(loser) = r.keys.insert(rekey.epoch, entry) {
+                r.openers.entry(rekey.epoch).or_default().push(loser);
+            }
+            if let Some(members) = &rekey.members {
+                r.members = members.clone();
+            }
+        }
+        Rekey::OpenOnly => {
+            let openers = r.openers.entry(rekey.epoch).or_default();
+            if !openers.contains(&entry) {
+                openers.push(entry);
+            }
+        }
+    }
     Ok(())
 }

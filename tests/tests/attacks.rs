@@ -1,0 +1,190 @@
+//! PROTOCOL.md 1.1 attacks against the relay, each a test named after it that
+//! passed against the previous version and is refused now (issue 10).
+
+use denet_e2e::Relay;
+use denet_e2e::actors::{User, anonymous_envelope, now_ms, random_room};
+use denet_e2e::ws::Socket;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const DAY_MS: u64 = 86_400_000;
+const WEAK_KEYS: &str = include_str!("../../../shared/vectors/weak_keys.json");
+
+fn weak(kind: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(WEAK_KEYS).unwrap();
+    v[kind].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A bundle of `user` whose `field` is replaced and re-signed by the wallet, as an attacker who holds the wallet would.
+fn resigned_bundle_with(user: &User, field: &str, value: &str) -> Value {
+    let mut bundle = denet_core::Bundle::parse(&user.bundle(30)).unwrap();
+    let bytes: [u8; 32] = denet_core::encoding::b64_decode_exact(value).unwrap();
+    match field {
+        "sign_key" => bundle.sign_key = denet_core::SignKey(bytes),
+        _ => bundle.dh_key = bytes,
+    }
+    let mut json = bundle.to_json();
+    json["wallet_sig"] = denet_e2e::actors::personal_sign(&user.wallet_key, &bundle.statement()).into();
+    json
+}
+
+#[tokio::test]
+async fn a_bundle_with_a_small_order_sign_key_is_refused() {
+    let relay = Relay::shared();
+    for key in weak("sign_keys") {
+        let user = User::new();
+        let (status, body) = relay.put_bundle(&user, &resigned_bundle_with(&user, "sign_key", &key)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed")), "{key}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_bundle_with_an_all_zero_secret_dh_key_is_refused() {
+    let relay = Relay::shared();
+    for key in weak("dh_keys") {
+        let user = User::new();
+        let (status, body) = relay.put_bundle(&user, &resigned_bundle_with(&user, "dh_key", &key)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed")), "{key}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_forged_signature_does_not_read_an_inbox() {
+    let relay = Relay::shared();
+    let v: Value = serde_json::from_str(WEAK_KEYS).unwrap();
+    let forged = &v["forged_signature"];
+    let path = "/v1/inbox/0x0000000000000000000000000000000000000000/messages";
+    let resp = Relay::client()
+        .get(relay.url(path))
+        .header("Denet-Wallet", "0x0000000000000000000000000000000000000000")
+        .header("Denet-Key", forged["sign_key"].as_str().unwrap())
+        .header("Denet-Time", now_ms().to_string())
+        .header("Denet-Signature", forged["sig"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn a_revoked_key_does_not_come_back_after_retention() {
+    let relay = Relay::start_with(&[("RETENTION_DAYS", "1")]);
+    let user = User::new();
+    let bundle = user.bundle(30);
+    assert_eq!(relay.put_bundle(&user, &bundle).await.0, 201);
+    let path = format!("/v1/keys/{}/revoke", user.wallet);
+    assert_eq!(relay.send_json(reqwest::Method::POST, &path, &user.revocation(user.sign_key())).await.0, 200);
+    // The revocation is older than the retention period; the bundle has not expired.
+    relay.d1_execute(&format!(
+        "UPDATE bundles SET revoked_at = revoked_at - {} WHERE wallet = '{}'",
+        3 * DAY_MS,
+        user.wallet
+    ));
+    assert_eq!(reqwest::get(relay.url("/__scheduled?cron=17+3+*+*+*")).await.unwrap().status().as_u16(), 200);
+    let (status, body) = relay.put_bundle(&user, &bundle).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let inbox = format!("/v1/inbox/{}/messages", user.wallet);
+    assert_eq!(relay.get_signed(&user, &inbox).await.0, 403);
+    let (_, keys) = relay.get(&format!("/v1/keys/{}?include=all", user.wallet)).await;
+    assert_eq!(keys["keys"][0]["status"], "revoked");
+}
+
+#[tokio::test]
+async fn a_revoked_device_stops_listening() {
+    let relay = Relay::shared();
+    let user = User::new();
+    relay.register(&user).await;
+    let path = format!("/v1/inbox/{}/ws", user.wallet);
+    let mut socket = Socket::connect(&relay.ws_url(&user.signed_query(&path, None, now_ms()))).await;
+    socket.until_ready().await;
+    assert_eq!(relay.post(&anonymous_envelope(&user.wallet.to_string(), b"before")).await.0, 201);
+    assert!(socket.recv().await["message"]["body"].is_string());
+
+    let revoke = format!("/v1/keys/{}/revoke", user.wallet);
+    assert_eq!(relay.send_json(reqwest::Method::POST, &revoke, &user.revocation(user.sign_key())).await.0, 200);
+    let frame = socket.recv().await;
+    assert_eq!((frame["type"].as_str(), frame["code"].as_str()), (Some("error"), Some("forbidden")), "{frame}");
+    assert_eq!(relay.post(&anonymous_envelope(&user.wallet.to_string(), b"after")).await.0, 201);
+    // Nothing committed after the revocation reaches the socket: it is closed (1008).
+    assert_eq!(socket.close_code(Duration::from_secs(5)).await, Some(1008));
+}
+
+#[tokio::test]
+async fn an_inbox_socket_closes_when_its_key_expires() {
+    let relay = Relay::shared();
+    let user = User::new();
+    let now = now_ms();
+    let (status, body) = relay.put_bundle(&user, &user.bundle_at(now - 1000, now + 4000)).await;
+    assert_eq!(status, 201, "{body}");
+    let path = format!("/v1/inbox/{}/ws", user.wallet);
+    let mut socket = Socket::connect(&relay.ws_url(&user.signed_query(&path, None, now_ms()))).await;
+    socket.until_ready().await;
+    let frame = socket.recv_within(Duration::from_secs(10)).await.expect("an error frame at expiry");
+    assert_eq!((frame["type"].as_str(), frame["code"].as_str()), (Some("error"), Some("forbidden")), "{frame}");
+    assert_eq!(socket.close_code(Duration::from_secs(5)).await, Some(1008));
+}
+
+#[tokio::test]
+async fn socket_frames_are_throttled_per_ip() {
+    let relay = Relay::start_with(&[("IP_REQUESTS_PER_MIN", "20")]);
+    let room = random_room();
+    let mut socket = Socket::connect(&relay.ws_url(&format!("/v1/rooms/{room}/ws"))).await;
+    socket.until_ready().await;
+    let bad = json!({"type": "send", "ref": "x", "envelope": anonymous_envelope(&random_room(), b"elsewhere")});
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        socket.send(&bad).await;
+        codes.push(socket.recv().await["code"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(codes[0], "malformed", "the envelope's `to` is checked before its signature");
+    assert!(codes.iter().filter(|c| *c == "rate_limited").count() >= 15, "{codes:?}");
+}
+
+#[tokio::test]
+async fn an_ipv6_network_shares_one_ip_limit() {
+    let relay = Relay::start_with(&[("IP_REQUESTS_PER_MIN", "5")]);
+    let get = |ip: &'static str| {
+        let url = relay.url("/v1/health");
+        async move { Relay::client().get(url).header("cf-connecting-ip", ip).send().await.unwrap().status().as_u16() }
+    };
+    for i in 0..5 {
+        assert_eq!(get(["2001:db8:7:7::1", "2001:db8:7:7::2"][i % 2]).await, 200);
+    }
+    assert_eq!(get("2001:db8:7:7:ffff::9").await, 429, "another address of the same /64");
+    assert_eq!(get("2001:db8:7:8::1").await, 200, "another /64");
+}
+
+#[tokio::test]
+async fn pages_and_replays_end_at_max_page_bytes() {
+    let relay = Relay::start_with(&[("MAX_PAGE_BYTES", "8192")]);
+    let room = random_room();
+    for i in 0..10 {
+        let body = vec![b'a' + i as u8; 2000];
+        assert_eq!(relay.post(&anonymous_envelope(&room, &body)).await.0, 201);
+    }
+    let (status, page) = relay.get(&format!("/v1/rooms/{room}/messages?limit=100")).await;
+    assert_eq!(status, 200);
+    let n = page["messages"].as_array().unwrap().len();
+    assert!((1..10).contains(&n), "{n} messages in one page");
+    assert_eq!(page["more"], true);
+    assert!(serde_json::to_string(&page).unwrap().len() <= 8192);
+    assert_eq!(relay.pull_all(&format!("/v1/rooms/{room}/messages"), 100).await.len(), 10);
+    let mut socket = Socket::connect(&relay.ws_url(&format!("/v1/rooms/{room}/ws?after=0"))).await;
+    let (replayed, next) = socket.until_ready().await;
+    assert_eq!((replayed.len(), next), (10, 10));
+}
+
+#[tokio::test]
+async fn socket_places_come_back_after_a_restart() {
+    let mut relay = Relay::start_with(&[("SOCKETS_PER_IP", "2")]);
+    let room = random_room();
+    let url = relay.ws_url(&format!("/v1/rooms/{room}/ws"));
+    let a = Socket::connect_from(&url, "198.51.100.7").await.unwrap();
+    let b = Socket::connect_from(&url, "198.51.100.7").await.unwrap();
+    assert_eq!(Socket::connect_from(&url, "198.51.100.7").await.err().map(|e| e.0), Some(429));
+    // The relay goes down with both sockets open: no close is ever handled.
+    relay.restart();
+    drop((a, b));
+    let again = Socket::connect_from(&url, "198.51.100.7").await;
+    assert!(again.is_ok(), "the IP is not locked out: {:?}", again.err());
+}
