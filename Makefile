@@ -10,15 +10,24 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: setup build migrate dev test fmt lint unit wasm e2e bench fuzz clean
+.PHONY: setup setup-browser build sdk migrate dev test test-sdk test-browser fmt lint unit wasm e2e bench fuzz clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen and npm packages if missing
 setup:
 	@scripts/setup.sh
 
-## build: compile the Worker to build/ (wasm32, release)
-build: setup
+## build: compile the Worker to build/ (wasm32, release), and the SDK and page if stale
+build: setup public/.built
 	@scripts/build.sh
+
+## sdk: build the JS/TS SDK into sdk/dist/ and the relay's static assets (page + SDK) into public/
+sdk: setup
+	@scripts/sdk.sh && touch public/.built
+
+# The SDK and page are rebuilt when anything they are made of changes.
+SDK_SOURCES := $(shell find page sdk/src crates/wasm crates/client/src crates/core/src -type f 2>/dev/null) Cargo.lock
+public/.built: $(SDK_SOURCES)
+	@scripts/sdk.sh && touch public/.built
 
 ## migrate: apply D1 migrations to the local state in $(STATE)
 migrate: setup
@@ -28,8 +37,21 @@ migrate: setup
 dev: build migrate
 	DENET_SKIP_BUILD=1 npx wrangler dev --ip 127.0.0.1 --port $(PORT) --persist-to $(STATE) --test-scheduled
 
-## test: formatting, lints, native and wasm unit tests, then end-to-end tests
-test: setup lint unit wasm e2e
+## test: formatting, lints, native and wasm unit tests, end-to-end, SDK and browser tests
+test: setup lint unit wasm e2e test-sdk test-browser
+
+## setup-browser: Debian's Chromium for the browser tests, checked against playwright-core
+setup-browser: setup
+	@scripts/setup.sh browser
+
+## test-sdk: the SDK under Node: the shared vectors through the wasm, then flows against a real relay
+test-sdk: build
+	cargo build -q -p denet-client --bin denet
+	node --test --test-concurrency=1 sdk/test/vectors.test.mjs sdk/test/sdk.test.mjs
+
+## test-browser: the page in headless Chromium, two wallets chatting (screenshots in target/browser/)
+test-browser: build setup-browser
+	node --test --test-concurrency=1 sdk/test/browser.test.mjs
 
 fmt:
 	cargo fmt --all
@@ -37,7 +59,7 @@ fmt:
 lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p denet-relay --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy -p denet-relay -p denet-wasm --target wasm32-unknown-unknown -- -D warnings
 
 unit: setup
 	cargo test --workspace --exclude denet-e2e
@@ -68,4 +90,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf build target .wrangler
+	rm -rf build target .wrangler sdk/dist public

@@ -33,10 +33,16 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$bindgen_ver
   cargo install wasm-bindgen-cli --version "$bindgen_version"
 fi
 
-# schemathesis (the OpenAPI contract test) in a project-local virtualenv.
+# schemathesis (the OpenAPI contract test) in a project-local virtualenv. A .venv
+# copied or moved from elsewhere points at interpreters that are gone: remake it.
 SCHEMATHESIS_VERSION=4.32.5
+if [ -e .venv ] && ! .venv/bin/python -c '' >/dev/null 2>&1; then
+  say "the .venv is broken (moved or copied checkout?): recreating it"
+  rm -rf .venv
+fi
 if [ "$(.venv/bin/schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
   say "installing schemathesis $SCHEMATHESIS_VERSION into .venv"
+  rm -rf .venv
   python3 -m venv .venv
   .venv/bin/pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
@@ -45,4 +51,21 @@ fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm packages (wrangler, node 22, binaryen)"
   npm ci --no-audit --no-fund
+fi
+
+# `setup.sh browser` (make setup-browser): Debian's Chromium for the browser tests,
+# whose major version must be the one the pinned playwright-core drives.
+if [ "${1:-}" = browser ]; then
+  if ! command -v chromium >/dev/null; then
+    say "installing Debian's chromium (browser tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  have=$(chromium --version 2>/dev/null | grep -oE '[0-9]+\.' | head -1 | tr -d .)
+  want=$(node -e 'const b=require("./node_modules/playwright-core/browsers.json").browsers.find(b=>b.name==="chromium");process.stdout.write(b.browserVersion.split(".")[0])')
+  if [ "$have" != "$want" ]; then
+    echo "setup: chromium $have is installed, but playwright-core $(node -p 'require("./node_modules/playwright-core/package.json").version') drives chromium $want." >&2
+    echo "setup: pin a playwright-core whose browsers.json names chromium $have (see ../shared/TOOLCHAIN.md)." >&2
+    exit 1
+  fi
 fi

@@ -20,7 +20,7 @@ async fn health_reports_status_version_and_relay() {
 
 #[tokio::test]
 async fn unknown_routes_are_not_found_in_the_error_shape() {
-    for path in ["/", "/v1", "/v1/healthz", "/v2/health", "/v1/health/extra"] {
+    for path in ["/nothing-here", "/v1", "/v1/healthz", "/v2/health", "/v1/health/extra"] {
         let (status, body) = get(path).await;
         assert_eq!(status, 404, "{path}");
         assert_eq!(body["error"]["code"], "not_found", "{path}");
@@ -57,4 +57,23 @@ async fn test_routes_are_off_by_default() {
         let (status, body) = get(path).await;
         assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{path}");
     }
+    // The fault switch of the mesh tests: no peer can make a production relay answer `internal`.
+    let resp = Relay::client()
+        .post(Relay::shared().url("/v1/__faults"))
+        .json(&serde_json::json!({"relay_internal": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn the_chat_page_and_the_sdk_are_served_at_the_root() {
+    let resp = reqwest::get(Relay::shared().url("/")).await.expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(resp.text().await.unwrap().contains("Connect wallet"));
+    let sdk = reqwest::get(Relay::shared().url("/sdk/index.js")).await.expect("request");
+    assert_eq!(sdk.status().as_u16(), 200);
+    assert!(sdk.text().await.unwrap().contains("export class Client"));
 }

@@ -173,7 +173,7 @@ fn http_cases(alice: &User, bob: &User) -> Vec<Case> {
         case("another version", "GET", "/v2/health", None, 404, "not_found"),
         case("trailing slash", "GET", "/v1/health/", None, 404, "not_found"),
         case("rooms without id", "GET", "/v1/rooms", None, 404, "not_found"),
-        case("root", "GET", "/", None, 404, "not_found"),
+        case("no such asset or route", "GET", "/nothing-here", None, 404, "not_found"),
         case("plain request to a socket", "GET", &format!("/v1/rooms/{room}/ws"), None, 426, "upgrade_required"),
         case(
             "uppercase room in a path",

@@ -38,7 +38,9 @@ fn mesh_with(names: &[&str], links: &[(usize, usize)], extra: &[&[(&str, &str)]]
             let peers = peers.join(",");
             let mut vars: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
             vars.extend([("RELAY_ID", *name), ("PEERS", peers.as_str()), ("PEER_TOKEN", TOKEN)]);
-            vars.extend(extra.get(i).copied().unwrap_or_default());
+            let extra = extra.get(i).copied().unwrap_or_default();
+            vars.retain(|(k, _)| !extra.iter().any(|(name, _)| name == k));
+            vars.extend(extra);
             Relay::start_on(ports[i], &vars)
         })
         .collect()
@@ -266,7 +268,18 @@ async fn a_peer_that_does_not_list_the_sender_still_judges_its_named_envelopes()
     let relays = mesh_with(&["a", "b"], &[(0, 1)], &[&[], &[("PEERS", "")]]);
     let (a, b) = (&relays[0], &relays[1]);
     let alice = User::new();
-    a.register(&alice).await;
+    // Alice's bundle is on A from before B was its peer: it was never forwarded.
+    let bundle = alice.bundle(30);
+    a.d1_execute(&format!(
+        "INSERT INTO bundles (sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, stored_at)
+         VALUES ('{}', '{}', '{}', {}, {}, '{}', 0)",
+        bundle["sign_key"].as_str().unwrap(),
+        bundle["wallet"].as_str().unwrap(),
+        bundle["dh_key"].as_str().unwrap(),
+        bundle["issued_at"],
+        bundle["expires_at"],
+        bundle["wallet_sig"].as_str().unwrap()
+    ));
     let room = random_room();
     let env = alice.envelope(&room, b"named, from a");
     assert_eq!(a.post(&env).await.0, 201);

@@ -1,0 +1,351 @@
+//! denet-wasm: the `denet-client` crate for JavaScript (the SDK in `sdk/`).
+//!
+//! Glue only: every function here converts JS values (strings, numbers,
+//! `Uint8Array`s, JSON text) and calls `denet-client` or `denet-core`, which hold
+//! the crypto, the wire formats and the §8.3 rules. Keys cross as base64url, bodies
+//! as bytes, structured values as JSON text; errors are `Error`s whose message
+//! starts with a code (`malformed: …`, `invalid: …`, `open: …`).
+
+use denet_client::content::Content;
+use denet_client::identity::{self, key32};
+use denet_client::membership::{self, Known};
+use denet_client::{dm, room};
+use denet_core::encoding::{b64, b64_decode};
+use denet_core::{Bundle, Envelope, Revocation, Wallet};
+use rand_core::{OsRng, RngCore};
+use serde_json::{Value, json};
+use wasm_bindgen::prelude::*;
+
+type JsResult<T> = Result<T, JsError>;
+
+fn fail(code: &str, e: impl std::fmt::Display) -> JsError {
+    JsError::new(&format!("{code}: {e}"))
+}
+
+fn client_err(e: denet_client::ClientError) -> JsError {
+    match e {
+        denet_client::ClientError::Open(m) => fail("open", m),
+        other => fail("invalid", other),
+    }
+}
+
+fn core_err(e: denet_core::Error) -> JsError {
+    fail(e.code.as_str(), e.message)
+}
+
+fn wallet(s: &str) -> JsResult<Wallet> {
+    Wallet::parse_lenient(s).map_err(core_err)
+}
+
+fn key(s: &str) -> JsResult<[u8; 32]> {
+    key32(s).map_err(client_err)
+}
+
+/// A wallet in the lowercase form everything signed uses (any form a path accepts).
+#[wasm_bindgen(js_name = normalizeWallet)]
+pub fn normalize_wallet(s: &str) -> JsResult<String> {
+    Ok(wallet(s)?.to_string())
+}
+
+/// 32 random bytes as base64url (room keys).
+#[wasm_bindgen(js_name = randomKey)]
+pub fn random_key() -> String {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(bytes.as_mut());
+    b64(bytes.as_ref())
+}
+
+/// 32 random bytes as hex (room ids).
+#[wasm_bindgen(js_name = randomRoomId)]
+pub fn random_room_id() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// One device: Ed25519 to sign, X25519 to decrypt.
+#[wasm_bindgen]
+pub struct Device {
+    inner: identity::Device,
+}
+
+#[wasm_bindgen]
+impl Device {
+    /// Fresh device keys.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Device {
+        Device { inner: identity::Device::generate(&mut OsRng) }
+    }
+
+    /// The device of stored secrets (base64url).
+    #[wasm_bindgen(js_name = fromSecrets)]
+    pub fn from_secrets(sign_seed: &str, dh_secret: &str) -> JsResult<Device> {
+        Ok(Device { inner: identity::Device::from_secrets(key(sign_seed)?, key(dh_secret)?) })
+    }
+
+    #[wasm_bindgen(js_name = signSeed)]
+    pub fn sign_seed(&self) -> String {
+        b64(self.inner.sign_seed().as_ref())
+    }
+
+    #[wasm_bindgen(js_name = dhSecret)]
+    pub fn dh_secret(&self) -> String {
+        b64(self.inner.dh_secret().as_ref())
+    }
+
+    #[wasm_bindgen(getter, js_name = signKey)]
+    pub fn sign_key(&self) -> String {
+        self.inner.sign_key().to_b64()
+    }
+
+    #[wasm_bindgen(getter, js_name = dhKey)]
+    pub fn dh_key(&self) -> String {
+        b64(&self.inner.dh_key())
+    }
+
+    fn unsigned_bundle(&self, wallet_s: &str, issued_at: f64, expires_at: f64) -> JsResult<Bundle> {
+        Ok(Bundle {
+            wallet: wallet(wallet_s)?,
+            sign_key: self.inner.sign_key(),
+            dh_key: self.inner.dh_key(),
+            issued_at: issued_at as u64,
+            expires_at: expires_at as u64,
+            wallet_sig: String::new(),
+        })
+    }
+
+    /// The text the wallet signs (EIP-191) to authorize this device (§1.1).
+    #[wasm_bindgen(js_name = bundleStatement)]
+    pub fn bundle_statement(&self, wallet: &str, issued_at: f64, expires_at: f64) -> JsResult<String> {
+        Ok(self.unsigned_bundle(wallet, issued_at, expires_at)?.statement())
+    }
+
+    /// The bundle JSON with the wallet's signature, checked before it is returned.
+    pub fn bundle(&self, wallet: &str, issued_at: f64, expires_at: f64, wallet_sig: &str) -> JsResult<String> {
+        let mut bundle = self.unsigned_bundle(wallet, issued_at, expires_at)?;
+        bundle.wallet_sig = wallet_sig.to_owned();
+        let bundle = Bundle::parse(&bundle.to_json()).map_err(core_err)?;
+        bundle.verify().map_err(core_err)?;
+        Ok(bundle.to_json().to_string())
+    }
+
+    /// The text the wallet signs to revoke this device (§1.2).
+    #[wasm_bindgen(js_name = revocationStatement)]
+    pub fn revocation_statement(&self, wallet_s: &str, revoked_at: f64) -> JsResult<String> {
+        let r = Revocation {
+            wallet: wallet(wallet_s)?,
+            sign_key: self.inner.sign_key(),
+            revoked_at: revoked_at as u64,
+            wallet_sig: String::new(),
+        };
+        Ok(r.statement())
+    }
+
+    /// A named envelope (`from` given) or one signed by this device's key, JSON.
+    pub fn envelope(&self, to: &str, from: Option<String>, ts: f64, body: &[u8]) -> JsResult<String> {
+        let from = from.map(|f| wallet(&f)).transpose()?;
+        Ok(self.inner.envelope(to, from.as_ref(), ts as u64, body).map_err(client_err)?.to_string())
+    }
+
+    /// The four `Denet-*` values of a signed request (§3.1), as a JSON object.
+    #[wasm_bindgen(js_name = requestCredentials)]
+    pub fn request_credentials(&self, wallet_s: &str, method: &str, signed_path: &str, time: f64) -> JsResult<String> {
+        let creds = self.inner.request_credentials(&wallet(wallet_s)?, method, signed_path, time as u64);
+        let map: serde_json::Map<String, Value> = creds.into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+        Ok(Value::Object(map).to_string())
+    }
+
+    /// Seals a direct message (§8.2) for `recipients` (base64url `dh_key`s): HPKE
+    /// auth mode from this device when `from` is given, base mode when anonymous.
+    #[wasm_bindgen(js_name = sealDm)]
+    pub fn seal_dm(
+        &self,
+        content: &[u8],
+        to: &str,
+        from: Option<String>,
+        recipients: Vec<String>,
+    ) -> JsResult<Vec<u8>> {
+        let keys = recipients.iter().map(|r| key(r)).collect::<JsResult<Vec<_>>>()?;
+        let secret = self.inner.dh_secret();
+        let from = from.map(|f| wallet(&f)).transpose()?;
+        let sender = from.as_ref().map(|w| dm::Sender { wallet: w.as_str(), dh_secret: &secret });
+        dm::seal(content, to, sender.as_ref(), &keys, &mut OsRng).map_err(client_err)
+    }
+
+    /// Opens a direct message to this device; for a named one give the sender's
+    /// wallet and the `dh_key` of the bundle that signed the envelope (auth mode).
+    #[wasm_bindgen(js_name = openDm)]
+    pub fn open_dm(
+        &self,
+        body: &[u8],
+        to: &str,
+        from: Option<String>,
+        sender_dh_key: Option<String>,
+    ) -> JsResult<Vec<u8>> {
+        let sender_key = sender_dh_key.map(|k| key(&k)).transpose()?;
+        let sender = match (&from, &sender_key) {
+            (Some(w), Some(k)) => Some((w.as_str(), k)),
+            (None, None) => None,
+            _ => return Err(fail("invalid", "a named message needs both the wallet and the dh_key")),
+        };
+        dm::open(body, to, sender, &self.inner.dh_secret()).map_err(client_err)
+    }
+}
+
+impl Default for Device {
+    fn default() -> Device {
+        Device::new()
+    }
+}
+
+/// An anonymous envelope signed by a fresh key, JSON.
+#[wasm_bindgen(js_name = anonymousEnvelope)]
+pub fn anonymous_envelope(to: &str, ts: f64, body: &[u8]) -> JsResult<String> {
+    Ok(identity::anonymous_envelope(to, ts as u64, body, &mut OsRng).map_err(client_err)?.to_string())
+}
+
+/// Checks a stored envelope (§2 fields plus `id`, `seq`, `received_at`) strictly:
+/// shape and signature. Returns `{id, to, from, key, ts, body}` with the id
+/// computed here (never the relay's) and the body as base64url.
+#[wasm_bindgen(js_name = checkEnvelope)]
+pub fn check_envelope(stored: &str) -> JsResult<String> {
+    let mut value: Value = serde_json::from_str(stored).map_err(|e| fail("malformed", e))?;
+    if let Some(obj) = value.as_object_mut() {
+        for extra in ["id", "seq", "received_at"] {
+            obj.remove(extra);
+        }
+    }
+    let env = Envelope::parse(&value, usize::MAX).map_err(core_err)?;
+    env.verify().map_err(core_err)?;
+    Ok(json!({"id": env.id(), "to": env.to.as_str(), "from": env.from.as_ref().map(Wallet::as_str),
+              "key": env.key.to_b64(), "ts": env.ts, "body": b64(&env.body)})
+    .to_string())
+}
+
+/// Reads a `GET /v1/keys/{wallet}?include=all` answer, keeping only the bundles of
+/// `wallet` whose wallet signature (and revocation) verify:
+/// `[{sign_key, dh_key, issued_at, expires_at, revoked_at}]`.
+#[wasm_bindgen(js_name = verifyKeyList)]
+pub fn verify_key_list(answer: &str, wallet_s: &str) -> JsResult<String> {
+    let answer: Value = serde_json::from_str(answer).map_err(|e| fail("malformed", e))?;
+    let list: Vec<Value> = identity::verify_key_list(&answer, &wallet(wallet_s)?)
+        .into_iter()
+        .map(|b| {
+            json!({"sign_key": b.bundle.sign_key.to_b64(), "dh_key": b64(&b.bundle.dh_key),
+                   "issued_at": b.bundle.issued_at, "expires_at": b.bundle.expires_at, "revoked_at": b.revoked_at})
+        })
+        .collect();
+    Ok(Value::Array(list).to_string())
+}
+
+/// Checks content JSON against §8.1 and returns its canonical bytes.
+#[wasm_bindgen(js_name = encodeContent)]
+pub fn encode_content(json: &str) -> JsResult<Vec<u8>> {
+    Ok(Content::parse(json.as_bytes()).map_err(client_err)?.to_bytes())
+}
+
+/// Parses opened plaintext as §8.1 content; returns its JSON.
+#[wasm_bindgen(js_name = decodeContent)]
+pub fn decode_content(bytes: &[u8]) -> JsResult<String> {
+    let content = Content::parse(bytes).map_err(client_err)?;
+    Ok(String::from_utf8(content.to_bytes()).expect("JSON is UTF-8"))
+}
+
+/// The room's message key (§8.3) for room key `K` and an optional password.
+#[wasm_bindgen(js_name = roomMessageKey)]
+pub fn room_message_key(room_key: &str, room_id: &str, password: Option<String>) -> JsResult<String> {
+    let k = room::message_key(&key(room_key)?, room_id, password.as_deref()).map_err(client_err)?;
+    Ok(b64(k.as_ref()))
+}
+
+/// The password check of an epoch (§8.3).
+#[wasm_bindgen(js_name = roomCheck)]
+pub fn room_check(message_key: &str, room_id: &str, epoch: u32) -> JsResult<String> {
+    Ok(b64(&room::check(&key(message_key)?, room_id, epoch)))
+}
+
+#[wasm_bindgen(js_name = sealRoom)]
+pub fn seal_room(message_key: &str, room_id: &str, epoch: u32, content: &[u8]) -> JsResult<Vec<u8>> {
+    Ok(room::seal(&key(message_key)?, room_id, epoch, content, &mut OsRng))
+}
+
+#[wasm_bindgen(js_name = openRoom)]
+pub fn open_room(message_key: &str, room_id: &str, body: &[u8]) -> JsResult<Vec<u8>> {
+    room::open(&key(message_key)?, room_id, body).map_err(client_err)
+}
+
+#[wasm_bindgen(js_name = roomEpochOf)]
+pub fn room_epoch_of(body: &[u8]) -> JsResult<u32> {
+    room::epoch_of(body).map_err(client_err)
+}
+
+fn verdict(v: membership::Rekey) -> String {
+    match v {
+        membership::Rekey::Ignore(why) => format!("ignore: {why}"),
+        membership::Rekey::Advance => "advance".into(),
+        membership::Rekey::Replace => "replace".into(),
+        membership::Rekey::OpenOnly => "open_only".into(),
+    }
+}
+
+/// §8.3: whether a rekey counts — `advance`, `replace`, `open_only` or `ignore: why`.
+#[wasm_bindgen(js_name = judgeRekey)]
+pub fn judge_rekey(
+    sender: Option<String>,
+    current_epoch: u32,
+    members: Vec<String>,
+    sealing_key: Option<String>,
+    epoch: u32,
+    new_key: &str,
+    check_matches: Option<bool>,
+) -> JsResult<String> {
+    let sender = sender.map(|s| wallet(&s)).transpose()?;
+    let sealing = sealing_key.map(|k| key(&k)).transpose()?;
+    let known = Known { epoch: current_epoch, members: &members, sealing_key: sealing.as_ref() };
+    Ok(verdict(membership::judge_rekey(sender.as_ref(), &known, epoch, &key(new_key)?, check_matches)))
+}
+
+/// §8.3: `offer` or `ignore: why`.
+#[wasm_bindgen(js_name = judgeInvite)]
+pub fn judge_invite(sender: Option<String>, room_held: bool) -> JsResult<String> {
+    let sender = sender.map(|s| wallet(&s)).transpose()?;
+    Ok(match membership::judge_invite(sender.as_ref(), room_held) {
+        membership::Invite::Offer => "offer".into(),
+        membership::Invite::Ignore(why) => format!("ignore: {why}"),
+    })
+}
+
+/// §8.3: whether a join sealed under `message_epoch` adds its sender.
+#[wasm_bindgen(js_name = joinCounts)]
+pub fn join_counts(current_epoch: u32, message_epoch: u32) -> bool {
+    membership::join_counts(current_epoch, message_epoch)
+}
+
+/// §8.3: `ignore`, `remove` or `remove_and_rekey`.
+#[wasm_bindgen(js_name = judgeLeave)]
+pub fn judge_leave(me: &str, sender: &str, members: Vec<String>, reader_left: bool) -> JsResult<String> {
+    Ok(match membership::judge_leave(&wallet(me)?, &wallet(sender)?, &members, reader_left) {
+        membership::Leave::Ignore => "ignore",
+        membership::Leave::Remove => "remove",
+        membership::Leave::RemoveAndRekey => "remove_and_rekey",
+    }
+    .into())
+}
+
+/// The epoch after `epoch`; an error at the last one (epochs never wrap).
+#[wasm_bindgen(js_name = nextEpoch)]
+pub fn next_epoch(epoch: u32) -> JsResult<u32> {
+    membership::next_epoch(epoch).ok_or_else(|| fail("invalid", "the room is at its last epoch"))
+}
+
+/// Decodes base64url (no padding) to bytes.
+#[wasm_bindgen(js_name = fromB64)]
+pub fn from_b64(s: &str) -> JsResult<Vec<u8>> {
+    b64_decode(s).ok_or_else(|| fail("malformed", "not base64url"))
+}
+
+/// Encodes bytes as base64url without padding.
+#[wasm_bindgen(js_name = toB64)]
+pub fn to_b64(bytes: &[u8]) -> String {
+    b64(bytes)
+}

@@ -1,0 +1,255 @@
+// The chat page served by the relay at `/`. Everything private happens in the
+// SDK (and so in the Rust client compiled to wasm); this file is the UI only.
+import { Client, fromEip1193 } from "/sdk/index.js";
+
+const $ = (id) => document.getElementById(id);
+const relay = location.origin;
+let client = null;
+let current = null; // { kind: "dm" | "room", id }
+const conversations = new Map(); // key "dm:0x…" | "room:…" → { kind, id, name, messages, unread }
+
+const ERRORS = {
+  rate_limited: "You are sending too fast; wait a moment and try again.",
+  payload_too_large: "That message is too large.",
+  not_found: "Not found.",
+  forbidden: "This device's key is not active for that wallet.",
+  invalid_signature: "A signature did not verify.",
+  stale_timestamp: "This device's clock is off; fix the time and try again.",
+  wrong_password: "Wrong room password.",
+  offline: "The relay cannot be reached.",
+  malformed: "The relay refused a malformed request.",
+};
+
+function showError(e) {
+  const el = $("error");
+  el.textContent = ERRORS[e?.code] ? `${ERRORS[e.code]} (${e.message})` : String(e?.message ?? e);
+  el.hidden = false;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => (el.hidden = true), 6000);
+}
+
+function short(w) {
+  return w && w.length > 14 ? `${w.slice(0, 6)}…${w.slice(-4)}` : w ?? "anonymous";
+}
+
+// -- wallets: EIP-6963 discovery, window.ethereum as a fallback --
+const providers = [];
+window.addEventListener("eip6963:announceProvider", (ev) => {
+  if (providers.some((p) => p.info.uuid === ev.detail.info.uuid)) return;
+  providers.push(ev.detail);
+  const b = document.createElement("button");
+  b.textContent = `Connect ${ev.detail.info.name}`;
+  b.onclick = () => connect(ev.detail.provider).catch(showError);
+  $("wallets").append(b);
+});
+window.dispatchEvent(new Event("eip6963:requestProvider"));
+
+$("connect-button").onclick = () => {
+  const provider = providers[0]?.provider ?? window.ethereum;
+  if (!provider) return showError(new Error("No wallet found in this browser."));
+  connect(provider).catch(showError);
+};
+
+async function connect(provider) {
+  client = await Client.create({ relay, signer: fromEip1193(provider) });
+  $("me").textContent = client.wallet;
+  $("connect").hidden = true;
+  $("statement").textContent = client.authorizationText();
+  const known = await client.keysOf(client.wallet, true);
+  const now = Date.now();
+  const active = known.some((k) => k.sign_key === client.device.signKey && !k.revoked_at && k.expires_at > now);
+  if (active) return start();
+  $("authorize").hidden = false;
+}
+
+$("authorize-button").onclick = async () => {
+  try {
+    await client.register();
+    $("authorize").hidden = true;
+    await start();
+  } catch (e) {
+    showError(e);
+  }
+};
+
+async function start() {
+  $("chat").hidden = false;
+  for (const r of await client.rooms()) conversation("room", r.room, r.name || short(r.room));
+  for (const m of await client.inbox({ all: true })) take(m, false);
+  for (const r of await client.rooms()) for (const m of await client.readRoom(r.room, { all: true })) take(m, false);
+  render();
+  client.stream({
+    onMessage: (m) => {
+      take(m, true);
+      render();
+    },
+    onConnectionChange: (s) => {
+      $("conn").textContent = s;
+      $("conn").className = `badge ${s}`;
+    },
+  });
+}
+
+function conversation(kind, id, name) {
+  const key = `${kind}:${id}`;
+  if (!conversations.has(key)) conversations.set(key, { kind, id, name: name ?? short(id), messages: [], unread: 0 });
+  return conversations.get(key);
+}
+
+/** Files a message under its conversation. */
+function take(m, live) {
+  let c;
+  if (m.address === client.wallet) {
+    if (m.type === "rekey") return;
+    const peer = m.from ?? "anonymous";
+    c = conversation("dm", peer, m.from ? short(peer) : "anonymous");
+  } else {
+    c = conversation("room", m.address);
+  }
+  if (c.messages.some((x) => x.id === m.id)) return;
+  c.messages.push(m);
+  if (live && !(current && current.kind === c.kind && current.id === c.id) && m.from !== client.wallet) c.unread++;
+}
+
+function render() {
+  const list = $("conversations");
+  list.replaceChildren();
+  for (const c of conversations.values()) {
+    const li = document.createElement("li");
+    li.className = current && current.kind === c.kind && current.id === c.id ? "active" : "";
+    li.dataset.key = `${c.kind}:${c.id}`;
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = (c.kind === "room" ? "# " : "") + c.name;
+    li.append(name);
+    if (c.unread) {
+      const u = document.createElement("span");
+      u.className = "unread";
+      u.textContent = c.unread;
+      li.append(u);
+    }
+    li.onclick = () => open(c.kind, c.id);
+    list.append(li);
+  }
+  const inv = $("invites");
+  inv.replaceChildren();
+  for (const i of client.invites()) {
+    const li = document.createElement("li");
+    li.textContent = `${i.name || short(i.room)} from ${short(i.from)}${i.password ? " 🔒" : ""}`;
+    const b = document.createElement("button");
+    b.textContent = "Join";
+    b.onclick = async () => {
+      try {
+        const password = i.password ? prompt("Room password") ?? "" : undefined;
+        await client.joinRoom(i.room, { password });
+        conversation("room", i.room, i.name || short(i.room));
+        for (const m of await client.readRoom(i.room, { all: true })) take(m, false);
+        open("room", i.room);
+      } catch (e) {
+        showError(e);
+      }
+    };
+    li.append(b);
+    inv.append(li);
+  }
+  renderMessages();
+}
+
+function renderMessages() {
+  const ol = $("messages");
+  ol.replaceChildren();
+  if (!current) return;
+  const c = conversations.get(`${current.kind}:${current.id}`);
+  $("title").textContent = c.kind === "room" ? `# ${c.name}` : c.name === "anonymous" ? "anonymous" : c.id;
+  $("room-tools").hidden = c.kind !== "room";
+  $("composer").hidden = c.kind === "dm" && c.id === "anonymous";
+  $("anon-label").hidden = c.kind === "room";
+  for (const m of c.messages) {
+    const li = document.createElement("li");
+    const when = new Date(m.sentAt).toLocaleString();
+    if (m.type === "text") {
+      li.className = m.from === client.wallet || m.mine ? "mine" : "";
+      li.textContent = m.text;
+    } else {
+      li.className = "event";
+      const what = { invite: `invited you to ${m.room}`, join: "joined", leave: "left", rekey: "rotated the room key" }[m.type];
+      li.textContent = `${short(m.from)} ${what ?? (m.error ? `[cannot read: ${m.error}]` : m.type)}`;
+    }
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = `${short(m.from)} · ${when}`;
+    li.prepend(meta);
+    ol.append(li);
+  }
+  ol.scrollTop = ol.scrollHeight;
+}
+
+function open(kind, id) {
+  current = { kind, id };
+  const c = conversations.get(`${kind}:${id}`);
+  if (c) c.unread = 0;
+  render();
+}
+
+$("new-dm").onsubmit = (ev) => {
+  ev.preventDefault();
+  const to = $("dm-to").value.trim().toLowerCase();
+  if (!/^0x[0-9a-f]{40}$/.test(to)) return showError(new Error("A wallet is 0x followed by 40 hex digits."));
+  conversation("dm", to, short(to));
+  $("dm-to").value = "";
+  open("dm", to);
+};
+
+$("new-room").onsubmit = async (ev) => {
+  ev.preventDefault();
+  try {
+    const name = $("room-name").value.trim();
+    const id = await client.createRoom({ name, password: $("room-password").value || undefined });
+    conversation("room", id, name || short(id));
+    $("room-name").value = $("room-password").value = "";
+    open("room", id);
+  } catch (e) {
+    showError(e);
+  }
+};
+
+$("invite-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  try {
+    await client.invite(current.id, $("invite-to").value.trim());
+    $("invite-to").value = "";
+  } catch (e) {
+    showError(e);
+  }
+};
+
+$("leave-button").onclick = async () => {
+  try {
+    await client.leaveRoom(current.id);
+    conversations.delete(`room:${current.id}`);
+    current = null;
+    render();
+  } catch (e) {
+    showError(e);
+  }
+};
+
+$("composer").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const text = $("text").value;
+  try {
+    const anonymous = $("anonymous").checked;
+    const sent = current.kind === "room" ? await client.sendRoom(current.id, text) : await client.send(current.id, text, { anonymous });
+    $("text").value = "";
+    if (current.kind === "dm") {
+      // A direct message is stored in the recipient's inbox: keep our own copy here.
+      const c = conversations.get(`dm:${current.id}`);
+      c.messages.push({ id: sent.id, seq: sent.seq, address: current.id, from: anonymous ? null : client.wallet,
+                        type: "text", text, sentAt: Date.now(), receivedAt: Date.now() });
+      if (anonymous) c.messages.at(-1).mine = true;
+    }
+    render();
+  } catch (e) {
+    showError(e);
+  }
+};

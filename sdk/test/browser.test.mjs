@@ -1,0 +1,197 @@
+// The chat page in a real headless Chromium (Debian's, driven by playwright-core).
+// Each browser context is one wallet: a fake EIP-1193 provider injected into the
+// page asks Node to sign with viem (not with denet's code). Screenshots of each
+// step go to target/browser/.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import { hexToString } from "viem";
+import { root, startRelay } from "./relay.mjs";
+
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const shots = join(root, "target/browser");
+mkdirSync(shots, { recursive: true });
+
+let relay, browser;
+before(async () => {
+  relay = await startRelay();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--no-first-run", "--disable-sync", "--disable-quic"],
+  });
+});
+after(async () => {
+  await browser?.close();
+  await relay?.stop();
+});
+
+/** A browser context with a wallet: window.ethereum signs through viem in Node. */
+async function wallet(name, key = generatePrivateKey()) {
+  const account = privateKeyToAccount(key);
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  await context.exposeBinding("__denetSign", async (_source, hex) => account.signMessage({ message: hexToString(hex) }));
+  await context.addInitScript((address) => {
+    window.ethereum = {
+      request: async ({ method, params }) => {
+        if (method === "eth_requestAccounts" || method === "eth_accounts") return [address];
+        if (method === "personal_sign") return window.__denetSign(params[0]);
+        throw new Error(`unsupported ${method}`);
+      },
+    };
+  }, account.address);
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`[${name}] page error:`, e.message));
+  return { name, context, page, address: account.address.toLowerCase(), key, account };
+}
+
+let step = 0;
+async function shot(w, what) {
+  await w.page.screenshot({ path: join(shots, `${String(++step).padStart(2, "0")}-${w.name}-${what}.png`) });
+}
+
+async function connect(w) {
+  const started = Date.now();
+  await w.page.goto(relay.base + "/");
+  await w.page.click("#connect-button");
+  await w.page.waitForSelector("#authorize:not([hidden]), #chat:not([hidden])");
+  if (await w.page.isVisible("#authorize")) {
+    assert.match(await w.page.textContent("#statement"), /denet: authorize device key\nwallet: 0x/);
+    await shot(w, "authorize");
+    await w.page.click("#authorize-button");
+  }
+  await w.page.waitForSelector("#chat:not([hidden])");
+  await w.page.waitForSelector("#conn.live", { timeout: 20000 });
+  return Date.now() - started;
+}
+
+async function openDm(w, to) {
+  await w.page.fill("#dm-to", to);
+  await w.page.click("#new-dm button");
+}
+
+async function say(w, text) {
+  await w.page.fill("#text", text);
+  await w.page.click("#composer button");
+}
+
+async function sees(w, text) {
+  await w.page.waitForSelector(`#messages li:has-text("${text}")`, { timeout: 20000 });
+}
+
+async function openConversation(w, label) {
+  await w.page.click(`#conversations li:has-text("${label}")`);
+}
+
+test("the installed Chromium is the major version playwright-core drives", () => {
+  const version = execFileSync(CHROMIUM, ["--version"], { encoding: "utf8" });
+  const major = Number(/(\d+)\./.exec(version)[1]);
+  const { browsers } = JSON.parse(readFileSync(join(root, "node_modules/playwright-core/browsers.json"), "utf8"));
+  const expected = Number(browsers.find((b) => b.name === "chromium").browserVersion.split(".")[0]);
+  assert.equal(major, expected, `Chromium ${major} is installed but playwright-core expects ${expected}: install the matching chromium or playwright-core`);
+});
+
+test("two wallets chat: DMs both ways, an anonymous DM, a password room, a reload keeps the device", async () => {
+  const [alice, bob] = [await wallet("alice"), await wallet("bob")];
+  const loadMs = await connect(alice);
+  await connect(bob);
+  console.log(`page load to live (connect, authorize, sockets): ${loadMs} ms`);
+  const timing = await alice.page.evaluate(() => performance.getEntriesByType("navigation")[0].toJSON());
+  console.log(`page navigation: domContentLoaded ${Math.round(timing.domContentLoadedEventEnd)} ms, load ${Math.round(timing.loadEventEnd)} ms`);
+
+  await openDm(alice, bob.address);
+  await say(alice, "hello bob");
+  await openConversation(bob, alice.address.slice(0, 6));
+  await sees(bob, "hello bob");
+  await shot(bob, "dm-received");
+  await say(bob, "hello alice");
+  await sees(alice, "hello alice");
+  await shot(alice, "dm-both-ways");
+
+  // Anonymous: Bob's copy shows no wallet.
+  await alice.page.check("#anonymous");
+  await say(alice, "guess who");
+  await alice.page.uncheck("#anonymous");
+  await openConversation(bob, "anonymous");
+  await sees(bob, "guess who");
+  await shot(bob, "anonymous");
+
+  // A password room: create, invite, a wrong password refused, the right one joins.
+  await alice.page.fill("#room-name", "plans");
+  await alice.page.fill("#room-password", "hunter2");
+  await alice.page.click("#new-room button");
+  await alice.page.fill("#invite-to", bob.address);
+  await alice.page.click("#invite-form button");
+  await bob.page.waitForSelector('#invites li:has-text("plans")', { timeout: 20000 });
+  bob.page.once("dialog", (d) => d.accept("wrong"));
+  await bob.page.click('#invites li:has-text("plans") button');
+  await bob.page.waitForSelector("#error:not([hidden])");
+  assert.match(await bob.page.textContent("#error"), /Wrong room password/);
+  await shot(bob, "wrong-password");
+  bob.page.once("dialog", (d) => d.accept("hunter2"));
+  await bob.page.click('#invites li:has-text("plans") button');
+  await bob.page.waitForSelector('#title:has-text("plans")');
+  await say(alice, "meet at noon");
+  await sees(bob, "meet at noon");
+  await say(bob, "see you");
+  await sees(alice, "see you");
+  await shot(alice, "room");
+
+  // A reload is the same device: no second bundle.
+  await bob.page.reload();
+  await bob.page.click("#connect-button");
+  await bob.page.waitForSelector("#chat:not([hidden])");
+  const keys = await (await fetch(`${relay.base}/v1/keys/${bob.address}`)).json();
+  assert.equal(keys.keys.length, 1, "the directory still holds one bundle for bob");
+  await openConversation(bob, "plans");
+  await sees(bob, "meet at noon");
+  await shot(bob, "after-reload");
+
+  // Phone width.
+  await alice.page.setViewportSize({ width: 390, height: 844 });
+  await shot(alice, "phone");
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("a relay restart mid-chat loses nothing", async () => {
+  const [alice, bob] = [await wallet("carol"), await wallet("dave")];
+  await connect(alice);
+  await connect(bob);
+  await openDm(alice, bob.address);
+  await say(alice, "before the restart");
+  await openConversation(bob, alice.address.slice(0, 6));
+  await sees(bob, "before the restart");
+  await relay.restart();
+  await say(alice, "after the restart");
+  await sees(bob, "after the restart");
+  await bob.page.waitForSelector("#conn.live", { timeout: 30000 });
+  await shot(bob, "after-restart");
+  const texts = await bob.page.$$eval("#messages li", (lis) => lis.map((l) => l.textContent));
+  assert.equal(texts.filter((t) => t.includes("before the restart")).length, 1, "no duplicate");
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("two tabs of one wallet share one set of sockets and both receive", async () => {
+  const [erin, frank] = [await wallet("erin"), await wallet("frank")];
+  await connect(erin);
+  const second = { ...erin, name: "erin-tab2", page: await erin.context.newPage() };
+  await connect(second);
+  await connect(frank);
+  await openDm(frank, erin.address);
+  await say(frank, "to both tabs");
+  for (const tab of [erin, second]) {
+    await openConversation(tab, frank.address.slice(0, 6));
+    await sees(tab, "to both tabs");
+  }
+  await shot(second, "second-tab");
+  const keys = await (await fetch(`${relay.base}/v1/keys/${erin.address}`)).json();
+  assert.equal(keys.keys.length, 1, "two tabs are one device");
+  await erin.context.close();
+  await frank.context.close();
+});
