@@ -2,7 +2,7 @@
 //! on signed inbox reads. Order: size, media type, shape, clock, signature, key.
 
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
+use crate::http::{ApiError, ApiResult};
 use crate::keys;
 use denet_core::request::{self, SignedRequest};
 use denet_core::{Envelope, Error, ErrorCode, SignKey, Wallet, check_skew};
@@ -97,12 +97,22 @@ pub async fn authorize_inbox(
     Ok((extracted.query, signed.key))
 }
 
+/// Everything but RFC 3986's unreserved characters.
+const RESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// Percent-encodes everything but unreserved characters (for internal object URLs).
 pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(percent_encode("aZ09-_.~"), "aZ09-_.~");
+        assert_eq!(percent_encode("a b/é&=?+"), "a%20b%2F%C3%A9%26%3D%3F%2B");
+    }
 }

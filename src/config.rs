@@ -1,7 +1,7 @@
 //! `[vars]` → `Config`, validated once per isolate. An invalid value is logged
 //! with its name and every request answers `500 internal` until it is fixed.
 
-use crate::error::ApiError;
+use crate::http::ApiError;
 use denet_core::Limits;
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -39,15 +39,8 @@ impl Config {
         if relay_id.is_empty() {
             return Err("invalid configuration: [vars] RELAY_ID is empty".into());
         }
-        let peers: Vec<String> = var("PEERS")
-            .unwrap_or_default()
-            .split(',')
-            .map(|p| p.trim().trim_end_matches('/').to_owned())
-            .filter(|p| !p.is_empty())
-            .collect();
-        if let Some(bad) = peers.iter().find(|p| !(p.starts_with("http://") || p.starts_with("https://"))) {
-            return Err(format!("invalid configuration: PEERS entry {bad:?} is not an http(s) URL"));
-        }
+        let peers = denet_core::mesh::parse_peers(&var("PEERS").unwrap_or_default())
+            .map_err(|e| format!("invalid configuration: {e}"))?;
         let peer_token = env.secret("PEER_TOKEN").ok().map(|s| s.to_string()).or_else(|| var("PEER_TOKEN"));
         let peer_token = peer_token.filter(|t| !t.is_empty());
         if !peers.is_empty() && peer_token.is_none() {

@@ -2,11 +2,11 @@
 //! envelopes from named senders and signed inbox reads. Bundles are cached in the
 //! isolate for a short time; a revocation on this isolate drops the entry at once.
 
-use crate::error::ApiResult;
+use crate::http::ApiResult;
 use crate::store::{self, BundleRow};
+use denet_core::cache::TtlCache;
 use denet_core::{Error, SignKey, Wallet};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use worker::D1Database;
 
 /// How long a looked-up bundle is trusted without asking D1 again. Bounds how long
@@ -15,25 +15,18 @@ const CACHE_MS: u64 = 10_000;
 const CACHE_MAX: usize = 10_000;
 
 thread_local! {
-    static CACHE: RefCell<HashMap<String, (u64, BundleRow)>> = RefCell::new(HashMap::new());
+    static CACHE: RefCell<TtlCache<BundleRow>> = RefCell::new(TtlCache::new(CACHE_MS, CACHE_MAX));
 }
 
-/// The stored bundle of `sign_key`, from the isolate cache or D1.
+/// The stored bundle of `sign_key`, from the isolate cache or D1. Only found
+/// bundles are cached: a key registered a moment later is seen at once.
 pub async fn lookup(db: &D1Database, sign_key: &str, now_ms: u64) -> ApiResult<Option<BundleRow>> {
-    let cached =
-        CACHE.with(|c| c.borrow().get(sign_key).filter(|(at, _)| now_ms.saturating_sub(*at) < CACHE_MS).cloned());
-    if let Some((_, row)) = cached {
+    if let Some(row) = CACHE.with(|c| c.borrow().get(sign_key, now_ms)) {
         return Ok(Some(row));
     }
     let row = store::bundle_by_key(db, sign_key).await?;
     if let Some(row) = &row {
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() >= CACHE_MAX {
-                c.clear();
-            }
-            c.insert(sign_key.to_owned(), (now_ms, row.clone()));
-        });
+        CACHE.with(|c| c.borrow_mut().insert(sign_key, row.clone(), now_ms));
     }
     Ok(row)
 }

@@ -4,10 +4,11 @@
 
 mod checks;
 mod config;
-mod error;
+mod http;
 mod keys;
 mod mesh;
 mod metrics;
+mod objects;
 mod outbox;
 mod page;
 mod retention;
@@ -51,7 +52,7 @@ fn install_panic_report() {
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     install_panic_report();
     metrics::request();
-    Ok(routes::dispatch(req, env).await.unwrap_or_else(error::ApiError::into_response))
+    Ok(routes::dispatch(req, env).await.unwrap_or_else(http::ApiError::into_response))
 }
 
 #[event(scheduled)]

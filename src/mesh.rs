@@ -4,12 +4,13 @@
 
 use crate::checks::now_ms;
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
+use crate::http::{ApiError, ApiResult};
+use crate::objects;
 use crate::store::{self, BundleRow};
 use denet_core::{Bundle, Revocation, Wallet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use worker::{Env, Fetch, Method, Request, RequestInit, Response};
+use worker::{Env, Fetch};
 
 pub use denet_core::mesh::MAX_HOPS;
 
@@ -32,8 +33,18 @@ impl Kind {
     }
 }
 
-/// The body of an outbox's `/enqueue`.
+/// What an `Outbox` object (one per peer URL) does.
 #[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OutboxRequest {
+    /// Queues items durably for the peer. → ()
+    Enqueue { peer: String, items: Enqueue },
+    /// The peer's counters. → `{peer, relay, forwarded, failed, retried, pending, dead}`
+    Status { peer: String },
+}
+
+/// Items to queue for a peer.
+#[derive(Serialize, Deserialize, Clone)]
 pub struct Enqueue {
     pub kind: Kind,
     pub hops: u64,
@@ -56,33 +67,24 @@ pub async fn enqueue(
     if config.peers.is_empty() || items.is_empty() || hops > MAX_HOPS {
         return Ok(());
     }
-    let body = json!(Enqueue { kind, hops, from: from.map(str::to_owned), items }).to_string();
+    let items = Enqueue { kind, hops, from: from.map(str::to_owned), items };
     for peer in &config.peers {
-        let resp = outbox_call(env, peer, "enqueue", Some(body.clone())).await?;
-        if resp.status_code() != 200 {
-            return Err(ApiError::internal(format!("outbox for {peer} answered {}", resp.status_code())));
-        }
+        let request = OutboxRequest::Enqueue { peer: peer.clone(), items: items.clone() };
+        objects::call::<_, ()>(&outbox(env, peer)?, &request).await?;
     }
     Ok(())
 }
 
-async fn outbox_call(env: &Env, peer: &str, op: &str, body: Option<String>) -> ApiResult<Response> {
-    let stub = env.durable_object("OUTBOX")?.id_from_name(peer)?.get_stub()?;
-    crate::metrics::do_request();
-    let url = format!("https://outbox/{op}?peer={}", crate::checks::percent_encode(peer));
-    let mut init = RequestInit::new();
-    if let Some(body) = body {
-        init.with_method(Method::Post).with_body(Some(body.into()));
-    }
-    Ok(stub.fetch_with_request(Request::new_with_init(&url, &init)?).await?)
+fn outbox(env: &Env, peer: &str) -> ApiResult<worker::Stub> {
+    Ok(env.durable_object("OUTBOX")?.id_from_name(peer)?.get_stub()?)
 }
 
 /// Each peer's counters, for `GET /v1/relay/status`.
 pub async fn status(env: &Env, config: &Config) -> ApiResult<Value> {
     let mut peers = Vec::new();
     for peer in &config.peers {
-        let mut resp = outbox_call(env, peer, "status", None).await?;
-        peers.push(resp.json::<Value>().await?);
+        let counters: Value = objects::call(&outbox(env, peer)?, &OutboxRequest::Status { peer: peer.clone() }).await?;
+        peers.push(counters);
     }
     Ok(json!({"relay": config.relay_id, "peers": peers}))
 }

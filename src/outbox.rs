@@ -11,9 +11,12 @@
 
 use crate::checks::now_ms;
 use crate::config::Config;
-use crate::mesh::Enqueue;
+use crate::http::ApiError;
+use crate::mesh::{Enqueue, OutboxRequest};
+use crate::objects;
 use crate::store;
 use denet_core::mesh::{self, Fate, PeerAnswer};
+use denet_core::wire::{RelayKeys, RelayMessages};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::{
@@ -163,15 +166,19 @@ impl Outbox {
             let (path, body) = if kind == "message" {
                 let envelopes: Vec<Value> = batch.iter().map(|r| parse_payload(&r.payload)).collect();
                 let (bundles, revocations) = self.keys_of(&envelopes).await?;
-                let body = json!({"relay": config.relay_id, "hops": hops, "envelopes": envelopes,
-                                  "bundles": bundles, "revocations": revocations});
-                ("messages", body)
+                let body = RelayMessages { relay: config.relay_id.clone(), hops, envelopes, bundles, revocations };
+                ("messages", body.to_json())
             } else {
                 let (bundles, revocations): (Vec<_>, Vec<_>) = batch.iter().partition(|r| r.kind == "bundle");
                 let payloads =
                     |rows: Vec<&PendingRow>| -> Vec<Value> { rows.iter().map(|r| parse_payload(&r.payload)).collect() };
-                let body = json!({"relay": config.relay_id, "hops": hops, "bundles": payloads(bundles), "revocations": payloads(revocations)});
-                ("keys", body)
+                let body = RelayKeys {
+                    relay: config.relay_id.clone(),
+                    hops,
+                    bundles: payloads(bundles),
+                    revocations: payloads(revocations),
+                };
+                ("keys", body.to_json())
             };
             let answer = match send(&peer, path, &token, &body).await {
                 Ok((status, answer)) if kind == "message" => {
@@ -220,10 +227,7 @@ impl Outbox {
         for key in keys {
             let Some(row) = store::bundle_by_key(&db, key).await? else { continue };
             bundles.push(row.bundle_json());
-            if let (Some(at), Some(sig)) = (row.revoked_at, &row.revocation_sig) {
-                revocations
-                    .push(json!({"wallet": row.wallet, "sign_key": row.sign_key, "revoked_at": at, "wallet_sig": sig}));
-            }
+            revocations.extend(row.revocation().map(|r| r.to_json()));
         }
         Ok((bundles, revocations))
     }
@@ -316,20 +320,18 @@ impl DurableObject for Outbox {
         outbox
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let url = req.url()?;
-        if let Some(peer) = url.query_pairs().find(|(k, _)| k == "peer").map(|(_, v)| v.into_owned())
-            && self.meta("peer").as_deref() != Some(peer.as_str())
-        {
-            self.set_meta("peer", &peer)?;
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let request = match objects::request::<OutboxRequest>(req).await {
+            Ok(request) => request,
+            Err(e) => return objects::reply::<()>(Err(e)),
+        };
+        let (OutboxRequest::Enqueue { peer, .. } | OutboxRequest::Status { peer }) = &request;
+        if self.meta("peer").as_deref() != Some(peer.as_str()) {
+            self.set_meta("peer", peer)?;
         }
-        match url.path() {
-            "/enqueue" => {
-                let body: Enqueue = req.json().await?;
-                self.enqueue(body).await?;
-                Response::from_json(&json!({}))
-            }
-            _ => Response::from_json(&json!({
+        match request {
+            OutboxRequest::Enqueue { items, .. } => objects::reply(self.enqueue(items).await.map_err(ApiError::from)),
+            OutboxRequest::Status { .. } => objects::reply(Ok(json!({
                 "peer": self.meta("peer"),
                 "relay": self.meta("peer_relay"),
                 "forwarded": self.counter("forwarded"),
@@ -337,7 +339,7 @@ impl DurableObject for Outbox {
                 "retried": self.counter("retried"),
                 "pending": self.count("pending"),
                 "dead": self.count("dead"),
-            })),
+            }))),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use crate::metrics;
 use denet_core::bundle::{key_active_at, key_status};
-use denet_core::{Address, Bundle, Envelope, KeyStatus};
+use denet_core::{Address, Bundle, Envelope, KeyStatus, Revocation, SignKey, Wallet};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::wasm_bindgen::JsValue;
@@ -34,11 +34,18 @@ pub struct MessageRow {
 impl MessageRow {
     /// The stored envelope of PROTOCOL.md §2: the envelope plus id, seq, received_at.
     pub fn to_json(&self) -> Value {
-        json!({
-            "v": 1, "to": self.address, "ts": self.ts, "from": self.sender,
-            "key": self.key, "body": self.body, "sig": self.sig,
-            "id": self.id, "seq": self.seq, "received_at": self.received_at,
-        })
+        denet_core::wire::StoredFields {
+            to: &self.address,
+            ts: self.ts,
+            from: self.sender.as_deref(),
+            key: &self.key,
+            body: &self.body,
+            sig: &self.sig,
+            id: &self.id,
+            seq: self.seq,
+            received_at: self.received_at,
+        }
+        .to_json()
     }
 
     /// The length of [`MessageRow::to_json`] as text, without building it: every
@@ -244,6 +251,16 @@ impl BundleRow {
             revoked_at: None,
             revocation_sig: None,
         }
+    }
+
+    /// The row's revocation, if revoked (as relays forward it).
+    pub fn revocation(&self) -> Option<Revocation> {
+        Some(Revocation {
+            wallet: Wallet::parse_strict(&self.wallet).ok()?,
+            sign_key: SignKey::parse(&self.sign_key)?,
+            revoked_at: self.revoked_at?,
+            wallet_sig: self.revocation_sig.clone()?,
+        })
     }
 
     /// Whether the key was active at `t_ms` (§7): issued, not yet expired or revoked.

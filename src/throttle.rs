@@ -9,8 +9,9 @@
 //! lease is one token, i.e. every request asks the object.
 
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
-use denet_core::limiter::TokenBucket;
+use crate::http::ApiResult;
+use crate::objects;
+use denet_core::limiter::{Leases, TokenBucket};
 use denet_core::{Envelope, Error};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -24,64 +25,39 @@ pub fn client_ip(req: &Request) -> String {
     denet_core::limiter::ip_bucket(&ip)
 }
 
-#[derive(Deserialize)]
-struct Verdict {
-    retry_after: Option<u64>,
-    /// Tokens granted by a `/take` (the lease).
-    #[serde(default)]
-    granted: Option<u64>,
+/// What a `Limiter` object does (one object per limiter key, "ip:…", "sender:…").
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LimiterRequest {
+    /// Takes up to `want` tokens of `bucket` (a lease). → the tokens granted, or `rate_limited`
+    Take { bucket: String, capacity: u64, want: u64 },
+    /// Takes a socket place at `address`, at most `max` in all. → (), or `rate_limited`
+    Acquire { ip: String, address: String, max: u64 },
+    /// Gives a socket place at `address` back. → ()
+    Release { address: String },
 }
 
-async fn ask(env: &Env, key: &str, path: &str) -> ApiResult<()> {
-    let stub = env.durable_object("LIMITER")?.id_from_name(key)?.get_stub()?;
-    crate::metrics::do_request();
-    let mut resp = stub.fetch_with_str(&format!("https://limiter{path}")).await?;
-    let verdict: Verdict = resp.json().await.map_err(|e| ApiError::internal(format!("limiter answer: {e}")))?;
-    match verdict.retry_after {
-        None => Ok(()),
-        Some(secs) => Err(Error::rate_limited(secs).into()),
-    }
-}
-
-thread_local! {
-    /// Tokens this isolate holds per "key/bucket".
-    static LEASES: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+fn limiter(env: &Env, key: &str) -> ApiResult<worker::Stub> {
+    Ok(env.durable_object("LIMITER")?.id_from_name(key)?.get_stub()?)
 }
 
 /// The most leases an isolate keeps before forgetting them all (bounded memory).
 const MAX_LEASES: usize = 10_000;
 
+thread_local! {
+    /// Tokens this isolate holds per "key/bucket".
+    static LEASES: RefCell<Leases> = RefCell::new(Leases::new(MAX_LEASES));
+}
+
 async fn take(env: &Env, key: &str, bucket: &str, capacity: u64) -> ApiResult<()> {
     let lease_key = format!("{key}/{bucket}");
-    let spent_locally = LEASES.with(|l| match l.borrow_mut().get_mut(&lease_key) {
-        Some(left) if *left > 0 => {
-            *left -= 1;
-            true
-        }
-        _ => false,
-    });
-    if spent_locally {
+    if LEASES.with(|l| l.borrow_mut().spend(&lease_key)) {
         return Ok(());
     }
-    let want = (capacity / 20).max(1);
-    let stub = env.durable_object("LIMITER")?.id_from_name(key)?.get_stub()?;
-    crate::metrics::do_request();
-    let url = format!("https://limiter/take?bucket={bucket}&capacity={capacity}&want={want}");
-    let mut resp = stub.fetch_with_str(&url).await?;
-    let verdict: Verdict = resp.json().await.map_err(|e| ApiError::internal(format!("limiter answer: {e}")))?;
-    match (verdict.retry_after, verdict.granted) {
-        (Some(secs), _) => Err(Error::rate_limited(secs).into()),
-        (None, granted) => {
-            LEASES.with(|l| {
-                let mut l = l.borrow_mut();
-                if l.len() >= MAX_LEASES {
-                    l.clear();
-                }
-                l.insert(lease_key, granted.unwrap_or(1).saturating_sub(1));
-            });
-            Ok(())
-        }
-    }
+    let request = LimiterRequest::Take { bucket: bucket.to_owned(), capacity, want: Leases::want(capacity) };
+    let granted: u64 = objects::call(&limiter(env, key)?, &request).await?;
+    LEASES.with(|l| l.borrow_mut().granted(&lease_key, granted));
+    Ok(())
 }
 
 /// `IP_REQUESTS_PER_MIN`: every request from one IP.
@@ -105,33 +81,24 @@ pub async fn check_sender(env: &Env, config: &Config, envelope: &Envelope, ip: &
     take(env, &sender, "messages", config.limits.sender_messages_per_min).await
 }
 
-fn sockets_path(op: &str, ip: &str, address: &str, max: u64) -> String {
-    let enc = crate::checks::percent_encode;
-    format!("/sockets?op={op}&max={max}&ip={}&address={}", enc(ip), enc(address))
-}
-
 /// `SOCKETS_PER_IP`: takes a socket place for `ip` at `address`, refused when all
-/// are taken (after a recount, so places lost in a crash come back).
+/// are taken (after a recount, so places lost in a crash or restart come back).
 pub async fn acquire_socket(env: &Env, config: &Config, ip: &str, address: &str) -> ApiResult<()> {
-    ask(env, &format!("ip:{ip}"), &sockets_path("acquire", ip, address, config.limits.sockets_per_ip)).await
+    let request =
+        LimiterRequest::Acquire { ip: ip.to_owned(), address: address.to_owned(), max: config.limits.sockets_per_ip };
+    objects::call(&limiter(env, &format!("ip:{ip}"))?, &request).await
 }
 
 /// Gives a socket place back (the socket closed, or its upgrade was refused).
 pub async fn release_socket(env: &Env, ip: &str, address: &str) {
-    if let Err(e) = ask(env, &format!("ip:{ip}"), &sockets_path("release", ip, address, 0)).await {
+    let request = LimiterRequest::Release { address: address.to_owned() };
+    let released: ApiResult<()> = match limiter(env, &format!("ip:{ip}")) {
+        Ok(stub) => objects::call(&stub, &request).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = released {
         worker::console_error!("socket release for {ip}: {}", e.into_protocol());
     }
-}
-
-/// How many sockets of `ip` the object of `address` really holds.
-async fn open_sockets_at(env: &Env, ip: &str, address: &str) -> ApiResult<u64> {
-    let stub = env.durable_object("ROOMS")?.id_from_name(address)?.get_stub()?;
-    crate::metrics::do_request();
-    let enc = crate::checks::percent_encode;
-    let url = format!("https://room/sockets?address={}&ip={}", enc(address), enc(ip));
-    let mut resp = stub.fetch_with_str(&url).await?;
-    let answer: serde_json::Value = resp.json().await?;
-    answer["open"].as_u64().ok_or_else(|| ApiError::internal(format!("socket count of {address}: {answer}")))
 }
 
 /// The state of one limiter key: token buckets by name and an open-socket count.
@@ -168,60 +135,53 @@ impl SocketPlaces {
 const SOCKETS: &str = "socket_places";
 
 impl Limiter {
-    /// `(retry_after, granted)`: a refusal, or how many tokens were taken.
-    async fn answer(&self, req: Request) -> ApiResult<(Option<u64>, Option<u64>)> {
-        let url = req.url()?;
-        let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-        let number = |name: &str| param(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    async fn handle(&self, request: LimiterRequest) -> Result<Response> {
         let now = crate::checks::now_ms();
-        match url.path() {
-            "/take" => {
-                let name = param("bucket").unwrap_or_default();
-                let capacity = number("capacity");
+        match request {
+            LimiterRequest::Take { bucket, capacity, want } => {
                 let mut buckets = self.buckets.borrow_mut();
-                let bucket = buckets.entry(name).or_insert_with(|| TokenBucket::full(capacity, now));
-                match bucket.take_up_to(capacity, number("want").max(1), now) {
-                    Ok(granted) => Ok((None, Some(granted))),
-                    Err(retry_after) => Ok((Some(retry_after), None)),
-                }
+                let b = buckets.entry(bucket).or_insert_with(|| TokenBucket::full(capacity, now));
+                objects::reply(
+                    b.take_up_to(capacity, want.max(1), now).map_err(|secs| Error::rate_limited(secs).into()),
+                )
             }
-            "/sockets" => {
-                let storage = self.state.storage();
-                let mut open: SocketPlaces = storage.get(SOCKETS).await?.unwrap_or_default();
-                let address = param("address").unwrap_or_default();
-                let answer = match param("op").as_deref() {
-                    Some("acquire") => {
-                        if open.total() >= number("max") {
-                            // Places of sockets that died without a close (a crash, a
-                            // restart) would lock the IP out for good: ask the objects.
-                            let ip = param("ip").unwrap_or_default();
-                            for (at, n) in open.by_address.iter_mut() {
-                                // An object that cannot answer counts as holding none
-                                // (permissive, like a limiter that forgot its buckets).
-                                *n = open_sockets_at(&self.env, &ip, at).await.unwrap_or_else(|e| {
-                                    worker::console_error!("socket recount at {at}: {}", e.into_protocol());
-                                    0
-                                });
-                            }
-                        }
-                        if open.total() >= number("max") {
-                            (Some(1), None)
-                        } else {
-                            open.add(&address);
-                            (None, None)
-                        }
-                    }
-                    _ => {
-                        open.remove(&address);
-                        (None, None)
-                    }
-                };
-                open.by_address.retain(|_, n| *n > 0);
-                storage.put(SOCKETS, &open).await?;
-                Ok(answer)
-            }
-            other => Err(ApiError::internal(format!("unknown limiter operation {other}"))),
+            LimiterRequest::Acquire { ip, address, max } => objects::reply(self.acquire(&ip, &address, max).await),
+            LimiterRequest::Release { address } => objects::reply(self.release(&address).await),
         }
+    }
+
+    async fn acquire(&self, ip: &str, address: &str, max: u64) -> ApiResult<()> {
+        let storage = self.state.storage();
+        let mut open: SocketPlaces = storage.get(SOCKETS).await?.unwrap_or_default();
+        if open.total() >= max {
+            // Places of sockets that died without a close (a crash, a restart) would
+            // lock the IP out for good: ask the objects that should hold them.
+            for (at, n) in open.by_address.iter_mut() {
+                // An object that cannot answer counts as holding none (permissive,
+                // like a limiter that forgot its buckets).
+                *n = crate::room::sockets_of(&self.env, at, ip).await.unwrap_or_else(|e| {
+                    worker::console_error!("socket recount at {at}: {}", e.into_protocol());
+                    0
+                });
+            }
+            open.by_address.retain(|_, n| *n > 0);
+        }
+        if open.total() >= max {
+            storage.put(SOCKETS, &open).await?;
+            return Err(Error::rate_limited(1).into());
+        }
+        open.add(address);
+        storage.put(SOCKETS, &open).await?;
+        Ok(())
+    }
+
+    async fn release(&self, address: &str) -> ApiResult<()> {
+        let storage = self.state.storage();
+        let mut open: SocketPlaces = storage.get(SOCKETS).await?.unwrap_or_default();
+        open.remove(address);
+        open.by_address.retain(|_, n| *n > 0);
+        storage.put(SOCKETS, &open).await?;
+        Ok(())
     }
 }
 
@@ -231,11 +191,9 @@ impl DurableObject for Limiter {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        match self.answer(req).await {
-            Ok((retry_after, granted)) => {
-                Response::from_json(&serde_json::json!({"retry_after": retry_after, "granted": granted}))
-            }
-            Err(e) => Ok(e.into_response()),
+        match objects::request::<LimiterRequest>(req).await {
+            Ok(request) => self.handle(request).await,
+            Err(e) => objects::reply::<()>(Err(e)),
         }
     }
 }

@@ -28,8 +28,10 @@ test("identity: bundles verify, a forged one does not, keys derive from their se
 
 test("envelopes: ids and signatures; a tampered one fails", () => {
   const v = vector("envelopes");
-  for (const e of v.envelopes) assert.equal(JSON.parse(w.checkEnvelope(JSON.stringify(e.envelope))).id, e.id, e.label);
-  assert.throws(() => w.checkEnvelope(JSON.stringify(v.tampered_must_fail)), /invalid_signature/);
+  // checkEnvelope reads envelopes as a relay returns them; the id it gives is its own.
+  const stored = (env) => JSON.stringify({ ...env, id: "relay's word", seq: 1, received_at: 0 });
+  for (const e of v.envelopes) assert.equal(JSON.parse(w.checkEnvelope(stored(e.envelope))).id, e.id, e.label);
+  assert.throws(() => w.checkEnvelope(stored(v.tampered_must_fail)), /invalid_signature/);
 });
 
 test("signed request: the vector's signature", () => {

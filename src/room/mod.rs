@@ -5,27 +5,29 @@
 //! waiting long-polls, and keeps the recent-id bloom filter. In-memory state is
 //! only a cache: after hibernation it starts empty and D1 remains the truth.
 
-use crate::checks::{self, now_ms};
+use crate::checks::now_ms;
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
+use crate::http::{ApiError, ApiResult};
 use crate::mesh;
+use crate::objects;
 use crate::page;
-use crate::routes::json;
 use crate::store::{self, Committed};
 
 mod sockets;
 mod stub;
 
 use denet_core::dedup::{RecentIds, Seen};
+use denet_core::mesh::ItemResult;
+use denet_core::wire::{self, Ack, ServerFrame};
 use denet_core::{Address, Envelope, Error, PageQuery, Revocation, Wallet, check_skew};
 use futures::channel::oneshot;
 use futures::lock::Mutex;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use sockets::error_frame;
+use serde_json::Value;
 use std::cell::RefCell;
 use std::time::Duration;
-pub use stub::{call, open_socket, revoke};
+use stub::RoomRequest;
+pub use stub::{commit, open_socket, pull, relay, revoke, sockets_of};
 use worker::{
     D1Database, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
     durable_object, wasm_bindgen, worker_sys::WebSocketRequestResponsePair,
@@ -110,8 +112,8 @@ fn forget_gone_waiters(waiters: &mut Vec<oneshot::Sender<()>>) {
 }
 
 /// The answer to a post: the envelope's id and where it stands.
-pub fn ack_json(id: &str, c: &Committed) -> Value {
-    json!({"id": id, "seq": c.seq, "received_at": c.received_at, "duplicate": c.duplicate})
+pub fn ack(id: &str, c: &Committed) -> Ack {
+    Ack { id: id.to_owned(), seq: c.seq, received_at: c.received_at, duplicate: c.duplicate }
 }
 
 impl Room {
@@ -197,7 +199,7 @@ impl Room {
                 any_new = true;
                 self.with_recent(address, |r| r.insert(&p.id));
                 let stored = p.envelope.to_stored_json(&p.id, c.seq, c.received_at);
-                self.broadcast(&json!({"type": "message", "message": stored}).to_string(), p.origin, now).await;
+                self.broadcast(&ServerFrame::Message(stored).encode(), p.origin, now).await;
             }
             let _ = p.reply.send(Ok(c));
         }
@@ -232,14 +234,13 @@ impl Room {
     /// A relayed envelope (§7): known ones stop here; a new one is checked as a
     /// client post, with the clock window widened to the retention period and the
     /// key judged at the envelope's `ts`, then committed and forwarded on.
-    async fn relay(&self, address: &Address, value: &Value) -> ApiResult<Value> {
+    async fn relay(&self, address: &Address, envelope: &Value, hops: u64, from: String) -> ApiResult<Value> {
         let config = Config::get(&self.env)?;
-        let hops = value["hops"].as_u64().unwrap_or(mesh::MAX_HOPS);
-        let from = value["relay"].as_str().map(str::to_owned);
-        let envelope = Envelope::parse(&value["envelope"], config.limits.max_body_bytes as usize)?;
+        let from = Some(from);
+        let envelope = Envelope::parse(envelope, config.limits.max_body_bytes as usize)?;
         let id = envelope.id();
         if self.already_stored(address, &id).await?.is_some() {
-            return Ok(json!({"id": id, "status": "duplicate"}));
+            return Ok(ItemResult::Duplicate.to_json(Some(&id), None, None));
         }
         check_skew(envelope.ts, now_ms(), config.limits.retention_ms(), "ts")?;
         envelope.verify()?;
@@ -247,12 +248,13 @@ impl Room {
             && !self.key_known(&config, wallet, &envelope).await?
         {
             // Not judged: the key may yet arrive (with a later batch, or a peer). §7: retry.
-            return Ok(json!({"id": id, "status": "retry", "code": "forbidden",
-                             "message": format!("the key of this envelope is not known here as a key of {wallet}")}));
+            let why = format!("the key of this envelope is not known here as a key of {wallet}");
+            return Ok(ItemResult::Retry.to_json(Some(&id), Some("forbidden"), Some(&why)));
         }
         // Checked for a stored copy above: go straight to the commit.
         let (_, c) = self.commit(address, id.clone(), envelope, None, Forward { hops: hops + 1, from }).await?;
-        Ok(json!({"id": id, "status": if c.duplicate { "duplicate" } else { "stored" }}))
+        let item = if c.duplicate { ItemResult::Duplicate } else { ItemResult::Stored };
+        Ok(item.to_json(Some(&id), None, None))
     }
 
     /// Whether this relay knows the envelope's key (fetching it from the peers if
@@ -304,7 +306,7 @@ impl Room {
 
     /// Tells a key-bound socket why it ends (§3.1) and closes it with 1008.
     async fn close_forbidden(&self, ws: &WebSocket, why: &str) {
-        let _ = ws.send_with_str(error_frame(None, Error::forbidden(why)).to_string());
+        let _ = ws.send_with_str(ServerFrame::error(None, Error::forbidden(why)).encode());
         let _ = ws.close(Some(1008), Some("key no longer active"));
         self.socket_gone(ws).await;
     }
@@ -345,7 +347,7 @@ impl Room {
     }
 
     /// A long-poll: register first, read, and if empty wait for a commit or `wait`.
-    async fn pull(&self, address: &Address, query: PageQuery) -> ApiResult<Response> {
+    async fn pull(&self, address: &Address, query: PageQuery) -> ApiResult<Value> {
         let db = self.db()?;
         let max_bytes = Config::get(&self.env)?.limits.max_page_bytes;
         let (wake, woken) = oneshot::channel();
@@ -354,54 +356,47 @@ impl Room {
         if !matches!(&page, Ok(p) if p.messages.is_empty() && query.wait_secs > 0) {
             drop(woken);
             forget_gone_waiters(&mut self.inner.borrow_mut().waiters);
-            return json(200, &page?.to_json());
+            return Ok(page?.to_json());
         }
         let timeout = Delay::from(Duration::from_secs(query.wait_secs));
         // Whichever comes first, the other future (and with it our receiver) is dropped here.
         drop(futures::future::select(woken, timeout).await);
         forget_gone_waiters(&mut self.inner.borrow_mut().waiters);
-        json(200, &page::read(&db, address, &query, max_bytes).await?.to_json())
+        Ok(page::read(&db, address, &query, max_bytes).await?.to_json())
     }
 
-    async fn route(&self, mut req: Request) -> ApiResult<Response> {
+    /// A WebSocket upgrade, named by the URL (it carries the client's request).
+    async fn open_from_url(&self, req: &Request) -> ApiResult<Response> {
         let url = req.url()?;
-        let address = url
-            .query_pairs()
-            .find(|(k, _)| k == "address")
-            .map(|(_, v)| Address::parse_strict(&v))
-            .transpose()?
-            .ok_or_else(|| ApiError::internal("room request without an address"))?;
-        let rest = url.query_pairs().find(|(k, _)| k == "q").map(|(_, v)| v.into_owned()).unwrap_or_default();
-        match url.path() {
-            "/commit" => {
-                let body = req.bytes().await?;
-                let value = checks::parse_json(&body)?;
-                let envelope = Envelope::parse(&value, usize::MAX)?;
-                let (id, c) = self.submit(&address, envelope, None, Forward::first()).await?;
-                json(if c.duplicate { 200 } else { 201 }, &ack_json(&id, &c))
+        let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+        let address = Address::parse_strict(&param("address").unwrap_or_default())?;
+        let after = denet_core::query::parse_socket_query(&param("q").unwrap_or_default())?;
+        let opener = sockets::Opener { ip: param("ip").unwrap_or_default(), key: param("key") };
+        self.open_socket(&address, after, opener).await
+    }
+
+    /// One [`RoomRequest`], answered with its typed reply.
+    async fn handle(&self, request: RoomRequest) -> Result<Response> {
+        match request {
+            RoomRequest::Commit { address, envelope } => objects::reply(
+                async {
+                    let address = Address::parse_strict(&address)?;
+                    let envelope = Envelope::parse(&envelope, usize::MAX)?;
+                    let (id, c) = self.submit(&address, envelope, None, Forward::first()).await?;
+                    Ok(ack(&id, &c))
+                }
+                .await,
+            ),
+            RoomRequest::Relay { address, envelope, hops, relay } => objects::reply(
+                async { self.relay(&Address::parse_strict(&address)?, &envelope, hops, relay).await }.await,
+            ),
+            RoomRequest::Pull { address, query } => objects::reply(
+                async { self.pull(&Address::parse_strict(&address)?, PageQuery::parse(&query)?).await }.await,
+            ),
+            RoomRequest::Revoke { revocation, .. } => {
+                objects::reply(async { self.revoke(&Revocation::parse_relayed(&revocation)?).await }.await)
             }
-            "/relay" => {
-                let value = checks::parse_json(&req.bytes().await?)?;
-                json(200, &self.relay(&address, &value).await?)
-            }
-            "/pull" => self.pull(&address, PageQuery::parse(&rest)?).await,
-            "/ws" => {
-                let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-                let after = denet_core::query::parse_socket_query(&rest)?;
-                let opener = sockets::Opener { ip: param("ip").unwrap_or_default(), key: param("key") };
-                self.open_socket(&address, after, opener).await
-            }
-            "/revoke" => {
-                let value = checks::parse_json(&req.bytes().await?)?;
-                let revocation = Revocation::parse_relayed(&value)?;
-                self.revoke(&revocation).await?;
-                json(200, &json!({}))
-            }
-            "/sockets" => {
-                let ip = url.query_pairs().find(|(k, _)| k == "ip").map(|(_, v)| v.into_owned()).unwrap_or_default();
-                json(200, &json!({"open": self.sockets_of(&ip)}))
-            }
-            other => Err(ApiError::internal(format!("unknown room operation {other}"))),
+            RoomRequest::Sockets { ip, .. } => objects::reply(Ok(self.sockets_of(&ip) as u64)),
         }
     }
 }
@@ -409,14 +404,20 @@ impl Room {
 impl DurableObject for Room {
     fn new(state: State, env: Env) -> Self {
         // `{"type":"ping"}` is answered by the runtime without waking the object.
-        if let Ok(pair) = WebSocketRequestResponsePair::new(r#"{"type":"ping"}"#, r#"{"type":"pong"}"#) {
+        if let Ok(pair) = WebSocketRequestResponsePair::new(wire::PING, wire::PONG) {
             state.set_websocket_auto_response(&pair);
         }
         Room { state, env, inner: RefCell::new(Inner::default()), write_lock: Mutex::new(()) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        Ok(self.route(req).await.unwrap_or_else(ApiError::into_response))
+        if req.path() == "/ws" {
+            return Ok(self.open_from_url(&req).await.unwrap_or_else(ApiError::into_response));
+        }
+        match objects::request::<RoomRequest>(req).await {
+            Ok(request) => self.handle(request).await,
+            Err(e) => objects::reply::<()>(Err(e)),
+        }
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
@@ -425,26 +426,26 @@ impl DurableObject for Room {
             return Ok(());
         };
         let Ok(config) = Config::get(&self.env) else {
-            let _ = ws.send_with_str(error_frame(None, Error::internal()).to_string());
+            let _ = ws.send_with_str(ServerFrame::error(None, Error::internal()).encode());
             return Ok(());
         };
         // Every client frame counts against the per-IP limit, before anything else (§4.2).
         if let Err(e) = crate::throttle::check_ip(&self.env, &config, &info.limit_ip).await {
-            let _ = ws.send_with_str(error_frame(None, e.into_protocol()).to_string());
+            let _ = ws.send_with_str(ServerFrame::error(None, e.into_protocol()).encode());
             return Ok(());
         }
         let limit = config.limits.max_request_bytes;
         let reply = match message {
             WebSocketIncomingMessage::Binary(_) => {
-                Some(error_frame(None, Error::malformed("binary frames are not accepted")))
+                Some(ServerFrame::error(None, Error::malformed("binary frames are not accepted")))
             }
             WebSocketIncomingMessage::String(text) if text.len() as u64 > limit => {
-                Some(error_frame(None, Error::too_large(format!("frame is over {limit} bytes"))))
+                Some(ServerFrame::error(None, Error::too_large(format!("frame is over {limit} bytes"))))
             }
             WebSocketIncomingMessage::String(text) => self.on_frame(&info, &text).await,
         };
         if let Some(reply) = reply {
-            let _ = ws.send_with_str(reply.to_string());
+            let _ = ws.send_with_str(reply.encode());
         }
         Ok(())
     }

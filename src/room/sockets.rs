@@ -1,16 +1,17 @@
 //! The object's WebSockets (PROTOCOL.md §4.2): opening with replay, client
 //! frames, and giving a closed socket's place back.
 
-use super::{Forward, Room, SocketInfo, ack_json};
+use super::{Forward, Room, SocketInfo, ack};
 use crate::checks::{self, now_ms};
 use crate::config::Config;
-use crate::error::ApiResult;
+use crate::http::ApiResult;
 use crate::page;
 use crate::store;
 use crate::throttle;
 use denet_core::query::PageBounds;
+use denet_core::wire::{ClientFrame, ServerFrame};
 use denet_core::{Address, Envelope, Error};
-use serde_json::{Value, json};
+use serde_json::Value;
 use worker::{Response, WebSocket, WebSocketPair};
 
 /// Replayed messages are sent in pages of at most this many (and `MAX_PAGE_BYTES`).
@@ -90,7 +91,7 @@ impl Room {
             if page.more {
                 continue;
             }
-            pair.server.send_with_str(json!({"type": "ready", "next": cursor}).to_string())?;
+            pair.server.send_with_str(ServerFrame::Ready { next: cursor }.encode())?;
             info.live = true;
             pair.server.serialize_attachment(&info)?;
             break;
@@ -111,8 +112,7 @@ impl Room {
     fn new_sid(&self) -> u64 {
         let mut inner = self.inner.borrow_mut();
         inner.next_sid = inner.next_sid.wrapping_add(1);
-        // Unique across wake-ups: the clock moves on while a counter restarts.
-        now_ms() * 4096 + inner.next_sid % 4096
+        denet_core::socket::socket_id(now_ms(), inner.next_sid)
     }
 
     /// How many open sockets of this address came from `ip` (for the limiter's recount).
@@ -126,50 +126,34 @@ impl Room {
     }
 
     /// One client frame; returns the frame to answer with, if any.
-    pub(super) async fn on_frame(&self, info: &SocketInfo, text: &str) -> Option<Value> {
+    pub(super) async fn on_frame(&self, info: &SocketInfo, text: &str) -> Option<ServerFrame> {
         let frame = match checks::parse_json(text.as_bytes()) {
             Ok(v) => v,
-            Err(e) => return Some(error_frame(None, e.into_protocol())),
+            Err(e) => return Some(ServerFrame::error(None, e.into_protocol())),
         };
-        let reference =
-            frame.get("ref").and_then(Value::as_str).filter(|r| (1..=64).contains(&r.len())).map(str::to_owned);
         match self.on_request(info, &frame).await {
-            Ok(reply) => reply,
-            Err(e) => Some(error_frame(reference.as_deref(), e.into_protocol())),
+            Ok(reply) => Some(reply),
+            Err(e) => Some(ServerFrame::error(ClientFrame::reference_of(&frame).as_deref(), e.into_protocol())),
         }
     }
 
     /// A parsed client frame, checked in §4.2 order (the per-IP limit and the
     /// frame size were checked before): shape, `to`, then the rules of a post.
-    async fn on_request(&self, info: &SocketInfo, frame: &Value) -> ApiResult<Option<Value>> {
-        let f = denet_core::fields::Fields::new(frame, "frame")?;
-        match f.str("type")? {
-            "ping" => {
-                f.deny_unknown(&["type"])?;
-                Ok(Some(json!({"type": "pong"})))
-            }
-            "send" => {
-                let reference = f.str("ref")?;
-                if !(1..=64).contains(&reference.len()) {
-                    return Err(f.bad("ref", "must be 1 to 64 bytes").into());
-                }
-                let value = f.value("envelope")?;
-                f.deny_unknown(&["type", "ref", "envelope"])?;
+    async fn on_request(&self, info: &SocketInfo, frame: &Value) -> ApiResult<ServerFrame> {
+        match ClientFrame::decode(frame)? {
+            ClientFrame::Ping => Ok(ServerFrame::Pong),
+            ClientFrame::Send { reference, envelope } => {
                 let address = Address::parse_strict(&info.address)?;
                 let config = Config::get(&self.env)?;
-                let envelope = Envelope::parse(value, config.limits.max_body_bytes as usize)?;
+                let envelope = Envelope::parse(&envelope, config.limits.max_body_bytes as usize)?;
                 if envelope.to != address {
                     return Err(Error::malformed("the envelope's `to` is not this socket's address").into());
                 }
                 checks::check_parsed_envelope(&self.db()?, &config, &envelope, now_ms()).await?;
                 throttle::check_sender(&self.env, &config, &envelope, &info.limit_ip).await?;
                 let (id, c) = self.submit(&address, envelope, Some(info.sid), Forward::first()).await?;
-                let mut ack = ack_json(&id, &c);
-                ack["type"] = "ack".into();
-                ack["ref"] = reference.into();
-                Ok(Some(ack))
+                Ok(ServerFrame::Ack { reference, ack: ack(&id, &c) })
             }
-            other => Err(f.bad("type", format_args!("{other:?} is not a client frame type")).into()),
         }
     }
 
@@ -188,11 +172,7 @@ impl Room {
 /// Sends a page of replayed messages; returns the cursor after it.
 fn send_page(ws: &WebSocket, page: &page::Page) -> worker::Result<u64> {
     for row in &page.messages {
-        ws.send_with_str(json!({"type": "message", "message": row.to_json()}).to_string())?;
+        ws.send_with_str(ServerFrame::Message(row.to_json()).encode())?;
     }
     Ok(page.next)
-}
-
-pub(super) fn error_frame(reference: Option<&str>, e: Error) -> Value {
-    json!({"type": "error", "ref": reference, "code": e.code.as_str(), "message": e.message})
 }

@@ -1,8 +1,8 @@
 //! `GET /v1/health` (liveness, version and relay name) and `GET /v1/openapi.json`.
 
 use crate::config::Config;
-use crate::error::ApiResult;
-use crate::routes::json;
+use crate::http::ApiResult;
+use crate::http::json;
 use worker::{Headers, Response};
 
 /// The OpenAPI 3.1 description of the API, kept in `openapi/openapi.json`.

@@ -2,11 +2,11 @@
 
 use crate::checks::{self, now_ms};
 use crate::config::Config;
-use crate::error::{ApiResult, refuse};
+use crate::http::json;
+use crate::http::{ApiResult, refuse};
 use crate::keys;
 use crate::mesh::{self, Kind};
 use crate::room;
-use crate::routes::json;
 use crate::store::{self, BundleRow};
 use denet_core::bundle::MAX_ACTIVE_BUNDLES;
 use denet_core::query::parse_params;
@@ -77,13 +77,8 @@ pub async fn get_bundles(req: Request, wallet: &str, env: &Env) -> ApiResult<Res
 }
 
 fn with_status(r: &BundleRow, now: u64) -> Value {
-    let mut v = r.bundle_json();
-    v["status"] = r.status(now).as_str().into();
-    if let (Some(at), Some(sig)) = (r.revoked_at, &r.revocation_sig) {
-        v["revoked_at"] = at.into();
-        v["revocation_sig"] = sig.as_str().into();
-    }
-    v
+    let revoked = r.revoked_at.zip(r.revocation_sig.as_deref());
+    denet_core::wire::listed_key(&r.bundle_json(), r.status(now).as_str(), revoked)
 }
 
 /// `POST /v1/keys/{wallet}/revoke`: `200`; a second revocation keeps the first.

@@ -2,10 +2,10 @@
 
 use crate::checks::{self, now_ms};
 use crate::config::Config;
-use crate::error::ApiResult;
+use crate::http::ApiResult;
+use crate::http::json;
 use crate::page;
 use crate::room;
-use crate::routes::json;
 use crate::throttle;
 use denet_core::{Address, PageQuery, RoomId, Wallet};
 use worker::{Env, Request, Response};
@@ -15,7 +15,8 @@ pub async fn post_message(mut req: Request, env: &Env, config: &Config, ip: &str
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
     let envelope = checks::check_envelope(&env.d1("DB")?, config, &value, now_ms()).await?;
     throttle::check_sender(env, config, &envelope, ip).await?;
-    room::call(env, &envelope.to, "commit", "", Some(envelope.to_json().to_string()), None).await
+    let ack = room::commit(env, &envelope).await?;
+    json(if ack.duplicate { 200 } else { 201 }, &ack.to_json())
 }
 
 /// `GET /v1/rooms/{room}/messages`: a page, open to anyone who knows the room id.
@@ -37,7 +38,7 @@ pub async fn pull_inbox(req: Request, wallet: &str, env: &Env, config: &Config) 
 async fn pull(address: &Address, query: &str, env: &Env, config: &Config) -> ApiResult<Response> {
     let page_query = PageQuery::parse(query)?;
     if page_query.wait_secs > 0 {
-        return room::call(env, address, "pull", query, None, None).await;
+        return json(200, &room::pull(env, address, query).await?);
     }
     let page = page::read(&env.d1("DB")?, address, &page_query, config.limits.max_page_bytes).await?;
     json(200, &page.to_json())

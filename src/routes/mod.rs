@@ -9,10 +9,10 @@ mod sockets;
 
 use crate::checks;
 use crate::config::Config;
-use crate::error::{ApiResult, refuse};
+use crate::http::{ApiResult, refuse};
 use crate::throttle;
 use denet_core::ErrorCode;
-use worker::{Env, Headers, Method, Request, Response};
+use worker::{Env, Method, Request, Response};
 
 /// A resolved route, its path parameters still unvalidated.
 enum Route<'p> {
@@ -87,16 +87,64 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
         Route::RelayMessages => relay::relay_messages(req, &env, &config).await,
         Route::RelayKeys => relay::relay_keys(req, &env, &config).await,
         Route::RelayStatus => relay::relay_status(req, &env, &config).await,
-        Route::Metrics if config.test_routes => json(200, &crate::metrics::snapshot()),
+        Route::Metrics if config.test_routes => crate::http::json(200, &crate::metrics::snapshot()),
         Route::Panic if config.test_routes => panic!("deliberate panic on the test route"),
         Route::Faults if config.test_routes => relay::faults(req, &config).await,
         Route::Metrics | Route::Panic | Route::Faults => refuse(ErrorCode::NotFound, format!("no route for {path}")),
     }
 }
 
-/// A JSON response with `status`.
-pub fn json(status: u16, value: &serde_json::Value) -> ApiResult<Response> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    Ok(Response::builder().with_status(status).with_headers(headers).fixed(value.to_string().into_bytes()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(path: &str) -> Option<(&'static str, Vec<Method>)> {
+        resolve(path).map(|(route, methods)| {
+            let n = match route {
+                Route::Health => "health",
+                Route::OpenApi => "openapi",
+                Route::PostMessage => "post",
+                Route::RoomMessages(_) => "room messages",
+                Route::RoomSocket(_) => "room ws",
+                Route::InboxMessages(_) => "inbox messages",
+                Route::InboxSocket(_) => "inbox ws",
+                Route::Keys(_) => "keys",
+                Route::Revoke(_) => "revoke",
+                Route::RelayMessages => "relay messages",
+                Route::RelayKeys => "relay keys",
+                Route::RelayStatus => "relay status",
+                Route::Metrics => "metrics",
+                Route::Panic => "panic",
+                Route::Faults => "faults",
+            };
+            (n, methods.to_vec())
+        })
+    }
+
+    #[test]
+    fn every_route_of_the_api_resolves_with_its_methods() {
+        assert_eq!(name("/v1/health"), Some(("health", vec![Method::Get])));
+        assert_eq!(name("/v1/messages"), Some(("post", vec![Method::Post])));
+        assert_eq!(name("/v1/rooms/r/messages").map(|n| n.0), Some("room messages"));
+        assert_eq!(name("/v1/inbox/w/ws").map(|n| n.0), Some("inbox ws"));
+        assert_eq!(name("/v1/keys/w"), Some(("keys", vec![Method::Get, Method::Put])));
+        assert_eq!(name("/v1/keys/w/revoke"), Some(("revoke", vec![Method::Post])));
+        assert_eq!(name("/v1/relay/messages"), Some(("relay messages", vec![Method::Post])));
+        assert_eq!(name("/v1/__faults"), Some(("faults", vec![Method::Post])));
+    }
+
+    #[test]
+    fn path_parameters_are_passed_on_raw() {
+        match resolve("/v1/rooms/ABC/ws") {
+            Some((Route::RoomSocket(room), _)) => assert_eq!(room, "ABC", "validated by the handler, not here"),
+            _ => panic!("a room socket route"),
+        }
+    }
+
+    #[test]
+    fn anything_else_is_no_route() {
+        for path in ["", "/", "/v1", "/v1/", "/v1/health/", "/v1/health/x", "/v2/health", "v1/health", "/v1/rooms//x"] {
+            assert!(name(path).is_none(), "{path:?}");
+        }
+    }
 }

@@ -3,13 +3,16 @@
 
 use crate::checks;
 use crate::config::Config;
-use crate::error::{ApiResult, refuse};
-use crate::mesh::{self, Kind, MAX_HOPS};
+use crate::http::json;
+use crate::http::{ApiResult, refuse};
+use crate::mesh::{self, Kind};
 use crate::room;
-use crate::routes::json;
 use denet_core::fields::Fields;
+use denet_core::mesh::ItemResult;
+use denet_core::wire::{RelayKeys, RelayMessages};
 use denet_core::{Bundle, Envelope, Error, ErrorCode, Revocation};
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 use worker::{Env, Request, Response};
 
 /// `401 unauthorized` unless the request carries `Authorization: Bearer <PEER_TOKEN>`.
@@ -17,23 +20,9 @@ pub fn require_token(req: &Request, config: &Config) -> ApiResult<()> {
     let given = req.headers().get("authorization")?.unwrap_or_default();
     let given = given.strip_prefix("Bearer ").unwrap_or("");
     match &config.peer_token {
-        Some(token) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(token) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
         _ => refuse(ErrorCode::Unauthorized, "relay routes need the mesh's bearer token"),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The `relay` and `hops` every relay request starts with.
-fn header_fields(f: &Fields) -> ApiResult<(String, u64)> {
-    let relay = f.str("relay")?.to_owned();
-    let hops = f.u64("hops")?;
-    if !(1..=MAX_HOPS).contains(&hops) {
-        return Err(f.bad("hops", format_args!("must be 1 to {MAX_HOPS}")).into());
-    }
-    Ok((relay, hops))
 }
 
 /// `POST /v1/relay/messages`: `{"relay", "hops", "envelopes", "bundles"?,
@@ -42,16 +31,11 @@ fn header_fields(f: &Fields) -> ApiResult<(String, u64)> {
 pub async fn relay_messages(mut req: Request, env: &Env, config: &Config) -> ApiResult<Response> {
     require_token(&req, config)?;
     let value = checks::read_json(&mut req, config.limits.relay_request_bytes).await?;
-    let f = Fields::new(&value, "relay request")?;
-    let (relay, hops) = header_fields(&f)?;
-    let envelopes = f.array("envelopes")?;
-    let bundles = f.optional_array("bundles")?;
-    let revocations = f.optional_array("revocations")?;
-    f.deny_unknown(&["relay", "hops", "envelopes", "bundles", "revocations"])?;
-    take_keys(env, config, bundles, revocations, &relay, hops).await?;
-    let mut results = Vec::with_capacity(envelopes.len());
-    for envelope in envelopes {
-        results.push(relay_one(env, config, envelope, &relay, hops).await);
+    let body = RelayMessages::parse(&value)?;
+    take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops).await?;
+    let mut results = Vec::with_capacity(body.envelopes.len());
+    for envelope in &body.envelopes {
+        results.push(relay_one(env, config, envelope, &body.relay, body.hops).await);
     }
     json(200, &json!({"results": results}))
 }
@@ -59,32 +43,22 @@ pub async fn relay_messages(mut req: Request, env: &Env, config: &Config) -> Api
 /// One envelope's result: the object's answer, or a failure mapped to §7's
 /// `retry` (transient: `internal`) or `refused` (final: any other code).
 async fn relay_one(env: &Env, config: &Config, envelope: &Value, relay: &str, hops: u64) -> Value {
-    let result = |id: Option<String>, e: Error| {
-        let status = if e.code == ErrorCode::Internal { "retry" } else { "refused" };
-        json!({"id": id, "status": status, "code": e.code.as_str(), "message": e.message})
+    let result = |id: Option<&str>, e: Error| {
+        let item =
+            if e.code == ErrorCode::Internal { ItemResult::Retry } else { ItemResult::Refused(e.code.as_str().into()) };
+        item.to_json(id, None, Some(&e.message))
     };
     let parsed = match Envelope::parse(envelope, config.limits.max_body_bytes as usize) {
         Ok(p) => p,
         Err(e) => return result(None, e),
     };
-    let id = Some(parsed.id());
+    let id = parsed.id();
     if config.test_routes && take_injected_fault() {
-        return result(id, Error::internal());
+        return result(Some(&id), Error::internal());
     }
-    let body = json!({"envelope": envelope, "hops": hops, "relay": relay}).to_string();
-    match room::call(env, &parsed.to, "relay", "", Some(body), None).await {
-        Ok(mut resp) if resp.status_code() == 200 => {
-            resp.json().await.unwrap_or_else(|_| result(id, Error::internal()))
-        }
-        Ok(mut resp) => match resp.json::<Value>().await {
-            Ok(err) => {
-                let code = err["error"]["code"].as_str().and_then(ErrorCode::parse).unwrap_or(ErrorCode::Internal);
-                let message = err["error"]["message"].as_str().unwrap_or_default().to_owned();
-                result(id, Error::new(code, message))
-            }
-            Err(_) => result(id, Error::internal()),
-        },
-        Err(e) => result(id, e.into_protocol()),
+    match room::relay(env, &parsed.to, envelope, hops, relay).await {
+        Ok(result) => result,
+        Err(e) => result(Some(&id), e.into_protocol()),
     }
 }
 
@@ -117,12 +91,8 @@ pub async fn faults(mut req: Request, config: &Config) -> ApiResult<Response> {
 pub async fn relay_keys(mut req: Request, env: &Env, config: &Config) -> ApiResult<Response> {
     require_token(&req, config)?;
     let value = checks::read_json(&mut req, config.limits.relay_request_bytes).await?;
-    let f = Fields::new(&value, "relay request")?;
-    let (relay, hops) = header_fields(&f)?;
-    let bundles = f.array("bundles")?;
-    let revocations = f.array("revocations")?;
-    f.deny_unknown(&["relay", "hops", "bundles", "revocations"])?;
-    let answer = take_keys(env, config, bundles, revocations, &relay, hops).await?;
+    let body = RelayKeys::parse(&value)?;
+    let answer = take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops).await?;
     json(200, &answer)
 }
 

@@ -2,7 +2,7 @@
 
 use crate::checks;
 use crate::config::Config;
-use crate::error::{ApiResult, refuse};
+use crate::http::{ApiResult, refuse};
 use crate::room;
 use crate::throttle;
 use denet_core::query::parse_socket_query;

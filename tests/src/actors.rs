@@ -6,7 +6,7 @@ use denet_core::request::signing_text;
 use denet_core::{Bundle, Envelope, Revocation, SignKey, Wallet};
 use ed25519_dalek::{Signer, SigningKey};
 use rand::RngCore;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A wallet with one device.
 pub struct User {
@@ -54,7 +54,7 @@ impl User {
     /// A bundle for this device, issued now and valid for `days`.
     pub fn bundle(&self, days: u64) -> Value {
         let now = now_ms();
-        self.bundle_at(now, now + days * 86_400_000)
+        self.bundle_at(now, now + days * denet_core::limits::DAY_MS)
     }
 
     pub fn bundle_at(&self, issued_at: u64, expires_at: u64) -> Value {
@@ -75,7 +75,7 @@ impl User {
         let mut r =
             Revocation { wallet: self.wallet.clone(), sign_key, revoked_at: now_ms(), wallet_sig: String::new() };
         r.wallet_sig = personal_sign(&self.wallet_key, &r.statement());
-        json!({"sign_key": r.sign_key.to_b64(), "revoked_at": r.revoked_at, "wallet_sig": r.wallet_sig})
+        r.request_json()
     }
 
     /// A named envelope to `to`, sent now.
@@ -86,11 +86,12 @@ impl User {
     /// The four `Denet-*` headers for `method path_and_query` at `time`.
     pub fn signed_headers(&self, method: &str, path_and_query: &str, time: u64) -> Vec<(&'static str, String)> {
         let sig = self.device.sign(signing_text(method, path_and_query, time).as_bytes());
+        let [wallet, key, time_h, signature] = denet_core::request::HEADERS;
         vec![
-            ("Denet-Wallet", self.wallet.to_string()),
-            ("Denet-Key", self.sign_key().to_b64()),
-            ("Denet-Time", time.to_string()),
-            ("Denet-Signature", b64(&sig.to_bytes())),
+            (wallet, self.wallet.to_string()),
+            (key, self.sign_key().to_b64()),
+            (time_h, time.to_string()),
+            (signature, b64(&sig.to_bytes())),
         ]
     }
 
@@ -101,8 +102,9 @@ impl User {
             None => path.to_owned(),
         };
         let sig = self.device.sign(signing_text("GET", &signed, time).as_bytes());
+        let [wallet, key, time_p, signature] = denet_core::request::PARAMS;
         let creds = format!(
-            "denet_wallet={}&denet_key={}&denet_time={time}&denet_sig={}",
+            "{wallet}={}&{key}={}&{time_p}={time}&{signature}={}",
             self.wallet,
             self.sign_key().to_b64(),
             b64(&sig.to_bytes())

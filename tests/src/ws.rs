@@ -105,3 +105,9 @@ impl Socket {
         let _ = self.inner.close(None).await;
     }
 }
+
+/// A `send` frame, as `denet_core::wire` encodes it.
+pub fn send_frame(reference: &str, envelope: &Value) -> Value {
+    let frame = denet_core::wire::ClientFrame::Send { reference: reference.to_owned(), envelope: envelope.clone() };
+    serde_json::from_str(&frame.encode()).expect("a frame is JSON")
+}

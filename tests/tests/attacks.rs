@@ -3,11 +3,11 @@
 
 use denet_e2e::Relay;
 use denet_e2e::actors::{User, anonymous_envelope, now_ms, random_room};
-use denet_e2e::ws::Socket;
-use serde_json::{Value, json};
+use denet_e2e::ws::{Socket, send_frame};
+use serde_json::Value;
 use std::time::Duration;
 
-const DAY_MS: u64 = 86_400_000;
+use denet_core::limits::DAY_MS;
 const WEAK_KEYS: &str = include_str!("../../../shared/vectors/weak_keys.json");
 
 fn weak(kind: &str) -> Vec<String> {
@@ -130,7 +130,7 @@ async fn socket_frames_are_throttled_per_ip() {
     let room = random_room();
     let mut socket = Socket::connect(&relay.ws_url(&format!("/v1/rooms/{room}/ws"))).await;
     socket.until_ready().await;
-    let bad = json!({"type": "send", "ref": "x", "envelope": anonymous_envelope(&random_room(), b"elsewhere")});
+    let bad = send_frame("x", &anonymous_envelope(&random_room(), b"elsewhere"));
     let mut codes = Vec::new();
     for _ in 0..40 {
         socket.send(&bad).await;

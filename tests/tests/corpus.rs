@@ -115,7 +115,7 @@ fn http_cases(alice: &User, bob: &User) -> Vec<Case> {
         post("ts far in the past", sign_envelope(&random_key(), &room, None, 1, b"old"), 400, "stale_timestamp"),
         post(
             "ts a day ahead",
-            sign_envelope(&random_key(), &room, None, now_ms() + 86_400_000, b"x"),
+            sign_envelope(&random_key(), &room, None, now_ms() + denet_core::limits::DAY_MS, b"x"),
             400,
             "stale_timestamp",
         ),

@@ -5,7 +5,7 @@ use denet_e2e::actors::{User, now_ms, personal_sign};
 use reqwest::Method;
 use serde_json::json;
 
-const DAY: u64 = 86_400_000;
+const DAY: u64 = denet_core::limits::DAY_MS;
 
 fn relay() -> &'static Relay {
     Relay::shared()

@@ -4,7 +4,7 @@
 
 use denet_e2e::Relay;
 use denet_e2e::actors::{User, anonymous_envelope, envelope_id, random_room};
-use denet_e2e::ws::Socket;
+use denet_e2e::ws::{Socket, send_frame};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 
@@ -134,12 +134,12 @@ async fn send_frames_are_limited_like_posts_and_the_socket_stays_open() {
     let mut acked = Vec::new();
     for i in 0..2 {
         let env = anonymous_envelope(&room, format!("{i}").as_bytes());
-        s.send(&json!({"type": "send", "ref": format!("r{i}"), "envelope": env})).await;
+        s.send(&send_frame(&format!("r{i}"), &env)).await;
         let ack = s.recv().await;
         assert_eq!(ack["type"], "ack", "{ack}");
         acked.push(ack["id"].as_str().unwrap().to_owned());
     }
-    s.send(&json!({"type": "send", "ref": "r2", "envelope": anonymous_envelope(&room, b"2")})).await;
+    s.send(&send_frame("r2", &anonymous_envelope(&room, b"2"))).await;
     let refused = s.recv().await;
     assert_eq!(
         (refused["type"].as_str(), refused["ref"].as_str(), refused["code"].as_str()),

@@ -3,7 +3,7 @@
 use denet_e2e::Relay;
 use denet_e2e::actors::{User, anonymous_envelope, random_room};
 
-const DAY_MS: u64 = 86_400_000;
+use denet_core::limits::DAY_MS;
 
 #[tokio::test]
 async fn retention_deletes_only_what_is_due() {

@@ -2,18 +2,14 @@
 
 use denet_e2e::Relay;
 use denet_e2e::actors::{User, anonymous_envelope, envelope_id, now_ms, random_room};
-use denet_e2e::ws::Socket;
-use serde_json::{Value, json};
+use denet_e2e::ws::{Socket, send_frame};
+use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 fn relay() -> &'static Relay {
     Relay::shared()
-}
-
-fn send_frame(reference: &str, envelope: &Value) -> Value {
-    json!({"type": "send", "ref": reference, "envelope": envelope})
 }
 
 #[tokio::test]

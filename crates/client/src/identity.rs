@@ -145,11 +145,12 @@ impl Device {
         time: u64,
     ) -> [(&'static str, String); 4] {
         let sig = self.sign(signing_text(method, signed_path, time).as_bytes());
+        let [wallet_h, key_h, time_h, sig_h] = denet_core::request::HEADERS;
         [
-            ("Denet-Wallet", wallet.to_string()),
-            ("Denet-Key", self.sign_key().to_b64()),
-            ("Denet-Time", time.to_string()),
-            ("Denet-Signature", b64(&sig)),
+            (wallet_h, wallet.to_string()),
+            (key_h, self.sign_key().to_b64()),
+            (time_h, time.to_string()),
+            (sig_h, b64(&sig)),
         ]
     }
 }

@@ -4,20 +4,15 @@
 
 use crate::identity::{Device, VerifiedBundle, verify_key_list};
 use crate::{ClientError, Result};
-use denet_core::{Bundle, Revocation, Wallet};
+use denet_core::wire::{ClientFrame, ServerFrame};
+use denet_core::{Bundle, Revocation, Wallet, request};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The relay's answer to a post.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Ack {
-    pub id: String,
-    pub seq: u64,
-    pub received_at: u64,
-    pub duplicate: bool,
-}
+pub use denet_core::wire::Ack;
 
 /// One page of an address.
 #[derive(Clone, Debug, Deserialize)]
@@ -80,17 +75,12 @@ impl RelayClient {
 
     pub async fn revoke(&self, revocation: &Revocation) -> Result<Value> {
         let url = format!("{}/v1/keys/{}/revoke", self.base, revocation.wallet);
-        let body = serde_json::json!({
-            "sign_key": revocation.sign_key.to_b64(),
-            "revoked_at": revocation.revoked_at,
-            "wallet_sig": revocation.wallet_sig,
-        });
-        Ok(self.send(self.http.post(url).json(&body)).await?.1)
+        Ok(self.send(self.http.post(url).json(&revocation.request_json())).await?.1)
     }
 
     pub async fn post(&self, envelope: &Value) -> Result<Ack> {
         let (_, body) = self.send(self.http.post(format!("{}/v1/messages", self.base)).json(envelope)).await?;
-        serde_json::from_value(body).map_err(transport)
+        Ack::parse(&body).map_err(|e| transport(e.message))
     }
 
     fn page_query(after: u64, limit: u64, wait: u64) -> String {
@@ -135,8 +125,8 @@ impl RelayClient {
                 let path = format!("/v1/inbox/{wallet}/ws");
                 let signed = format!("{path}?after={after}");
                 let creds = device.request_credentials(wallet, "GET", &signed, now_ms());
-                let names = ["denet_wallet", "denet_key", "denet_time", "denet_sig"];
-                let query: Vec<String> = names.iter().zip(creds.iter()).map(|(n, (_, v))| format!("{n}={v}")).collect();
+                let query: Vec<String> =
+                    request::PARAMS.iter().zip(creds.iter()).map(|(n, (_, v))| format!("{n}={v}")).collect();
                 format!("{ws_base}{signed}&{}", query.join("&"))
             }
         };
@@ -160,9 +150,11 @@ pub struct Subscription {
 /// What a subscription yields.
 #[derive(Debug)]
 pub enum Event {
+    /// A stored envelope.
     Message(Value),
     Ready(u64),
-    Other(Value),
+    /// Any other relay frame (an `error`, a `pong`, an `ack`).
+    Other(ServerFrame),
 }
 
 impl Subscription {
@@ -175,19 +167,16 @@ impl Subscription {
                 Ok(_) => continue,
                 Err(e) => return Some(Err(transport(e))),
             };
-            let value: Value = match serde_json::from_str(&frame) {
-                Ok(v) => v,
-                Err(e) => return Some(Err(transport(e))),
-            };
-            return Some(Ok(match value["type"].as_str() {
-                Some("message") => Event::Message(value["message"].clone()),
-                Some("ready") => Event::Ready(value["next"].as_u64().unwrap_or(0)),
-                _ => Event::Other(value),
+            return Some(Ok(match ServerFrame::decode(&frame) {
+                Ok(ServerFrame::Message(stored)) => Event::Message(stored),
+                Ok(ServerFrame::Ready { next }) => Event::Ready(next),
+                Ok(other) => Event::Other(other),
+                Err(e) => return Some(Err(transport(e.message))),
             }));
         }
     }
 
     pub async fn ping(&mut self) -> Result<()> {
-        self.stream.send(Message::text(r#"{"type":"ping"}"#)).await.map_err(transport)
+        self.stream.send(Message::text(ClientFrame::Ping.encode())).await.map_err(transport)
     }
 }

@@ -9,7 +9,7 @@ use crate::wallet::{Wallet, parse_wallet_sig, verify_wallet_sig};
 use serde_json::{Value, json};
 
 /// The longest a bundle may be valid: 400 days.
-pub const MAX_BUNDLE_LIFETIME_MS: u64 = 400 * 24 * 60 * 60 * 1000;
+pub const MAX_BUNDLE_LIFETIME_MS: u64 = 400 * crate::limits::DAY_MS;
 /// The most bundles a wallet may have active at once.
 pub const MAX_ACTIVE_BUNDLES: usize = 16;
 
@@ -204,6 +204,12 @@ impl Revocation {
         verify_wallet_sig(&self.wallet, &self.statement(), &self.wallet_sig)
     }
 
+    /// The body of `POST /v1/keys/{wallet}/revoke` (the wallet is in the path).
+    pub fn request_json(&self) -> Value {
+        json!({"sign_key": self.sign_key.to_b64(), "revoked_at": self.revoked_at, "wallet_sig": self.wallet_sig})
+    }
+
+    /// The revocation as relays forward it, with its `wallet`.
     pub fn to_json(&self) -> Value {
         json!({
             "wallet": self.wallet.as_str(),

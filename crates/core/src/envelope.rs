@@ -127,12 +127,19 @@ impl Envelope {
 
     /// The envelope as a relay returns it: §2 fields plus `id`, `seq`, `received_at`.
     pub fn to_stored_json(&self, id: &str, seq: u64, received_at: u64) -> Value {
-        let mut v = self.to_json();
-        let obj = v.as_object_mut().expect("envelope json is an object");
-        obj.insert("id".into(), id.into());
-        obj.insert("seq".into(), seq.into());
-        obj.insert("received_at".into(), received_at.into());
-        v
+        let (key, body, sig) = (self.key.to_b64(), b64(&self.body), b64(&self.sig));
+        crate::wire::StoredFields {
+            to: self.to.as_str(),
+            ts: self.ts,
+            from: self.from.as_ref().map(Wallet::as_str),
+            key: &key,
+            body: &body,
+            sig: &sig,
+            id,
+            seq,
+            received_at,
+        }
+        .to_json()
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod bundle;
+pub mod cache;
 pub mod dedup;
 pub mod encoding;
 pub mod envelope;
@@ -17,7 +18,9 @@ pub mod limits;
 pub mod mesh;
 pub mod query;
 pub mod request;
+pub mod socket;
 pub mod wallet;
+pub mod wire;
 
 pub use address::{Address, RoomId};
 pub use bundle::{Bundle, KeyStatus, Revocation};

@@ -51,6 +51,47 @@ impl TokenBucket {
     }
 }
 
+/// Tokens an isolate has leased from shared buckets and spends locally, so that not
+/// every request costs a round trip to the bucket's Durable Object. A bucket never
+/// gives out more than it holds, so the limit holds; tokens leased by an isolate
+/// that goes away are simply spent. Bounded: past `max_keys` it forgets them all.
+#[derive(Debug, Default)]
+pub struct Leases {
+    left: std::collections::HashMap<String, u64>,
+    max_keys: usize,
+}
+
+impl Leases {
+    pub fn new(max_keys: usize) -> Leases {
+        Leases { left: std::collections::HashMap::new(), max_keys }
+    }
+
+    /// How many tokens to ask a bucket of `capacity` for: 1/20 of it, at least 1
+    /// (small limits lease one token, i.e. stay exact).
+    pub fn want(capacity: u64) -> u64 {
+        (capacity / 20).max(1)
+    }
+
+    /// Spends one leased token of `key`, if one is left.
+    pub fn spend(&mut self, key: &str) -> bool {
+        match self.left.get_mut(key) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a grant of `granted` tokens, one of which is spent at once.
+    pub fn granted(&mut self, key: &str, granted: u64) {
+        if self.left.len() >= self.max_keys && !self.left.contains_key(key) {
+            self.left.clear();
+        }
+        self.left.insert(key.to_owned(), granted.saturating_sub(1));
+    }
+}
+
 /// The key an IP is limited under (§5): an IPv4 address as it is, an IPv6 address
 /// by its /64 (one subscriber's network usually holds a whole /64, so counting
 /// single addresses would give it 2^64 buckets). Anything else is kept verbatim.
@@ -71,6 +112,27 @@ pub fn ip_bucket(ip: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leases_spend_what_was_granted_and_no_more() {
+        let mut l = Leases::new(2);
+        assert!(!l.spend("a"), "nothing leased yet");
+        l.granted("a", 3);
+        assert!(l.spend("a") && l.spend("a"));
+        assert!(!l.spend("a"), "one of the three was spent by the request that asked");
+        assert_eq!(Leases::want(600), 30);
+        assert_eq!(Leases::want(10), 1, "small limits stay exact");
+    }
+
+    #[test]
+    fn leases_stay_bounded() {
+        let mut l = Leases::new(2);
+        l.granted("a", 5);
+        l.granted("b", 5);
+        l.granted("c", 5);
+        assert!(!l.spend("a"), "forgotten when the map was full");
+        assert!(l.spend("c"));
+    }
 
     #[test]
     fn ipv6_addresses_of_one_64_share_a_bucket() {

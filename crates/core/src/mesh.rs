@@ -9,6 +9,22 @@ pub const MAX_HOPS: u64 = 8;
 /// The longest the outbox waits between tries.
 pub const MAX_BACKOFF_MS: u64 = 10_000;
 
+/// Reads `PEERS`: comma-separated http(s) base URLs, spaces and trailing slashes
+/// trimmed, empty entries skipped. Anything else is an error naming the entry.
+pub fn parse_peers(raw: &str) -> Result<Vec<String>, String> {
+    let peers: Vec<String> =
+        raw.split(',').map(|p| p.trim().trim_end_matches('/').to_owned()).filter(|p| !p.is_empty()).collect();
+    match peers.iter().find(|p| !(p.starts_with("http://") || p.starts_with("https://"))) {
+        Some(bad) => Err(format!("PEERS entry {bad:?} is not an http(s) URL")),
+        None => Ok(peers),
+    }
+}
+
+/// Whether a relay request's `hops` is allowed (§7): 1 to `MAX_HOPS`.
+pub fn hops_allowed(hops: u64) -> bool {
+    (1..=MAX_HOPS).contains(&hops)
+}
+
 /// The receiver's verdict on one relayed envelope (§7).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ItemResult {
@@ -23,6 +39,21 @@ pub enum ItemResult {
 }
 
 impl ItemResult {
+    /// One entry of a relay-messages answer: `{"id", "status", "code"?, "message"?}`;
+    /// a `retry` says why with `retry_code` (`internal` when not given).
+    pub fn to_json(&self, id: Option<&str>, retry_code: Option<&str>, message: Option<&str>) -> Value {
+        let mut v = serde_json::json!({"id": id, "status": self.status()});
+        match self {
+            ItemResult::Refused(code) => v["code"] = code.as_str().into(),
+            ItemResult::Retry => v["code"] = retry_code.unwrap_or("internal").into(),
+            _ => {}
+        }
+        if let Some(m) = message {
+            v["message"] = m.into();
+        }
+        v
+    }
+
     pub fn status(&self) -> &'static str {
         match self {
             ItemResult::Stored => "stored",
@@ -155,6 +186,31 @@ pub fn backoff_ms(attempts: u64) -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn peers_are_http_urls_trimmed() {
+        assert_eq!(parse_peers("").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_peers(" http://a:1/ ,, https://b ").unwrap(),
+            vec!["http://a:1".to_owned(), "https://b".to_owned()]
+        );
+        assert!(parse_peers("http://a,ftp://b").unwrap_err().contains("ftp://b"));
+    }
+
+    #[test]
+    fn hops_are_1_to_max() {
+        assert!(!hops_allowed(0));
+        assert!(hops_allowed(1) && hops_allowed(MAX_HOPS));
+        assert!(!hops_allowed(MAX_HOPS + 1));
+    }
+
+    #[test]
+    fn results_round_trip_through_their_json() {
+        let results =
+            vec![ItemResult::Stored, ItemResult::Duplicate, ItemResult::Refused("forbidden".into()), ItemResult::Retry];
+        let body = json!({"results": results.iter().map(|r| r.to_json(Some("id"), None, None)).collect::<Vec<_>>()});
+        assert_eq!(PeerAnswer::of_messages(200, Some(&body), 4), PeerAnswer::Results(results));
+    }
 
     #[test]
     fn only_final_results_leave_the_queue() {

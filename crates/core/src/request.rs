@@ -6,9 +6,10 @@ use crate::envelope::SignKey;
 use crate::error::Error;
 use crate::wallet::Wallet;
 
-/// The four credential names, as headers and as query parameters.
-const HEADERS: [&str; 4] = ["Denet-Wallet", "Denet-Key", "Denet-Time", "Denet-Signature"];
-const PARAMS: [&str; 4] = ["denet_wallet", "denet_key", "denet_time", "denet_sig"];
+/// The four credential names as headers (§3.1), in order: wallet, key, time, signature.
+pub const HEADERS: [&str; 4] = ["Denet-Wallet", "Denet-Key", "Denet-Time", "Denet-Signature"];
+/// The same four as query parameters (browser WebSockets).
+pub const PARAMS: [&str; 4] = ["denet_wallet", "denet_key", "denet_time", "denet_sig"];
 
 /// A signed request whose shape is checked; [`SignedRequest::verify`] checks the rest.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use denet_client::identity::{self, key32};
 use denet_client::membership::{self, Known};
 use denet_client::{dm, room};
 use denet_core::encoding::{b64, b64_decode};
-use denet_core::{Bundle, Envelope, Revocation, Wallet};
+use denet_core::{Bundle, Revocation, Wallet};
 use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
@@ -209,13 +209,8 @@ pub fn anonymous_envelope(to: &str, ts: f64, body: &[u8]) -> JsResult<String> {
 /// computed here (never the relay's) and the body as base64url.
 #[wasm_bindgen(js_name = checkEnvelope)]
 pub fn check_envelope(stored: &str) -> JsResult<String> {
-    let mut value: Value = serde_json::from_str(stored).map_err(|e| fail("malformed", e))?;
-    if let Some(obj) = value.as_object_mut() {
-        for extra in ["id", "seq", "received_at"] {
-            obj.remove(extra);
-        }
-    }
-    let env = Envelope::parse(&value, usize::MAX).map_err(core_err)?;
+    let value: Value = serde_json::from_str(stored).map_err(|e| fail("malformed", e))?;
+    let (env, _) = denet_core::wire::parse_stored(&value).map_err(core_err)?;
     env.verify().map_err(core_err)?;
     Ok(json!({"id": env.id(), "to": env.to.as_str(), "from": env.from.as_ref().map(Wallet::as_str),
               "key": env.key.to_b64(), "ts": env.ts, "body": b64(&env.body)})

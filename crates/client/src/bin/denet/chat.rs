@@ -87,7 +87,12 @@ impl Ctx {
 
     pub async fn register(&mut self) -> Result<(), String> {
         let now = now_ms();
-        let bundle = self.id.device.bundle(&self.id.wallet, now, now + BUNDLE_DAYS * 86_400_000).await.map_err(err)?;
+        let bundle = self
+            .id
+            .device
+            .bundle(&self.id.wallet, now, now + BUNDLE_DAYS * denet_core::limits::DAY_MS)
+            .await
+            .map_err(err)?;
         let status = self.relay.put_bundle(&bundle).await.map_err(err)?;
         let (w, k) = (&self.me, bundle.sign_key.to_b64());
         self.out.emit(
@@ -167,13 +172,7 @@ impl Ctx {
     /// Checks a stored envelope's signature and, when named, that its key is a
     /// bundle of `from` (verified by the wallet) active at `ts`. Returns the bundle.
     async fn authenticate(&mut self, msg: &Value) -> Result<(Envelope, Option<VerifiedBundle>), String> {
-        let mut fields = msg.clone();
-        if let Some(obj) = fields.as_object_mut() {
-            for extra in ["id", "seq", "received_at"] {
-                obj.remove(extra);
-            }
-        }
-        let env = Envelope::parse(&fields, usize::MAX).map_err(|e| e.message)?;
+        let (env, _) = denet_core::wire::parse_stored(msg).map_err(|e| e.message)?;
         env.verify().map_err(|e| e.message)?;
         let Some(from) = env.from.clone() else {
             return Ok((env, None));

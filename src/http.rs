@@ -1,5 +1,5 @@
-//! `ApiError` → the one §6 JSON error response. Internal causes are logged here
-//! and never sent to the client.
+//! HTTP answers: `json()` for every success, and `ApiError` → the one §6 JSON
+//! error response. Internal causes are logged here and never sent to the client.
 
 use denet_core::{Error, ErrorCode};
 use worker::{Headers, Response};
@@ -58,4 +58,11 @@ pub fn error_response(e: &Error) -> Response {
 /// Shorthand for a refusal with `code`.
 pub fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> ApiResult<T> {
     Err(ApiError::Refused(Error::new(code, message)))
+}
+
+/// A JSON response with `status`.
+pub fn json(status: u16, value: &serde_json::Value) -> ApiResult<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    Ok(Response::builder().with_status(status).with_headers(headers).fixed(value.to_string().into_bytes()))
 }
