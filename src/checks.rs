@@ -87,11 +87,11 @@ pub async fn authorize_inbox(
     wallet: &Wallet,
     db: &D1Database,
     config: &Config,
+    now: u64,
 ) -> ApiResult<(String, SignKey)> {
     let url = req.url()?;
     let extracted = request::extract(url.path(), url.query(), |name| req.headers().get(name).ok().flatten());
     let signed: SignedRequest = extracted.credentials?;
-    let now = now_ms();
     signed.verify(req.method().as_ref(), wallet, now, config.limits.skew_ms)?;
     keys::require_active(db, wallet, &signed.key, now).await?;
     Ok((extracted.query, signed.key))
@@ -109,6 +109,14 @@ pub fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_and_deeply_nested_json_is_malformed_not_a_crash() {
+        let deep = "[".repeat(100_000);
+        for input in [&b"{"[..], b"\xff", b"", deep.as_bytes()] {
+            assert!(matches!(parse_json(input), Err(ApiError::Refused(e)) if e.code == ErrorCode::Malformed));
+        }
+    }
 
     #[test]
     fn percent_encoding_keeps_only_unreserved_characters() {

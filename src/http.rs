@@ -46,7 +46,7 @@ impl ApiError {
 }
 
 /// Builds the §6 response for `e`, with `Retry-After` on `429`.
-pub fn error_response(e: &Error) -> Response {
+fn error_response(e: &Error) -> Response {
     let headers = Headers::new();
     let _ = headers.set("content-type", "application/json");
     if let Some(secs) = e.retry_after {

@@ -52,12 +52,15 @@ fn install_panic_report() {
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     install_panic_report();
     metrics::request();
-    Ok(routes::dispatch(req, env).await.unwrap_or_else(http::ApiError::into_response))
+    // The clock is read once per entry point (here, each object's fetch, alarm and
+    // socket message, the cron) and passed down.
+    let now = checks::now_ms();
+    Ok(routes::dispatch(req, env, now).await.unwrap_or_else(http::ApiError::into_response))
 }
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    if let Err(e) = retention::run(&env).await {
+    if let Err(e) = retention::run(&env, checks::now_ms()).await {
         worker::console_error!("retention run failed: {e}");
     }
 }

@@ -11,18 +11,92 @@
 
 use crate::checks::now_ms;
 use crate::config::Config;
-use crate::http::ApiError;
-use crate::mesh::{Enqueue, OutboxRequest};
+use crate::http::{ApiError, ApiResult};
 use crate::objects;
 use crate::store;
-use denet_core::mesh::{self, Fate, PeerAnswer};
+use denet_core::mesh::{self, Fate, MAX_HOPS, PeerAnswer};
 use denet_core::wire::{RelayKeys, RelayMessages};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use worker::{
     DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response, Result, SqlStorageValue, State,
     durable_object, wasm_bindgen,
 };
+
+/// What an outbox row carries.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Message,
+    Bundle,
+    Revocation,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Bundle => "bundle",
+            Kind::Revocation => "revocation",
+        }
+    }
+}
+
+/// What an `Outbox` object (one per peer URL) does.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OutboxRequest {
+    /// Queues items durably for the peer. → ()
+    Enqueue { peer: String, items: Enqueue },
+    /// The peer's counters. → `{peer, relay, forwarded, failed, retried, pending, dead}`
+    Status { peer: String },
+}
+
+/// Items to queue for a peer.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Enqueue {
+    pub kind: Kind,
+    pub hops: u64,
+    /// The relay the items came from (not sent back there), if any.
+    pub from: Option<String>,
+    pub items: Vec<Value>,
+}
+
+/// Queues `items` durably for every peer (but the one named `from`), at `hops`.
+/// An error means some outbox may not hold them: the caller must not acknowledge
+/// what it was forwarding (§7).
+pub async fn enqueue(
+    env: &Env,
+    config: &Config,
+    kind: Kind,
+    hops: u64,
+    from: Option<&str>,
+    items: Vec<Value>,
+) -> ApiResult<()> {
+    if config.peers.is_empty() || items.is_empty() || hops > MAX_HOPS {
+        return Ok(());
+    }
+    let items = Enqueue { kind, hops, from: from.map(str::to_owned), items };
+    for peer in &config.peers {
+        let request = OutboxRequest::Enqueue { peer: peer.clone(), items: items.clone() };
+        objects::call::<_, ()>(&outbox(env, peer)?, &request).await?;
+    }
+    Ok(())
+}
+
+fn outbox(env: &Env, peer: &str) -> ApiResult<worker::Stub> {
+    Ok(env.durable_object("OUTBOX")?.id_from_name(peer)?.get_stub()?)
+}
+
+/// Each peer's counters, for `GET /v1/relay/status`.
+pub async fn status(env: &Env, config: &Config) -> ApiResult<Value> {
+    let mut peers = Vec::new();
+    for peer in &config.peers {
+        let counters: Value = objects::call(&outbox(env, peer)?, &OutboxRequest::Status { peer: peer.clone() }).await?;
+        peers.push(counters);
+    }
+    Ok(json!({"relay": config.relay_id, "peers": peers}))
+}
 
 const BATCH_ITEMS: usize = 200;
 /// The bytes of a relay request around its items.
@@ -121,12 +195,12 @@ impl Outbox {
             .unwrap_or(0)
     }
 
-    async fn enqueue(&self, body: Enqueue) -> Result<()> {
+    async fn enqueue(&self, body: Enqueue, now: u64) -> Result<()> {
         // Never send a relay back what it sent us.
         if body.from.is_some() && body.from == self.meta("peer_relay") {
             return Ok(());
         }
-        let now = now_ms() as i64;
+        let now = now as i64;
         for item in &body.items {
             self.sql().exec(
                 "INSERT INTO pending (kind, hops, origin, payload, enqueued_at) VALUES (?, ?, ?, ?, ?)",
@@ -147,11 +221,11 @@ impl Outbox {
 
     /// Sends pending batches until none is left or something must wait. What
     /// becomes of each item is `denet_core::mesh::plan`'s decision.
-    async fn deliver(&self) -> Result<()> {
+    async fn deliver(&self, now: u64) -> Result<()> {
         let Some(peer) = self.meta("peer") else { return Ok(()) };
         let config = Config::get(&self.env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
         let token = config.peer_token.clone().unwrap_or_default();
-        self.expire(config.limits.retention_ms())?;
+        self.expire(config.limits.retention_ms(), now)?;
         if self.meta("peer_relay").is_none()
             && let Some(id) = peer_relay_id(&peer).await
         {
@@ -160,7 +234,7 @@ impl Outbox {
         let max_bytes = config.limits.relay_request_bytes as usize;
         loop {
             let cap = (self.counter("cap") as usize).clamp(1, BATCH_ITEMS);
-            let batch = self.next_batch(max_bytes, cap)?;
+            let batch = self.next_batch(max_bytes, cap, now)?;
             let Some(first) = batch.first() else { return Ok(()) };
             let (kind, hops) = (first.kind.clone(), first.hops as u64);
             let (path, body) = if kind == "message" {
@@ -196,7 +270,7 @@ impl Outbox {
                         self.delete(&[row.n])?;
                         done += 1;
                     }
-                    Fate::Dead(why) => self.dead_letter(&[row.n], why)?,
+                    Fate::Dead(why) => self.dead_letter(&[row.n], why, now)?,
                     Fate::Keep => kept += 1,
                 }
             }
@@ -235,7 +309,7 @@ impl Outbox {
     /// The oldest pending rows of one kind group (messages, or keys) and one hops
     /// value: at most `cap`, and as many as fit one relay request. A row that
     /// alone cannot fit is a dead letter: it never stalls the queue.
-    fn next_batch(&self, max_bytes: usize, cap: usize) -> Result<Vec<PendingRow>> {
+    fn next_batch(&self, max_bytes: usize, cap: usize, now: u64) -> Result<Vec<PendingRow>> {
         loop {
             let rows: Vec<PendingRow> = self
                 .sql()
@@ -243,7 +317,7 @@ impl Outbox {
                 .to_array()?;
             let Some(first) = rows.first() else { return Ok(rows) };
             if REQUEST_OVERHEAD + item_size(first) > max_bytes {
-                self.dead_letter(&[first.n], "larger than RELAY_REQUEST_BYTES")?;
+                self.dead_letter(&[first.n], "larger than RELAY_REQUEST_BYTES", now)?;
                 continue;
             }
             let group = |k: &str| if k == "message" { "message" } else { "keys" };
@@ -267,12 +341,12 @@ impl Outbox {
         Ok(())
     }
 
-    fn dead_letter(&self, ids: &[i64], reason: &str) -> Result<()> {
+    fn dead_letter(&self, ids: &[i64], reason: &str, now: u64) -> Result<()> {
         for n in ids {
             self.sql().exec(
                 "INSERT INTO dead (n, kind, hops, payload, reason, at)
                  SELECT n, kind, hops, payload, ?, ? FROM pending WHERE n = ?",
-                vec![reason.into(), (now_ms() as i64).into(), (*n).into()],
+                vec![reason.into(), (now as i64).into(), (*n).into()],
             )?;
         }
         self.delete(ids)
@@ -280,14 +354,14 @@ impl Outbox {
 
     /// Items older than the retention period are dead letters: the peer would
     /// refuse them anyway, and their messages are gone here too.
-    fn expire(&self, retention_ms: u64) -> Result<()> {
-        let cutoff = now_ms().saturating_sub(retention_ms) as i64;
+    fn expire(&self, retention_ms: u64, now: u64) -> Result<()> {
+        let cutoff = now.saturating_sub(retention_ms) as i64;
         let old: Vec<PendingRow> = self
             .sql()
             .exec("SELECT n, kind, hops, payload FROM pending WHERE enqueued_at < ?", vec![cutoff.into()])?
             .to_array()?;
         let ids: Vec<i64> = old.iter().map(|r| r.n).collect();
-        self.dead_letter(&ids, "older than the retention period")
+        self.dead_letter(&ids, "older than the retention period", now)
     }
 }
 
@@ -330,7 +404,9 @@ impl DurableObject for Outbox {
             self.set_meta("peer", peer)?;
         }
         match request {
-            OutboxRequest::Enqueue { items, .. } => objects::reply(self.enqueue(items).await.map_err(ApiError::from)),
+            OutboxRequest::Enqueue { items, .. } => {
+                objects::reply(self.enqueue(items, now_ms()).await.map_err(ApiError::from))
+            }
             OutboxRequest::Status { .. } => objects::reply(Ok(json!({
                 "peer": self.meta("peer"),
                 "relay": self.meta("peer_relay"),
@@ -344,7 +420,7 @@ impl DurableObject for Outbox {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        if let Err(e) = self.deliver().await {
+        if let Err(e) = self.deliver(now_ms()).await {
             worker::console_error!("outbox delivery: {e}");
             self.state.storage().set_alarm(denet_core::mesh::MAX_BACKOFF_MS as i64).await?;
         }

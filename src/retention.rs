@@ -1,7 +1,6 @@
 //! The scheduled retention job: deletes messages older than `RETENTION_DAYS` and
 //! bundles that expired that long ago (revoked or not), in bounded batches.
 
-use crate::checks::now_ms;
 use crate::config::Config;
 use crate::store;
 use worker::{Env, Result};
@@ -11,9 +10,9 @@ const BATCH: u64 = 1000;
 /// Statements per run and table; what is left waits for the next run.
 const MAX_BATCHES: usize = 100;
 
-pub async fn run(env: &Env) -> Result<()> {
+pub async fn run(env: &Env, now: u64) -> Result<()> {
     let config = Config::get(env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
-    let cutoff = now_ms().saturating_sub(config.limits.retention_ms());
+    let cutoff = now.saturating_sub(config.limits.retention_ms());
     let db = env.d1("DB")?;
     let (mut messages, mut bundles) = (0, 0);
     for _ in 0..MAX_BATCHES {

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let query = parts.next();
     let headers: Vec<&str> = parts.collect();
     let header = |name: &str| {
-        let i = ["Denet-Wallet", "Denet-Key", "Denet-Time", "Denet-Signature"].iter().position(|h| *h == name)?;
+        let i = denet_core::request::HEADERS.iter().position(|h| *h == name)?;
         headers.get(i).map(|v| v.to_string())
     };
     let extracted = extract(path, query, header);

@@ -193,11 +193,7 @@ export class Client {
 
   /** `path` with the §3.1 credentials as query parameters (for WebSockets). */
   signedQuery(path, query) {
-    const signed = query ? `${path}?${query}` : path;
-    const c = this.signedHeaders("GET", signed);
-    const creds = `denet_wallet=${c["Denet-Wallet"]}&denet_key=${encodeURIComponent(c["Denet-Key"])}` +
-      `&denet_time=${c["Denet-Time"]}&denet_sig=${encodeURIComponent(c["Denet-Signature"])}`;
-    return query ? `${path}?${query}&${creds}` : `${path}?${creds}`;
+    return call(() => this.device.signedQuery(this.wallet, path, query, Date.now()));
   }
 
   // -- keys --
@@ -619,7 +615,13 @@ export class Client {
       const ws = new WebSocket(url);
       sockets.set(address, ws);
       ws.onmessage = (ev) => {
-        const frame = JSON.parse(ev.data);
+        let frame;
+        try {
+          frame = JSON.parse(call(() => w.decodeServerFrame(ev.data)));
+        } catch (e) {
+          console.error("denet: a frame that is not §4.2", e);
+          return;
+        }
         if (frame.type === "ready") {
           attempt = 0;
           states.set(address, "live");

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::http::{ApiError, ApiResult};
 use crate::mesh;
 use crate::objects;
+use crate::outbox;
 use crate::page;
 use crate::store::{self, Committed};
 
@@ -128,12 +129,13 @@ impl Room {
         envelope: Envelope,
         origin: Option<u64>,
         forward: Forward,
+        now: u64,
     ) -> ApiResult<(String, Committed)> {
         let id = envelope.id();
         if let Some(first) = self.already_stored(address, &id).await? {
             return Ok((id, first));
         }
-        self.commit(address, id, envelope, origin, forward).await
+        self.commit(address, id, envelope, origin, forward, now).await
     }
 
     /// Queues an envelope not found stored for the next group commit and waits for
@@ -145,6 +147,7 @@ impl Room {
         envelope: Envelope,
         origin: Option<u64>,
         forward: Forward,
+        now: u64,
     ) -> ApiResult<(String, Committed)> {
         let (reply, answer) = oneshot::channel();
         self.inner.borrow_mut().pending.push(Pending { id: id.clone(), envelope, origin, forward, reply });
@@ -152,7 +155,7 @@ impl Room {
             let _turn = self.write_lock.lock().await;
             let batch = std::mem::take(&mut self.inner.borrow_mut().pending);
             if !batch.is_empty() {
-                self.flush(address, batch).await;
+                self.flush(address, batch, now).await;
             }
         }
         match answer.await {
@@ -176,7 +179,7 @@ impl Room {
     /// committed or acknowledged, so an acknowledged message is never left
     /// unforwarded (§7). Items found duplicate at commit were queued too; the peer
     /// answers `duplicate`, which costs nothing.
-    async fn flush(&self, address: &Address, batch: Vec<Pending>) {
+    async fn flush(&self, address: &Address, batch: Vec<Pending>, now: u64) {
         let fail = |batch: Vec<Pending>, cause: String| {
             batch.into_iter().for_each(|p| drop(p.reply.send(Err(cause.clone()))));
         };
@@ -184,7 +187,6 @@ impl Room {
             return fail(batch, format!("queueing for the peers failed: {}", e.into_protocol()));
         }
         let items: Vec<(String, &Envelope)> = batch.iter().map(|p| (p.id.clone(), &p.envelope)).collect();
-        let now = now_ms();
         let result = match self.db() {
             Ok(db) => store::commit_batch(&db, address, &items, now).await,
             Err(e) => Err(e),
@@ -225,7 +227,7 @@ impl Room {
             }
         }
         for (group, envelopes) in groups {
-            mesh::enqueue(&self.env, &config, mesh::Kind::Message, group.hops, group.from.as_deref(), envelopes)
+            outbox::enqueue(&self.env, &config, outbox::Kind::Message, group.hops, group.from.as_deref(), envelopes)
                 .await?;
         }
         Ok(())
@@ -234,7 +236,7 @@ impl Room {
     /// A relayed envelope (§7): known ones stop here; a new one is checked as a
     /// client post, with the clock window widened to the retention period and the
     /// key judged at the envelope's `ts`, then committed and forwarded on.
-    async fn relay(&self, address: &Address, envelope: &Value, hops: u64, from: String) -> ApiResult<Value> {
+    async fn relay(&self, address: &Address, envelope: &Value, hops: u64, from: String, now: u64) -> ApiResult<Value> {
         let config = Config::get(&self.env)?;
         let from = Some(from);
         let envelope = Envelope::parse(envelope, config.limits.max_body_bytes as usize)?;
@@ -242,17 +244,17 @@ impl Room {
         if self.already_stored(address, &id).await?.is_some() {
             return Ok(ItemResult::Duplicate.to_json(Some(&id), None, None));
         }
-        check_skew(envelope.ts, now_ms(), config.limits.retention_ms(), "ts")?;
+        check_skew(envelope.ts, now, config.limits.retention_ms(), "ts")?;
         envelope.verify()?;
         if let Some(wallet) = &envelope.from
-            && !self.key_known(&config, wallet, &envelope).await?
+            && !self.key_known(&config, wallet, &envelope, now).await?
         {
             // Not judged: the key may yet arrive (with a later batch, or a peer). §7: retry.
             let why = format!("the key of this envelope is not known here as a key of {wallet}");
             return Ok(ItemResult::Retry.to_json(Some(&id), Some("forbidden"), Some(&why)));
         }
         // Checked for a stored copy above: go straight to the commit.
-        let (_, c) = self.commit(address, id.clone(), envelope, None, Forward { hops: hops + 1, from }).await?;
+        let (_, c) = self.commit(address, id.clone(), envelope, None, Forward { hops: hops + 1, from }, now).await?;
         let item = if c.duplicate { ItemResult::Duplicate } else { ItemResult::Stored };
         Ok(item.to_json(Some(&id), None, None))
     }
@@ -260,11 +262,11 @@ impl Room {
     /// Whether this relay knows the envelope's key (fetching it from the peers if
     /// not); `403 forbidden` (final) if it knows it and it was not an active key of
     /// `wallet` at the envelope's `ts`.
-    async fn key_known(&self, config: &Config, wallet: &Wallet, envelope: &Envelope) -> ApiResult<bool> {
+    async fn key_known(&self, config: &Config, wallet: &Wallet, envelope: &Envelope, now: u64) -> ApiResult<bool> {
         let db = self.db()?;
         let key = envelope.key.to_b64();
         let mut row = store::bundle_by_key(&db, &key).await?;
-        if row.is_none() && mesh::fetch_keys(&self.env, config, wallet).await? > 0 {
+        if row.is_none() && mesh::fetch_keys(&self.env, config, wallet, now).await? > 0 {
             row = store::bundle_by_key(&db, &key).await?;
         }
         match row {
@@ -366,29 +368,30 @@ impl Room {
     }
 
     /// A WebSocket upgrade, named by the URL (it carries the client's request).
-    async fn open_from_url(&self, req: &Request) -> ApiResult<Response> {
+    async fn open_from_url(&self, req: &Request, now: u64) -> ApiResult<Response> {
         let url = req.url()?;
         let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
         let address = Address::parse_strict(&param("address").unwrap_or_default())?;
         let after = denet_core::query::parse_socket_query(&param("q").unwrap_or_default())?;
-        let opener = sockets::Opener { ip: param("ip").unwrap_or_default(), key: param("key") };
-        self.open_socket(&address, after, opener).await
+        let ip = param("ip").ok_or_else(|| ApiError::internal("a socket opened without the client's IP"))?;
+        let opener = sockets::Opener { ip, key: param("key") };
+        self.open_socket(&address, after, opener, now).await
     }
 
     /// One [`RoomRequest`], answered with its typed reply.
-    async fn handle(&self, request: RoomRequest) -> Result<Response> {
+    async fn handle(&self, request: RoomRequest, now: u64) -> Result<Response> {
         match request {
             RoomRequest::Commit { address, envelope } => objects::reply(
                 async {
                     let address = Address::parse_strict(&address)?;
                     let envelope = Envelope::parse(&envelope, usize::MAX)?;
-                    let (id, c) = self.submit(&address, envelope, None, Forward::first()).await?;
+                    let (id, c) = self.submit(&address, envelope, None, Forward::first(), now).await?;
                     Ok(ack(&id, &c))
                 }
                 .await,
             ),
             RoomRequest::Relay { address, envelope, hops, relay } => objects::reply(
-                async { self.relay(&Address::parse_strict(&address)?, &envelope, hops, relay).await }.await,
+                async { self.relay(&Address::parse_strict(&address)?, &envelope, hops, relay, now).await }.await,
             ),
             RoomRequest::Pull { address, query } => objects::reply(
                 async { self.pull(&Address::parse_strict(&address)?, PageQuery::parse(&query)?).await }.await,
@@ -411,16 +414,18 @@ impl DurableObject for Room {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let now = now_ms();
         if req.path() == "/ws" {
-            return Ok(self.open_from_url(&req).await.unwrap_or_else(ApiError::into_response));
+            return Ok(self.open_from_url(&req, now).await.unwrap_or_else(ApiError::into_response));
         }
         match objects::request::<RoomRequest>(req).await {
-            Ok(request) => self.handle(request).await,
+            Ok(request) => self.handle(request, now).await,
             Err(e) => objects::reply::<()>(Err(e)),
         }
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        let now = now_ms();
         let Some(info) = ws.deserialize_attachment::<SocketInfo>().ok().flatten() else {
             let _ = ws.close(Some(1011), Some("socket state lost"));
             return Ok(());
@@ -442,7 +447,7 @@ impl DurableObject for Room {
             WebSocketIncomingMessage::String(text) if text.len() as u64 > limit => {
                 Some(ServerFrame::error(None, Error::too_large(format!("frame is over {limit} bytes"))))
             }
-            WebSocketIncomingMessage::String(text) => self.on_frame(&info, &text).await,
+            WebSocketIncomingMessage::String(text) => self.on_frame(&info, &text, now).await,
         };
         if let Some(reply) = reply {
             let _ = ws.send_with_str(reply.encode());

@@ -2,7 +2,7 @@
 //! frames, and giving a closed socket's place back.
 
 use super::{Forward, Room, SocketInfo, ack};
-use crate::checks::{self, now_ms};
+use crate::checks;
 use crate::config::Config;
 use crate::http::ApiResult;
 use crate::page;
@@ -35,12 +35,13 @@ impl Room {
         address: &Address,
         after: Option<u64>,
         opener: Opener,
+        now: u64,
     ) -> ApiResult<Response> {
         let db = self.db()?;
         let config = Config::get(&self.env)?;
         let bounds = PageBounds { limit: REPLAY_PAGE, max_bytes: config.limits.max_page_bytes };
         let pair = WebSocketPair::new()?;
-        let sid = self.new_sid();
+        let sid = self.new_sid(now);
         let limit_ip = opener.ip.clone();
         let mut info = SocketInfo {
             sid,
@@ -56,7 +57,6 @@ impl Room {
             // sees it, or the revocation sees (and closes) this socket.
             let _turn = self.write_lock.lock().await;
             if let Some(key) = &info.key {
-                let now = now_ms();
                 match store::bundle_by_key(&db, key).await? {
                     Some(row) if row.wallet == address.as_str() && row.is_active(now) => {
                         info.expires_at = Some(row.expires_at);
@@ -68,7 +68,7 @@ impl Room {
             pair.server.serialize_attachment(&info)?;
         }
         if let Some(at) = info.expires_at {
-            self.alarm_by(at).await?;
+            self.alarm_by(at, now).await?;
         }
         let mut cursor = match after {
             Some(after) => after,
@@ -100,19 +100,19 @@ impl Room {
     }
 
     /// Sets the object's alarm to fire by `at_ms` (the next key expiry).
-    async fn alarm_by(&self, at_ms: u64) -> worker::Result<()> {
+    async fn alarm_by(&self, at_ms: u64, now: u64) -> worker::Result<()> {
         let storage = self.state.storage();
         let current = storage.get_alarm().await?.map(|t| t as u64);
         if current.is_none_or(|c| c > at_ms) {
-            storage.set_alarm(at_ms.saturating_sub(now_ms()) as i64).await?;
+            storage.set_alarm(at_ms.saturating_sub(now) as i64).await?;
         }
         Ok(())
     }
 
-    fn new_sid(&self) -> u64 {
+    fn new_sid(&self, now: u64) -> u64 {
         let mut inner = self.inner.borrow_mut();
         inner.next_sid = inner.next_sid.wrapping_add(1);
-        denet_core::socket::socket_id(now_ms(), inner.next_sid)
+        denet_core::socket::socket_id(now, inner.next_sid)
     }
 
     /// How many open sockets of this address came from `ip` (for the limiter's recount).
@@ -126,12 +126,12 @@ impl Room {
     }
 
     /// One client frame; returns the frame to answer with, if any.
-    pub(super) async fn on_frame(&self, info: &SocketInfo, text: &str) -> Option<ServerFrame> {
+    pub(super) async fn on_frame(&self, info: &SocketInfo, text: &str, now: u64) -> Option<ServerFrame> {
         let frame = match checks::parse_json(text.as_bytes()) {
             Ok(v) => v,
             Err(e) => return Some(ServerFrame::error(None, e.into_protocol())),
         };
-        match self.on_request(info, &frame).await {
+        match self.on_request(info, &frame, now).await {
             Ok(reply) => Some(reply),
             Err(e) => Some(ServerFrame::error(ClientFrame::reference_of(&frame).as_deref(), e.into_protocol())),
         }
@@ -139,7 +139,7 @@ impl Room {
 
     /// A parsed client frame, checked in §4.2 order (the per-IP limit and the
     /// frame size were checked before): shape, `to`, then the rules of a post.
-    async fn on_request(&self, info: &SocketInfo, frame: &Value) -> ApiResult<ServerFrame> {
+    async fn on_request(&self, info: &SocketInfo, frame: &Value, now: u64) -> ApiResult<ServerFrame> {
         match ClientFrame::decode(frame)? {
             ClientFrame::Ping => Ok(ServerFrame::Pong),
             ClientFrame::Send { reference, envelope } => {
@@ -149,9 +149,9 @@ impl Room {
                 if envelope.to != address {
                     return Err(Error::malformed("the envelope's `to` is not this socket's address").into());
                 }
-                checks::check_parsed_envelope(&self.db()?, &config, &envelope, now_ms()).await?;
+                checks::check_parsed_envelope(&self.db()?, &config, &envelope, now).await?;
                 throttle::check_sender(&self.env, &config, &envelope, &info.limit_ip).await?;
-                let (id, c) = self.submit(&address, envelope, Some(info.sid), Forward::first()).await?;
+                let (id, c) = self.submit(&address, envelope, Some(info.sid), Forward::first(), now).await?;
                 Ok(ServerFrame::Ack { reference, ack: ack(&id, &c) })
             }
         }

@@ -1,11 +1,11 @@
 //! The key directory (PROTOCOL.md §1): register, list and revoke device bundles.
 
-use crate::checks::{self, now_ms};
+use crate::checks;
 use crate::config::Config;
 use crate::http::json;
 use crate::http::{ApiResult, refuse};
 use crate::keys;
-use crate::mesh::{self, Kind};
+use crate::outbox::{self, Kind};
 use crate::room;
 use crate::store::{self, BundleRow};
 use denet_core::bundle::MAX_ACTIVE_BUNDLES;
@@ -15,14 +15,13 @@ use serde_json::{Value, json};
 use worker::{Env, Request, Response};
 
 /// `PUT /v1/keys/{wallet}`: `201` stored, `200` already stored, `409` conflict.
-pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Config) -> ApiResult<Response> {
+pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Config, now: u64) -> ApiResult<Response> {
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
     let wallet = Wallet::parse_lenient(wallet)?;
     let bundle = Bundle::parse(&value)?;
     if bundle.wallet != wallet {
         return refuse(ErrorCode::Malformed, "the bundle's wallet is not the wallet in the path");
     }
-    let now = now_ms();
     bundle.check_clock(now, config.limits.skew_ms)?;
     bundle.verify()?;
     let db = env.d1("DB")?;
@@ -31,7 +30,7 @@ pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Conf
         Some(existing) => existing,
         None if store::insert_bundle(&db, &row, MAX_ACTIVE_BUNDLES, now).await? => {
             keys::forget(&row.sign_key);
-            mesh::enqueue(env, config, Kind::Bundle, 1, None, vec![bundle.to_json()]).await?;
+            outbox::enqueue(env, config, Kind::Bundle, 1, None, vec![bundle.to_json()]).await?;
             return json(201, &row.bundle_json());
         }
         // Lost a race for the same key, or the wallet is at its cap.
@@ -52,7 +51,7 @@ pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Conf
 }
 
 /// `GET /v1/keys/{wallet}[?include=all]`
-pub async fn get_bundles(req: Request, wallet: &str, env: &Env) -> ApiResult<Response> {
+pub async fn get_bundles(req: Request, wallet: &str, env: &Env, now: u64) -> ApiResult<Response> {
     let wallet = Wallet::parse_lenient(wallet)?;
     let url = req.url()?;
     let params = parse_params(url.query().unwrap_or(""), &["include"])?;
@@ -63,7 +62,6 @@ pub async fn get_bundles(req: Request, wallet: &str, env: &Env) -> ApiResult<Res
             return refuse(ErrorCode::Malformed, format!("include must be \"all\", got {other:?}"));
         }
     };
-    let now = now_ms();
     let rows = store::bundles_of(&env.d1("DB")?, wallet.as_str()).await?;
     let keys: Vec<Value> = rows
         .iter()
@@ -82,11 +80,11 @@ fn with_status(r: &BundleRow, now: u64) -> Value {
 }
 
 /// `POST /v1/keys/{wallet}/revoke`: `200`; a second revocation keeps the first.
-pub async fn revoke_key(mut req: Request, wallet: &str, env: &Env, config: &Config) -> ApiResult<Response> {
+pub async fn revoke_key(mut req: Request, wallet: &str, env: &Env, config: &Config, now: u64) -> ApiResult<Response> {
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
     let wallet = Wallet::parse_lenient(wallet)?;
     let revocation = Revocation::parse_request(&value, wallet.clone())?;
-    check_skew(revocation.revoked_at, now_ms(), config.limits.skew_ms, "revoked_at")?;
+    check_skew(revocation.revoked_at, now, config.limits.skew_ms, "revoked_at")?;
     revocation.verify()?;
     let db = env.d1("DB")?;
     let sign_key = revocation.sign_key.to_b64();
@@ -98,8 +96,8 @@ pub async fn revoke_key(mut req: Request, wallet: &str, env: &Env, config: &Conf
     // revocation), so a retry after a failure still closes them.
     room::revoke(env, &revocation).await?;
     if row.revoked_at.is_none() {
-        mesh::enqueue(env, config, Kind::Revocation, 1, None, vec![revocation.to_json()]).await?;
+        outbox::enqueue(env, config, Kind::Revocation, 1, None, vec![revocation.to_json()]).await?;
     }
     let first = store::bundle_by_key(&db, &sign_key).await?.unwrap_or(row);
-    json(200, &with_status(&first, now_ms()))
+    json(200, &with_status(&first, now))
 }

@@ -1,6 +1,6 @@
 //! Posting and pulling messages (PROTOCOL.md §2, §4, §4.1).
 
-use crate::checks::{self, now_ms};
+use crate::checks;
 use crate::config::Config;
 use crate::http::ApiResult;
 use crate::http::json;
@@ -11,9 +11,9 @@ use denet_core::{Address, PageQuery, RoomId, Wallet};
 use worker::{Env, Request, Response};
 
 /// `POST /v1/messages`: check the envelope here, then commit it in its address's object.
-pub async fn post_message(mut req: Request, env: &Env, config: &Config, ip: &str) -> ApiResult<Response> {
+pub async fn post_message(mut req: Request, env: &Env, config: &Config, ip: &str, now: u64) -> ApiResult<Response> {
     let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
-    let envelope = checks::check_envelope(&env.d1("DB")?, config, &value, now_ms()).await?;
+    let envelope = checks::check_envelope(&env.d1("DB")?, config, &value, now).await?;
     throttle::check_sender(env, config, &envelope, ip).await?;
     let ack = room::commit(env, &envelope).await?;
     json(if ack.duplicate { 200 } else { 201 }, &ack.to_json())
@@ -27,9 +27,9 @@ pub async fn pull_room(req: Request, room: &str, env: &Env, config: &Config) -> 
 }
 
 /// `GET /v1/inbox/{wallet}/messages` (signed): a page, for the wallet only.
-pub async fn pull_inbox(req: Request, wallet: &str, env: &Env, config: &Config) -> ApiResult<Response> {
+pub async fn pull_inbox(req: Request, wallet: &str, env: &Env, config: &Config, now: u64) -> ApiResult<Response> {
     let wallet = Wallet::parse_lenient(wallet)?;
-    let (query, _) = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
+    let (query, _) = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config, now).await?;
     pull(&Address::Inbox(wallet), &query, env, config).await
 }
 

@@ -58,7 +58,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
 }
 
 /// The Worker's fetch handler body: route, check the method, dispatch.
-pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
+pub async fn dispatch(req: Request, env: Env, now: u64) -> ApiResult<Response> {
     let config = Config::get(&env)?;
     let ip = throttle::client_ip(&req);
     throttle::check_ip(&env, &config, &ip).await?;
@@ -76,16 +76,16 @@ pub async fn dispatch(req: Request, env: Env) -> ApiResult<Response> {
     match route {
         Route::Health => health::health(&config),
         Route::OpenApi => health::openapi(),
-        Route::PostMessage => messages::post_message(req, &env, &config, &ip).await,
+        Route::PostMessage => messages::post_message(req, &env, &config, &ip, now).await,
         Route::RoomMessages(room) => messages::pull_room(req, room, &env, &config).await,
         Route::RoomSocket(room) => sockets::room_socket(req, room, &env, &config, &ip).await,
-        Route::InboxMessages(wallet) => messages::pull_inbox(req, wallet, &env, &config).await,
-        Route::InboxSocket(wallet) => sockets::inbox_socket(req, wallet, &env, &config, &ip).await,
-        Route::Keys(wallet) if method == Method::Put => keys::put_bundle(req, wallet, &env, &config).await,
-        Route::Keys(wallet) => keys::get_bundles(req, wallet, &env).await,
-        Route::Revoke(wallet) => keys::revoke_key(req, wallet, &env, &config).await,
-        Route::RelayMessages => relay::relay_messages(req, &env, &config).await,
-        Route::RelayKeys => relay::relay_keys(req, &env, &config).await,
+        Route::InboxMessages(wallet) => messages::pull_inbox(req, wallet, &env, &config, now).await,
+        Route::InboxSocket(wallet) => sockets::inbox_socket(req, wallet, &env, &config, &ip, now).await,
+        Route::Keys(wallet) if method == Method::Put => keys::put_bundle(req, wallet, &env, &config, now).await,
+        Route::Keys(wallet) => keys::get_bundles(req, wallet, &env, now).await,
+        Route::Revoke(wallet) => keys::revoke_key(req, wallet, &env, &config, now).await,
+        Route::RelayMessages => relay::relay_messages(req, &env, &config, now).await,
+        Route::RelayKeys => relay::relay_keys(req, &env, &config, now).await,
         Route::RelayStatus => relay::relay_status(req, &env, &config).await,
         Route::Metrics if config.test_routes => crate::http::json(200, &crate::metrics::snapshot()),
         Route::Panic if config.test_routes => panic!("deliberate panic on the test route"),

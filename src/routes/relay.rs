@@ -5,7 +5,8 @@ use crate::checks;
 use crate::config::Config;
 use crate::http::json;
 use crate::http::{ApiResult, refuse};
-use crate::mesh::{self, Kind};
+use crate::mesh;
+use crate::outbox::{self, Kind};
 use crate::room;
 use denet_core::fields::Fields;
 use denet_core::mesh::ItemResult;
@@ -28,16 +29,16 @@ pub fn require_token(req: &Request, config: &Config) -> ApiResult<()> {
 /// `POST /v1/relay/messages`: `{"relay", "hops", "envelopes", "bundles"?,
 /// "revocations"?}` → a result per envelope (§7). The keys come first, so every
 /// named envelope can be judged without asking anyone.
-pub async fn relay_messages(mut req: Request, env: &Env, config: &Config) -> ApiResult<Response> {
+pub async fn relay_messages(mut req: Request, env: &Env, config: &Config, now: u64) -> ApiResult<Response> {
     require_token(&req, config)?;
     let value = checks::read_json(&mut req, config.limits.relay_request_bytes).await?;
     let body = RelayMessages::parse(&value)?;
-    take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops).await?;
+    take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops, now).await?;
     let mut results = Vec::with_capacity(body.envelopes.len());
     for envelope in &body.envelopes {
         results.push(relay_one(env, config, envelope, &body.relay, body.hops).await);
     }
-    json(200, &json!({"results": results}))
+    json(200, &denet_core::mesh::results_json(results))
 }
 
 /// One envelope's result: the object's answer, or a failure mapped to §7's
@@ -88,11 +89,11 @@ pub async fn faults(mut req: Request, config: &Config) -> ApiResult<Response> {
 
 /// `POST /v1/relay/keys`: `{"relay", "hops", "bundles", "revocations"}`; each is
 /// checked by its wallet signature, stored if new, and forwarded on.
-pub async fn relay_keys(mut req: Request, env: &Env, config: &Config) -> ApiResult<Response> {
+pub async fn relay_keys(mut req: Request, env: &Env, config: &Config, now: u64) -> ApiResult<Response> {
     require_token(&req, config)?;
     let value = checks::read_json(&mut req, config.limits.relay_request_bytes).await?;
     let body = RelayKeys::parse(&value)?;
-    let answer = take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops).await?;
+    let answer = take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops, now).await?;
     json(200, &answer)
 }
 
@@ -106,14 +107,15 @@ async fn take_keys(
     revocations: &[Value],
     relay: &str,
     hops: u64,
+    now: u64,
 ) -> ApiResult<Value> {
     let db = env.d1("DB")?;
-    let oldest = checks::now_ms().saturating_sub(config.limits.retention_ms());
+    let oldest = now.saturating_sub(config.limits.retention_ms());
     let (mut new_bundles, mut new_revocations, mut refused) = (Vec::new(), Vec::new(), 0);
     for b in bundles {
         match Bundle::parse(b).and_then(|bundle| bundle.verify().map(|_| bundle)) {
             Ok(bundle) if bundle.expires_at < oldest => refused += 1,
-            Ok(bundle) if mesh::store_bundle(&db, &bundle).await? => new_bundles.push(bundle.to_json()),
+            Ok(bundle) if mesh::store_bundle(&db, &bundle, now).await? => new_bundles.push(bundle.to_json()),
             Ok(_) => {}
             Err(_) => refused += 1,
         }
@@ -126,8 +128,8 @@ async fn take_keys(
         }
     }
     let answer = json!({"stored": new_bundles.len(), "revoked": new_revocations.len(), "refused": refused});
-    mesh::enqueue(env, config, Kind::Bundle, hops + 1, Some(relay), new_bundles).await?;
-    mesh::enqueue(env, config, Kind::Revocation, hops + 1, Some(relay), new_revocations).await?;
+    outbox::enqueue(env, config, Kind::Bundle, hops + 1, Some(relay), new_bundles).await?;
+    outbox::enqueue(env, config, Kind::Revocation, hops + 1, Some(relay), new_revocations).await?;
     Ok(answer)
 }
 
@@ -135,5 +137,5 @@ async fn take_keys(
 pub async fn relay_status(req: Request, env: &Env, config: &Config) -> ApiResult<Response> {
     require_token(&req, config)?;
     checks::require_no_query(&req)?;
-    json(200, &mesh::status(env, config).await?)
+    json(200, &outbox::status(env, config).await?)
 }

@@ -33,13 +33,20 @@ pub async fn room_socket(req: Request, room: &str, env: &Env, config: &Config, i
 }
 
 /// `GET /v1/inbox/{wallet}/ws` (signed, usually by query parameters)
-pub async fn inbox_socket(req: Request, wallet: &str, env: &Env, config: &Config, ip: &str) -> ApiResult<Response> {
+pub async fn inbox_socket(
+    req: Request,
+    wallet: &str,
+    env: &Env,
+    config: &Config,
+    ip: &str,
+    now: u64,
+) -> ApiResult<Response> {
     require_upgrade(&req)?;
     let place = wallet.to_ascii_lowercase();
     throttle::acquire_socket(env, config, ip, &place).await?;
     let opened = async {
         let wallet = Wallet::parse_lenient(wallet)?;
-        let (query, key) = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config).await?;
+        let (query, key) = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config, now).await?;
         parse_socket_query(&query)?;
         room::open_socket(env, &Address::Inbox(wallet), &query, ip, Some(&key), &req).await
     }

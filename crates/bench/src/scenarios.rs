@@ -1,5 +1,6 @@
 //! The scenarios of `make bench`, each returning one JSON object.
 
+use denet_core::wire::{Ack, ServerFrame};
 use denet_e2e::Relay;
 use denet_e2e::actors::{User, anonymous_envelope, envelope_id, random_room};
 use denet_e2e::ws::Socket;
@@ -197,7 +198,7 @@ async fn ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
         async move {
             let resp = client.post(url).json(&envelopes[i]).send().await.expect("post");
             assert_eq!(resp.status().as_u16(), 201, "committed");
-            resp.json::<Value>().await.expect("ack")["id"].as_str().expect("id").to_owned()
+            Ack::parse(&resp.json::<Value>().await.expect("JSON")).expect("an ack").id
         }
     })
     .await;
@@ -281,7 +282,8 @@ async fn fanout(relay: &Relay, sockets: usize, messages: usize) -> Value {
             let mut got = 0;
             while got < messages {
                 let Some(frame) = socket.recv_within(Duration::from_secs(30)).await else { break };
-                let id = frame["message"]["id"].as_str().unwrap_or("").to_owned();
+                let Ok(ServerFrame::Message(stored)) = ServerFrame::decode(&frame.to_string()) else { continue };
+                let id = stored["id"].as_str().unwrap_or("").to_owned();
                 received.lock().unwrap().push((id, Instant::now()));
                 got += 1;
             }

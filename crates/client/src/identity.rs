@@ -155,6 +155,22 @@ impl Device {
     }
 }
 
+impl Device {
+    /// `path` (and `query`, if any) with the signature as the four `denet_*` query
+    /// parameters (§3.1), for a WebSocket upgrade a browser cannot add headers to.
+    pub fn signed_query(&self, wallet: &Wallet, path: &str, query: Option<&str>, time: u64) -> String {
+        let signed = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        let creds = self.request_credentials(wallet, "GET", &signed, time);
+        let params: Vec<String> =
+            denet_core::request::PARAMS.iter().zip(creds.iter()).map(|(n, (_, v))| format!("{n}={v}")).collect();
+        let sep = if query.is_some() { '&' } else { '?' };
+        format!("{signed}{sep}{}", params.join("&"))
+    }
+}
+
 impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Device(sign_key: {}, secrets: <redacted>)", self.sign_key())
@@ -254,6 +270,19 @@ mod tests {
         assert_eq!(verified.len(), 1, "the forged bundle is dropped");
         assert!(verified[0].active_at(1_499) && !verified[0].active_at(1_500));
         assert!(verify_key_list(&answer, &LocalWallet::generate(&mut OsRng).wallet()).is_empty());
+    }
+
+    #[test]
+    fn a_signed_query_verifies_as_the_relay_reads_it() {
+        let wallet = LocalWallet::generate(&mut OsRng).wallet();
+        let device = Device::generate(&mut OsRng);
+        for query in [None, Some("after=3")] {
+            let url = device.signed_query(&wallet, "/v1/inbox/w/ws", query, 1_000);
+            let (path, q) = url.split_once('?').unwrap();
+            let x = denet_core::request::extract(path, Some(q), |_| None);
+            assert_eq!(x.query, query.unwrap_or(""));
+            x.credentials.unwrap().verify("GET", &wallet, 1_000, 300_000).unwrap();
+        }
     }
 
     #[test]

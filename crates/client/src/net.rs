@@ -5,7 +5,7 @@
 use crate::identity::{Device, VerifiedBundle, verify_key_list};
 use crate::{ClientError, Result};
 use denet_core::wire::{ClientFrame, ServerFrame};
-use denet_core::{Bundle, Revocation, Wallet, request};
+use denet_core::{Bundle, Revocation, Wallet};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
@@ -123,11 +123,7 @@ impl RelayClient {
             None => format!("{ws_base}/v1/rooms/{address}/ws?after={after}"),
             Some((device, wallet)) => {
                 let path = format!("/v1/inbox/{wallet}/ws");
-                let signed = format!("{path}?after={after}");
-                let creds = device.request_credentials(wallet, "GET", &signed, now_ms());
-                let query: Vec<String> =
-                    request::PARAMS.iter().zip(creds.iter()).map(|(n, (_, v))| format!("{n}={v}")).collect();
-                format!("{ws_base}{signed}&{}", query.join("&"))
+                format!("{ws_base}{}", device.signed_query(wallet, &path, Some(&format!("after={after}")), now_ms()))
             }
         };
         let (stream, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| match e {

@@ -61,10 +61,6 @@ impl Address {
             Address::Room(r) => r.as_str(),
         }
     }
-
-    pub fn is_inbox(&self) -> bool {
-        matches!(self, Address::Inbox(_))
-    }
 }
 
 impl fmt::Display for Address {
@@ -91,7 +87,7 @@ mod tests {
     fn addresses_are_wallets_or_rooms() {
         assert!(Address::parse_strict(ROOM).unwrap().as_str() == ROOM);
         let inbox = Address::parse_strict("0xb8c7f3cb8155c163749f3d1eed3ccbfde8672cce").unwrap();
-        assert!(inbox.is_inbox());
+        assert!(matches!(inbox, Address::Inbox(_)));
         assert!(Address::parse_strict("0xb8c7f3cB8155c163749f3d1eeD3CcBFde8672cCE").is_err());
         assert!(Address::parse_strict("").is_err());
     }

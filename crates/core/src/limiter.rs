@@ -42,13 +42,6 @@ impl TokenBucket {
         self.tokens -= extra as f64;
         Ok(1 + extra)
     }
-
-    /// Whether the bucket is full again at `now_ms` (and can be forgotten).
-    pub fn is_full(&self, capacity: u64, now_ms: u64) -> bool {
-        let mut b = *self;
-        b.refill(capacity, now_ms);
-        b.tokens >= capacity as f64
-    }
 }
 
 /// Tokens an isolate has leased from shared buckets and spends locally, so that not
@@ -163,7 +156,7 @@ mod tests {
         assert_eq!(b.take(60, 500), Err(1));
         assert!(b.take(60, 1000).is_ok(), "one token per second at 60/min");
         assert!(b.take(60, 1000).is_err());
-        assert!(b.is_full(60, 70_000));
+        assert_eq!(b.take_up_to(60, 100, 70_000), Ok(60), "full again after a minute, and no fuller");
     }
 
     #[test]

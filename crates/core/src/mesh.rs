@@ -101,6 +101,11 @@ impl PeerAnswer {
     }
 }
 
+/// The answer of `POST /v1/relay/messages`: one result per envelope, in order.
+pub fn results_json(results: Vec<Value>) -> Value {
+    serde_json::json!({"results": results})
+}
+
 /// `{"results": [{"status": …, "code"?: …}, …]}` with exactly `n` entries.
 fn parse_results(body: &Value, n: usize) -> Option<Vec<ItemResult>> {
     let results = body.get("results")?.as_array()?;
@@ -208,7 +213,7 @@ mod tests {
     fn results_round_trip_through_their_json() {
         let results =
             vec![ItemResult::Stored, ItemResult::Duplicate, ItemResult::Refused("forbidden".into()), ItemResult::Retry];
-        let body = json!({"results": results.iter().map(|r| r.to_json(Some("id"), None, None)).collect::<Vec<_>>()});
+        let body = results_json(results.iter().map(|r| r.to_json(Some("id"), None, None)).collect());
         assert_eq!(PeerAnswer::of_messages(200, Some(&body), 4), PeerAnswer::Results(results));
     }
 

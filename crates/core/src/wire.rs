@@ -4,12 +4,12 @@
 //! (as quinn-proto's `Frame` is). The envelope, bundle and revocation themselves
 //! live in their own modules; here is what is built around them.
 
-use crate::envelope::{ENVELOPE_FIELDS, Envelope};
+use crate::envelope::Envelope;
 use crate::error::{Error, ErrorCode};
 use crate::fields::Fields;
 use crate::socket::valid_ref;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// The fields a relay adds to a stored envelope (§2).
 pub const STORED_FIELDS: [&str; 3] = ["id", "seq", "received_at"];
@@ -291,17 +291,6 @@ pub fn listed_key(bundle: &Value, status: &str, revoked: Option<(u64, &str)>) ->
     v
 }
 
-/// The §2 fields of a JSON object, in protocol order (what a relay forwards).
-pub fn envelope_fields_only(value: &Value) -> Value {
-    let mut out = Map::new();
-    for name in ENVELOPE_FIELDS {
-        if let Some(v) = value.get(name) {
-            out.insert(name.to_owned(), v.clone());
-        }
-    }
-    Value::Object(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,12 +378,5 @@ mod tests {
         let mut far = k.to_json();
         far["hops"] = 9.into();
         assert_eq!(RelayKeys::parse(&far).unwrap_err().code, ErrorCode::Malformed);
-    }
-
-    #[test]
-    fn only_the_envelope_fields_are_forwarded() {
-        let only = envelope_fields_only(&stored());
-        assert_eq!(only.as_object().unwrap().len(), 7);
-        assert!(only.get("seq").is_none());
     }
 }

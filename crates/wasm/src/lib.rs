@@ -155,6 +155,12 @@ impl Device {
         Ok(Value::Object(map).to_string())
     }
 
+    /// `path?query` with the §3.1 signature as `denet_*` query parameters (WebSockets).
+    #[wasm_bindgen(js_name = signedQuery)]
+    pub fn signed_query(&self, wallet_s: &str, path: &str, query: Option<String>, time: f64) -> JsResult<String> {
+        Ok(self.inner.signed_query(&wallet(wallet_s)?, path, query.as_deref(), time as u64))
+    }
+
     /// Seals a direct message (§8.2) for `recipients` (base64url `dh_key`s): HPKE
     /// auth mode from this device when `from` is given, base mode when anonymous.
     #[wasm_bindgen(js_name = sealDm)]
@@ -215,6 +221,12 @@ pub fn check_envelope(stored: &str) -> JsResult<String> {
     Ok(json!({"id": env.id(), "to": env.to.as_str(), "from": env.from.as_ref().map(Wallet::as_str),
               "key": env.key.to_b64(), "ts": env.ts, "body": b64(&env.body)})
     .to_string())
+}
+
+/// Decodes a relay → client WebSocket frame (§4.2) strictly; returns its JSON.
+#[wasm_bindgen(js_name = decodeServerFrame)]
+pub fn decode_server_frame(text: &str) -> JsResult<String> {
+    Ok(denet_core::wire::ServerFrame::decode(text).map_err(core_err)?.encode())
 }
 
 /// Reads a `GET /v1/keys/{wallet}?include=all` answer, keeping only the bundles of
