@@ -25,6 +25,11 @@ function loadWasm() {
 }
 
 const BUNDLE_DAYS = 365;
+
+/** Whether a verified bundle was active at `t`: issued, not expired, not revoked (§7). */
+function activeAt(k, t) {
+  return w.keyActiveAt(k.issued_at, k.expires_at, k.revoked_at ?? undefined, t);
+}
 const DAY_MS = 86_400_000;
 const PAGE = 500;
 const enc = new TextEncoder();
@@ -234,9 +239,7 @@ export class Client {
 
   async activeDhKeys(wallet) {
     const now = Date.now();
-    return (await this.keysOf(wallet))
-      .filter((k) => k.issued_at <= now && now < k.expires_at && (k.revoked_at == null || now < k.revoked_at))
-      .map((k) => k.dh_key);
+    return (await this.keysOf(wallet)).filter((k) => activeAt(k, now)).map((k) => k.dh_key);
   }
 
   // -- direct messages --
@@ -268,9 +271,10 @@ export class Client {
   async authenticate(stored) {
     const env = JSON.parse(call(() => w.checkEnvelope(JSON.stringify(stored))));
     if (!env.from) return { env, bundle: null };
-    const bundle = (await this.keysOf(env.from)).find(
-      (k) => k.sign_key === env.key && k.issued_at <= env.ts && env.ts < k.expires_at && (k.revoked_at == null || env.ts < k.revoked_at),
-    ) ?? (await this.keysOf(env.from, true)).find((k) => k.sign_key === env.key && k.issued_at <= env.ts && env.ts < k.expires_at);
+    // The bundle of the envelope's key, active at its ts (a key learned since the
+    // list was cached is looked up once more).
+    const signedIt = (k) => k.sign_key === env.key && activeAt(k, env.ts);
+    const bundle = (await this.keysOf(env.from)).find(signedIt) ?? (await this.keysOf(env.from, true)).find(signedIt);
     if (!bundle) throw new DenetError("forbidden", `the key of this message is not a key of ${env.from}`);
     return { env, bundle };
   }

@@ -91,3 +91,11 @@ test("weak keys: a bundle with one is never believed, even signed by its wallet"
   for (const k of v.sign_keys) assert.equal(believed(await resigned("sign_key", k.key)), 0, k.what);
   for (const k of v.dh_keys) assert.equal(believed(await resigned("dh_key", k.key)), 0, k.what);
 });
+
+test("key activity is the core's rule: issued, not expired, not revoked", () => {
+  assert.equal(w.keyActiveAt(100, 200, undefined, 99), false, "not before issued_at");
+  assert.equal(w.keyActiveAt(100, 200, undefined, 100), true);
+  assert.equal(w.keyActiveAt(100, 200, undefined, 200), false, "not at expires_at");
+  assert.equal(w.keyActiveAt(100, 200, 150, 149), true);
+  assert.equal(w.keyActiveAt(100, 200, 150, 150), false, "not from revoked_at on");
+});

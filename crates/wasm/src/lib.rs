@@ -245,6 +245,12 @@ pub fn verify_key_list(answer: &str, wallet_s: &str) -> JsResult<String> {
     Ok(Value::Array(list).to_string())
 }
 
+/// Whether a key was active at `t` (§7): issued, not yet expired, not yet revoked.
+#[wasm_bindgen(js_name = keyActiveAt)]
+pub fn key_active_at(issued_at: f64, expires_at: f64, revoked_at: Option<f64>, t: f64) -> bool {
+    denet_core::bundle::key_active_at(issued_at as u64, expires_at as u64, revoked_at.map(|r| r as u64), t as u64)
+}
+
 /// Checks content JSON against §8.1 and returns its canonical bytes.
 #[wasm_bindgen(js_name = encodeContent)]
 pub fn encode_content(json: &str) -> JsResult<Vec<u8>> {
