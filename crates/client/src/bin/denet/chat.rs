@@ -253,8 +253,12 @@ impl Ctx {
         epoch: Option<u32>,
     ) {
         let who = from.as_ref().map(Wallet::to_string).unwrap_or_else(|| "anonymous".into());
+        // The id is computed here from the envelope, never taken from the relay (§8.3).
+        let stored = denet_core::wire::parse_stored(msg).ok();
+        let received_at = stored.as_ref().map(|(_, meta)| meta.received_at);
         let mut item = json!({
-            "address": address, "seq": msg["seq"], "id": msg["id"], "received_at": msg["received_at"],
+            "address": address, "seq": stored.as_ref().map(|(_, meta)| meta.seq),
+            "id": stored.as_ref().map(|(env, _)| env.id()), "received_at": received_at,
             "from": from.as_ref().map(Wallet::as_str),
         });
         if let Some(e) = epoch {
@@ -263,7 +267,7 @@ impl Ctx {
         let human = match result {
             Err(e) => {
                 item["error"] = e.clone().into();
-                format!("{} {who}: [cannot read: {e}]", time(msg["received_at"].as_u64().unwrap_or(0)))
+                format!("{} {who}: [cannot read: {e}]", time(received_at.unwrap_or(0)))
             }
             Ok(content) => {
                 let mut c = serde_json::to_value(&content).unwrap_or_default();
@@ -300,8 +304,7 @@ impl Ctx {
             for msg in &page.messages {
                 let opened = self.open_dm(msg).await;
                 if print {
-                    let from = msg["from"].as_str().and_then(|w| Wallet::parse_strict(w).ok());
-                    self.show(&address, msg, &from, opened.map(|(_, c)| c), None);
+                    self.show(&address, msg, &sender_of(msg), opened.map(|(_, c)| c), None);
                 }
             }
             after = page.next;
@@ -347,7 +350,7 @@ impl Ctx {
                 let Ok(Event::Message(msg)) = event else {
                     continue;
                 };
-                let from = msg["from"].as_str().and_then(|w| Wallet::parse_strict(w).ok());
+                let from = sender_of(&msg);
                 match room_id {
                     Some(r) => {
                         let (from, epoch, opened) = self.open_room_message(r, &msg).await;
@@ -361,7 +364,7 @@ impl Ctx {
                         self.show(&address, &msg, &from, opened, None);
                     }
                 }
-                let seq = msg["seq"].as_u64().unwrap_or(0);
+                let seq = denet_core::wire::parse_stored(&msg).map(|(_, meta)| meta.seq).unwrap_or(0);
                 let cursor = self.state.cursors.entry(address.clone()).or_default();
                 *cursor = (*cursor).max(seq);
                 self.save()?;
@@ -372,4 +375,9 @@ impl Ctx {
             }
         }
     }
+}
+
+/// The `from` of a stored envelope, as the relay gave it (before it is authenticated).
+pub(crate) fn sender_of(msg: &Value) -> Option<Wallet> {
+    denet_core::wire::parse_stored(msg).ok().and_then(|(env, _)| env.from)
 }

@@ -136,7 +136,7 @@ impl Ctx {
         room_id: &str,
         msg: &Value,
     ) -> (Option<Wallet>, Option<u32>, Result<Content, String>) {
-        let from = msg["from"].as_str().and_then(|w| Wallet::parse_strict(w).ok());
+        let from = super::sender_of(msg);
         let env = match self.authenticate(msg).await {
             Ok((env, _)) => env,
             Err(e) => return (from, None, Err(e)),
