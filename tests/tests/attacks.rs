@@ -189,3 +189,22 @@ async fn socket_places_come_back_after_a_restart() {
     let again = Socket::connect_from(&url, "198.51.100.7").await;
     assert!(again.is_ok(), "the IP is not locked out: {:?}", again.err());
 }
+
+#[tokio::test]
+async fn fresh_anonymous_keys_from_a_refused_ip_create_no_buckets() {
+    // Fresh anonymous keys cost nothing: an IP over its anonymous limit must be
+    // refused before a per-key bucket (a Limiter call) is made for each key.
+    let relay = Relay::start_with(&[("ANON_MESSAGES_PER_MIN_PER_IP", "2"), ("DENET_TEST_ROUTES", "1")]);
+    let room = random_room();
+    for _ in 0..2 {
+        assert_eq!(relay.post(&anonymous_envelope(&room, b"allowed")).await.0, 201);
+    }
+    let objects = |m: &Value| m["do_requests"].as_u64().unwrap();
+    let before = objects(&relay.get("/v1/__metrics").await.1);
+    for _ in 0..10 {
+        let (status, body) = relay.post(&anonymous_envelope(&room, b"one key each")).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    }
+    let after = objects(&relay.get("/v1/__metrics").await.1);
+    assert_eq!(after - before, 10, "one limiter call per refused post (the IP's), none per fresh key");
+}
