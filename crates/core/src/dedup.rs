@@ -40,8 +40,10 @@ impl RecentIds {
     }
 
     /// Records a committed id, rotating generations when the current one is full.
-    pub fn insert(&mut self, id: &str) {
-        if self.in_current >= self.capacity {
+    /// Returns whether it rotated (the oldest generation's ids are forgotten).
+    pub fn insert(&mut self, id: &str) -> bool {
+        let rotated = self.in_current >= self.capacity;
+        if rotated {
             let fresh = Bloom::new_for_fp_rate_with_seed(self.capacity, self.fp_rate, &self.seed)
                 .expect("valid bloom parameters");
             self.previous = std::mem::replace(&mut self.current, fresh);
@@ -49,6 +51,7 @@ impl RecentIds {
         }
         self.current.set(id);
         self.in_current += 1;
+        rotated
     }
 }
 

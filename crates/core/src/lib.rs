@@ -8,6 +8,7 @@
 pub mod address;
 pub mod bundle;
 pub mod cache;
+pub mod conformance;
 pub mod dedup;
 pub mod encoding;
 pub mod envelope;
@@ -15,12 +16,16 @@ pub mod error;
 pub mod fields;
 pub mod limiter;
 pub mod limits;
+pub mod memstore;
 pub mod mesh;
 pub mod query;
 pub mod request;
+pub mod shards;
 pub mod socket;
+pub mod store;
 pub mod wallet;
 pub mod wire;
+pub mod writer;
 
 pub use address::{Address, RoomId};
 pub use bundle::{Bundle, KeyStatus, Revocation};

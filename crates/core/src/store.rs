@@ -1,0 +1,251 @@
+//! What the relay stores, and the [`Store`] trait both stores implement: D1 over
+//! many databases in the Worker (`src/store.rs`), and [`crate::memstore::MemStore`]
+//! here. One conformance suite ([`crate::conformance`]) holds them to the same
+//! behaviour.
+//!
+//! A store keeps rows; it decides nothing. Which id is new, which seq a message
+//! gets and when it is received are the writer's ([`crate::writer`]): the store
+//! writes what it is given, refuses a seq already taken, and reads back.
+
+use crate::bundle::{key_active_at, key_status};
+use crate::{Address, Bundle, KeyStatus, Revocation, SignKey, Wallet};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// A stored message (§2's stored envelope) as a row.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub address: String,
+    pub seq: u64,
+    pub id: String,
+    pub received_at: u64,
+    pub ts: u64,
+    pub sender: Option<String>,
+    pub key: String,
+    pub body: String,
+    pub sig: String,
+}
+
+impl MessageRow {
+    /// The row of `envelope` committed at `seq`, `received_at`.
+    pub fn of(envelope: &crate::Envelope, id: &str, seq: u64, received_at: u64) -> MessageRow {
+        MessageRow {
+            address: envelope.to.as_str().to_owned(),
+            seq,
+            id: id.to_owned(),
+            received_at,
+            ts: envelope.ts,
+            sender: envelope.from.as_ref().map(|w| w.as_str().to_owned()),
+            key: envelope.key.to_b64(),
+            body: crate::encoding::b64(&envelope.body),
+            sig: crate::encoding::b64(&envelope.sig),
+        }
+    }
+
+    /// The stored envelope of PROTOCOL.md §2: the envelope plus id, seq, received_at.
+    pub fn to_json(&self) -> Value {
+        crate::wire::StoredFields {
+            to: &self.address,
+            ts: self.ts,
+            from: self.sender.as_deref(),
+            key: &self.key,
+            body: &self.body,
+            sig: &self.sig,
+            id: &self.id,
+            seq: self.seq,
+            received_at: self.received_at,
+        }
+        .to_json()
+    }
+
+    /// The length of [`MessageRow::to_json`] as text, without building it: every
+    /// field is ASCII that JSON does not escape (hex, base64url, a wallet).
+    pub fn json_len(&self) -> u64 {
+        let digits = |n: u64| n.checked_ilog10().unwrap_or(0) as u64 + 1;
+        let from = self.sender.as_ref().map_or(4, |s| s.len() as u64 + 2);
+        // {"v":1,"to":"","ts":,"from":,"key":"","body":"","sig":"","id":"","seq":,"received_at":}
+        let fixed = 87;
+        fixed
+            + (self.address.len() + self.key.len() + self.body.len() + self.sig.len() + self.id.len()) as u64
+            + digits(self.ts)
+            + digits(self.seq)
+            + digits(self.received_at)
+            + from
+    }
+}
+
+/// Where a stored id stands: its seq and received_at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: u64,
+    pub received_at: u64,
+}
+
+/// What a writer resumes from after waking: the last seq given out at the address
+/// (kept by the store even after retention empties it) and the ids received at or
+/// after `from`, newest first, at most `limit` of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tail {
+    pub last: Stored,
+    pub recent: Vec<(String, Stored)>,
+    /// Whether `recent` holds every id received at or after `from` (not cut at `limit`).
+    pub complete: bool,
+}
+
+/// A store failure. `Unavailable` is a shard that is gone (not configured) or
+/// full: nothing was written, and the caller says so (never a silent loss).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A seq already taken at the address: a second writer, never overwritten.
+    #[error("seq conflict: {0}")]
+    Conflict(String),
+    #[error("storage failed: {0}")]
+    Failed(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A key bundle row with its revocation, if any.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BundleRow {
+    pub sign_key: String,
+    pub wallet: String,
+    pub dh_key: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub wallet_sig: String,
+    pub revoked_at: Option<u64>,
+    pub revocation_sig: Option<String>,
+}
+
+impl BundleRow {
+    /// The bundle's six signed fields.
+    pub fn bundle_json(&self) -> Value {
+        json!({
+            "wallet": self.wallet, "sign_key": self.sign_key, "dh_key": self.dh_key,
+            "issued_at": self.issued_at, "expires_at": self.expires_at, "wallet_sig": self.wallet_sig,
+        })
+    }
+
+    /// The row of a bundle that is not revoked.
+    pub fn from_bundle(b: &Bundle) -> BundleRow {
+        BundleRow {
+            sign_key: b.sign_key.to_b64(),
+            wallet: b.wallet.to_string(),
+            dh_key: crate::encoding::b64(&b.dh_key),
+            issued_at: b.issued_at,
+            expires_at: b.expires_at,
+            wallet_sig: b.wallet_sig.clone(),
+            revoked_at: None,
+            revocation_sig: None,
+        }
+    }
+
+    /// The row's revocation, if revoked (as relays forward it).
+    pub fn revocation(&self) -> Option<Revocation> {
+        Some(Revocation {
+            wallet: Wallet::parse_strict(&self.wallet).ok()?,
+            sign_key: SignKey::parse(&self.sign_key)?,
+            revoked_at: self.revoked_at?,
+            wallet_sig: self.revocation_sig.clone()?,
+        })
+    }
+
+    /// Whether the key was active at `t_ms` (§7): issued, not yet expired or revoked.
+    pub fn active_at(&self, t_ms: u64) -> bool {
+        key_active_at(self.issued_at, self.expires_at, self.revoked_at, t_ms)
+    }
+
+    /// The key's status at `now_ms` (§1.3).
+    pub fn status(&self, now_ms: u64) -> KeyStatus {
+        key_status(self.expires_at, self.revoked_at, now_ms)
+    }
+
+    /// Whether the key may be used at `now_ms`: issued, not expired, not revoked.
+    pub fn is_active(&self, now_ms: u64) -> bool {
+        self.active_at(now_ms)
+    }
+}
+
+/// Messages and key bundles. Every method is one logical step; `insert` is atomic
+/// (all rows or none).
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    /// The writer's starting point at `address`, with the ids received at or after `from`.
+    async fn tail(&self, address: &Address, from: u64, limit: usize) -> StoreResult<Tail>;
+    /// The stored copy of `id` at `address`, looking only at messages received at
+    /// or after `from` (the earliest a first copy can have been received).
+    async fn find(&self, address: &Address, id: &str, from: u64) -> StoreResult<Option<Stored>>;
+    /// Writes `rows` (one address, seqs following its last) atomically.
+    async fn insert(&self, address: &Address, rows: &[MessageRow]) -> StoreResult<()>;
+    /// Up to `limit` messages with `seq > after`, ascending.
+    async fn after(&self, address: &Address, after: u64, limit: u64) -> StoreResult<Vec<MessageRow>>;
+    /// The highest seq received before `t` (0 if none).
+    async fn seq_before(&self, address: &Address, t: u64) -> StoreResult<u64>;
+    /// Deletes up to `budget` messages received before `cutoff`, keeping each
+    /// emptied address's last seq; returns how many were deleted.
+    async fn expire(&self, cutoff: u64, budget: u64) -> StoreResult<u64>;
+
+    /// Stores a new bundle unless its wallet already has `max_active` active ones
+    /// (or the key is stored already); returns whether it was stored.
+    async fn put_bundle(&self, row: &BundleRow, max_active: usize, now: u64) -> StoreResult<bool>;
+    async fn bundle(&self, sign_key: &str) -> StoreResult<Option<BundleRow>>;
+    /// Every stored bundle of `wallet`, oldest first.
+    async fn bundles_of(&self, wallet: &str) -> StoreResult<Vec<BundleRow>>;
+    /// Records a revocation unless the key is already revoked (the first one stays).
+    async fn revoke(&self, sign_key: &str, revoked_at: u64, sig: &str) -> StoreResult<()>;
+    /// Deletes up to `budget` bundles that expired before `cutoff`, revoked or not.
+    async fn expire_bundles(&self, cutoff: u64, budget: u64) -> StoreResult<u64>;
+}
+
+impl From<StoreError> for String {
+    fn from(e: StoreError) -> String {
+        e.to_string()
+    }
+}
+
+/// A page (§4.1): messages ascending by seq, `next` and `more`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub messages: Vec<MessageRow>,
+    pub next: u64,
+    pub more: bool,
+}
+
+impl Page {
+    pub fn to_json(&self) -> Value {
+        let messages: Vec<Value> = self.messages.iter().map(MessageRow::to_json).collect();
+        json!({"messages": messages, "next": self.next, "more": self.more})
+    }
+}
+
+/// Reads the page `query` asks for. Because `received_at` never decreases along
+/// seq, "received at or after `since`" is every seq after the last one received
+/// before it, so both cursors become an `after`. A page ends at `query.limit`
+/// messages or before its JSON passes `max_bytes`.
+pub async fn read_page<S: Store>(
+    store: &S,
+    address: &Address,
+    query: &crate::PageQuery,
+    max_bytes: u64,
+) -> StoreResult<Page> {
+    let after = match query.cursor {
+        crate::Cursor::After(after) => after,
+        crate::Cursor::Since(since) => store.seq_before(address, since).await?,
+    };
+    read_after(store, address, after, crate::query::PageBounds { limit: query.limit, max_bytes }).await
+}
+
+/// The page after `after` within `bounds` (also the chunks of a socket replay).
+pub async fn read_after<S: Store>(
+    store: &S,
+    address: &Address,
+    after: u64,
+    bounds: crate::query::PageBounds,
+) -> StoreResult<Page> {
+    let rows = store.after(address, after, bounds.limit + 1).await?;
+    let (messages, next, more) = crate::query::cut_page(rows, bounds, after, |r| r.seq, MessageRow::json_len);
+    Ok(Page { messages, next, more })
+}
