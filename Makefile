@@ -29,9 +29,10 @@ SDK_SOURCES := $(shell find page sdk/src crates/wasm crates/client/src crates/co
 public/.built: $(SDK_SOURCES)
 	@scripts/sdk.sh && touch public/.built
 
-## migrate: apply D1 migrations to the local state in $(STATE)
+## migrate: apply D1 migrations to the local state in $(STATE): DB and every message shard
+D1_BINDINGS := $(shell sed -n 's/^binding = "\(DB\|SHARD_[0-9A-Z_]*\)"$$/\1/p' wrangler.toml)
 migrate: setup
-	npx wrangler d1 migrations apply DB --local --persist-to $(STATE)
+	for db in $(D1_BINDINGS); do npx wrangler d1 migrations apply $$db --local --persist-to $(STATE) || exit 1; done
 
 ## dev: serve the relay on 127.0.0.1:$(PORT) with local D1 and Durable Objects in $(STATE)
 dev: build migrate

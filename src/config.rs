@@ -19,6 +19,8 @@ pub struct Config {
     /// `DENET_TEST_ROUTES = "1"`: serve the test-only routes `/v1/__metrics` (billing
     /// counters for `make bench`) and `/v1/__panic` (proves a panic answers §6 JSON).
     pub test_routes: bool,
+    /// The message databases (`MESSAGE_SHARDS`, see `denet_core::shards`).
+    pub shards: denet_core::shards::Shards,
 }
 
 thread_local! {
@@ -47,6 +49,9 @@ impl Config {
             return Err("invalid configuration: PEERS is set but the PEER_TOKEN secret is not".into());
         }
         let test_routes = var("DENET_TEST_ROUTES").as_deref() == Some("1");
-        Ok(Config { relay_id, limits, peers, peer_token, test_routes })
+        // Unset: the single-database layout (messages in DB), as before shards.
+        let shards = denet_core::shards::Shards::parse(&var("MESSAGE_SHARDS").unwrap_or_else(|| "DB".into()))
+            .map_err(|e| format!("invalid configuration: [vars] MESSAGE_SHARDS: {e}"))?;
+        Ok(Config { relay_id, limits, peers, peer_token, test_routes, shards })
     }
 }

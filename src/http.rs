@@ -24,6 +24,23 @@ impl From<worker::Error> for ApiError {
     }
 }
 
+impl From<denet_core::store::StoreError> for ApiError {
+    /// An unavailable shard is said plainly (nothing was stored; no internal
+    /// detail); any other store failure is internal.
+    fn from(e: denet_core::store::StoreError) -> ApiError {
+        match e {
+            denet_core::store::StoreError::Unavailable(cause) => {
+                worker::console_error!("storage unavailable: {cause}");
+                ApiError::Refused(Error::new(
+                    ErrorCode::Internal,
+                    "the storage of this address is unavailable: nothing was stored or read; try again later",
+                ))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         ApiError::Internal(cause.to_string())

@@ -10,7 +10,6 @@ mod mesh;
 mod metrics;
 mod objects;
 mod outbox;
-mod page;
 mod retention;
 mod room;
 mod routes;

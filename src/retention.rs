@@ -2,30 +2,33 @@
 //! bundles that expired that long ago (revoked or not), in bounded batches.
 
 use crate::config::Config;
-use crate::store;
+use crate::store::D1Store;
+use denet_core::store::Store;
 use worker::{Env, Result};
 
-/// Rows deleted per statement: small enough for D1's per-query limits.
-const BATCH: u64 = 1000;
-/// Statements per run and table; what is left waits for the next run.
+/// Rows deleted per step: small enough for D1's per-query limits.
+const BATCH: u64 = 10_000;
+/// Steps per run and kind; what is left waits for the next run.
 const MAX_BATCHES: usize = 100;
 
 pub async fn run(env: &Env, now: u64) -> Result<()> {
     let config = Config::get(env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
     let cutoff = now.saturating_sub(config.limits.retention_ms());
-    let db = env.d1("DB")?;
+    let store = D1Store::new(env, &config);
+    let fail = |e: denet_core::store::StoreError| worker::Error::RustError(e.to_string());
     let (mut messages, mut bundles) = (0, 0);
+    // Every shard, address by address (see D1Store::expire).
     for _ in 0..MAX_BATCHES {
-        let n = store::delete_messages_before(&db, cutoff, BATCH).await?;
+        let n = store.expire(cutoff, BATCH).await.map_err(fail)?;
         messages += n;
-        if (n as u64) < BATCH {
+        if n < BATCH {
             break;
         }
     }
     for _ in 0..MAX_BATCHES {
-        let n = store::delete_bundles_before(&db, cutoff, BATCH).await?;
+        let n = store.expire_bundles(cutoff, BATCH).await.map_err(fail)?;
         bundles += n;
-        if (n as u64) < BATCH {
+        if n < BATCH {
             break;
         }
     }

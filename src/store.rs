@@ -1,13 +1,18 @@
-//! D1 queries: the only file that writes SQL. Messages, per-address sequence
-//! counters and key bundles (schema in `migrations/`).
+//! D1 queries: the only file that writes SQL. Messages over the shards, the
+//! directory of addresses and key bundles (schemas in `migrations/` for `DB` and
+//! `migrations/shard/` for each message shard).
 
+use crate::config::Config;
 use crate::metrics;
-use denet_core::bundle::{key_active_at, key_status};
-use denet_core::{Address, Bundle, Envelope, KeyStatus, Revocation, SignKey, Wallet};
+use denet_core::Address;
+use denet_core::shards::Shards;
+pub use denet_core::store::BundleRow;
+use denet_core::store::{MessageRow, Store, StoreError, StoreResult, Stored, Tail};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use worker::wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1Database, D1PreparedStatement, Env, Result};
 
 fn num(n: u64) -> JsValue {
     JsValue::from_f64(n as f64)
@@ -17,267 +22,456 @@ fn text(s: &str) -> JsValue {
     JsValue::from_str(s)
 }
 
-/// A stored message as D1 returns it.
-#[derive(Deserialize, Debug, Clone)]
-pub struct MessageRow {
-    pub address: String,
-    pub seq: u64,
-    pub id: String,
-    pub received_at: u64,
-    pub ts: u64,
-    pub sender: Option<String>,
-    pub key: String,
-    pub body: String,
-    pub sig: String,
+/// The sharded D1 store: messages in the shard the directory names for their
+/// address (`MESSAGE_SHARDS`, see `denet_core::shards`), key bundles and the
+/// directory in `DB`.
+///
+/// One row per message: `messages` is keyed by (address, seq) and has no other
+/// index, so a message costs one written row to insert and one to delete. The
+/// two other ways in go through that key: "received before `t`" is a binary
+/// search on seq ([`CUT`]: received_at never decreases along seq), and "is this id
+/// stored" looks only at the messages received since the earliest time a first
+/// copy can have arrived (the writer says from when, see `denet_core::writer`).
+pub struct D1Store<'e> {
+    env: &'e Env,
+    shards: &'e Shards,
 }
 
-impl MessageRow {
-    /// The stored envelope of PROTOCOL.md §2: the envelope plus id, seq, received_at.
-    pub fn to_json(&self) -> Value {
-        denet_core::wire::StoredFields {
-            to: &self.address,
-            ts: self.ts,
-            from: self.sender.as_deref(),
-            key: &self.key,
-            body: &self.body,
-            sig: &self.sig,
-            id: &self.id,
-            seq: self.seq,
-            received_at: self.received_at,
-        }
-        .to_json()
-    }
-
-    /// The length of [`MessageRow::to_json`] as text, without building it: every
-    /// field is ASCII that JSON does not escape (hex, base64url, a wallet).
-    pub fn json_len(&self) -> u64 {
-        let digits = |n: u64| n.checked_ilog10().unwrap_or(0) as u64 + 1;
-        let from = self.sender.as_ref().map_or(4, |s| s.len() as u64 + 2);
-        // {"v":1,"to":"","ts":,"from":,"key":"","body":"","sig":"","id":"","seq":,"received_at":}
-        let fixed = 87;
-        fixed
-            + (self.address.len() + self.key.len() + self.body.len() + self.sig.len() + self.id.len()) as u64
-            + digits(self.ts)
-            + digits(self.seq)
-            + digits(self.received_at)
-            + from
-    }
+/// The directory's row of an address.
+#[derive(Deserialize, Clone)]
+struct Placement {
+    shard: String,
+    /// The last seq given out when retention emptied the address (0 if never).
+    last_seq: u64,
+    last_received_at: u64,
 }
 
-/// Where a committed envelope stands: its seq and received_at, and whether an
-/// earlier copy was already there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Committed {
-    pub seq: u64,
-    pub received_at: u64,
-    pub duplicate: bool,
+thread_local! {
+    /// Address → shard, per isolate: a placement never changes once made.
+    static PLACEMENTS: RefCell<HashMap<String, Placement>> = RefCell::new(HashMap::new());
+}
+const PLACEMENTS_MAX: usize = 100_000;
+
+/// `bs` ends (the row with `lo >= hi`) at the highest seq of address ?1 received
+/// before ?2, or 0: a binary search over the primary key, ~log2(n) seeks.
+const CUT: &str = "WITH RECURSIVE bs(lo, hi) AS (
+    SELECT 0, COALESCE((SELECT seq FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1), 0)
+    UNION ALL
+    SELECT CASE WHEN (SELECT received_at FROM messages WHERE address = ?1 AND seq >= (lo + hi + 1) / 2
+                      ORDER BY seq LIMIT 1) < ?2 THEN (lo + hi + 1) / 2 ELSE lo END,
+           CASE WHEN (SELECT received_at FROM messages WHERE address = ?1 AND seq >= (lo + hi + 1) / 2
+                      ORDER BY seq LIMIT 1) < ?2 THEN hi ELSE (lo + hi + 1) / 2 - 1 END
+    FROM bs WHERE lo < hi),
+  cut AS (SELECT lo AS seq FROM bs WHERE lo >= hi)";
+
+const MESSAGE_COLUMNS: &str = "address, seq, id, received_at, ts, sender, key, body, sig";
+
+/// Rows per INSERT statement: D1 binds at most 100 parameters; a row takes 8
+/// (+ 1 for the address).
+const ROWS_PER_INSERT: usize = 12;
+
+/// Addresses looked at per step of the retention walk.
+const WALK: u64 = 50;
+/// Messages deleted per statement.
+const DELETE_MAX: u64 = 10_000;
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    let text = e.to_string();
+    // D1 says so when a database reached its size limit: nothing was written.
+    if text.contains("SQLITE_FULL") || text.contains("database or disk is full") || text.contains("maximum size") {
+        StoreError::Unavailable(format!("shard full: {text}"))
+    } else if text.contains("UNIQUE constraint failed") || text.contains("PRIMARY KEY") {
+        StoreError::Conflict(text)
+    } else {
+        StoreError::Failed(text)
+    }
 }
 
 #[derive(Deserialize)]
-struct SeqRow {
+struct SeqAt {
     seq: u64,
     received_at: u64,
 }
 
-const MESSAGE_COLUMNS: &str = "address, seq, id, received_at, ts, sender, key, body, sig";
-
-/// Envelopes per INSERT statement: D1 binds at most 100 parameters, and each
-/// envelope takes 6 (+ 2 for the address and the time).
-const ROWS_PER_INSERT: usize = 16;
-
-/// Commits envelopes to one address in one D1 transaction, in order. Each new id
-/// gets the next seq; an id already stored there (or earlier in the batch) is a
-/// duplicate and keeps the first copy's seq. `received_at` is `now_ms`, raised to
-/// the address's last value so it never decreases along seq. One multi-row INSERT
-/// per 16 envelopes: a group commit of N posts is ⌈N/16⌉ queries. Seq follows the
-/// address's newest message, or the counter the retention job leaves when it
-/// empties an address.
-pub async fn commit_batch(
-    db: &D1Database,
-    address: &Address,
-    items: &[(String, &Envelope)],
-    now_ms: u64,
-) -> Result<Vec<Committed>> {
-    let addr = address.as_str();
-    let mut statements = Vec::new();
-    for (chunk_no, chunk) in items.chunks(ROWS_PER_INSERT).enumerate() {
-        let mut values = Vec::with_capacity(chunk.len());
-        let mut params = vec![text(addr), num(now_ms)];
-        for (k, (id, env)) in chunk.iter().enumerate() {
-            let p = 3 + 6 * k;
-            let ord = chunk_no * ROWS_PER_INSERT + k;
-            values.push(format!("({ord}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})", p, p + 1, p + 2, p + 3, p + 4, p + 5));
-            params.extend([
-                text(id),
-                num(env.ts),
-                env.from.as_ref().map(|w| text(w.as_str())).unwrap_or(JsValue::NULL),
-                text(&env.key.to_b64()),
-                text(&denet_core::encoding::b64(&env.body)),
-                text(&denet_core::encoding::b64(&env.sig)),
-            ]);
-        }
-        let sql = format!(
-            "WITH incoming (ord, id, ts, sender, key, body, sig) AS (VALUES {}),
-             fresh AS (
-               SELECT i.* FROM incoming i
-               WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.address = ?1 AND m.id = i.id)
-                 AND i.ord = (SELECT MIN(j.ord) FROM incoming j WHERE j.id = i.id)),
-             last AS (
-               SELECT COALESCE((SELECT seq FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1),
-                               (SELECT last_seq FROM addresses WHERE address = ?1), 0) AS seq,
-                      MAX(?2, COALESCE((SELECT received_at FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1),
-                                       (SELECT last_received_at FROM addresses WHERE address = ?1), 0)) AS received_at)
-             INSERT INTO messages (address, seq, id, received_at, ts, sender, key, body, sig)
-             SELECT ?1, last.seq + ROW_NUMBER() OVER (ORDER BY fresh.ord), fresh.id, last.received_at,
-                    fresh.ts, fresh.sender, fresh.key, fresh.body, fresh.sig
-             FROM fresh, last
-             RETURNING id, seq, received_at",
-            values.join(", ")
-        );
-        statements.push(db.prepare(sql).bind(&params)?);
-    }
-    let results = db.batch(statements).await?;
-    results.iter().for_each(metrics::d1);
-    let mut inserted: std::collections::HashMap<String, Committed> = std::collections::HashMap::new();
-    for result in &results {
-        for row in result.results::<InsertedRow>()? {
-            inserted.insert(row.id, Committed { seq: row.seq, received_at: row.received_at, duplicate: false });
-        }
-    }
-    let mut out = Vec::with_capacity(items.len());
-    for (id, _) in items {
-        // The first copy of an id in this batch is the inserted one; later copies are duplicates.
-        match inserted.remove(id) {
-            Some(c) => out.push(c),
-            None => {
-                let first = find_message(db, address, id)
-                    .await?
-                    .ok_or_else(|| worker::Error::RustError(format!("message {id} neither inserted nor found")))?;
-                out.push(Committed { duplicate: true, ..first });
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[derive(Deserialize)]
-struct InsertedRow {
+struct IdAt {
     id: String,
     seq: u64,
     received_at: u64,
 }
 
-/// The seq and received_at of `id` at `address`, if stored.
-pub async fn find_message(db: &D1Database, address: &Address, id: &str) -> Result<Option<Committed>> {
-    let row = db
-        .prepare("SELECT seq, received_at FROM messages WHERE address = ?1 AND id = ?2")
-        .bind(&[text(address.as_str()), text(id)])?
-        .all()
-        .await
-        .and_then(first::<SeqRow>)?;
-    Ok(row.map(|r| Committed { seq: r.seq, received_at: r.received_at, duplicate: true }))
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: u64,
 }
 
-/// Up to `limit` messages with `seq > after`, ascending.
-pub async fn messages_after(db: &D1Database, address: &Address, after: u64, limit: u64) -> Result<Vec<MessageRow>> {
-    db.prepare(format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE address = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"))
-        .bind(&[text(address.as_str()), num(after), num(limit)])?
+struct Due {
+    address: String,
+    /// Delete every seq up to this one.
+    upto: u64,
+    last_seq: u64,
+    last_received_at: u64,
+}
+
+impl<'e> D1Store<'e> {
+    pub fn new(env: &'e Env, config: &'e Config) -> D1Store<'e> {
+        D1Store { env, shards: &config.shards }
+    }
+
+    fn main(&self) -> StoreResult<D1Database> {
+        self.env.d1("DB").map_err(failed)
+    }
+
+    /// A configured shard's database; a shard the directory names but the
+    /// configuration does not is gone: unavailable, never another shard.
+    fn shard(&self, name: &str) -> StoreResult<D1Database> {
+        if !self.shards.contains(name) {
+            worker::console_error!("shard {name} is in the directory but not in MESSAGE_SHARDS");
+            return Err(StoreError::Unavailable(format!("shard {name} is not configured")));
+        }
+        self.env.d1(name).map_err(|e| {
+            worker::console_error!("shard {name} has no D1 binding: {e}");
+            StoreError::Unavailable(format!("shard {name} is not bound"))
+        })
+    }
+
+    /// Where `address` lives, if it was ever written. The shard is taken from the
+    /// isolate's cache; its counter (`last_seq`) is only trusted from a fresh read
+    /// ([`D1Store::placement_fresh`]).
+    async fn placement(&self, address: &Address) -> StoreResult<Option<Placement>> {
+        if let Some(p) = PLACEMENTS.with(|m| m.borrow().get(address.as_str()).cloned()) {
+            return Ok(Some(p));
+        }
+        self.placement_fresh(address).await
+    }
+
+    /// The directory row of `address`, read now (the retention job may have set
+    /// its last seq since it was cached).
+    async fn placement_fresh(&self, address: &Address) -> StoreResult<Option<Placement>> {
+        let row = self
+            .main()?
+            .prepare("SELECT shard, last_seq, last_received_at FROM directory WHERE address = ?1")
+            .bind(&[text(address.as_str())])
+            .map_err(failed)?
+            .all()
+            .await
+            .and_then(first::<Placement>)
+            .map_err(failed)?;
+        if let Some(p) = &row {
+            remember(address, p);
+        }
+        Ok(row)
+    }
+
+    /// Where `address` lives, placing it on an open shard if it is new.
+    async fn place(&self, address: &Address) -> StoreResult<Placement> {
+        if let Some(p) = self.placement(address).await? {
+            return Ok(p);
+        }
+        let db = self.main()?;
+        let shard = self.shards.assign(address.as_str());
+        let insert = db
+            .prepare("INSERT INTO directory (address, shard) VALUES (?1, ?2) ON CONFLICT (address) DO NOTHING")
+            .bind(&[text(address.as_str()), text(shard)])
+            .map_err(failed)?;
+        let read = db
+            .prepare("SELECT shard, last_seq, last_received_at FROM directory WHERE address = ?1")
+            .bind(&[text(address.as_str())])
+            .map_err(failed)?;
+        let results = db.batch(vec![insert, read]).await.map_err(failed)?;
+        results.iter().for_each(metrics::d1);
+        let placed = results.last().map(|r| r.results::<Placement>()).transpose().map_err(failed)?;
+        let p =
+            placed.and_then(|rows| rows.into_iter().next()).ok_or_else(|| StoreError::Failed("no placement".into()))?;
+        remember(address, &p);
+        Ok(p)
+    }
+
+    /// The shard database of an address already placed, or `None` if it never was.
+    async fn db_of(&self, address: &Address) -> StoreResult<Option<(D1Database, Placement)>> {
+        match self.placement(address).await? {
+            Some(p) => Ok(Some((self.shard(&p.shard)?, p))),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs the retention walk over one shard; returns how many were deleted.
+    async fn expire_shard(&self, name: &str, cutoff: u64, budget: u64) -> StoreResult<u64> {
+        let db = self.shard(name)?;
+        let main = self.main()?;
+        let (mut cursor, mut deleted) = (String::new(), 0);
+        while deleted < budget {
+            // The next addresses after the cursor (a skip scan over the primary
+            // key), with where their due messages end and their newest message.
+            let walk =
+                "WITH RECURSIVE a(address) AS (
+                   SELECT (SELECT address FROM messages WHERE address > ?1 ORDER BY address LIMIT 1)
+                   UNION ALL
+                   SELECT (SELECT m.address FROM messages m WHERE m.address > a.address ORDER BY m.address LIMIT 1)
+                   FROM a WHERE a.address IS NOT NULL LIMIT ?2)
+                 SELECT a.address AS address,
+                   (SELECT received_at FROM messages WHERE address = a.address ORDER BY seq LIMIT 1) AS oldest,
+                   (SELECT seq FROM messages WHERE address = a.address ORDER BY seq LIMIT 1) AS first_seq,
+                   (SELECT seq FROM messages WHERE address = a.address ORDER BY seq DESC LIMIT 1) AS last_seq,
+                   (SELECT received_at FROM messages WHERE address = a.address ORDER BY seq DESC LIMIT 1) AS last_received_at
+                 FROM a WHERE a.address IS NOT NULL";
+            #[derive(Deserialize)]
+            struct Seen {
+                address: String,
+                oldest: u64,
+                first_seq: u64,
+                last_seq: u64,
+                last_received_at: u64,
+            }
+            let seen: Vec<Seen> = db
+                .prepare(walk)
+                .bind(&[text(&cursor), num(WALK)])
+                .map_err(failed)?
+                .all()
+                .await
+                .and_then(|r| {
+                    metrics::d1(&r);
+                    r.results()
+                })
+                .map_err(failed)?;
+            let Some(end) = seen.last().map(|s| s.address.clone()) else { break };
+            // Plan the deletes within the budget: each address's due prefix, cut short
+            // where the budget ends (the next run goes on from there).
+            let mut due = Vec::new();
+            let mut planned = deleted;
+            let mut cut_short = false;
+            for s in seen.iter().filter(|s| s.oldest < cutoff) {
+                let room = (budget - planned).min(DELETE_MAX);
+                if room == 0 {
+                    cut_short = true;
+                    break;
+                }
+                let address = Address::parse_strict(&s.address).map_err(|e| StoreError::Failed(e.message))?;
+                let cut = self.cut(&db, &address, cutoff).await?;
+                let upto = cut.min(s.first_seq + room - 1);
+                planned += upto + 1 - s.first_seq;
+                cut_short |= upto < cut;
+                due.push(Due {
+                    address: s.address.clone(),
+                    upto,
+                    last_seq: s.last_seq,
+                    last_received_at: s.last_received_at,
+                });
+            }
+            // First the emptied addresses' last seq (in DB), then the deletes: seq
+            // never goes back even if a delete fails after.
+            let floors: Vec<D1PreparedStatement> = due
+                .iter()
+                .filter(|d| d.upto >= d.last_seq)
+                .map(|d| {
+                    main.prepare(
+                        "INSERT INTO directory (address, shard, last_seq, last_received_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (address) DO UPDATE SET last_seq = excluded.last_seq,
+                           last_received_at = excluded.last_received_at
+                         WHERE excluded.last_seq > directory.last_seq",
+                    )
+                    .bind(&[
+                        text(&d.address),
+                        text(name),
+                        num(d.last_seq),
+                        num(d.last_received_at),
+                    ])
+                })
+                .collect::<Result<_>>()
+                .map_err(failed)?;
+            if !floors.is_empty() {
+                main.batch(floors).await.map_err(failed)?.iter().for_each(metrics::d1);
+            }
+            let deletes: Vec<D1PreparedStatement> = due
+                .iter()
+                .map(|d| {
+                    db.prepare("DELETE FROM messages WHERE address = ?1 AND seq <= ?2")
+                        .bind(&[text(&d.address), num(d.upto)])
+                })
+                .collect::<Result<_>>()
+                .map_err(failed)?;
+            if !deletes.is_empty() {
+                let results = db.batch(deletes).await.map_err(failed)?;
+                results.iter().for_each(metrics::d1);
+                deleted +=
+                    results.iter().filter_map(|r| r.meta().ok().flatten()?.changes).map(|n| n as u64).sum::<u64>();
+            }
+            if cut_short || (seen.len() as u64) < WALK {
+                break;
+            }
+            cursor = end;
+        }
+        Ok(deleted)
+    }
+
+    /// The highest seq of `address` received before `t` (0 if none).
+    async fn cut(&self, db: &D1Database, address: &Address, t: u64) -> StoreResult<u64> {
+        let row = db
+            .prepare(format!("{CUT} SELECT seq FROM cut"))
+            .bind(&[text(address.as_str()), num(t)])
+            .map_err(failed)?
+            .all()
+            .await
+            .and_then(first::<SeqOnly>)
+            .map_err(failed)?;
+        Ok(row.map_or(0, |r| r.seq))
+    }
+}
+
+fn remember(address: &Address, p: &Placement) {
+    PLACEMENTS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= PLACEMENTS_MAX {
+            m.clear();
+        }
+        m.insert(address.as_str().to_owned(), p.clone());
+    });
+}
+
+impl Store for D1Store<'_> {
+    async fn tail(&self, address: &Address, from: u64, limit: usize) -> StoreResult<Tail> {
+        let Some(p) = self.placement_fresh(address).await? else {
+            return Ok(Tail { complete: true, ..Tail::default() });
+        };
+        let db = self.shard(&p.shard)?;
+        let floor = Stored { seq: p.last_seq, received_at: p.last_received_at };
+        let newest = db
+            .prepare("SELECT seq, received_at FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1")
+            .bind(&[text(address.as_str())])
+            .map_err(failed)?;
+        let recent = db
+            .prepare(format!(
+                "{CUT} SELECT id, seq, received_at FROM messages
+                 WHERE address = ?1 AND seq > (SELECT seq FROM cut) ORDER BY seq DESC LIMIT ?3"
+            ))
+            .bind(&[text(address.as_str()), num(from), num(limit as u64 + 1)])
+            .map_err(failed)?;
+        let results = db.batch(vec![newest, recent]).await.map_err(failed)?;
+        results.iter().for_each(metrics::d1);
+        let newest = results[0].results::<SeqAt>().map_err(failed)?.into_iter().next();
+        let mut recent: Vec<(String, Stored)> = results[1]
+            .results::<IdAt>()
+            .map_err(failed)?
+            .into_iter()
+            .map(|r| (r.id, Stored { seq: r.seq, received_at: r.received_at }))
+            .collect();
+        let complete = recent.len() <= limit;
+        recent.truncate(limit);
+        let last = match newest {
+            Some(n) if n.seq > floor.seq => Stored { seq: n.seq, received_at: n.received_at },
+            _ => floor,
+        };
+        Ok(Tail { last, recent, complete })
+    }
+
+    async fn find(&self, address: &Address, id: &str, from: u64) -> StoreResult<Option<Stored>> {
+        let Some((db, _)) = self.db_of(address).await? else { return Ok(None) };
+        let row = db
+            .prepare(format!(
+                "{CUT} SELECT seq, received_at FROM messages
+                 WHERE address = ?1 AND seq > (SELECT seq FROM cut) AND id = ?3 LIMIT 1"
+            ))
+            .bind(&[text(address.as_str()), num(from), text(id)])
+            .map_err(failed)?
+            .all()
+            .await
+            .and_then(first::<SeqAt>)
+            .map_err(failed)?;
+        Ok(row.map(|r| Stored { seq: r.seq, received_at: r.received_at }))
+    }
+
+    async fn insert(&self, address: &Address, rows: &[MessageRow]) -> StoreResult<()> {
+        let p = self.place(address).await?;
+        let db = self.shard(&p.shard)?;
+        let mut statements = Vec::new();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut values = Vec::with_capacity(chunk.len());
+            let mut params = vec![text(address.as_str())];
+            for (k, r) in chunk.iter().enumerate() {
+                let p = 2 + 8 * k;
+                values.push(format!(
+                    "(?1, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+                    p,
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7
+                ));
+                params.extend([
+                    num(r.seq),
+                    text(&r.id),
+                    num(r.received_at),
+                    num(r.ts),
+                    r.sender.as_deref().map(text).unwrap_or(JsValue::NULL),
+                    text(&r.key),
+                    text(&r.body),
+                    text(&r.sig),
+                ]);
+            }
+            let sql = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES {}", values.join(", "));
+            statements.push(db.prepare(sql).bind(&params).map_err(failed)?);
+        }
+        let results = db.batch(statements).await.map_err(failed)?;
+        results.iter().for_each(metrics::d1);
+        Ok(())
+    }
+
+    async fn after(&self, address: &Address, after: u64, limit: u64) -> StoreResult<Vec<MessageRow>> {
+        let Some((db, _)) = self.db_of(address).await? else { return Ok(Vec::new()) };
+        db.prepare(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE address = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))
+        .bind(&[text(address.as_str()), num(after), num(limit)])
+        .map_err(failed)?
         .all()
         .await
         .and_then(|r| {
             metrics::d1(&r);
             r.results()
         })
-}
-
-/// The highest seq received before `since` (0 if none): where a `since` page starts.
-pub async fn seq_before(db: &D1Database, address: &Address, since: u64) -> Result<u64> {
-    let seq = db
-        .prepare("SELECT COALESCE(MAX(seq), 0) AS seq FROM messages WHERE address = ?1 AND received_at < ?2")
-        .bind(&[text(address.as_str()), num(since)])?
-        .all()
-        .await
-        .and_then(first::<SeqOnly>)?;
-    Ok(seq.map(|r| r.seq).unwrap_or(0))
-}
-
-/// The last seq given out at `address` (0 when none).
-pub async fn last_seq(db: &D1Database, address: &Address) -> Result<u64> {
-    let seq = db
-        .prepare(
-            "SELECT COALESCE((SELECT MAX(seq) FROM messages WHERE address = ?1),
-                             (SELECT last_seq FROM addresses WHERE address = ?1), 0) AS last_seq",
-        )
-        .bind(&[text(address.as_str())])?
-        .all()
-        .await
-        .and_then(first::<LastSeq>)?;
-    Ok(seq.map(|r| r.last_seq).unwrap_or(0))
-}
-
-/// A key bundle row with its revocation, if any.
-#[derive(Deserialize, Debug, Clone)]
-pub struct BundleRow {
-    pub sign_key: String,
-    pub wallet: String,
-    pub dh_key: String,
-    pub issued_at: u64,
-    pub expires_at: u64,
-    pub wallet_sig: String,
-    pub revoked_at: Option<u64>,
-    pub revocation_sig: Option<String>,
-}
-
-const BUNDLE_COLUMNS: &str = "sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, revoked_at, revocation_sig";
-
-impl BundleRow {
-    /// The bundle's six signed fields.
-    pub fn bundle_json(&self) -> Value {
-        json!({
-            "wallet": self.wallet, "sign_key": self.sign_key, "dh_key": self.dh_key,
-            "issued_at": self.issued_at, "expires_at": self.expires_at, "wallet_sig": self.wallet_sig,
-        })
+        .map_err(failed)
     }
 
-    /// The row of a bundle that is not revoked.
-    pub fn from_bundle(b: &Bundle) -> BundleRow {
-        BundleRow {
-            sign_key: b.sign_key.to_b64(),
-            wallet: b.wallet.to_string(),
-            dh_key: denet_core::encoding::b64(&b.dh_key),
-            issued_at: b.issued_at,
-            expires_at: b.expires_at,
-            wallet_sig: b.wallet_sig.clone(),
-            revoked_at: None,
-            revocation_sig: None,
+    async fn seq_before(&self, address: &Address, t: u64) -> StoreResult<u64> {
+        let Some((db, _)) = self.db_of(address).await? else { return Ok(0) };
+        self.cut(&db, address, t).await
+    }
+
+    async fn expire(&self, cutoff: u64, budget: u64) -> StoreResult<u64> {
+        let mut deleted = 0;
+        for shard in &self.shards.all {
+            deleted += self.expire_shard(&shard.name, cutoff, budget - deleted).await?;
+            if deleted >= budget {
+                break;
+            }
         }
+        Ok(deleted)
     }
 
-    /// The row's revocation, if revoked (as relays forward it).
-    pub fn revocation(&self) -> Option<Revocation> {
-        Some(Revocation {
-            wallet: Wallet::parse_strict(&self.wallet).ok()?,
-            sign_key: SignKey::parse(&self.sign_key)?,
-            revoked_at: self.revoked_at?,
-            wallet_sig: self.revocation_sig.clone()?,
-        })
+    async fn put_bundle(&self, row: &BundleRow, max_active: usize, now: u64) -> StoreResult<bool> {
+        insert_bundle(&self.main()?, row, max_active, now).await.map_err(failed)
     }
 
-    /// Whether the key was active at `t_ms` (§7): issued, not yet expired or revoked.
-    pub fn active_at(&self, t_ms: u64) -> bool {
-        key_active_at(self.issued_at, self.expires_at, self.revoked_at, t_ms)
+    async fn bundle(&self, sign_key: &str) -> StoreResult<Option<BundleRow>> {
+        bundle_by_key(&self.main()?, sign_key).await.map_err(failed)
     }
 
-    /// The key's status at `now_ms` (§1.3).
-    pub fn status(&self, now_ms: u64) -> KeyStatus {
-        key_status(self.expires_at, self.revoked_at, now_ms)
+    async fn bundles_of(&self, wallet: &str) -> StoreResult<Vec<BundleRow>> {
+        bundles_of(&self.main()?, wallet).await.map_err(failed)
     }
 
-    /// Whether the key may be used at `now_ms`: issued, not expired, not revoked.
-    pub fn is_active(&self, now_ms: u64) -> bool {
-        self.active_at(now_ms)
+    async fn revoke(&self, sign_key: &str, revoked_at: u64, sig: &str) -> StoreResult<()> {
+        revoke_bundle(&self.main()?, sign_key, revoked_at, sig).await.map_err(failed)
+    }
+
+    async fn expire_bundles(&self, cutoff: u64, budget: u64) -> StoreResult<u64> {
+        delete_bundles_before(&self.main()?, cutoff, budget).await.map(|n| n as u64).map_err(failed)
     }
 }
+const BUNDLE_COLUMNS: &str = "sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, revoked_at, revocation_sig";
 
 pub async fn bundle_by_key(db: &D1Database, sign_key: &str) -> Result<Option<BundleRow>> {
     db.prepare(format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE sign_key = ?1"))
@@ -337,34 +531,6 @@ pub async fn revoke_bundle(db: &D1Database, sign_key: &str, revoked_at: u64, sig
     Ok(())
 }
 
-/// Deletes up to `batch` messages received before `cutoff_ms`; returns how many.
-/// First, in the same transaction, each address with due messages records its last
-/// seq and received_at in `addresses`, so seq goes on from there if the address is
-/// emptied (the commit path then needs no counter of its own).
-pub async fn delete_messages_before(db: &D1Database, cutoff_ms: u64, batch: u64) -> Result<usize> {
-    let due = "SELECT d.address FROM (SELECT DISTINCT address FROM messages) d
-               WHERE EXISTS (SELECT 1 FROM messages m WHERE m.address = d.address AND m.received_at < ?1)";
-    let record = db
-        .prepare(format!(
-            "INSERT INTO addresses (address, last_seq, last_received_at)
-             SELECT address, MAX(seq), MAX(received_at) FROM messages WHERE address IN ({due}) GROUP BY address
-             ON CONFLICT (address) DO UPDATE SET last_seq = excluded.last_seq, last_received_at = excluded.last_received_at
-             WHERE excluded.last_seq > addresses.last_seq"
-        ))
-        .bind(&[num(cutoff_ms)])?;
-    // Address by address through (address, received_at): no global time index to write.
-    let delete = db
-        .prepare(format!(
-            "DELETE FROM messages WHERE (address, seq) IN
-             (SELECT m.address, m.seq FROM ({due}) d
-              JOIN messages m ON m.address = d.address AND m.received_at < ?1 LIMIT ?2)"
-        ))
-        .bind(&[num(cutoff_ms), num(batch)])?;
-    let results = db.batch(vec![record, delete]).await?;
-    results.iter().for_each(metrics::d1);
-    Ok(results.last().and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0))
-}
-
 /// Deletes up to `batch` bundles that expired before `cutoff_ms`; returns how
 /// many. A revoked bundle is kept just as long (§1.2: until its `expires_at` and
 /// then the retention period), so its `sign_key` can never be stored as new again
@@ -389,39 +555,4 @@ async fn changes(statement: D1PreparedStatement) -> Result<usize> {
 fn first<T: for<'a> Deserialize<'a>>(result: worker::D1Result) -> Result<Option<T>> {
     metrics::d1(&result);
     Ok(result.results::<T>()?.into_iter().next())
-}
-
-#[derive(Deserialize)]
-struct SeqOnly {
-    seq: u64,
-}
-
-#[derive(Deserialize)]
-struct LastSeq {
-    last_seq: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_len_is_the_length_of_the_stored_envelope_json() {
-        let mut row = MessageRow {
-            address: "0c0b093c90599c11a252d25660475474b5e0ad24b1521d2a282f06a56b48d806".into(),
-            seq: 12345,
-            id: "a".repeat(64),
-            received_at: 1_764_100_000_000,
-            ts: 1_764_100_000_001,
-            sender: None,
-            key: "Q8oiD0PXtvvssF4D01KcCE87YEknK0pQLBoBFWpIcBo".into(),
-            body: "Y2lwaGVydGV4dA".into(),
-            sig: "s".repeat(86),
-        };
-        assert_eq!(row.json_len(), row.to_json().to_string().len() as u64);
-        row.sender = Some("0xb8c7f3cb8155c163749f3d1eed3ccbfde8672cce".into());
-        row.seq = 1;
-        row.ts = 0;
-        assert_eq!(row.json_len(), row.to_json().to_string().len() as u64);
-    }
 }

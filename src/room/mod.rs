@@ -1,9 +1,11 @@
 //! The per-address Durable Object: the single writer of one room or inbox.
 //!
-//! It group-commits concurrent posts into one D1 batch (seq is assigned there, in
-//! order), holds the address's WebSockets through the hibernation API and its
-//! waiting long-polls, and keeps the recent-id bloom filter. In-memory state is
-//! only a cache: after hibernation it starts empty and D1 remains the truth.
+//! Its writer (`denet_core::writer`, a sans-IO state machine) group-commits
+//! concurrent posts, decides dedup and seq, and says what to do; this object only
+//! carries that out against the sharded D1 store, its sockets, its long-polls and
+//! the peers' outboxes. It also holds the address's WebSockets through the
+//! hibernation API. In-memory state is only a cache: after hibernation it starts
+//! empty and D1 remains the truth.
 
 use crate::checks::now_ms;
 use crate::config::Config;
@@ -11,21 +13,22 @@ use crate::http::{ApiError, ApiResult};
 use crate::mesh;
 use crate::objects;
 use crate::outbox;
-use crate::page;
-use crate::store::{self, Committed};
+use crate::store::{self, D1Store};
 
 mod sockets;
 mod stub;
 
-use denet_core::dedup::{RecentIds, Seen};
 use denet_core::mesh::ItemResult;
+use denet_core::store::{MessageRow, Store, StoreError, read_page};
 use denet_core::wire::{self, Ack, ServerFrame};
+use denet_core::writer::{self, Committed, Entry, Post, Sink, Writer};
 use denet_core::{Address, Envelope, Error, PageQuery, Revocation, Wallet, check_skew};
 use futures::channel::oneshot;
 use futures::lock::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::time::Duration;
 use stub::RoomRequest;
 pub use stub::{commit, open_socket, pull, relay, revoke, sockets_of};
@@ -33,10 +36,6 @@ use worker::{
     D1Database, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
     durable_object, wasm_bindgen, worker_sys::WebSocketRequestResponsePair,
 };
-
-/// Ids per bloom generation, and its target false-positive rate.
-const RECENT_IDS: usize = 20_000;
-const RECENT_FP_RATE: f64 = 0.01;
 
 /// What each hibernating socket carries, so the object can serve it after waking.
 #[derive(Serialize, Deserialize, Clone)]
@@ -63,16 +62,16 @@ fn yes() -> bool {
     true
 }
 
-/// A post waiting for the next group commit.
-struct Pending {
-    id: String,
+/// What the writer carries along with a post's row.
+struct Item {
     envelope: Envelope,
     /// The socket that sent it, which does not get it back live.
     origin: Option<u64>,
     /// How it goes on to the peers once committed.
     forward: Forward,
-    reply: oneshot::Sender<std::result::Result<Committed, String>>,
 }
+
+type Reply = oneshot::Sender<std::result::Result<Committed, StoreError>>;
 
 /// Where a newly committed envelope is forwarded: at `hops`, to every peer but `from`.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,9 +89,10 @@ impl Forward {
 
 #[derive(Default)]
 struct Inner {
-    pending: Vec<Pending>,
+    /// Posts handed to the writer, by token, waiting for their answer.
+    replies: HashMap<u64, Reply>,
+    next_token: u64,
     waiters: Vec<oneshot::Sender<()>>,
-    recent: Option<RecentIds>,
     next_sid: u64,
 }
 
@@ -101,8 +101,10 @@ pub struct Room {
     state: State,
     env: Env,
     inner: RefCell<Inner>,
-    /// Held by whoever writes to D1 or replays a socket, so commits, broadcasts and
-    /// replays happen one at a time and in seq order.
+    /// The address's writer, made on the first post.
+    writer: OnceCell<RefCell<Writer<Item>>>,
+    /// Held by whoever drives the writer or replays a socket, so commits,
+    /// broadcasts and replays happen one at a time and in seq order.
     write_lock: Mutex<()>,
 }
 
@@ -122,7 +124,13 @@ impl Room {
         self.env.d1("DB")
     }
 
-    /// Commits `envelope` to `address` (or finds its first copy) and returns where it stands.
+    fn writer(&self, address: &Address, config: &Config) -> &RefCell<Writer<Item>> {
+        self.writer.get_or_init(|| RefCell::new(Writer::new(address, config.limits.skew_ms)))
+    }
+
+    /// Commits `envelope` to `address` (or finds its first copy) and returns where
+    /// it stands: hands it to the writer, then drives the writer under the write
+    /// lock until this post (and whatever was queued with it) is answered.
     async fn submit(
         &self,
         address: &Address,
@@ -131,106 +139,41 @@ impl Room {
         forward: Forward,
         now: u64,
     ) -> ApiResult<(String, Committed)> {
+        let config = Config::get(&self.env)?;
         let id = envelope.id();
-        if let Some(first) = self.already_stored(address, &id).await? {
-            return Ok((id, first));
-        }
-        self.commit(address, id, envelope, origin, forward, now).await
-    }
-
-    /// Queues an envelope not found stored for the next group commit and waits for
-    /// it (the commit itself still refuses a second copy of an id).
-    async fn commit(
-        &self,
-        address: &Address,
-        id: String,
-        envelope: Envelope,
-        origin: Option<u64>,
-        forward: Forward,
-        now: u64,
-    ) -> ApiResult<(String, Committed)> {
         let (reply, answer) = oneshot::channel();
-        self.inner.borrow_mut().pending.push(Pending { id: id.clone(), envelope, origin, forward, reply });
+        let token = {
+            let mut inner = self.inner.borrow_mut();
+            inner.next_token += 1;
+            let token = inner.next_token;
+            inner.replies.insert(token, reply);
+            token
+        };
+        let row = MessageRow::of(&envelope, &id, 0, 0);
+        let writer = self.writer(address, &config);
+        writer.borrow_mut().post(Post { token, row, payload: Item { envelope, origin, forward } });
         {
             let _turn = self.write_lock.lock().await;
-            let batch = std::mem::take(&mut self.inner.borrow_mut().pending);
-            if !batch.is_empty() {
-                self.flush(address, batch, now).await;
-            }
+            writer.borrow_mut().flush(now);
+            let effects = Effects { room: self, config: &config, now };
+            writer::drive(writer, address, &D1Store::new(&self.env, &config), &effects).await;
         }
         match answer.await {
             Ok(Ok(committed)) => Ok((id, committed)),
-            Ok(Err(cause)) => Err(ApiError::internal(cause)),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ApiError::internal("commit reply dropped")),
         }
     }
 
-    /// The dedup fast path: the bloom filter's "certainly new" skips the store;
-    /// "maybe seen" is confirmed there (a false positive costs one lookup, never a message).
-    async fn already_stored(&self, address: &Address, id: &str) -> ApiResult<Option<Committed>> {
-        if self.with_recent(address, |r| r.check(id) == Seen::CertainlyNew) {
-            return Ok(None);
-        }
-        Ok(store::find_message(&self.db()?, address, id).await?)
-    }
-
-    /// Writes one batch in one D1 transaction, then answers, broadcasts and wakes.
-    /// The batch is queued for the peers first: if that fails nothing is
-    /// committed or acknowledged, so an acknowledged message is never left
-    /// unforwarded (§7). Items found duplicate at commit were queued too; the peer
-    /// answers `duplicate`, which costs nothing.
-    async fn flush(&self, address: &Address, batch: Vec<Pending>, now: u64) {
-        let fail = |batch: Vec<Pending>, cause: String| {
-            batch.into_iter().for_each(|p| drop(p.reply.send(Err(cause.clone()))));
+    /// The dedup fast path: whether a copy of `id` is stored, without a lookup when
+    /// the writer's filter knows it is new (a "maybe" is confirmed in the store).
+    async fn already_stored(&self, address: &Address, config: &Config, id: &str, ts: u64) -> ApiResult<bool> {
+        let from = match self.writer.get() {
+            Some(w) => w.borrow().lookup_from(id, ts),
+            None => Some(ts.saturating_sub(config.limits.skew_ms)),
         };
-        if let Err(e) = self.forward(&batch).await {
-            return fail(batch, format!("queueing for the peers failed: {}", e.into_protocol()));
-        }
-        let items: Vec<(String, &Envelope)> = batch.iter().map(|p| (p.id.clone(), &p.envelope)).collect();
-        let result = match self.db() {
-            Ok(db) => store::commit_batch(&db, address, &items, now).await,
-            Err(e) => Err(e),
-        };
-        let commits = match result {
-            Ok(commits) => commits,
-            Err(e) => return fail(batch, format!("commit to {address} failed: {e}")),
-        };
-        let mut any_new = false;
-        for (p, c) in batch.into_iter().zip(commits) {
-            if !c.duplicate {
-                any_new = true;
-                self.with_recent(address, |r| r.insert(&p.id));
-                let stored = p.envelope.to_stored_json(&p.id, c.seq, c.received_at);
-                self.broadcast(&ServerFrame::Message(stored).encode(), p.origin, now).await;
-            }
-            let _ = p.reply.send(Ok(c));
-        }
-        if any_new {
-            let waiters = std::mem::take(&mut self.inner.borrow_mut().waiters);
-            for w in waiters {
-                let _ = w.send(());
-            }
-        }
-    }
-
-    /// Queues a batch for the peers durably, one outbox call per forward group.
-    async fn forward(&self, batch: &[Pending]) -> ApiResult<()> {
-        let config = Config::get(&self.env)?;
-        if config.peers.is_empty() {
-            return Ok(());
-        }
-        let mut groups: Vec<(Forward, Vec<Value>)> = Vec::new();
-        for p in batch {
-            match groups.iter_mut().find(|(f, _)| *f == p.forward) {
-                Some((_, items)) => items.push(p.envelope.to_json()),
-                None => groups.push((p.forward.clone(), vec![p.envelope.to_json()])),
-            }
-        }
-        for (group, envelopes) in groups {
-            outbox::enqueue(&self.env, &config, outbox::Kind::Message, group.hops, group.from.as_deref(), envelopes)
-                .await?;
-        }
-        Ok(())
+        let Some(from) = from else { return Ok(false) };
+        Ok(D1Store::new(&self.env, config).find(address, id, from).await?.is_some())
     }
 
     /// A relayed envelope (§7): known ones stop here; a new one is checked as a
@@ -241,10 +184,16 @@ impl Room {
         let from = Some(from);
         let envelope = Envelope::parse(envelope, config.limits.max_body_bytes as usize)?;
         let id = envelope.id();
-        if self.already_stored(address, &id).await?.is_some() {
+        if self.already_stored(address, &config, &id, envelope.ts).await? {
             return Ok(ItemResult::Duplicate.to_json(Some(&id), None, None));
         }
         check_skew(envelope.ts, now, config.limits.retention_ms(), "ts")?;
+        if envelope.ts > now + config.limits.skew_ms {
+            // Ahead of this clock by more than the skew: not yet (a first copy is
+            // never received before ts - skew, which keeps dedup bounded). §7: retry.
+            let why = format!("ts {} is ahead of this relay's clock {now} by more than the skew", envelope.ts);
+            return Ok(ItemResult::Retry.to_json(Some(&id), Some("stale_timestamp"), Some(&why)));
+        }
         envelope.verify()?;
         if let Some(wallet) = &envelope.from
             && !self.key_known(&config, wallet, &envelope, now).await?
@@ -253,8 +202,7 @@ impl Room {
             let why = format!("the key of this envelope is not known here as a key of {wallet}");
             return Ok(ItemResult::Retry.to_json(Some(&id), Some("forbidden"), Some(&why)));
         }
-        // Checked for a stored copy above: go straight to the commit.
-        let (_, c) = self.commit(address, id.clone(), envelope, None, Forward { hops: hops + 1, from }, now).await?;
+        let (_, c) = self.submit(address, envelope, None, Forward { hops: hops + 1, from }, now).await?;
         let item = if c.duplicate { ItemResult::Duplicate } else { ItemResult::Stored };
         Ok(item.to_json(Some(&id), None, None))
     }
@@ -274,17 +222,6 @@ impl Room {
             Some(r) if r.wallet == wallet.as_str() && r.active_at(envelope.ts) => Ok(true),
             Some(_) => Err(Error::forbidden(format!("the key was not an active key of {wallet} at ts")).into()),
         }
-    }
-
-    fn with_recent<T>(&self, address: &Address, f: impl FnOnce(&mut RecentIds) -> T) -> T {
-        let mut inner = self.inner.borrow_mut();
-        let recent = inner.recent.get_or_insert_with(|| {
-            let seed = denet_core::encoding::sha256_hex(address.as_str().as_bytes());
-            let mut bytes = [0u8; 32];
-            bytes.copy_from_slice(&seed.as_bytes()[..32]);
-            RecentIds::new(RECENT_IDS, RECENT_FP_RATE, bytes)
-        });
-        f(recent)
     }
 
     /// Sends `frame` to every live socket of the address but `except`. A socket
@@ -350,11 +287,12 @@ impl Room {
 
     /// A long-poll: register first, read, and if empty wait for a commit or `wait`.
     async fn pull(&self, address: &Address, query: PageQuery) -> ApiResult<Value> {
-        let db = self.db()?;
-        let max_bytes = Config::get(&self.env)?.limits.max_page_bytes;
+        let config = Config::get(&self.env)?;
+        let store = D1Store::new(&self.env, &config);
+        let max_bytes = config.limits.max_page_bytes;
         let (wake, woken) = oneshot::channel();
         self.inner.borrow_mut().waiters.push(wake);
-        let page = page::read(&db, address, &query, max_bytes).await;
+        let page = read_page(&store, address, &query, max_bytes).await;
         if !matches!(&page, Ok(p) if p.messages.is_empty() && query.wait_secs > 0) {
             drop(woken);
             forget_gone_waiters(&mut self.inner.borrow_mut().waiters);
@@ -364,7 +302,7 @@ impl Room {
         // Whichever comes first, the other future (and with it our receiver) is dropped here.
         drop(futures::future::select(woken, timeout).await);
         forget_gone_waiters(&mut self.inner.borrow_mut().waiters);
-        Ok(page::read(&db, address, &query, max_bytes).await?.to_json())
+        Ok(read_page(&store, address, &query, max_bytes).await?.to_json())
     }
 
     /// A WebSocket upgrade, named by the URL (it carries the client's request).
@@ -410,7 +348,7 @@ impl DurableObject for Room {
         if let Ok(pair) = WebSocketRequestResponsePair::new(wire::PING, wire::PONG) {
             state.set_websocket_auto_response(&pair);
         }
-        Room { state, env, inner: RefCell::new(Inner::default()), write_lock: Mutex::new(()) }
+        Room { state, env, inner: RefCell::new(Inner::default()), writer: OnceCell::new(), write_lock: Mutex::new(()) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -470,6 +408,56 @@ impl DurableObject for Room {
         let _ = ws.close(Some(1011), Some("socket error"));
         self.socket_gone(&ws).await;
         Ok(())
+    }
+}
+
+/// The writer's effects, carried out by the object: peers' outboxes, sockets,
+/// long-polls and the posts' answers.
+struct Effects<'a> {
+    room: &'a Room,
+    config: &'a Config,
+    now: u64,
+}
+
+impl Sink<Item> for Effects<'_> {
+    /// Queues new messages for the peers durably, one outbox call per forward group.
+    async fn forward(&self, entries: &[Entry<Item>]) -> std::result::Result<(), String> {
+        if self.config.peers.is_empty() {
+            return Ok(());
+        }
+        let mut groups: Vec<(Forward, Vec<Value>)> = Vec::new();
+        for e in entries {
+            let (forward, json) = (&e.payload.forward, e.payload.envelope.to_json());
+            match groups.iter_mut().find(|(f, _)| f == forward) {
+                Some((_, items)) => items.push(json),
+                None => groups.push((forward.clone(), vec![json])),
+            }
+        }
+        for (group, envelopes) in groups {
+            let (hops, from) = (group.hops, group.from.as_deref());
+            outbox::enqueue(&self.room.env, self.config, outbox::Kind::Message, hops, from, envelopes)
+                .await
+                .map_err(|e| format!("queueing for the peers failed: {}", e.into_protocol()))?;
+        }
+        Ok(())
+    }
+
+    async fn deliver(&self, entry: Entry<Item>) {
+        let frame = ServerFrame::Message(entry.row.to_json()).encode();
+        self.room.broadcast(&frame, entry.payload.origin, self.now).await;
+    }
+
+    fn wake(&self) {
+        let waiters = std::mem::take(&mut self.room.inner.borrow_mut().waiters);
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+
+    fn answer(&self, token: u64, result: std::result::Result<Committed, StoreError>) {
+        if let Some(reply) = self.room.inner.borrow_mut().replies.remove(&token) {
+            let _ = reply.send(result);
+        }
     }
 }
 

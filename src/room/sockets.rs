@@ -5,10 +5,10 @@ use super::{Forward, Room, SocketInfo, ack};
 use crate::checks;
 use crate::config::Config;
 use crate::http::ApiResult;
-use crate::page;
-use crate::store;
+use crate::store::{self, D1Store};
 use crate::throttle;
 use denet_core::query::PageBounds;
+use denet_core::store::{Page, Store, read_after};
 use denet_core::wire::{ClientFrame, ServerFrame};
 use denet_core::{Address, Envelope, Error};
 use serde_json::Value;
@@ -70,15 +70,16 @@ impl Room {
         if let Some(at) = info.expires_at {
             self.alarm_by(at, now).await?;
         }
+        let messages = D1Store::new(&self.env, &config);
         let mut cursor = match after {
             Some(after) => after,
-            None => store::last_seq(&db, address).await?,
+            None => messages.tail(address, u64::MAX, 0).await?.last.seq,
         };
         let replaying = after.is_some();
         loop {
             if replaying {
                 loop {
-                    let page = page::read_after(&db, address, cursor, bounds).await?;
+                    let page = read_after(&messages, address, cursor, bounds).await?;
                     cursor = send_page(&pair.server, &page)?;
                     if !page.more {
                         break;
@@ -86,7 +87,7 @@ impl Room {
                 }
             }
             let _turn = self.write_lock.lock().await;
-            let page = page::read_after(&db, address, cursor, bounds).await?;
+            let page = read_after(&messages, address, cursor, bounds).await?;
             cursor = send_page(&pair.server, &page)?;
             if page.more {
                 continue;
@@ -170,7 +171,7 @@ impl Room {
 }
 
 /// Sends a page of replayed messages; returns the cursor after it.
-fn send_page(ws: &WebSocket, page: &page::Page) -> worker::Result<u64> {
+fn send_page(ws: &WebSocket, page: &Page) -> worker::Result<u64> {
     for row in &page.messages {
         ws.send_with_str(ServerFrame::Message(row.to_json()).encode())?;
     }

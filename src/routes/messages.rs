@@ -4,8 +4,8 @@ use crate::checks;
 use crate::config::Config;
 use crate::http::ApiResult;
 use crate::http::json;
-use crate::page;
 use crate::room;
+use crate::store::D1Store;
 use crate::throttle;
 use denet_core::{Address, PageQuery, RoomId, Wallet};
 use worker::{Env, Request, Response};
@@ -33,13 +33,14 @@ pub async fn pull_inbox(req: Request, wallet: &str, env: &Env, config: &Config, 
     pull(&Address::Inbox(wallet), &query, env, config).await
 }
 
-/// Reads a page directly from D1; a long-poll goes to the address's object, which
+/// Reads a page directly from the address's shard; a long-poll goes to the address's object, which
 /// is told of every commit.
 async fn pull(address: &Address, query: &str, env: &Env, config: &Config) -> ApiResult<Response> {
     let page_query = PageQuery::parse(query)?;
     if page_query.wait_secs > 0 {
         return json(200, &room::pull(env, address, query).await?);
     }
-    let page = page::read(&env.d1("DB")?, address, &page_query, config.limits.max_page_bytes).await?;
+    let store = D1Store::new(env, config);
+    let page = denet_core::store::read_page(&store, address, &page_query, config.limits.max_page_bytes).await?;
     json(200, &page.to_json())
 }

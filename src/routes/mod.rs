@@ -31,6 +31,7 @@ enum Route<'p> {
     Metrics,
     Panic,
     Faults,
+    Conformance,
 }
 
 /// Matches a path to a route and the methods it allows.
@@ -53,6 +54,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
         ["v1", "__metrics"] => (Route::Metrics, get),
         ["v1", "__panic"] => (Route::Panic, get),
         ["v1", "__faults"] => (Route::Faults, &[Method::Post]),
+        ["v1", "__conformance"] => (Route::Conformance, &[Method::Post]),
         _ => return None,
     })
 }
@@ -90,8 +92,23 @@ pub async fn dispatch(req: Request, env: Env, now: u64) -> ApiResult<Response> {
         Route::Metrics if config.test_routes => crate::http::json(200, &crate::metrics::snapshot()),
         Route::Panic if config.test_routes => panic!("deliberate panic on the test route"),
         Route::Faults if config.test_routes => relay::faults(req, &config).await,
-        Route::Metrics | Route::Panic | Route::Faults => refuse(ErrorCode::NotFound, format!("no route for {path}")),
+        Route::Conformance if config.test_routes => conformance(&env, &config, now).await,
+        Route::Metrics | Route::Panic | Route::Faults | Route::Conformance => {
+            refuse(ErrorCode::NotFound, format!("no route for {path}"))
+        }
     }
+}
+
+/// `POST /v1/__conformance` (test-only): runs `denet_core::conformance` against
+/// this relay's sharded D1 store, with addresses salted by the clock.
+async fn conformance(env: &Env, config: &Config, now: u64) -> ApiResult<Response> {
+    let store = crate::store::D1Store::new(env, config);
+    let results = denet_core::conformance::run(&store, &format!("e2e-{now}")).await;
+    let cases: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(name, r)| serde_json::json!({"case": name, "ok": r.is_ok(), "error": r.as_ref().err()}))
+        .collect();
+    crate::http::json(200, &serde_json::json!({"cases": cases}))
 }
 
 #[cfg(test)]
@@ -116,6 +133,7 @@ mod tests {
                 Route::Metrics => "metrics",
                 Route::Panic => "panic",
                 Route::Faults => "faults",
+                Route::Conformance => "conformance",
             };
             (n, methods.to_vec())
         })

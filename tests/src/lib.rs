@@ -53,6 +53,31 @@ fn wrangler(root: &Path) -> Command {
     cmd
 }
 
+/// The D1 bindings of `wrangler.toml`: `DB` and the message shards.
+pub fn d1_bindings() -> Vec<String> {
+    let toml = std::fs::read_to_string(repo_root().join("wrangler.toml")).expect("wrangler.toml");
+    toml.lines()
+        .filter_map(|l| l.strip_prefix("binding = \""))
+        .filter_map(|l| l.strip_suffix('"'))
+        .filter(|b| *b == "DB" || b.starts_with("SHARD_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Applies every D1 binding's migrations to the local state in `state`.
+pub fn migrate(state: &Path) {
+    let root = repo_root();
+    for db in d1_bindings() {
+        let out = wrangler(&root)
+            .args(["d1", "migrations", "apply", &db, "--local", "--persist-to"])
+            .arg(state)
+            .stdin(Stdio::null())
+            .output()
+            .expect("wrangler runs");
+        assert!(out.status.success(), "d1 migrations of {db} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 impl Relay {
     /// Starts a relay with the `wrangler.toml` settings, except throttles high
     /// enough that tests sharing one IP (127.0.0.1) never meet them.
@@ -86,18 +111,38 @@ impl Relay {
         let root = repo_root();
         assert!(root.join("build/index.js").exists(), "build/index.js is missing: run `make build` first");
         let state = tempfile::tempdir().expect("a temp dir");
-        let status = wrangler(&root)
-            .args(["d1", "migrations", "apply", "DB", "--local", "--persist-to"])
-            .arg(state.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("wrangler runs");
-        assert!(status.success(), "d1 migrations failed");
+        migrate(state.path());
         let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut relay = Relay { base: format!("http://127.0.0.1:{port}"), port, child: None, state, vars };
         relay.spawn();
         relay
+    }
+
+    /// Starts a relay on a copy of a saved local state (a `.tar.gz` of wrangler's
+    /// `--persist-to` directory), migrated to this version first.
+    pub fn start_from_state(archive: &Path, vars: &[(&str, &str)]) -> Relay {
+        let state = tempfile::tempdir().expect("a temp dir");
+        let status =
+            Command::new("tar").arg("-xzf").arg(archive).arg("-C").arg(state.path()).status().expect("tar runs");
+        assert!(status.success(), "unpacking {} failed", archive.display());
+        migrate(state.path());
+        let mut all: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
+        all.extend_from_slice(vars);
+        let vars = all.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let port = free_port();
+        let mut relay = Relay { base: format!("http://127.0.0.1:{port}"), port, child: None, state, vars };
+        relay.spawn();
+        relay
+    }
+
+    /// Restarts with `vars` set over the current ones (a configuration change of a
+    /// running deployment: same state, same port).
+    pub fn restart_with(&mut self, vars: &[(&str, &str)]) {
+        for (k, v) in vars {
+            self.vars.retain(|(name, _)| name != k);
+            self.vars.push((k.to_string(), v.to_string()));
+        }
+        self.restart();
     }
 
     /// Starts wrangler on this relay's port and state directory, and waits for it.
@@ -312,11 +357,38 @@ impl Relay {
         page["messages"].as_array().expect("messages").clone()
     }
 
-    /// Runs a SQL statement on this relay's local D1 (to age data for retention tests).
+    /// Runs a SQL statement on this relay's local D1 `DB` (to age data for retention tests).
     pub fn d1_execute(&self, sql: &str) {
+        self.d1_execute_on("DB", sql);
+    }
+
+    /// Runs a SQL statement on every message shard (and DB's legacy messages).
+    pub fn d1_execute_on_shards(&self, sql: &str) {
+        for db in d1_bindings() {
+            self.d1_execute_on(&db, sql);
+        }
+    }
+
+    /// Rows of a query on one local D1 database, as JSON objects.
+    pub fn d1_query(&self, db: &str, sql: &str) -> Vec<serde_json::Value> {
+        let root = repo_root();
+        let out = wrangler(&root)
+            .args(["d1", "execute", db, "--local", "--json", "--persist-to"])
+            .arg(self.state.path())
+            .args(["--command", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("wrangler runs");
+        assert!(out.status.success(), "d1 query failed: {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("wrangler --json output");
+        v[0]["results"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Runs a SQL statement on one local D1 database (a binding name).
+    pub fn d1_execute_on(&self, db: &str, sql: &str) {
         let root = repo_root();
         let status = wrangler(&root)
-            .args(["d1", "execute", "DB", "--local", "--persist-to"])
+            .args(["d1", "execute", db, "--local", "--persist-to"])
             .arg(self.state.path())
             .args(["--command", sql])
             .stdout(Stdio::null())

@@ -17,7 +17,7 @@ async fn retention_deletes_only_what_is_due() {
     relay.register(&old_user).await;
     relay.register(&new_user).await;
     // Age one room's messages and one bundle past the 1-day retention, in the real local D1.
-    relay.d1_execute(&format!(
+    relay.d1_execute_on_shards(&format!(
         "UPDATE messages SET received_at = received_at - {} WHERE address = '{old_room}'",
         2 * DAY_MS
     ));

@@ -1,6 +1,6 @@
 //! The scenarios of `make bench`, each returning one JSON object.
 
-use denet_core::wire::{Ack, ServerFrame};
+use denet_core::wire::ServerFrame;
 use denet_e2e::Relay;
 use denet_e2e::actors::{User, anonymous_envelope, envelope_id, random_room};
 use denet_e2e::ws::Socket;
@@ -19,6 +19,10 @@ pub struct Scale {
     fanout_messages: usize,
     pull_sizes: Vec<usize>,
     pull_samples: usize,
+    wrk_seconds: u64,
+    /// Rows per shard at each step of the growth scenario.
+    growth_rows: Vec<usize>,
+    lifetime_messages: usize,
 }
 
 impl Scale {
@@ -32,6 +36,9 @@ impl Scale {
             fanout_messages: 100,
             pull_sizes: vec![1_000, 10_000, 100_000],
             pull_samples: 30,
+            wrk_seconds: 10,
+            growth_rows: vec![10_000, 100_000, 1_000_000],
+            lifetime_messages: 500,
         }
     }
 
@@ -45,6 +52,9 @@ impl Scale {
             fanout_messages: 5,
             pull_sizes: vec![1_000],
             pull_samples: 3,
+            wrk_seconds: 2,
+            growth_rows: vec![2_000],
+            lifetime_messages: 20,
         }
     }
 }
@@ -67,6 +77,46 @@ fn report(v: &Value) {
     println!("{v}");
 }
 
+/// CPU seconds used by this process (the load generator) and by the whole machine.
+#[derive(Clone, Copy)]
+struct Cpu {
+    own: f64,
+    machine: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let own = secs(usage.ru_utime) + secs(usage.ru_stime);
+        // /proc/stat "cpu": user nice system idle iowait irq softirq steal, in clock ticks.
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> =
+            stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        let busy: f64 = ticks.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Cpu { own, machine: busy / hz.max(1.0) }
+    }
+
+    /// The generator's share of all CPU time used since `self`.
+    fn share_since(self) -> f64 {
+        let now = Cpu::now();
+        let share = (now.own - self.own) / (now.machine - self.machine).max(1e-9);
+        (share.min(1.0) * 1000.0).round() / 1000.0
+    }
+}
+
+/// `GET url` measured by `wrk` (Debian's package), if installed: requests/s.
+fn wrk_rate(url: &str, concurrency: usize, seconds: u64) -> Option<f64> {
+    let out = std::process::Command::new("wrk")
+        .args(["-t1", &format!("-c{concurrency}"), &format!("-d{seconds}s"), url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok())
+}
+
 pub async fn run_all(scale: &Scale) -> Vec<Value> {
     let mut relay = tokio::task::spawn_blocking(|| Relay::start_with(&[("DENET_TEST_ROUTES", "1")])).await.unwrap();
     let mut results = Vec::new();
@@ -75,6 +125,9 @@ pub async fn run_all(scale: &Scale) -> Vec<Value> {
     let floor_rate = floor["rate_per_s"].as_f64().unwrap();
     report(&floor);
     results.push(floor);
+    let wrk = external_floor(&relay, scale, floor_rate).await;
+    report(&wrk);
+    results.push(wrk);
 
     for rooms in [1, scale.many_rooms] {
         let before = metrics(&relay).await;
@@ -97,12 +150,24 @@ pub async fn run_all(scale: &Scale) -> Vec<Value> {
         results.push(fanout);
     }
 
+    let lifetime = lifetime(&relay, scale).await;
+    report(&lifetime);
+    results.push(lifetime);
+
+    let files = tokio::task::spawn_blocking({
+        let bindings = denet_e2e::d1_bindings();
+        let state = relay.state_dir().to_owned();
+        move || d1_files(&state, &bindings)
+    })
+    .await
+    .unwrap();
     let rooms: Vec<(usize, String)> = scale.pull_sizes.iter().map(|&n| (n, random_room())).collect();
     let seeded = rooms.clone();
+    let pull_files = files.clone();
     relay = tokio::task::spawn_blocking(move || {
         relay.stop();
         for (n, room) in &seeded {
-            seed(relay.state_dir(), room, *n);
+            seed(&pull_files, "SHARD_1", &[(room.clone(), *n)]);
         }
         relay.restart();
         relay
@@ -114,6 +179,17 @@ pub async fn run_all(scale: &Scale) -> Vec<Value> {
         report(&pull);
         results.push(pull);
     }
+    let mut seeded_rows = 0;
+    for &rows in &scale.growth_rows {
+        let (next, step) = growth(relay, &files, seeded_rows, rows, scale).await;
+        relay = next;
+        seeded_rows = rows;
+        report(&step);
+        results.push(step);
+    }
+    let costs = costs(&results);
+    report(&costs);
+    results.push(costs);
     print_table(&results);
     tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
     results
@@ -167,15 +243,46 @@ where
 
 async fn floor(relay: &Relay, scale: &Scale) -> Value {
     let url = relay.url("/v1/health");
+    let cpu = Cpu::now();
     let (elapsed, latencies, statuses) = load(scale.concurrency, scale.floor_requests, move |_, _, client| {
         let url = url.clone();
-        async move { client.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+        async move { status_of(client.get(url).send().await).await }
     })
     .await;
+    let share = cpu.share_since();
     assert!(statuses.iter().all(|s| *s == 200), "health answered");
     let rate = scale.floor_requests as f64 / elapsed.as_secs_f64();
     json!({"scenario": "floor", "concurrency": scale.concurrency, "requests": scale.floor_requests,
-           "rate_per_s": rate.round(), "latency": summary(latencies)})
+           "rate_per_s": rate.round(), "latency": summary(latencies), "client_cpu_share": share})
+}
+
+/// The floor measured from outside by `wrk` at the same concurrency, and how far
+/// the bench's own generator is from it.
+async fn external_floor(relay: &Relay, scale: &Scale, ours: f64) -> Value {
+    let url = relay.url("/v1/health");
+    let (concurrency, seconds) = (scale.concurrency, scale.wrk_seconds);
+    let cpu = Cpu::now();
+    let wrk = tokio::task::spawn_blocking(move || wrk_rate(&url, concurrency, seconds)).await.unwrap();
+    let share = cpu.share_since();
+    match wrk {
+        Some(rate) => json!({"scenario": "floor_wrk", "tool": "wrk -t1", "concurrency": concurrency,
+                             "seconds": seconds, "rate_per_s": rate.round(),
+                             "bench_floor_to_wrk": (ours / rate * 100.0).round() / 100.0,
+                             "bench_process_cpu_share": share}),
+        None => json!({"scenario": "floor_wrk", "tool": "wrk", "missing": "install Debian's wrk to check the floor"}),
+    }
+}
+
+/// The status of a response, its body read (so the connection is reused) and dropped.
+async fn status_of(resp: reqwest::Result<reqwest::Response>) -> u16 {
+    match resp {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            status
+        }
+        Err(_) => 0,
+    }
 }
 
 async fn ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
@@ -187,22 +294,22 @@ async fn ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
         users.push(user);
     }
     let room_ids: Vec<String> = (0..rooms).map(|_| random_room()).collect();
-    let envelopes: Arc<Vec<Value>> = Arc::new(
-        (0..scale.ingest_messages)
-            .map(|i| users[i % scale.concurrency].envelope(&room_ids[i % rooms], format!("bench {i}").as_bytes()))
-            .collect(),
-    );
+    let envelopes: Vec<Value> = (0..scale.ingest_messages)
+        .map(|i| users[i % scale.concurrency].envelope(&room_ids[i % rooms], format!("bench {i}").as_bytes()))
+        .collect();
+    let ids: Vec<String> = envelopes.iter().map(envelope_id).collect();
+    // Serialized before the clock starts: the generator only sends bytes.
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(envelopes.iter().map(|e| e.to_string().into_bytes()).collect());
     let url = relay.url("/v1/messages");
-    let (elapsed, latencies, acks) = load(scale.concurrency, scale.ingest_messages, move |_, i, client| {
-        let (url, envelopes) = (url.clone(), envelopes.clone());
-        async move {
-            let resp = client.post(url).json(&envelopes[i]).send().await.expect("post");
-            assert_eq!(resp.status().as_u16(), 201, "committed");
-            Ack::parse(&resp.json::<Value>().await.expect("JSON")).expect("an ack").id
-        }
+    let cpu = Cpu::now();
+    let (elapsed, latencies, statuses) = load(scale.concurrency, scale.ingest_messages, move |_, i, client| {
+        let (url, bodies) = (url.clone(), bodies.clone());
+        async move { status_of(post_bytes(&client, &url, bodies[i].clone()).await).await }
     })
     .await;
-    let acked: HashSet<String> = acks.into_iter().collect();
+    let share = cpu.share_since();
+    assert!(statuses.iter().all(|s| *s == 201), "every post committed");
+    let acked: HashSet<String> = ids.into_iter().collect();
     let mut stored = HashSet::new();
     for room in &room_ids {
         for m in relay.pull_all(&format!("/v1/rooms/{room}/messages"), 500).await {
@@ -214,7 +321,11 @@ async fn ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
     let rate = scale.ingest_messages as f64 / elapsed.as_secs_f64();
     json!({"scenario": format!("ingest_{rooms}_room{}", if rooms == 1 { "" } else { "s" }),
            "concurrency": scale.concurrency, "messages": scale.ingest_messages, "rooms": rooms,
-           "rate_per_s": rate.round(), "latency": summary(latencies), "lost": lost})
+           "rate_per_s": rate.round(), "latency": summary(latencies), "lost": lost, "client_cpu_share": share})
+}
+
+async fn post_bytes(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::Result<reqwest::Response> {
+    client.post(url).header("content-type", "application/json").body(body).send().await
 }
 
 /// Where a message's cost goes. The local runtime runs the Worker, the objects and
@@ -231,24 +342,25 @@ async fn breakdown(relay: &Relay, scale: &Scale) -> Value {
     relay.register(&revoked).await;
     let path = format!("/v1/keys/{}/revoke", revoked.wallet);
     assert_eq!(relay.send_json(reqwest::Method::POST, &path, &revoked.revocation(revoked.sign_key())).await.0, 200);
-    let bad_sig: Arc<Vec<Value>> = Arc::new(
+    let bad_sig: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..n)
             .map(|i| {
                 let mut env = anonymous_envelope(&room, format!("x{i}").as_bytes());
                 env["body"] = json!("eHl6");
-                env
+                env.to_string().into_bytes()
             })
             .collect(),
     );
-    let revoked_key: Arc<Vec<Value>> =
-        Arc::new((0..n).map(|i| revoked.envelope(&room, format!("y{i}").as_bytes())).collect());
+    let revoked_key: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..n).map(|i| revoked.envelope(&room, format!("y{i}").as_bytes()).to_string().into_bytes()).collect(),
+    );
     let floor_rate = floor(relay, scale).await["rate_per_s"].as_f64().unwrap();
     let mut rates = Vec::new();
     for (envelopes, want) in [(bad_sig, 401u16), (revoked_key, 403)] {
         let url = relay.url("/v1/messages");
         let (elapsed, _, statuses) = load(scale.concurrency, n, move |_, i, client| {
             let (url, envelopes) = (url.clone(), envelopes.clone());
-            async move { client.post(url).json(&envelopes[i]).send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+            async move { status_of(post_bytes(&client, &url, envelopes[i].clone()).await).await }
         })
         .await;
         assert!(statuses.iter().all(|s| *s == want), "every post stops at the expected check");
@@ -320,35 +432,261 @@ async fn fanout(relay: &Relay, sockets: usize, messages: usize) -> Value {
            "latency": summary(latencies), "lost": lost})
 }
 
-/// Writes `n` messages for `room` straight into the stopped relay's local D1 file
-/// (the documented bulk path: the same SQLite the relay reads, filled in seconds).
-fn seed(state: &std::path::Path, room: &str, n: usize) {
+/// The local SQLite file of each D1 binding: each gets a marker table through
+/// wrangler, then the file that has it is found.
+fn d1_files(state: &std::path::Path, bindings: &[String]) -> HashMap<String, std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for b in bindings {
+        let status = std::process::Command::new(root.join("node_modules/.bin/wrangler"))
+            .current_dir(&root)
+            .env(
+                "PATH",
+                format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()),
+            )
+            .env("WRANGLER_SEND_METRICS", "false")
+            .args(["d1", "execute", b, "--local", "--persist-to"])
+            .arg(state)
+            .args(["--command", &format!("CREATE TABLE IF NOT EXISTS bench_marker_{b} (x)")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("wrangler runs");
+        assert!(status.success(), "marking {b}");
+    }
     let dir = state.join("v3/d1/miniflare-D1DatabaseObject");
-    let db = std::fs::read_dir(&dir)
-        .expect("local D1 directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "sqlite") && !p.ends_with("metadata.sqlite"))
-        .expect("the local D1 database file");
     let script = r#"
-import sqlite3, sys, os, base64
-db, room, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import sqlite3, sys, glob
+for f in glob.glob(sys.argv[1] + "/*.sqlite"):
+    if f.endswith("metadata.sqlite"): continue
+    for (name,) in sqlite3.connect(f).execute("SELECT name FROM sqlite_master WHERE name LIKE 'bench_marker_%'"):
+        print(name[len("bench_marker_"):], f)
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script]).arg(&dir).output().expect("python3 runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(b, f)| (b.to_owned(), f.into())))
+        .collect()
+}
+
+/// Writes messages for each `(address, n)` straight into the stopped relay's local
+/// D1 files: the messages into `shard`, the address into DB's directory (the
+/// documented bulk path: the same SQLite the relay reads, filled in seconds).
+fn seed(files: &HashMap<String, std::path::PathBuf>, shard: &str, addresses: &[(String, usize)]) {
+    let script = r#"
+import sqlite3, sys, os, base64, time
+main, shard_file, shard = sys.argv[1], sys.argv[2], sys.argv[3]
+pairs = [(a.split(":")[0], int(a.split(":")[1])) for a in sys.argv[4:]]
 b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-con = sqlite3.connect(db)
-con.execute("INSERT INTO addresses (address) VALUES (?) ON CONFLICT DO NOTHING", (room,))
-base = 1_700_000_000_000
-rows = ((room, i, os.urandom(32).hex(), base + i, base + i, None, b64(os.urandom(32)), b64(os.urandom(96)), b64(os.urandom(64)))
-        for i in range(1, n + 1))
-con.executemany("INSERT INTO messages (address, seq, id, received_at, ts, sender, key, body, sig) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+d = sqlite3.connect(main)
+d.executemany("INSERT INTO directory (address, shard) VALUES (?, ?) ON CONFLICT DO NOTHING", [(a, shard) for a, _ in pairs])
+d.commit()
+con = sqlite3.connect(shard_file)
+base = int(time.time() * 1000) - 86_400_000
+def rows():
+    for address, n in pairs:
+        for i in range(1, n + 1):
+            yield (address, i, os.urandom(32).hex(), base + i, base + i, None, b64(os.urandom(32)), b64(os.urandom(96)), b64(os.urandom(64)))
+con.executemany("INSERT INTO messages (address, seq, id, received_at, ts, sender, key, body, sig) VALUES (?,?,?,?,?,?,?,?,?)", rows())
 con.commit()
 "#;
     let status = std::process::Command::new("python3")
         .args(["-c", script])
-        .arg(&db)
-        .arg(room)
-        .arg(n.to_string())
+        .arg(&files["DB"])
+        .arg(&files[shard])
+        .arg(shard)
+        .args(addresses.iter().map(|(a, n)| format!("{a}:{n}")))
         .status()
         .expect("python3 runs");
-    assert!(status.success(), "seeding {n} messages");
+    assert!(status.success(), "seeding {shard}");
+}
+
+/// What a message costs over its whole life: rows written to store it (measured
+/// by ingest) and to delete it (here: messages aged past retention, then the cron).
+async fn lifetime(relay: &Relay, scale: &Scale) -> Value {
+    let rooms: Vec<String> = (0..10).map(|_| random_room()).collect();
+    let n = scale.lifetime_messages;
+    let before = metrics(relay).await;
+    for i in 0..n {
+        let (status, _) = relay.post(&anonymous_envelope(&rooms[i % rooms.len()], format!("l{i}").as_bytes())).await;
+        assert_eq!(status, 201);
+    }
+    let posted = metrics(relay).await;
+    let aged = rooms.iter().map(|r| format!("'{r}'")).collect::<Vec<_>>().join(",");
+    let sql = format!("UPDATE messages SET received_at = received_at - 200 * 86400000 WHERE address IN ({aged})");
+    let state = relay.state_dir().to_owned();
+    tokio::task::spawn_blocking({
+        let relay_sql = sql.clone();
+        let bindings = denet_e2e::d1_bindings();
+        move || {
+            for b in bindings {
+                run_wrangler_sql(&state, &b, &relay_sql);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let resp = reqwest::get(relay.url("/__scheduled?cron=17+3+*+*+*")).await.expect("cron");
+    assert_eq!(resp.status().as_u16(), 200);
+    let after = metrics(relay).await;
+    for room in &rooms {
+        assert!(relay.pull_all(&format!("/v1/rooms/{room}/messages"), 500).await.is_empty(), "deleted");
+    }
+    let written =
+        |a: &Value, b: &Value| b["d1_rows_written"].as_u64().unwrap_or(0) - a["d1_rows_written"].as_u64().unwrap_or(0);
+    let (insert, delete) = (written(&before, &posted), written(&posted, &after));
+    let per = |x: u64| (x as f64 / n as f64 * 1000.0).round() / 1000.0;
+    json!({"scenario": "lifetime", "messages": n, "addresses": rooms.len(),
+           "rows_written": {"insert": insert, "retention": delete},
+           "rows_written_per_message": {"insert": per(insert), "retention": per(delete), "lifetime": per(insert + delete)},
+           "per_address_rows": {"directory_at_first_write": 1, "last_seq_when_emptied": 1},
+           "rows_written_per_message_without_per_address_rows": {
+               "insert": per(insert - rooms.len() as u64), "retention": per(delete - rooms.len() as u64)}})
+}
+
+fn run_wrangler_sql(state: &std::path::Path, db: &str, sql: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = std::process::Command::new(root.join("node_modules/.bin/wrangler"))
+        .current_dir(&root)
+        .env(
+            "PATH",
+            format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .env("WRANGLER_SEND_METRICS", "false")
+        .args(["d1", "execute", db, "--local", "--persist-to"])
+        .arg(state)
+        .args(["--command", sql])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("wrangler runs");
+    assert!(status.success(), "{sql}");
+}
+
+/// One step of the growth scenario: both shards filled (through their files) to
+/// `rows` messages each, in addresses of 1000, then the relay restarted and
+/// measured: shard size, what inserting costs, and pull latency.
+async fn growth(
+    mut relay: Relay,
+    files: &HashMap<String, std::path::PathBuf>,
+    from_rows: usize,
+    rows: usize,
+    scale: &Scale,
+) -> (Relay, Value) {
+    let per_address = 1000.min(rows);
+    let add = rows.saturating_sub(from_rows);
+    let fresh =
+        || -> Vec<(String, usize)> { (0..add.div_ceil(per_address)).map(|_| (random_room(), per_address)).collect() };
+    let by_shard = [("SHARD_1", fresh()), ("SHARD_2", fresh())];
+    let probe = by_shard[0].1.first().map(|(a, _)| a.clone()).expect("a seeded address");
+    let files_owned = files.clone();
+    relay = tokio::task::spawn_blocking(move || {
+        relay.stop();
+        for (shard, addresses) in &by_shard {
+            for chunk in addresses.chunks(100) {
+                seed(&files_owned, shard, chunk);
+            }
+        }
+        relay.restart();
+        relay
+    })
+    .await
+    .unwrap();
+    let size = |name: &str| {
+        let f = &files[name];
+        let wal = f.with_extension("sqlite-wal");
+        std::fs::metadata(f).map(|m| m.len()).unwrap_or(0) + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    };
+    let bytes = size("SHARD_1") + size("SHARD_2");
+    // Inserting: 10 new addresses, 30 messages each, at the ingest concurrency.
+    let rooms: Vec<String> = (0..10).map(|_| random_room()).collect();
+    let n = if scale.growth_rows.len() > 1 { 300 } else { 20 };
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..n)
+            .map(|i| anonymous_envelope(&rooms[i % 10], format!("g{i}").as_bytes()).to_string().into_bytes())
+            .collect(),
+    );
+    let before = metrics(&relay).await;
+    let url = relay.url("/v1/messages");
+    let (elapsed, latencies, statuses) = load(scale.concurrency.min(10), n, move |_, i, client| {
+        let (url, bodies) = (url.clone(), bodies.clone());
+        async move { status_of(post_bytes(&client, &url, bodies[i].clone()).await).await }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    let after = metrics(&relay).await;
+    let written = after["d1_rows_written"].as_u64().unwrap_or(0) - before["d1_rows_written"].as_u64().unwrap_or(0);
+    // Pulling: a page in the middle of a seeded address, by seq and by time.
+    let client = reqwest::Client::new();
+    let (mut by_seq, mut by_time) = (Vec::new(), Vec::new());
+    let mid_time = {
+        let (_, page) = relay.get(&format!("/v1/rooms/{probe}/messages?after={}&limit=1", per_address / 2)).await;
+        page["messages"][0]["received_at"].as_u64().unwrap_or(0)
+    };
+    for _ in 0..scale.pull_samples {
+        for (query, out) in
+            [(format!("after={}", per_address / 2), &mut by_seq), (format!("since={mid_time}"), &mut by_time)]
+        {
+            let t = Instant::now();
+            let page: Value = client
+                .get(relay.url(&format!("/v1/rooms/{probe}/messages?{query}&limit=100")))
+                .send()
+                .await
+                .expect("pull")
+                .json()
+                .await
+                .expect("page");
+            out.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(page["messages"].as_array().map(Vec::len), Some(100.min(per_address / 2)), "{query}");
+        }
+    }
+    let step = json!({"scenario": format!("growth_{rows}"), "rows_per_shard": rows, "shards": 2,
+        "shard_bytes": bytes, "bytes_per_row": (bytes as f64 / (2 * rows) as f64).round(),
+        "insert": {"messages": n, "rate_per_s": (n as f64 / elapsed.as_secs_f64()).round(),
+                   "latency": summary(latencies),
+                   "rows_written_per_message": (written as f64 / n as f64 * 1000.0).round() / 1000.0},
+        "pull_after": summary(by_seq), "pull_since": summary(by_time)});
+    (relay, step)
+}
+
+/// The README's cost table, on paper from this run's measurements and list prices
+/// (USD, 2026): Workers $0.30 per million requests; Durable Objects $0.15 per
+/// million requests; D1 $1.00 per million rows written, $0.001 per million rows
+/// read, $0.75 per GB-month stored, 10 GB per database (filled to 80%).
+fn costs(results: &[Value]) -> Value {
+    let find = |name: &str| results.iter().find(|r| r["scenario"] == name).cloned().unwrap_or(Value::Null);
+    let ingest = find("ingest_100_rooms");
+    let billing = &ingest["billing_per_message"];
+    let life = find("lifetime");
+    let bytes_per_row = results
+        .iter()
+        .filter(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with("growth_")))
+        .filter_map(|r| r["bytes_per_row"].as_f64())
+        .next_back()
+        .unwrap_or(1000.0);
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let (requests, do_requests, reads) =
+        (f(&billing["requests"]), f(&billing["do_requests"]), f(&billing["d1_rows_read"]));
+    let writes = f(&life["rows_written_per_message"]["lifetime"]);
+    let retention_months = 90.0 / 30.0;
+    let per_million = json!({
+        "workers_requests": requests * 0.30,
+        "durable_object_requests": do_requests * 0.15,
+        "d1_rows_written": writes * 1.00,
+        "d1_rows_read": reads * 0.001,
+        "d1_storage": bytes_per_row / 1e9 * 1e6 * 0.75 * retention_months,
+    });
+    let total: f64 = per_million.as_object().unwrap().values().filter_map(Value::as_f64).sum();
+    let rows: Vec<Value> = [1e5, 1e6, 1e7, 1e8]
+        .iter()
+        .map(|per_day| {
+            let stored_gb = per_day * 90.0 * bytes_per_row / 1e9;
+            json!({"messages_per_day": per_day, "stored_gb": (stored_gb * 10.0).round() / 10.0,
+                   "shards": (stored_gb / 8.0).ceil().max(1.0),
+                   "usd_per_month": (per_day * 30.0 / 1e6 * total * 100.0).round() / 100.0})
+        })
+        .collect();
+    json!({"scenario": "costs", "bytes_per_row": bytes_per_row, "usd_per_million_messages": per_million,
+           "usd_per_million_total": (total * 1000.0).round() / 1000.0, "by_volume": rows})
 }
 
 async fn pull(relay: &Relay, room: &str, n: usize, samples: usize) -> Value {
@@ -385,6 +723,37 @@ fn print_table(results: &[Value]) {
         let lat =
             if r["latency"].get("p50_ms").is_some() { r["latency"].clone() } else { r["latency"]["middle"].clone() };
         println!("| {name} | {rate} | {ratio} | {} | {} | {} |", lat["p50_ms"], lat["p99_ms"], lat["max_ms"]);
+    }
+    println!();
+    println!(
+        "| shards x rows | bytes/row | insert/s | insert p50 ms | rows written/msg | pull after p50 ms | pull since p50 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for r in results.iter().filter(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with("growth_"))) {
+        println!(
+            "| 2 x {} | {} | {} | {} | {} | {} | {} |",
+            r["rows_per_shard"],
+            r["bytes_per_row"],
+            r["insert"]["rate_per_s"],
+            r["insert"]["latency"]["p50_ms"],
+            r["insert"]["rows_written_per_message"],
+            r["pull_after"]["p50_ms"],
+            r["pull_since"]["p50_ms"]
+        );
+    }
+    if let Some(c) = results.iter().find(|r| r["scenario"] == "costs") {
+        println!();
+        println!(
+            "| messages/day | stored (90 days) GB | D1 shards | USD/month | (USD per million messages: {}) |",
+            c["usd_per_million_total"]
+        );
+        println!("|---|---|---|---|---|");
+        for row in c["by_volume"].as_array().into_iter().flatten() {
+            println!(
+                "| {} | {} | {} | {} | |",
+                row["messages_per_day"], row["stored_gb"], row["shards"], row["usd_per_month"]
+            );
+        }
     }
     if let Some(b) = results.iter().find(|r| r["scenario"] == "breakdown") {
         println!();

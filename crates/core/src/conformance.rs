@@ -142,7 +142,9 @@ impl<S: Store> Case<'_, S> {
         let day = 86_400_000;
         let first = self.commit(&w, &a, vec![self.row(&a, 1, T0)], T0).await[0].clone().map_err(|e| e.to_string())?;
         for k in 0..3 {
-            self.commit(&w, &a, vec![self.row(&a, 10 + k, T0 + day)], T0 + day).await[0].clone().map_err(|e| e.to_string())?;
+            self.commit(&w, &a, vec![self.row(&a, 10 + k, T0 + day)], T0 + day).await[0]
+                .clone()
+                .map_err(|e| e.to_string())?;
         }
         // A day later, after a wake: the recent ids read on waking do not reach the first copy.
         let woken = self.writer(&a);
@@ -157,7 +159,12 @@ impl<S: Store> Case<'_, S> {
         let mut n = 0;
         // The relay clock goes back between batches: received_at must not.
         for now in [T0 + 5_000, T0 + 1_000, T0 + 9_000] {
-            let rows = (0..3).map(|_| { n += 1; self.row(&a, n, now) }).collect();
+            let rows = (0..3)
+                .map(|_| {
+                    n += 1;
+                    self.row(&a, n, now)
+                })
+                .collect();
             for r in self.commit(&w, &a, rows, now).await {
                 r.map_err(|e| e.to_string())?;
             }
@@ -176,7 +183,8 @@ impl<S: Store> Case<'_, S> {
         for (k, now) in [T0, T0, T0 + 100, T0 + 200, T0 + 200].into_iter().enumerate() {
             self.commit(&w, &a, vec![self.row(&a, k as u64, now)], now).await[0].clone().map_err(|e| e.to_string())?;
         }
-        for (since, want) in [(0, 0), (T0, 0), (T0 + 1, 2), (T0 + 100, 2), (T0 + 101, 3), (T0 + 200, 3), (T0 + 201, 5)] {
+        for (since, want) in [(0, 0), (T0, 0), (T0 + 1, 2), (T0 + 100, 2), (T0 + 101, 3), (T0 + 200, 3), (T0 + 201, 5)]
+        {
             let got = self.store.seq_before(&a, since).await.map_err(|e| e.to_string())?;
             ensure!(got == want, "seq before {since}: want {want}, got {got}");
         }
@@ -219,10 +227,14 @@ impl<S: Store> Case<'_, S> {
         let (a, b) = (self.address("retention-a"), self.address("retention-b"));
         let (wa, wb) = (self.writer(&a), self.writer(&b));
         for k in 0..4 {
-            self.commit(&wa, &a, vec![self.row(&a, k, 1_000)], 1_000 + k * 100).await[0].clone().map_err(|e| e.to_string())?;
+            self.commit(&wa, &a, vec![self.row(&a, k, 1_000)], 1_000 + k * 100).await[0]
+                .clone()
+                .map_err(|e| e.to_string())?;
         }
         self.commit(&wb, &b, vec![self.row(&b, 0, 1_000)], 2_000).await[0].clone().map_err(|e| e.to_string())?;
-        self.commit(&wb, &b, vec![self.row(&b, 1, 1_000)], RETENTION_CUTOFF + 5).await[0].clone().map_err(|e| e.to_string())?;
+        self.commit(&wb, &b, vec![self.row(&b, 1, 1_000)], RETENTION_CUTOFF + 5).await[0]
+            .clone()
+            .map_err(|e| e.to_string())?;
         let deleted = self.store.expire(RETENTION_CUTOFF, 2).await.map_err(|e| e.to_string())?;
         ensure!(deleted == 2, "the budget bounds one run: {deleted}");
         let mut total = deleted;
@@ -239,7 +251,8 @@ impl<S: Store> Case<'_, S> {
         ensure!(self.store.after(&a, 0, 10).await == Ok(Vec::new()), "a is emptied");
         // Seq goes on after an emptied address, even for a writer that just woke.
         let woken = self.writer(&a);
-        let next = self.commit(&woken, &a, vec![self.row(&a, 9, T0)], T0).await[0].clone().map_err(|e| e.to_string())?;
+        let next =
+            self.commit(&woken, &a, vec![self.row(&a, 9, T0)], T0).await[0].clone().map_err(|e| e.to_string())?;
         ensure!(next.seq == 5, "seq goes on from 4 after retention, got {}", next.seq);
         Ok(())
     }
@@ -272,7 +285,10 @@ impl<S: Store> Case<'_, S> {
         ensure!(!self.store.put_bundle(&self.bundle(&wallet, 16, T0 + 1_000), 16, T0).await.map_err(err)?, "a 17th");
         let again = self.bundle(&wallet, 3, T0 + 1_000);
         self.store.revoke(&again.sign_key, T0, "0xrev").await.map_err(err)?;
-        ensure!(self.store.put_bundle(&self.bundle(&wallet, 16, T0 + 1_000), 16, T0).await.map_err(err)?, "after a revoke");
+        ensure!(
+            self.store.put_bundle(&self.bundle(&wallet, 16, T0 + 1_000), 16, T0).await.map_err(err)?,
+            "after a revoke"
+        );
         ensure!(!self.store.put_bundle(&again, 16, T0).await.map_err(err)?, "a stored key is not stored again");
         let all = self.store.bundles_of(&wallet).await.map_err(err)?;
         ensure!(all.len() == 18, "every bundle is listed, got {}", all.len());

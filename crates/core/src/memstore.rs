@@ -158,8 +158,12 @@ impl Store for MemStore {
     async fn expire_bundles(&self, cutoff: u64, budget: u64) -> StoreResult<u64> {
         self.up()?;
         let mut bundles = self.bundles.borrow_mut();
-        let due: Vec<String> =
-            bundles.values().filter(|b| b.expires_at < cutoff).take(budget as usize).map(|b| b.sign_key.clone()).collect();
+        let due: Vec<String> = bundles
+            .values()
+            .filter(|b| b.expires_at < cutoff)
+            .take(budget as usize)
+            .map(|b| b.sign_key.clone())
+            .collect();
         for key in &due {
             bundles.remove(key);
         }

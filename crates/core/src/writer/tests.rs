@@ -29,7 +29,9 @@ fn row(n: u64, ts: u64) -> MessageRow {
 
 /// Runs effects against `store` until the writer is idle; returns the answers
 /// and how many lookups (Check effects) it asked for.
-fn run(w: &mut Writer<()>, store: &MemStore) -> (Vec<(u64, Result<Committed, StoreError>)>, usize) {
+type Answers = Vec<(u64, Result<Committed, StoreError>)>;
+
+fn run(w: &mut Writer<()>, store: &MemStore) -> (Answers, usize) {
     let (mut answers, mut checks) = (Vec::new(), 0);
     while let Some(effect) = w.poll() {
         let input = match effect {
