@@ -2,7 +2,7 @@
 // Objects) on a free port with a fresh state directory, as the Rust e2e harness
 // does, for the SDK and browser tests. `stop()` ends wrangler's process group.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -36,8 +36,12 @@ const UNTHROTTLED = {
 
 export async function startRelay(vars = {}) {
   const state = mkdtempSync(join(tmpdir(), "denet-sdk-"));
-  const migrate = spawnSync(join(bin, "wrangler"), ["d1", "migrations", "apply", "DB", "--local", "--persist-to", state], { cwd: root, env, stdio: "ignore" });
-  if (migrate.status !== 0) throw new Error("d1 migrations failed");
+  // DB and every message shard of wrangler.toml (README "Storage").
+  const bindings = [...readFileSync(join(root, "wrangler.toml"), "utf8").matchAll(/^binding = "(DB|SHARD_\w+)"$/gm)].map((m) => m[1]);
+  for (const db of bindings) {
+    const migrate = spawnSync(join(bin, "wrangler"), ["d1", "migrations", "apply", db, "--local", "--persist-to", state], { cwd: root, env, stdio: "ignore" });
+    if (migrate.status !== 0) throw new Error(`d1 migrations of ${db} failed`);
+  }
   const port = await freePort();
   const relay = { base: `http://127.0.0.1:${port}`, port, state, child: null, log: "" };
   relay.start = async () => {

@@ -12,6 +12,7 @@
 //! Results go to `bench/results/latest.json` with two SVG charts beside it.
 
 mod chart;
+mod raw;
 mod scenarios;
 
 use serde_json::{Value, json};
