@@ -223,17 +223,7 @@ impl<'e> D1Store<'e> {
                 last_seq: u64,
                 last_received_at: u64,
             }
-            let seen: Vec<Seen> = db
-                .prepare(walk)
-                .bind(&[text(&cursor), num(WALK)])
-                .map_err(failed)?
-                .all()
-                .await
-                .and_then(|r| {
-                    metrics::d1(&r);
-                    r.results()
-                })
-                .map_err(failed)?;
+            let seen: Vec<Seen> = all_rows(db.prepare(walk).bind(&[text(&cursor), num(WALK)])).await?;
             let Some(end) = seen.last().map(|s| s.address.clone()) else { break };
             // Plan the deletes within the budget: each address's due prefix, cut short
             // where the budget ends (the next run goes on from there).
@@ -316,6 +306,13 @@ impl<'e> D1Store<'e> {
             .map_err(failed)?;
         Ok(row.map_or(0, |r| r.seq))
     }
+}
+
+/// Every row of one statement (counting the query).
+async fn all_rows<T: for<'a> Deserialize<'a>>(statement: Result<D1PreparedStatement>) -> StoreResult<Vec<T>> {
+    let result = statement.map_err(failed)?.all().await.map_err(failed)?;
+    metrics::d1(&result);
+    result.results().map_err(failed)
 }
 
 fn remember(address: &Address, p: &Placement) {
@@ -421,18 +418,13 @@ impl Store for D1Store<'_> {
 
     async fn after(&self, address: &Address, after: u64, limit: u64) -> StoreResult<Vec<MessageRow>> {
         let Some((db, _)) = self.db_of(address).await? else { return Ok(Vec::new()) };
-        db.prepare(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE address = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-        ))
-        .bind(&[text(address.as_str()), num(after), num(limit)])
-        .map_err(failed)?
-        .all()
+        all_rows(
+            db.prepare(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE address = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            ))
+            .bind(&[text(address.as_str()), num(after), num(limit)]),
+        )
         .await
-        .and_then(|r| {
-            metrics::d1(&r);
-            r.results()
-        })
-        .map_err(failed)
     }
 
     async fn seq_before(&self, address: &Address, t: u64) -> StoreResult<u64> {
@@ -440,15 +432,26 @@ impl Store for D1Store<'_> {
         self.cut(&db, address, t).await
     }
 
+    /// Every configured shard in turn; one that fails is logged and skipped (the
+    /// others are still swept, it is tried again next run).
     async fn expire(&self, cutoff: u64, budget: u64) -> StoreResult<u64> {
-        let mut deleted = 0;
+        let (mut deleted, mut failure) = (0, None);
         for shard in &self.shards.all {
-            deleted += self.expire_shard(&shard.name, cutoff, budget - deleted).await?;
+            match self.expire_shard(&shard.name, cutoff, budget - deleted).await {
+                Ok(n) => deleted += n,
+                Err(e) => {
+                    worker::console_error!("retention of shard {} failed: {e}", shard.name);
+                    failure = Some(e);
+                }
+            }
             if deleted >= budget {
-                break;
+                return Ok(deleted);
             }
         }
-        Ok(deleted)
+        match failure {
+            Some(e) if deleted == 0 => Err(e),
+            _ => Ok(deleted),
+        }
     }
 
     async fn put_bundle(&self, row: &BundleRow, max_active: usize, now: u64) -> StoreResult<bool> {

@@ -1,12 +1,17 @@
 //! `denet-bench`: measures a local relay (the real Worker under wrangler, fresh
 //! state) and prints one JSON line and one table row per scenario:
 //!
-//! - `floor`: `GET /v1/health` at the ingest concurrency — the platform's own cost;
+//! - `floor`: `GET /v1/health` at the ingest concurrency — the platform's own cost —
+//!   and `floor_wrk`, the same measured by Debian's `wrk` when installed (every load
+//!   scenario reports the generator's `client_cpu_share`; see `raw.rs`);
 //! - `ingest` (one room, 100 rooms): committed messages/s and latency, and the
 //!   ratio to the floor;
 //! - `fanout` (10, 100, 500 sockets): post → delivery latency at 50 msgs/s;
 //! - `pull` (10^3, 10^4, 10^5 messages): `limit=100` pages at start, middle, end;
-//! - `billing`: D1 rows, D1 queries, Durable Object requests per message.
+//! - `billing`: D1 rows, D1 queries, Durable Object requests per message;
+//! - `lifetime`: D1 rows written per message to store it and to delete it;
+//! - `growth`: two shards filled to 10^4, 10^5, 10^6 rows: size, insert, pulls;
+//! - `costs`: cost per million messages and by volume, from the above.
 //!
 //! Every scenario checks zero loss. `--quick` runs tiny counts (a smoke test).
 //! Results go to `bench/results/latest.json` with two SVG charts beside it.

@@ -455,23 +455,8 @@ fn d1_bindings() -> Vec<String> {
 /// The local SQLite file of each D1 binding: each gets a marker table through
 /// wrangler, then the file that has it is found.
 fn d1_files(state: &std::path::Path, bindings: &[String]) -> HashMap<String, std::path::PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for b in bindings {
-        let status = std::process::Command::new(root.join("node_modules/.bin/wrangler"))
-            .current_dir(&root)
-            .env(
-                "PATH",
-                format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()),
-            )
-            .env("WRANGLER_SEND_METRICS", "false")
-            .args(["d1", "execute", b, "--local", "--persist-to"])
-            .arg(state)
-            .args(["--command", &format!("CREATE TABLE IF NOT EXISTS bench_marker_{b} (x)")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("wrangler runs");
-        assert!(status.success(), "marking {b}");
+        run_wrangler_sql(state, b, &format!("CREATE TABLE IF NOT EXISTS bench_marker_{b} (x)"));
     }
     let dir = state.join("v3/d1/miniflare-D1DatabaseObject");
     let script = r#"
