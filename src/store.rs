@@ -38,7 +38,7 @@ pub struct D1Store<'e> {
 }
 
 /// The directory's row of an address.
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize)]
 struct Placement {
     shard: String,
     /// The last seq given out when retention emptied the address (0 if never).
@@ -47,8 +47,9 @@ struct Placement {
 }
 
 thread_local! {
-    /// Address → shard, per isolate: a placement never changes once made.
-    static PLACEMENTS: RefCell<HashMap<String, Placement>> = RefCell::new(HashMap::new());
+    /// Address → shard, per isolate: a placement never changes once made (its
+    /// counter does, so only the shard is kept).
+    static PLACEMENTS: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
 }
 const PLACEMENTS_MAX: usize = 100_000;
 
@@ -135,14 +136,13 @@ impl<'e> D1Store<'e> {
         })
     }
 
-    /// Where `address` lives, if it was ever written. The shard is taken from the
-    /// isolate's cache; its counter (`last_seq`) is only trusted from a fresh read
-    /// ([`D1Store::placement_fresh`]).
-    async fn placement(&self, address: &Address) -> StoreResult<Option<Placement>> {
-        if let Some(p) = PLACEMENTS.with(|m| m.borrow().get(address.as_str()).cloned()) {
-            return Ok(Some(p));
+    /// The shard of `address`, if it was ever written: from the isolate's cache,
+    /// else from the directory.
+    async fn shard_of(&self, address: &Address) -> StoreResult<Option<String>> {
+        if let Some(shard) = PLACEMENTS.with(|m| m.borrow().get(address.as_str()).cloned()) {
+            return Ok(Some(shard));
         }
-        self.placement_fresh(address).await
+        Ok(self.placement_fresh(address).await?.map(|p| p.shard))
     }
 
     /// The directory row of `address`, read now (the retention job may have set
@@ -158,15 +158,15 @@ impl<'e> D1Store<'e> {
             .and_then(first::<Placement>)
             .map_err(failed)?;
         if let Some(p) = &row {
-            remember(address, p);
+            remember(address, &p.shard);
         }
         Ok(row)
     }
 
-    /// Where `address` lives, placing it on an open shard if it is new.
-    async fn place(&self, address: &Address) -> StoreResult<Placement> {
-        if let Some(p) = self.placement(address).await? {
-            return Ok(p);
+    /// The shard of `address`, placing it on an open shard if it is new.
+    async fn place(&self, address: &Address) -> StoreResult<String> {
+        if let Some(shard) = self.shard_of(address).await? {
+            return Ok(shard);
         }
         let db = self.main()?;
         let shard = self.shards.assign(address.as_str());
@@ -175,22 +175,28 @@ impl<'e> D1Store<'e> {
             .bind(&[text(address.as_str()), text(shard)])
             .map_err(failed)?;
         let read = db
-            .prepare("SELECT shard, last_seq, last_received_at FROM directory WHERE address = ?1")
+            .prepare("SELECT shard FROM directory WHERE address = ?1")
             .bind(&[text(address.as_str())])
             .map_err(failed)?;
         let results = db.batch(vec![insert, read]).await.map_err(failed)?;
         results.iter().for_each(metrics::d1);
-        let placed = results.last().map(|r| r.results::<Placement>()).transpose().map_err(failed)?;
-        let p =
-            placed.and_then(|rows| rows.into_iter().next()).ok_or_else(|| StoreError::Failed("no placement".into()))?;
-        remember(address, &p);
-        Ok(p)
+        #[derive(Deserialize)]
+        struct Placed {
+            shard: String,
+        }
+        let placed = results.last().map(|r| r.results::<Placed>()).transpose().map_err(failed)?;
+        let shard = placed
+            .and_then(|rows| rows.into_iter().next())
+            .ok_or_else(|| StoreError::Failed("no placement".into()))?
+            .shard;
+        remember(address, &shard);
+        Ok(shard)
     }
 
     /// The shard database of an address already placed, or `None` if it never was.
-    async fn db_of(&self, address: &Address) -> StoreResult<Option<(D1Database, Placement)>> {
-        match self.placement(address).await? {
-            Some(p) => Ok(Some((self.shard(&p.shard)?, p))),
+    async fn db_of(&self, address: &Address) -> StoreResult<Option<D1Database>> {
+        match self.shard_of(address).await? {
+            Some(shard) => Ok(Some(self.shard(&shard)?)),
             None => Ok(None),
         }
     }
@@ -315,13 +321,13 @@ async fn all_rows<T: for<'a> Deserialize<'a>>(statement: Result<D1PreparedStatem
     result.results().map_err(failed)
 }
 
-fn remember(address: &Address, p: &Placement) {
+fn remember(address: &Address, shard: &str) {
     PLACEMENTS.with(|m| {
         let mut m = m.borrow_mut();
         if m.len() >= PLACEMENTS_MAX {
             m.clear();
         }
-        m.insert(address.as_str().to_owned(), p.clone());
+        m.insert(address.as_str().to_owned(), shard.to_owned());
     });
 }
 
@@ -336,22 +342,29 @@ impl Store for D1Store<'_> {
             .prepare("SELECT seq, received_at FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1")
             .bind(&[text(address.as_str())])
             .map_err(failed)?;
-        let recent = db
-            .prepare(format!(
-                "{CUT} SELECT id, seq, received_at FROM messages
-                 WHERE address = ?1 AND seq > (SELECT seq FROM cut) ORDER BY seq DESC LIMIT ?3"
-            ))
-            .bind(&[text(address.as_str()), num(from), num(limit as u64 + 1)])
-            .map_err(failed)?;
-        let results = db.batch(vec![newest, recent]).await.map_err(failed)?;
+        let mut statements = vec![newest];
+        if limit > 0 {
+            statements.push(
+                db.prepare(format!(
+                    "{CUT} SELECT id, seq, received_at FROM messages
+                     WHERE address = ?1 AND seq > (SELECT seq FROM cut) ORDER BY seq DESC LIMIT ?3"
+                ))
+                .bind(&[text(address.as_str()), num(from), num(limit as u64 + 1)])
+                .map_err(failed)?,
+            );
+        }
+        let results = db.batch(statements).await.map_err(failed)?;
         results.iter().for_each(metrics::d1);
         let newest = results[0].results::<SeqAt>().map_err(failed)?.into_iter().next();
-        let mut recent: Vec<(String, Stored)> = results[1]
-            .results::<IdAt>()
-            .map_err(failed)?
-            .into_iter()
-            .map(|r| (r.id, Stored { seq: r.seq, received_at: r.received_at }))
-            .collect();
+        let mut recent: Vec<(String, Stored)> = match results.get(1) {
+            Some(r) => r
+                .results::<IdAt>()
+                .map_err(failed)?
+                .into_iter()
+                .map(|r| (r.id, Stored { seq: r.seq, received_at: r.received_at }))
+                .collect(),
+            None => Vec::new(),
+        };
         let complete = recent.len() <= limit;
         recent.truncate(limit);
         let last = match newest {
@@ -362,7 +375,7 @@ impl Store for D1Store<'_> {
     }
 
     async fn find(&self, address: &Address, id: &str, from: u64) -> StoreResult<Option<Stored>> {
-        let Some((db, _)) = self.db_of(address).await? else { return Ok(None) };
+        let Some(db) = self.db_of(address).await? else { return Ok(None) };
         let row = db
             .prepare(format!(
                 "{CUT} SELECT seq, received_at FROM messages
@@ -378,8 +391,7 @@ impl Store for D1Store<'_> {
     }
 
     async fn insert(&self, address: &Address, rows: &[MessageRow]) -> StoreResult<()> {
-        let p = self.place(address).await?;
-        let db = self.shard(&p.shard)?;
+        let db = self.shard(&self.place(address).await?)?;
         let mut statements = Vec::new();
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut values = Vec::with_capacity(chunk.len());
@@ -417,7 +429,7 @@ impl Store for D1Store<'_> {
     }
 
     async fn after(&self, address: &Address, after: u64, limit: u64) -> StoreResult<Vec<MessageRow>> {
-        let Some((db, _)) = self.db_of(address).await? else { return Ok(Vec::new()) };
+        let Some(db) = self.db_of(address).await? else { return Ok(Vec::new()) };
         all_rows(
             db.prepare(format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE address = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
@@ -428,7 +440,7 @@ impl Store for D1Store<'_> {
     }
 
     async fn seq_before(&self, address: &Address, t: u64) -> StoreResult<u64> {
-        let Some((db, _)) = self.db_of(address).await? else { return Ok(0) };
+        let Some(db) = self.db_of(address).await? else { return Ok(0) };
         self.cut(&db, address, t).await
     }
 

@@ -71,9 +71,12 @@ impl Room {
             self.alarm_by(at, now).await?;
         }
         let messages = D1Store::new(&self.env, &config);
-        let mut cursor = match after {
-            Some(after) => after,
-            None => messages.tail(address, u64::MAX, 0).await?.last.seq,
+        // Without `after`: from the address's last seq, the writer's if it is awake.
+        let awake = self.writer.get().and_then(|w| w.borrow().last_seq());
+        let mut cursor = match (after, awake) {
+            (Some(after), _) => after,
+            (None, Some(last)) => last,
+            (None, None) => messages.tail(address, u64::MAX, 0).await?.last.seq,
         };
         let replaying = after.is_some();
         loop {

@@ -121,7 +121,10 @@ pub struct Writer<P> {
     /// The received_at of the first id of `recent`'s current generation.
     generation_from: Option<u64>,
     queue: Vec<Post<P>>,
+    /// The batch being decided (loads and lookups under way).
     batch: Option<Batch<P>>,
+    /// Whether a decided batch is being forwarded and committed.
+    committing: bool,
     effects: VecDeque<Effect<P>>,
 }
 
@@ -147,6 +150,7 @@ impl<P> Writer<P> {
             generation_from: None,
             queue: Vec::new(),
             batch: None,
+            committing: false,
             effects: VecDeque::new(),
         }
     }
@@ -158,7 +162,12 @@ impl<P> Writer<P> {
 
     /// Whether a batch is being committed (then `flush` waits for it to end).
     pub fn busy(&self) -> bool {
-        self.batch.is_some()
+        self.batch.is_some() || self.committing
+    }
+
+    /// The last seq committed at the address, once the writer has read it.
+    pub fn last_seq(&self) -> Option<u64> {
+        (self.phase == Phase::Ready).then_some(self.last.seq)
     }
 
     /// Where a copy of an envelope with `id` and `ts` could be stored: `None` when
@@ -172,7 +181,7 @@ impl<P> Writer<P> {
 
     /// Starts a group commit of everything queued, at relay time `now`.
     pub fn flush(&mut self, now: u64) {
-        if self.batch.is_some() || self.queue.is_empty() {
+        if self.busy() || self.queue.is_empty() {
             return;
         }
         let posts = std::mem::take(&mut self.queue);
@@ -319,13 +328,13 @@ impl<P> Writer<P> {
         if entries.is_empty() {
             return;
         }
-        // Still busy until the commit's outcome comes back.
-        self.batch = Some(Batch { posts: Vec::new(), verdicts: Vec::new(), failure: None, now: received_at });
+        // Busy until the commit's outcome comes back.
+        self.committing = true;
         self.effects.push_back(Effect::Forward(entries));
     }
 
     fn committed(&mut self, entries: Vec<Entry<P>>) {
-        self.batch = None;
+        self.committing = false;
         let any = !entries.is_empty();
         for entry in entries {
             self.remember(&entry.row.id, entry.row.received_at);
@@ -343,7 +352,7 @@ impl<P> Writer<P> {
     }
 
     fn fail_entries(&mut self, entries: Vec<Entry<P>>, cause: StoreError) {
-        self.batch = None;
+        self.committing = false;
         for token in entries.iter().flat_map(|e| e.tokens.iter()) {
             self.effects.push_back(Effect::Answer { token: *token, result: Err(cause.clone()) });
         }

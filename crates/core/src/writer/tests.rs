@@ -27,11 +27,21 @@ fn row(n: u64, ts: u64) -> MessageRow {
     }
 }
 
-/// Runs effects against `store` until the writer is idle; returns the answers
-/// and how many lookups (Check effects) it asked for.
 type Answers = Vec<(u64, Result<Committed, StoreError>)>;
 
+/// Runs effects against `store` until the writer is idle; returns the answers
+/// and how many lookups (Check effects) it asked for.
 fn run(w: &mut Writer<()>, store: &MemStore) -> (Answers, usize) {
+    run_with(w, store, |_| Ok(()), |rows| block_on(store.insert(&room(), rows)))
+}
+
+/// [`run`] with the outcome of each forward and each commit chosen by the test.
+fn run_with(
+    w: &mut Writer<()>,
+    store: &MemStore,
+    forward: impl Fn(&[Entry<()>]) -> Result<(), String>,
+    mut commit: impl FnMut(&[MessageRow]) -> Result<(), StoreError>,
+) -> (Answers, usize) {
     let (mut answers, mut checks) = (Vec::new(), 0);
     while let Some(effect) = w.poll() {
         let input = match effect {
@@ -40,10 +50,13 @@ fn run(w: &mut Writer<()>, store: &MemStore) -> (Answers, usize) {
                 checks += 1;
                 Input::Checked { token, result: block_on(store.find(&room(), &id, from)) }
             }
-            Effect::Forward(entries) => Input::Forwarded { entries, result: Ok(()) },
+            Effect::Forward(entries) => {
+                let result = forward(&entries);
+                Input::Forwarded { entries, result }
+            }
             Effect::Commit(entries) => {
                 let rows: Vec<MessageRow> = entries.iter().map(|e| e.row.clone()).collect();
-                Input::Committed { entries, result: block_on(store.insert(&room(), &rows)) }
+                Input::Committed { entries, result: commit(&rows) }
             }
             Effect::Answer { token, result } => {
                 answers.push((token, result));
@@ -147,16 +160,13 @@ fn a_failed_forward_commits_nothing() {
     let mut w = Writer::new(&room(), SKEW);
     post(&mut w, 1, row(1, T0));
     w.flush(T0);
-    let mut answers = Vec::new();
-    while let Some(effect) = w.poll() {
-        match effect {
-            Effect::Load { from, limit } => w.handle(Input::Loaded(block_on(store.tail(&room(), from, limit)))),
-            Effect::Forward(entries) => w.handle(Input::Forwarded { entries, result: Err("outbox down".into()) }),
-            Effect::Commit(_) => panic!("nothing is committed when the forward fails"),
-            Effect::Answer { result, .. } => answers.push(result),
-            _ => {}
-        }
-    }
+    let (answers, _) = run_with(
+        &mut w,
+        &store,
+        |_| Err("outbox down".into()),
+        |_| panic!("nothing is committed when the forward fails"),
+    );
+    let answers: Vec<_> = answers.into_iter().map(|(_, a)| a).collect();
     assert_eq!(answers, vec![Err(StoreError::Failed("outbox down".into()))]);
     assert!(store.rows(&room()).is_empty());
 }
@@ -167,21 +177,17 @@ fn a_commit_whose_answer_was_lost_does_not_reuse_its_seq() {
     let mut w = Writer::new(&room(), SKEW);
     post(&mut w, 1, row(1, T0));
     w.flush(T0);
-    let mut answers = Vec::new();
-    while let Some(effect) = w.poll() {
-        match effect {
-            Effect::Load { from, limit } => w.handle(Input::Loaded(block_on(store.tail(&room(), from, limit)))),
-            Effect::Forward(entries) => w.handle(Input::Forwarded { entries, result: Ok(()) }),
-            Effect::Commit(entries) => {
-                // Written, but the answer is lost on the way back.
-                let rows: Vec<MessageRow> = entries.iter().map(|e| e.row.clone()).collect();
-                block_on(store.insert(&room(), &rows)).unwrap();
-                w.handle(Input::Committed { entries, result: Err(StoreError::Failed("connection reset".into())) });
-            }
-            Effect::Answer { result, .. } => answers.push(result),
-            _ => {}
-        }
-    }
+    // Written, but the answer is lost on the way back.
+    let (answers, _) = run_with(
+        &mut w,
+        &store,
+        |_| Ok(()),
+        |rows| {
+            block_on(store.insert(&room(), rows)).unwrap();
+            Err(StoreError::Failed("connection reset".into()))
+        },
+    );
+    let answers: Vec<_> = answers.into_iter().map(|(_, a)| a).collect();
     assert!(answers[0].is_err(), "the post is not acknowledged");
     // The client retries, and someone else posts: the store is read again.
     post(&mut w, 2, row(1, T0));
