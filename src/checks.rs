@@ -29,9 +29,8 @@ pub fn require_no_query(req: &Request) -> ApiResult<()> {
 /// request has query parameters (every route with a body takes none).
 pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
     let too_large = || ApiError::from(Error::too_large(format!("request body is over {max_bytes} bytes")));
-    if let Some(len) = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok())
-        && len > max_bytes
-    {
+    let declared = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_bytes) {
         return Err(too_large());
     }
     let media = req.headers().get("content-type")?.unwrap_or_default();
@@ -39,8 +38,14 @@ pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
     if essence != "application/json" {
         return Err(Error::new(ErrorCode::UnsupportedMediaType, "the body must be application/json").into());
     }
-    // Read chunk by chunk so a body without a Content-Length (chunked) is cut off
-    // as soon as it passes the limit, not after it is all in memory.
+    if declared.is_some() {
+        // A declared length within the limit is the body's length (HTTP framing):
+        // one read, not one per chunk.
+        require_no_query(req)?;
+        return parse_json(&req.bytes().await?);
+    }
+    // Without a Content-Length (chunked), read chunk by chunk so the body is cut
+    // off as soon as it passes the limit, not after it is all in memory.
     let Ok(mut stream) = req.stream() else {
         require_no_query(req)?;
         return parse_json(b"");

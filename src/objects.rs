@@ -1,16 +1,23 @@
 //! One convention for calling the three Durable Objects (`Room`, `Limiter`,
 //! `Outbox`): each has a request enum (serde, tagged by `op`) and typed replies;
-//! a request travels as JSON in a POST to its object's stub, and the object
-//! answers a [`Reply`]: `{"ok": …}` or `{"err": {code, message, retry_after}}`.
-//! A refusal keeps its §6 code across the hop; an internal cause is logged in the
-//! object and crosses as a bare `internal`. Only the WebSocket upgrade of a room
-//! goes another way (it must carry the client's upgrade request): `room::open_socket`.
+//! a request travels as a JSON string in one RPC call, `rpc(request)`, to its
+//! object's stub, and the object answers a JSON [`Reply`]: `{"ok": …}` or
+//! `{"err": {code, message, retry_after}}`. A refusal keeps its §6 code across the
+//! hop; an internal cause is logged in the object and crosses as a bare
+//! `internal`. RPC rather than `fetch` because a call then builds no Request,
+//! Response, headers or body streams on either side (about a tenth of a post's
+//! CPU locally). The runtime offers RPC only to classes that extend
+//! `DurableObject`: `worker/entry.mjs` wraps each Rust object in one. Only the
+//! WebSocket upgrade of a room goes by `fetch` (it must carry the client's
+//! upgrade request): `room::open_socket`.
 
 use crate::http::{ApiError, ApiResult};
 use denet_core::{Error, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use worker::{Method, Request, RequestInit, Response, Stub};
+use worker::Stub;
+use worker::js_sys::{self, futures::JsFuture};
+use worker::wasm_bindgen::{self, JsValue, prelude::wasm_bindgen};
 
 /// An object's answer to one request.
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -45,25 +52,82 @@ impl<T> Reply<T> {
     }
 }
 
-/// Sends `request` to `stub` and reads the typed reply.
-pub async fn call<Q: Serialize, T: DeserializeOwned>(stub: &Stub, request: &Q) -> ApiResult<T> {
+#[wasm_bindgen]
+extern "C" {
+    /// A stub seen as the RPC interface every object offers (`worker/entry.mjs`).
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type ObjectStub;
+
+    #[wasm_bindgen(method, catch)]
+    fn rpc(this: &ObjectStub, request: &str) -> Result<js_sys::Promise, JsValue>;
+}
+
+/// Sends `request` to the object of `stub` and reads the typed reply.
+pub async fn call<Q: Serialize, T: DeserializeOwned>(stub: Stub, request: &Q) -> ApiResult<T> {
     crate::metrics::do_request();
     let body = serde_json::to_string(request).map_err(ApiError::internal)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let mut resp = stub.fetch_with_request(Request::new_with_init("https://object/", &init)?).await?;
-    let reply: Reply<T> = resp.json().await.map_err(|e| ApiError::internal(format!("object reply: {e}")))?;
+    let promise = stub.into_rpc::<ObjectStub>().rpc(&body).map_err(worker::Error::from)?;
+    let text = JsFuture::from(promise).await.map_err(worker::Error::from)?;
+    let text = text.as_string().ok_or_else(|| ApiError::internal("object reply is not a string"))?;
+    let reply: Reply<T> = serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("object reply: {e}")))?;
     reply.into_result()
 }
 
-/// Reads a request sent by [`call`] in an object's `fetch`.
-pub async fn request<Q: DeserializeOwned>(mut req: Request) -> ApiResult<Q> {
-    req.json().await.map_err(|e| ApiError::internal(format!("object request: {e}")))
+/// Reads a request sent by [`call`].
+fn request_of<Q: DeserializeOwned>(text: &str) -> ApiResult<Q> {
+    serde_json::from_str(text).map_err(|e| ApiError::internal(format!("object request: {e}")))
 }
 
 /// The object's answer, as [`call`] reads it.
-pub fn reply<T: Serialize>(result: ApiResult<T>) -> worker::Result<Response> {
-    Response::from_json(&Reply::of(result))
+pub fn reply<T: Serialize>(result: ApiResult<T>) -> String {
+    serde_json::to_string(&Reply::of(result)).unwrap_or_else(|e| {
+        worker::console_error!("object reply: {e}");
+        r#"{"err":{"code":"internal","message":"internal error","retry_after":null}}"#.to_owned()
+    })
+}
+
+/// What an object's `fetch` answers: objects are called by [`call`], not fetched.
+pub fn not_fetched() -> worker::Result<worker::Response> {
+    Ok(ApiError::from(Error::new(ErrorCode::NotFound, "this object is called by RPC")).into_response())
+}
+
+/// The RPC entry of an object, `rpc(request)`, for [`call`]: its
+/// `handle(request, now) -> String` answers.
+#[rustfmt::skip] // rustfmt re-indents the attribute on every run
+macro_rules! rpc_entry {
+    ($object:ty) => {
+        #[::worker::wasm_bindgen::prelude::wasm_bindgen(
+            wasm_bindgen = ::worker::wasm_bindgen,
+            wasm_bindgen_futures = ::worker::wasm_bindgen_futures,
+            js_sys = ::worker::js_sys
+        )]
+        impl $object {
+            pub async fn rpc(
+                &self,
+                request: String,
+            ) -> ::std::result::Result<::worker::wasm_bindgen::JsValue, ::worker::wasm_bindgen::JsValue> {
+                $crate::objects::serve(request, |q, now| self.handle(q, now)).await
+            }
+        }
+    };
+}
+pub(crate) use rpc_entry;
+
+/// Runs an object's RPC handler: the clock read once, the request parsed, the
+/// reply made. (`AssertUnwindSafe` as workers-rs's own exports: a panic aborts
+/// the instance, which `worker/entry.mjs` reports.)
+pub async fn serve<Q, F, Fut>(request: String, handle: F) -> Result<JsValue, JsValue>
+where
+    Q: DeserializeOwned,
+    F: FnOnce(Q, u64) -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let now = crate::checks::now_ms();
+    let reply = match request_of::<Q>(&request) {
+        Ok(q) => std::panic::AssertUnwindSafe(handle(q, now)).await,
+        Err(e) => reply::<()>(Err(e)),
+    };
+    Ok(JsValue::from_str(&reply))
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ pub async fn enqueue(
     let items = Enqueue { kind, hops, from: from.map(str::to_owned), items };
     for peer in &config.peers {
         let request = OutboxRequest::Enqueue { peer: peer.clone(), items: items.clone() };
-        objects::call::<_, ()>(&outbox(env, peer)?, &request).await?;
+        objects::call::<_, ()>(outbox(env, peer)?, &request).await?;
     }
     Ok(())
 }
@@ -92,7 +92,7 @@ fn outbox(env: &Env, peer: &str) -> ApiResult<worker::Stub> {
 pub async fn status(env: &Env, config: &Config) -> ApiResult<Value> {
     let mut peers = Vec::new();
     for peer in &config.peers {
-        let counters: Value = objects::call(&outbox(env, peer)?, &OutboxRequest::Status { peer: peer.clone() }).await?;
+        let counters: Value = objects::call(outbox(env, peer)?, &OutboxRequest::Status { peer: peer.clone() }).await?;
         peers.push(counters);
     }
     Ok(json!({"relay": config.relay_id, "peers": peers}))
@@ -385,27 +385,18 @@ async fn send(peer: &str, path: &str, token: &str, body: &Value) -> std::result:
     Ok((status, resp.json::<Value>().await.ok()))
 }
 
-impl DurableObject for Outbox {
-    fn new(state: State, env: Env) -> Self {
-        let outbox = Outbox { state, env };
-        if let Err(e) = outbox.init_schema() {
-            worker::console_error!("outbox schema: {e}");
-        }
-        outbox
-    }
-
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        let request = match objects::request::<OutboxRequest>(req).await {
-            Ok(request) => request,
-            Err(e) => return objects::reply::<()>(Err(e)),
-        };
+impl Outbox {
+    /// One [`OutboxRequest`], answered as [`objects::call`] reads it.
+    async fn handle(&self, request: OutboxRequest, now: u64) -> String {
         let (OutboxRequest::Enqueue { peer, .. } | OutboxRequest::Status { peer }) = &request;
-        if self.meta("peer").as_deref() != Some(peer.as_str()) {
-            self.set_meta("peer", peer)?;
+        if self.meta("peer").as_deref() != Some(peer.as_str())
+            && let Err(e) = self.set_meta("peer", peer)
+        {
+            return objects::reply::<()>(Err(e.into()));
         }
         match request {
             OutboxRequest::Enqueue { items, .. } => {
-                objects::reply(self.enqueue(items, now_ms()).await.map_err(ApiError::from))
+                objects::reply(self.enqueue(items, now).await.map_err(ApiError::from))
             }
             OutboxRequest::Status { .. } => objects::reply(Ok(json!({
                 "peer": self.meta("peer"),
@@ -417,6 +408,22 @@ impl DurableObject for Outbox {
                 "dead": self.count("dead"),
             }))),
         }
+    }
+}
+
+objects::rpc_entry!(Outbox);
+
+impl DurableObject for Outbox {
+    fn new(state: State, env: Env) -> Self {
+        let outbox = Outbox { state, env };
+        if let Err(e) = outbox.init_schema() {
+            worker::console_error!("outbox schema: {e}");
+        }
+        outbox
+    }
+
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        objects::not_fetched()
     }
 
     async fn alarm(&self) -> Result<Response> {

@@ -55,7 +55,7 @@ async fn take(env: &Env, key: &str, bucket: &str, capacity: u64) -> ApiResult<()
         return Ok(());
     }
     let request = LimiterRequest::Take { bucket: bucket.to_owned(), capacity, want: Leases::want(capacity) };
-    let granted: u64 = objects::call(&limiter(env, key)?, &request).await?;
+    let granted: u64 = objects::call(limiter(env, key)?, &request).await?;
     LEASES.with(|l| l.borrow_mut().granted(&lease_key, granted));
     Ok(())
 }
@@ -86,14 +86,14 @@ pub async fn check_sender(env: &Env, config: &Config, envelope: &Envelope, ip: &
 pub async fn acquire_socket(env: &Env, config: &Config, ip: &str, address: &str) -> ApiResult<()> {
     let request =
         LimiterRequest::Acquire { ip: ip.to_owned(), address: address.to_owned(), max: config.limits.sockets_per_ip };
-    objects::call(&limiter(env, &format!("ip:{ip}"))?, &request).await
+    objects::call(limiter(env, &format!("ip:{ip}"))?, &request).await
 }
 
 /// Gives a socket place back (the socket closed, or its upgrade was refused).
 pub async fn release_socket(env: &Env, ip: &str, address: &str) {
     let request = LimiterRequest::Release { address: address.to_owned() };
     let released: ApiResult<()> = match limiter(env, &format!("ip:{ip}")) {
-        Ok(stub) => objects::call(&stub, &request).await,
+        Ok(stub) => objects::call(stub, &request).await,
         Err(e) => Err(e),
     };
     if let Err(e) = released {
@@ -135,8 +135,7 @@ impl SocketPlaces {
 const SOCKETS: &str = "socket_places";
 
 impl Limiter {
-    async fn handle(&self, request: LimiterRequest) -> Result<Response> {
-        let now = crate::checks::now_ms();
+    async fn handle(&self, request: LimiterRequest, now: u64) -> String {
         match request {
             LimiterRequest::Take { bucket, capacity, want } => {
                 let mut buckets = self.buckets.borrow_mut();
@@ -190,10 +189,9 @@ impl DurableObject for Limiter {
         Limiter { state, env, buckets: RefCell::new(HashMap::new()) }
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        match objects::request::<LimiterRequest>(req).await {
-            Ok(request) => self.handle(request).await,
-            Err(e) => objects::reply::<()>(Err(e)),
-        }
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        objects::not_fetched()
     }
 }
+
+objects::rpc_entry!(Limiter);

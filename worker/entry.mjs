@@ -4,9 +4,43 @@
 // would then answer with its own text error). The panic hook in src/lib.rs calls
 // globalThis.__denet_on_panic, which answers those requests with the
 // PROTOCOL.md §6 `500 internal` JSON instead; the instance is then rebuilt.
-import Relay, { Limiter, Outbox, Room } from "../build/index.js";
+//
+// The Durable Objects answer the Worker by RPC (`rpc(request)`, src/objects.rs),
+// which the runtime offers only to classes that extend DurableObject; the classes
+// wasm-bindgen makes do not, so each is wrapped here in one that does.
+import { DurableObject } from "cloudflare:workers";
+import Relay, * as rust from "../build/index.js";
 
-export { Limiter, Outbox, Room };
+function withRpc(RustObject) {
+  return class extends DurableObject {
+    constructor(ctx, env) {
+      super(ctx, env);
+      this.object = new RustObject(ctx, env);
+    }
+    rpc(request) {
+      return this.object.rpc(request);
+    }
+    fetch(request) {
+      return this.object.fetch(request);
+    }
+    alarm() {
+      return this.object.alarm();
+    }
+    webSocketMessage(ws, message) {
+      return this.object.webSocketMessage(ws, message);
+    }
+    webSocketClose(ws, code, reason, wasClean) {
+      return this.object.webSocketClose(ws, code, reason, wasClean);
+    }
+    webSocketError(ws, error) {
+      return this.object.webSocketError(ws, error);
+    }
+  };
+}
+
+export const Room = withRpc(rust.Room);
+export const Limiter = withRpc(rust.Limiter);
+export const Outbox = withRpc(rust.Outbox);
 
 const INTERNAL = JSON.stringify({ error: { code: "internal", message: "internal error" } });
 const inFlight = new Set();
@@ -18,6 +52,9 @@ globalThis.__denet_on_panic = () => {
 
 export default class extends Relay {
   async fetch(request) {
+    // workers-rs reads `request.cf` into every Request it wraps; the relay never
+    // uses it, and building it costs a tenth of a request's CPU locally.
+    Object.defineProperty(request, "cf", { value: undefined });
     let fail;
     const panicked = new Promise((_, reject) => {
       fail = reject;

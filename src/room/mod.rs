@@ -316,8 +316,8 @@ impl Room {
         self.open_socket(&address, after, opener, now).await
     }
 
-    /// One [`RoomRequest`], answered with its typed reply.
-    async fn handle(&self, request: RoomRequest, now: u64) -> Result<Response> {
+    /// One [`RoomRequest`], answered as [`objects::call`] reads it.
+    async fn handle(&self, request: RoomRequest, now: u64) -> String {
         match request {
             RoomRequest::Commit { address, envelope } => objects::reply(
                 async {
@@ -356,10 +356,7 @@ impl DurableObject for Room {
         if req.path() == "/ws" {
             return Ok(self.open_from_url(&req, now).await.unwrap_or_else(ApiError::into_response));
         }
-        match objects::request::<RoomRequest>(req).await {
-            Ok(request) => self.handle(request, now).await,
-            Err(e) => objects::reply::<()>(Err(e)),
-        }
+        objects::not_fetched()
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
@@ -410,6 +407,8 @@ impl DurableObject for Room {
         Ok(())
     }
 }
+
+objects::rpc_entry!(Room);
 
 /// The writer's effects, carried out by the object: peers' outboxes, sockets,
 /// long-polls and the posts' answers.

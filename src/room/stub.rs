@@ -34,7 +34,7 @@ fn stub(env: &Env, name: &str) -> ApiResult<Stub> {
 /// Commits a checked client post in its address's object.
 pub async fn commit(env: &Env, envelope: &Envelope) -> ApiResult<Ack> {
     let address = envelope.to.as_str().to_owned();
-    objects::call(&stub(env, &address)?, &RoomRequest::Commit { address, envelope: envelope.to_json() }).await
+    objects::call(stub(env, &address)?, &RoomRequest::Commit { address, envelope: envelope.to_json() }).await
 }
 
 /// Hands a relayed envelope to its address's object; returns its §7 result.
@@ -45,26 +45,26 @@ pub async fn relay(env: &Env, address: &Address, envelope: &Value, hops: u64, re
         hops,
         relay: relay.to_owned(),
     };
-    objects::call(&stub(env, address.as_str())?, &request).await
+    objects::call(stub(env, address.as_str())?, &request).await
 }
 
 /// A long-poll, answered by the object when a message arrives or `wait` passes.
 pub async fn pull(env: &Env, address: &Address, query: &str) -> ApiResult<Value> {
     let request = RoomRequest::Pull { address: address.as_str().to_owned(), query: query.to_owned() };
-    objects::call(&stub(env, address.as_str())?, &request).await
+    objects::call(stub(env, address.as_str())?, &request).await
 }
 
 /// Records a verified revocation in the object of its wallet's inbox, which
 /// closes the sockets the key opened before anything else is committed there.
 pub async fn revoke(env: &Env, revocation: &Revocation) -> ApiResult<()> {
     let address = Address::Inbox(revocation.wallet.clone()).as_str().to_owned();
-    objects::call(&stub(env, &address)?, &RoomRequest::Revoke { address, revocation: revocation.to_json() }).await
+    objects::call(stub(env, &address)?, &RoomRequest::Revoke { address, revocation: revocation.to_json() }).await
 }
 
 /// How many sockets of `ip` the object named `address` holds.
 pub async fn sockets_of(env: &Env, address: &str, ip: &str) -> ApiResult<u64> {
     let request = RoomRequest::Sockets { address: address.to_owned(), ip: ip.to_owned() };
-    objects::call(&stub(env, address)?, &request).await
+    objects::call(stub(env, address)?, &request).await
 }
 
 /// Hands a checked WebSocket upgrade to the object of `address`; an inbox socket

@@ -13,7 +13,8 @@
 //! - `growth`: two shards filled to 10^4, 10^5, 10^6 rows: size, insert, pulls;
 //! - `costs`: cost per million messages and by volume, from the above.
 //!
-//! Every scenario checks zero loss. `--quick` runs tiny counts (a smoke test).
+//! Every scenario checks zero loss. `--quick` runs tiny counts (a smoke test);
+//! `--ingest` only the floors and ingest (to `ingest.json`).
 //! Results go to `bench/results/latest.json` with two SVG charts beside it.
 
 mod chart;
@@ -26,22 +27,27 @@ use std::path::PathBuf;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let ingest_only = std::env::args().any(|a| a == "--ingest");
     let out_dir = std::env::args()
         .skip_while(|a| a != "--out")
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results"));
     let scale = if quick { scenarios::Scale::quick() } else { scenarios::Scale::full() };
-    let results = scenarios::run_all(&scale).await;
+    let results = scenarios::run_all(&scale, ingest_only).await;
     let report = json!({
         "machine": machine(),
         "quick": quick,
         "scenarios": results,
     });
     std::fs::create_dir_all(&out_dir).expect("results dir");
-    let name = if quick { "quick.json" } else { "latest.json" };
+    let name = match (quick, ingest_only) {
+        (true, _) => "quick.json",
+        (false, true) => "ingest.json",
+        (false, false) => "latest.json",
+    };
     std::fs::write(out_dir.join(name), serde_json::to_string_pretty(&report).unwrap()).expect("write results");
-    if !quick {
+    if !quick && !ingest_only {
         std::fs::write(out_dir.join("latency.svg"), chart::latency(&results)).expect("write chart");
         std::fs::write(out_dir.join("pull.svg"), chart::pull(&results)).expect("write chart");
     }
