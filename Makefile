@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: setup setup-browser build sdk migrate dev test test-sdk test-browser fmt lint unit wasm e2e bench fuzz clean
+.PHONY: setup setup-browser build sdk migrate dev test test-sdk test-browser fmt lint unit wasm e2e bench bench-ingest fuzz clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen and npm packages if missing
 setup:
@@ -79,6 +79,10 @@ e2e: build
 ## writes bench/results/latest.json, latency.svg and pull.svg
 bench: build
 	cargo run --release -q -p denet-bench
+
+## bench-ingest: only the floors and the two ingest scenarios (~3 min); writes bench/results/ingest.json
+bench-ingest: build
+	cargo run --release -q -p denet-bench -- --ingest
 
 ## fuzz: run each cargo-fuzz target of denet-core for FUZZ_SECONDS (not part of `make test`)
 FUZZ_SECONDS ?= 60

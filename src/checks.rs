@@ -39,10 +39,15 @@ pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
         return Err(Error::new(ErrorCode::UnsupportedMediaType, "the body must be application/json").into());
     }
     if declared.is_some() {
-        // A declared length within the limit is the body's length (HTTP framing):
-        // one read, not one per chunk.
+        // A declared length within the limit is the body's length (HTTP framing; a
+        // request that also says `Transfer-Encoding: chunked` arrives here without
+        // it, tried locally): one read, not one per chunk. Checked again anyway.
         require_no_query(req)?;
-        return parse_json(&req.bytes().await?);
+        let bytes = req.bytes().await?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large());
+        }
+        return parse_json(&bytes);
     }
     // Without a Content-Length (chunked), read chunk by chunk so the body is cut
     // off as soon as it passes the limit, not after it is all in memory.
