@@ -49,6 +49,9 @@ impl Config {
             return Err("invalid configuration: PEERS is set but the PEER_TOKEN secret is not".into());
         }
         let test_routes = var("DENET_TEST_ROUTES").as_deref() == Some("1");
+        if test_routes {
+            crate::metrics::enable();
+        }
         // Unset: the single-database layout (messages in DB), as before shards.
         let shards = denet_core::shards::Shards::parse(&var("MESSAGE_SHARDS").unwrap_or_else(|| "DB".into()))
             .map_err(|e| format!("invalid configuration: [vars] MESSAGE_SHARDS: {e}"))?;

@@ -19,6 +19,14 @@ struct Counters {
 
 thread_local! {
     static COUNTERS: Counters = Counters::default();
+    /// Counting is on only where the counters are served (`DENET_TEST_ROUTES`):
+    /// reading a D1 result's `meta` costs a crossing into JS on every query.
+    static ON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Turns counting on for this isolate (from `Config`, when test routes are served).
+pub fn enable() {
+    ON.with(|on| on.set(true));
 }
 
 fn add(f: impl Fn(&Counters) -> &Cell<u64>, n: u64) {
@@ -42,6 +50,9 @@ pub fn subrequest() {
 
 /// One D1 query (each statement of a batch counts), with its rows.
 pub fn d1(result: &D1Result) {
+    if !ON.with(Cell::get) {
+        return;
+    }
     add(|c| &c.d1_queries, 1);
     if let Ok(Some(meta)) = result.meta() {
         add(|c| &c.d1_rows_read, meta.rows_read.unwrap_or(0) as u64);

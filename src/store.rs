@@ -163,9 +163,12 @@ impl<'e> D1Store<'e> {
         Ok(row)
     }
 
-    /// The shard of `address`, placing it on an open shard if it is new.
+    /// The shard of `address`, placing it on an open shard if it is new. Not in
+    /// the isolate's cache: one batch inserts a placement unless there is one and
+    /// reads what is there, right whether the address was placed or not (a first
+    /// commit comes after `tail` found no placement: no read before it).
     async fn place(&self, address: &Address) -> StoreResult<String> {
-        if let Some(shard) = self.shard_of(address).await? {
+        if let Some(shard) = PLACEMENTS.with(|m| m.borrow().get(address.as_str()).cloned()) {
             return Ok(shard);
         }
         let db = self.main()?;

@@ -173,12 +173,16 @@ pub async fn run_all(scale: &Scale, ingest_only: bool) -> Vec<Value> {
         report(&ingest);
         results.push(ingest);
     }
-    if ingest_only {
-        print_table(&results);
-        tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
-        return results;
+    if !ingest_only {
+        relay = the_other_scenarios(relay, scale, &mut results).await;
     }
+    print_table(&results);
+    tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
+    results
+}
 
+/// Everything after ingest: breakdown, fan-out, lifetime, pulls, growth, costs.
+async fn the_other_scenarios(mut relay: Relay, scale: &Scale, results: &mut Vec<Value>) -> Relay {
     let breakdown = breakdown(&relay, scale).await;
     report(&breakdown);
     results.push(breakdown);
@@ -228,12 +232,10 @@ pub async fn run_all(scale: &Scale, ingest_only: bool) -> Vec<Value> {
         report(&step);
         results.push(step);
     }
-    let costs = costs(&results);
+    let costs = costs(results);
     report(&costs);
     results.push(costs);
-    print_table(&results);
-    tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
-    results
+    relay
 }
 
 async fn metrics(relay: &Relay) -> Value {
