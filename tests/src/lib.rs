@@ -19,6 +19,8 @@ pub struct Relay {
     child: Option<Child>,
     state: tempfile::TempDir,
     vars: Vec<(String, String)>,
+    /// The wrangler configuration, relative to the repository root.
+    config: PathBuf,
 }
 
 /// Process groups to stop when the test binary exits (for the shared relay).
@@ -53,9 +55,16 @@ fn wrangler(root: &Path) -> Command {
     cmd
 }
 
+/// The relay's configuration.
+const RELAY_CONFIG: &str = "wrangler.toml";
+
 /// The D1 bindings of `wrangler.toml`: `DB` and the message shards.
 pub fn d1_bindings() -> Vec<String> {
-    let toml = std::fs::read_to_string(repo_root().join("wrangler.toml")).expect("wrangler.toml");
+    d1_bindings_of(Path::new(RELAY_CONFIG))
+}
+
+fn d1_bindings_of(config: &Path) -> Vec<String> {
+    let toml = std::fs::read_to_string(repo_root().join(config)).expect("a wrangler configuration");
     toml.lines()
         .filter_map(|l| l.strip_prefix("binding = \""))
         .filter_map(|l| l.strip_suffix('"'))
@@ -66,10 +75,16 @@ pub fn d1_bindings() -> Vec<String> {
 
 /// Applies every D1 binding's migrations to the local state in `state`.
 pub fn migrate(state: &Path) {
+    migrate_with(state, Path::new(RELAY_CONFIG));
+}
+
+fn migrate_with(state: &Path, config: &Path) {
     let root = repo_root();
-    for db in d1_bindings() {
+    for db in d1_bindings_of(config) {
         let out = wrangler(&root)
-            .args(["d1", "migrations", "apply", &db, "--local", "--persist-to"])
+            .args(["d1", "migrations", "apply", &db, "--local", "--config"])
+            .arg(config)
+            .arg("--persist-to")
             .arg(state)
             .stdin(Stdio::null())
             .output()
@@ -110,10 +125,17 @@ impl Relay {
     pub fn start_on(port: u16, vars: &[(&str, &str)]) -> Relay {
         let root = repo_root();
         assert!(root.join("build/index.js").exists(), "build/index.js is missing: run `make build` first");
+        Relay::start_config(Path::new(RELAY_CONFIG), port, vars)
+    }
+
+    /// Starts another Worker under the same harness: `config` is its wrangler
+    /// configuration, relative to the repository root (the bench's shape ceiling).
+    pub fn start_config(config: &Path, port: u16, vars: &[(&str, &str)]) -> Relay {
         let state = tempfile::tempdir().expect("a temp dir");
-        migrate(state.path());
+        migrate_with(state.path(), config);
         let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut relay = Relay { base: format!("http://127.0.0.1:{port}"), port, child: None, state, vars };
+        let base = format!("http://127.0.0.1:{port}");
+        let mut relay = Relay { base, port, child: None, state, vars, config: config.to_owned() };
         relay.spawn();
         relay
     }
@@ -130,7 +152,8 @@ impl Relay {
         all.extend_from_slice(vars);
         let vars = all.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let port = free_port();
-        let mut relay = Relay { base: format!("http://127.0.0.1:{port}"), port, child: None, state, vars };
+        let config = PathBuf::from(RELAY_CONFIG);
+        let mut relay = Relay { base: format!("http://127.0.0.1:{port}"), port, child: None, state, vars, config };
         relay.spawn();
         relay
     }
@@ -155,6 +178,8 @@ impl Relay {
             .expect("log file");
         let mut cmd = wrangler(&root);
         cmd.args(["dev", "--ip", "127.0.0.1", "--test-scheduled", "--show-interactive-dev-session=false"])
+            .arg("--config")
+            .arg(&self.config)
             .args(["--port", &self.port.to_string(), "--inspector-port", &free_port().to_string()])
             .arg("--persist-to")
             .arg(self.state.path())

@@ -149,36 +149,87 @@ pub async fn run_all(scale: &Scale, ingest_only: bool) -> Vec<Value> {
     results.push(wrk);
 
     for rooms in [1, scale.many_rooms] {
-        // The local runtime slows as it runs (wrangler's workerd grows by ~20-40 KB
-        // per request, ours or a hello-world Worker's alike), and this machine's
-        // speed drifts by ±15% within minutes (a shared VM): so each ingest runs on
-        // a freshly restarted runtime (same state), and its ratio is taken against
-        // the floor measured just before and just after it.
-        relay = tokio::task::spawn_blocking(move || {
-            relay.restart();
-            relay
-        })
-        .await
-        .unwrap();
-        let floor_before = floor(&relay, scale).await["rate_per_s"].as_f64().unwrap();
-        let before = metrics(&relay).await;
-        let mut ingest = ingest(&relay, scale, rooms).await;
-        let after = metrics(&relay).await;
-        let floor_after = floor(&relay, scale).await["rate_per_s"].as_f64().unwrap();
-        let adjacent_floor = (floor_before + floor_after) / 2.0;
-        let rate = ingest["rate_per_s"].as_f64().unwrap();
-        ingest["adjacent_floor_per_s"] = json!([floor_before.round(), floor_after.round()]);
-        ingest["ratio_to_floor"] = json!((rate / adjacent_floor * 100.0).round() / 100.0);
-        ingest["billing_per_message"] = per_message(&before, &after, scale.ingest_messages);
+        let (next, ingest) = ingest_between_floors(relay, scale, rooms, true).await;
+        relay = next;
         report(&ingest);
         results.push(ingest);
     }
+    // The same load on a Worker of the same shape that does nothing else: what the
+    // platform allows on this machine (bench/skeleton). The relay idles meanwhile.
+    relay = tokio::task::spawn_blocking(move || {
+        relay.stop();
+        relay
+    })
+    .await
+    .unwrap();
+    let ceiling = shape_ceiling(scale, &results).await;
+    results.extend(ceiling);
+    relay = tokio::task::spawn_blocking(move || {
+        relay.restart();
+        relay
+    })
+    .await
+    .unwrap();
     if !ingest_only {
         relay = the_other_scenarios(relay, scale, &mut results).await;
     }
     print_table(&results);
     tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
     results
+}
+
+/// One ingest on a freshly restarted runtime (same state), between two floor runs.
+/// The local runtime slows as it runs (wrangler's workerd grows by ~20-40 KB per
+/// request, ours or a hello-world Worker's alike), and this machine's speed drifts
+/// by ±15% within minutes (a shared VM): so the ratio is taken against the floor
+/// measured just before and just after. `billing`: read the relay's D1 counters.
+async fn ingest_between_floors(mut relay: Relay, scale: &Scale, rooms: usize, billing: bool) -> (Relay, Value) {
+    relay = tokio::task::spawn_blocking(move || {
+        relay.restart();
+        relay
+    })
+    .await
+    .unwrap();
+    let floor_before = floor(&relay, scale).await["rate_per_s"].as_f64().unwrap();
+    let before = if billing { metrics(&relay).await } else { Value::Null };
+    let mut ingest = ingest(&relay, scale, rooms).await;
+    let floor_after = floor(&relay, scale).await["rate_per_s"].as_f64().unwrap();
+    let adjacent_floor = (floor_before + floor_after) / 2.0;
+    let rate = ingest["rate_per_s"].as_f64().unwrap();
+    ingest["adjacent_floor_per_s"] = json!([floor_before.round(), floor_after.round()]);
+    ingest["ratio_to_floor"] = json!((rate / adjacent_floor * 100.0).round() / 100.0);
+    if billing {
+        let after = metrics(&relay).await;
+        ingest["billing_per_message"] = per_message(&before, &after, scale.ingest_messages);
+    }
+    (relay, ingest)
+}
+
+/// The shape's ceiling: `bench/skeleton`, a JavaScript Worker with the relay's shape
+/// (Worker, one RPC to the address's object, one D1 write with group commit) and
+/// none of its checks, under the same load. Each ingest scenario is reported again
+/// as `shape_ceiling_*`, with the relay's ratio beside the skeleton's.
+async fn shape_ceiling(scale: &Scale, relay_results: &[Value]) -> Vec<Value> {
+    let config = std::path::Path::new("bench/skeleton/wrangler.toml");
+    let mut skeleton =
+        tokio::task::spawn_blocking(move || Relay::start_config(config, denet_e2e::free_port(), &[])).await.unwrap();
+    let mut out = Vec::new();
+    for rooms in [1, scale.many_rooms] {
+        let (next, mut ingest) = ingest_between_floors(skeleton, scale, rooms, false).await;
+        skeleton = next;
+        let name = ingest["scenario"].as_str().unwrap().replace("ingest", "shape_ceiling");
+        let relay = relay_results.iter().find(|r| r["scenario"] == ingest["scenario"]);
+        let (ours, ceiling) = (relay.map(|r| r["ratio_to_floor"].as_f64().unwrap()), ingest["ratio_to_floor"].as_f64());
+        ingest["scenario"] = json!(name);
+        ingest["relay_ratio_to_floor"] = json!(ours);
+        if let (Some(ours), Some(ceiling)) = (ours, ceiling) {
+            ingest["relay_share_of_ceiling"] = json!((ours / ceiling * 100.0).round() / 100.0);
+        }
+        report(&ingest);
+        out.push(ingest);
+    }
+    tokio::task::spawn_blocking(move || drop(skeleton)).await.unwrap();
+    out
 }
 
 /// Everything after ingest: breakdown, fan-out, lifetime, pulls, growth, costs.
@@ -345,18 +396,19 @@ async fn ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
     let envelopes: Vec<Value> = (0..scale.ingest_messages)
         .map(|i| users[i % scale.concurrency].envelope(&room_ids[i % rooms], format!("bench {i}").as_bytes()))
         .collect();
-    let ids: Vec<String> = envelopes.iter().map(envelope_id).collect();
+    // Checked by signature, which the relay and the shape's ceiling both return.
+    let sigs: Vec<String> = envelopes.iter().map(|e| e["sig"].as_str().unwrap().to_owned()).collect();
     // Prepared before the clock starts: the generator only writes bytes.
     let requests = posts(relay, envelopes.iter().map(|e| e.to_string().into_bytes()));
     let cpu = Cpu::now();
     let (elapsed, latencies, statuses) = load(relay, scale.concurrency, scale.ingest_messages, requests).await;
     let share = cpu.share_since();
     assert!(statuses.iter().all(|s| *s == 201), "every post committed");
-    let acked: HashSet<String> = ids.into_iter().collect();
+    let acked: HashSet<String> = sigs.into_iter().collect();
     let mut stored = HashSet::new();
     for room in &room_ids {
         for m in relay.pull_all(&format!("/v1/rooms/{room}/messages"), 500).await {
-            stored.insert(m["id"].as_str().unwrap().to_owned());
+            stored.insert(m["sig"].as_str().unwrap().to_owned());
         }
     }
     let lost = acked.difference(&stored).count();
