@@ -193,15 +193,15 @@ async fn ingest_between_floors(mut relay: Relay, scale: &Scale, rooms: usize, bi
     let floor_before = floor(&relay, scale).await["rate_per_s"].as_f64().unwrap();
     let before = if billing { metrics(&relay).await } else { Value::Null };
     let mut ingest = ingest(&relay, scale, rooms).await;
+    if billing {
+        let after = metrics(&relay).await;
+        ingest["billing_per_message"] = per_message(&before, &after, scale.ingest_messages);
+    }
     let floor_after = floor(&relay, scale).await["rate_per_s"].as_f64().unwrap();
     let adjacent_floor = (floor_before + floor_after) / 2.0;
     let rate = ingest["rate_per_s"].as_f64().unwrap();
     ingest["adjacent_floor_per_s"] = json!([floor_before.round(), floor_after.round()]);
     ingest["ratio_to_floor"] = json!((rate / adjacent_floor * 100.0).round() / 100.0);
-    if billing {
-        let after = metrics(&relay).await;
-        ingest["billing_per_message"] = per_message(&before, &after, scale.ingest_messages);
-    }
     (relay, ingest)
 }
 
