@@ -9,50 +9,93 @@ const answer = (status, value) => new Response(JSON.stringify(value), { status, 
 // Most rows in one INSERT (D1 binds at most 100 parameters; 4 per row).
 const ROWS_PER_INSERT = 25;
 
-export class Room extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env);
-    this.seq = null;
+// The INSERT statements of `rows` ({address, seq, received_at, envelope}).
+function inserts(db, rows) {
+  const statements = [];
+  for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) {
+    const chunk = rows.slice(i, i + ROWS_PER_INSERT);
+    const values = chunk.map((_, k) => `(?${4 * k + 1}, ?${4 * k + 2}, ?${4 * k + 3}, ?${4 * k + 4})`);
+    const params = chunk.flatMap((r) => [r.address, r.seq, r.received_at, r.envelope]);
+    statements.push(db.prepare(`INSERT INTO messages VALUES ${values.join(", ")}`).bind(...params));
+  }
+  return statements;
+}
+
+// Runs `write(items)` on everything queued while the last write ran (group commit).
+class GroupCommit {
+  constructor(write) {
+    this.write = write;
     this.queue = [];
     this.flushing = false;
   }
 
-  // Queues the post; one D1 write commits everything queued while the last ran.
-  post(address, envelope) {
+  push(item) {
     return new Promise((resolve, reject) => {
-      this.queue.push({ address, envelope, resolve, reject });
+      this.queue.push({ item, resolve, reject });
       if (!this.flushing) this.flush();
     });
   }
 
   async flush() {
     this.flushing = true;
-    try {
-      if (this.seq === null) {
-        const row = await this.env.DB.prepare("SELECT MAX(seq) AS seq FROM messages WHERE address = ?1")
-          .bind(this.queue[0].address)
-          .first();
-        this.seq = row?.seq ?? 0;
+    while (this.queue.length) {
+      const batch = this.queue.splice(0);
+      try {
+        const answers = await this.write(batch.map((b) => b.item));
+        batch.forEach((b, k) => b.resolve(answers[k]));
+      } catch (e) {
+        batch.forEach((b) => b.reject(e));
       }
-      while (this.queue.length) {
-        const batch = this.queue.splice(0, ROWS_PER_INSERT);
-        const now = Date.now();
-        const rows = batch.map((p, k) => ({ ...p, seq: this.seq + k + 1 }));
-        const values = rows.map((_, k) => `(?${4 * k + 1}, ?${4 * k + 2}, ?${4 * k + 3}, ?${4 * k + 4})`);
-        const params = rows.flatMap((r) => [r.address, r.seq, now, r.envelope]);
-        try {
-          await this.env.DB.prepare(`INSERT INTO messages VALUES ${values.join(", ")}`).bind(...params).run();
-          this.seq += rows.length;
-          rows.forEach((r) => r.resolve({ seq: r.seq, received_at: now }));
-        } catch (e) {
-          rows.forEach((r) => r.reject(e));
-        }
-      }
-    } catch (e) {
-      this.queue.splice(0).forEach((p) => p.reject(e));
-    } finally {
-      this.flushing = false;
     }
+    this.flushing = false;
+  }
+}
+
+export class Room extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    this.seq = null;
+    this.commits = new GroupCommit((posts) => this.commit(posts));
+  }
+
+  post(address, envelope) {
+    return this.commits.push({ address, envelope });
+  }
+
+  // One D1 batch for the queued posts, or with VIA_WRITER = "1" one call to the
+  // shard's writer object, which batches the rows of many rooms into one D1 call.
+  async commit(posts) {
+    if (this.seq === null) {
+      const row = await this.env.DB.prepare("SELECT MAX(seq) AS seq FROM messages WHERE address = ?1")
+        .bind(posts[0].address)
+        .first();
+      this.seq = row?.seq ?? 0;
+    }
+    const received_at = Date.now();
+    const rows = posts.map((p, k) => ({ ...p, seq: this.seq + k + 1, received_at }));
+    if (this.env.VIA_WRITER === "1") {
+      await this.env.WRITERS.get(this.env.WRITERS.idFromName("shard")).write(rows);
+    } else {
+      await this.env.DB.batch(inserts(this.env.DB, rows));
+    }
+    this.seq += rows.length;
+    return rows.map((r) => ({ seq: r.seq, received_at }));
+  }
+}
+
+// The per-shard writer of the VIA_WRITER variant: rows of every room, one D1 call
+// for all that arrived while the last call ran.
+export class Writer extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    this.commits = new GroupCommit(async (rowsOfRooms) => {
+      await this.env.DB.batch(inserts(this.env.DB, rowsOfRooms.flat()));
+      return rowsOfRooms.map(() => null);
+    });
+  }
+
+  write(rows) {
+    return this.commits.push(rows);
   }
 }
 

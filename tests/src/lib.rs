@@ -161,11 +161,16 @@ impl Relay {
     /// Restarts with `vars` set over the current ones (a configuration change of a
     /// running deployment: same state, same port).
     pub fn restart_with(&mut self, vars: &[(&str, &str)]) {
+        self.set_vars(vars);
+        self.restart();
+    }
+
+    /// Sets `vars` over the current ones, taking effect at the next restart.
+    pub fn set_vars(&mut self, vars: &[(&str, &str)]) {
         for (k, v) in vars {
             self.vars.retain(|(name, _)| name != k);
             self.vars.push((k.to_string(), v.to_string()));
         }
-        self.restart();
     }
 
     /// Starts wrangler on this relay's port and state directory, and waits for it.

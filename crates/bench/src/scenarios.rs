@@ -214,10 +214,17 @@ async fn shape_ceiling(scale: &Scale, relay_results: &[Value]) -> Vec<Value> {
     let mut skeleton =
         tokio::task::spawn_blocking(move || Relay::start_config(config, denet_e2e::free_port(), &[])).await.unwrap();
     let mut out = Vec::new();
-    for rooms in [1, scale.many_rooms] {
+    // Last, the many rooms again with each room's rows written through one writer
+    // object for the database (`VIA_WRITER`): the per-shard writer that would share
+    // one D1 call among many rooms, at the price of a second object call.
+    for (rooms, via_writer) in [(1, false), (scale.many_rooms, false), (scale.many_rooms, true)] {
+        if via_writer {
+            skeleton.set_vars(&[("VIA_WRITER", "1")]);
+        }
         let (next, mut ingest) = ingest_between_floors(skeleton, scale, rooms, false).await;
         skeleton = next;
-        let name = ingest["scenario"].as_str().unwrap().replace("ingest", "shape_ceiling");
+        let suffix = if via_writer { "_via_writer" } else { "" };
+        let name = ingest["scenario"].as_str().unwrap().replace("ingest", "shape_ceiling") + suffix;
         let relay = relay_results.iter().find(|r| r["scenario"] == ingest["scenario"]);
         let (ours, ceiling) = (relay.map(|r| r["ratio_to_floor"].as_f64().unwrap()), ingest["ratio_to_floor"].as_f64());
         ingest["scenario"] = json!(name);
