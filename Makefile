@@ -80,7 +80,7 @@ e2e: build
 bench: build
 	cargo run --release -q -p denet-bench
 
-## bench-ingest: only the floors and the two ingest scenarios (~3 min); writes bench/results/ingest.json
+## bench-ingest: only the floors, the two ingest scenarios and the shape's ceiling (~4.5 min); writes bench/results/ingest.json
 bench-ingest: build
 	cargo run --release -q -p denet-bench -- --ingest
 

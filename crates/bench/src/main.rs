@@ -6,6 +6,8 @@
 //!   scenario reports the generator's `client_cpu_share`; see `raw.rs`);
 //! - `ingest` (one room, 100 rooms): committed messages/s and latency, and the
 //!   ratio to the floor;
+//! - `shape_ceiling` (the same two, and 100 rooms through one writer object): the
+//!   ingest of `bench/skeleton`, a Worker of the relay's shape that does nothing else;
 //! - `fanout` (10, 100, 500 sockets): post → delivery latency at 50 msgs/s;
 //! - `pull` (10^3, 10^4, 10^5 messages): `limit=100` pages at start, middle, end;
 //! - `billing`: D1 rows, D1 queries, Durable Object requests per message;
@@ -14,7 +16,7 @@
 //! - `costs`: cost per million messages and by volume, from the above.
 //!
 //! Every scenario checks zero loss. `--quick` runs tiny counts (a smoke test);
-//! `--ingest` only the floors and ingest (to `ingest.json`).
+//! `--ingest` only the floors, ingest and the shape's ceiling (to `ingest.json`).
 //! Results go to `bench/results/latest.json` with two SVG charts beside it.
 
 mod chart;
