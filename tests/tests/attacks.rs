@@ -2,7 +2,7 @@
 //! passed against the previous version and is refused now (issue 10).
 
 use denet_e2e::Relay;
-use denet_e2e::actors::{User, anonymous_envelope, now_ms, random_room};
+use denet_e2e::actors::{User, anonymous_envelope, now_ms, random_key, random_room, sign_envelope};
 use denet_e2e::ws::{Socket, send_frame};
 use serde_json::Value;
 use std::time::Duration;
@@ -207,4 +207,93 @@ async fn fresh_anonymous_keys_from_a_refused_ip_create_no_buckets() {
     }
     let after = objects(&relay.get("/v1/__metrics").await.1);
     assert_eq!(after - before, 10, "one limiter call per refused post (the IP's), none per fresh key");
+}
+
+/// A fresh anonymous envelope to a fresh room whose `key` and `sig` are replaced
+/// by `forge(signing key, signing bytes)`.
+fn forged_envelope(forge: impl FnOnce(&ed25519_dalek::SigningKey, &[u8]) -> ([u8; 32], [u8; 64])) -> Value {
+    let signer = random_key();
+    let mut envelope = sign_envelope(&signer, &random_room(), None, now_ms(), b"forged");
+    let signing_bytes = denet_core::Envelope::parse(&envelope, usize::MAX).unwrap().signing_bytes();
+    let (key, sig) = forge(&signer, signing_bytes.as_bytes());
+    envelope["key"] = denet_core::encoding::b64(&key).into();
+    envelope["sig"] = denet_core::encoding::b64(&sig).into();
+    envelope
+}
+
+/// Posts `envelope` by HTTP and as a WebSocket frame: both must be `401 invalid_signature`.
+async fn refused_as_invalid_signature(envelope: &Value) {
+    let relay = Relay::shared();
+    let (status, body) = relay.post(envelope).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_signature")), "{body}");
+    let room = envelope["to"].as_str().unwrap();
+    let mut socket = Socket::connect(&relay.ws_url(&format!("/v1/rooms/{room}/ws"))).await;
+    socket.until_ready().await;
+    socket.send(&send_frame("f", envelope)).await;
+    let frame = socket.recv().await;
+    assert_eq!(frame["code"].as_str(), Some("invalid_signature"), "{frame}");
+    let (_, page) = relay.get(&format!("/v1/rooms/{room}/messages")).await;
+    assert_eq!(page["messages"], serde_json::json!([]), "nothing stored");
+}
+
+/// The identity point, encoded.
+fn identity() -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[0] = 1;
+    p
+}
+
+#[tokio::test]
+async fn an_envelope_whose_r_is_of_small_order_is_refused() {
+    // R = the identity and S = k·a: [S]B − [k]A is the identity, so the cofactorless
+    // equation holds for the sender's real key; §1.1 refuses R of small order.
+    let envelope = forged_envelope(|signer, message| {
+        use sha2::Digest;
+        let key = signer.verifying_key().to_bytes();
+        let hash = sha2::Sha512::new().chain_update(identity()).chain_update(key).chain_update(message);
+        let s = curve25519_dalek::Scalar::from_hash(hash) * signer.to_scalar();
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&identity());
+        sig[32..].copy_from_slice(s.as_bytes());
+        (key, sig)
+    });
+    refused_as_invalid_signature(&envelope).await;
+}
+
+#[tokio::test]
+async fn an_envelope_by_a_small_order_key_with_the_forged_signature_is_refused() {
+    // Key = R = the identity, S = 0: the cofactorless equation holds for any message.
+    let envelope = forged_envelope(|_, _| {
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&identity());
+        (identity(), sig)
+    });
+    refused_as_invalid_signature(&envelope).await;
+}
+
+#[tokio::test]
+async fn an_envelope_whose_s_is_not_reduced_is_refused() {
+    // The sender's own signature with S + L: the same equation, another encoding.
+    let envelope = forged_envelope(|signer, message| {
+        use ed25519_dalek::Signer;
+        let mut sig = signer.sign(message).to_bytes();
+        let l = hex::decode("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010").unwrap();
+        let mut carry = 0u16;
+        for (s, l) in sig[32..].iter_mut().zip(l) {
+            let sum = *s as u16 + l as u16 + carry;
+            *s = sum as u8;
+            carry = sum >> 8;
+        }
+        (signer.verifying_key().to_bytes(), sig)
+    });
+    refused_as_invalid_signature(&envelope).await;
+}
+
+#[tokio::test]
+async fn an_envelope_signed_by_another_key_is_refused() {
+    let envelope = forged_envelope(|signer, message| {
+        use ed25519_dalek::Signer;
+        (random_key().verifying_key().to_bytes(), signer.sign(message).to_bytes())
+    });
+    refused_as_invalid_signature(&envelope).await;
 }
