@@ -156,20 +156,10 @@ pub async fn run_all(scale: &Scale, ingest_only: bool) -> Vec<Value> {
     }
     // The same load on a Worker of the same shape that does nothing else: what the
     // platform allows on this machine (bench/skeleton). The relay idles meanwhile.
-    relay = tokio::task::spawn_blocking(move || {
-        relay.stop();
-        relay
-    })
-    .await
-    .unwrap();
+    relay = blocking(relay, |relay| relay.stop()).await;
     let ceiling = shape_ceiling(scale, &results).await;
     results.extend(ceiling);
-    relay = tokio::task::spawn_blocking(move || {
-        relay.restart();
-        relay
-    })
-    .await
-    .unwrap();
+    relay = blocking(relay, |relay| relay.restart()).await;
     if !ingest_only {
         relay = the_other_scenarios(relay, scale, &mut results).await;
     }
@@ -178,18 +168,23 @@ pub async fn run_all(scale: &Scale, ingest_only: bool) -> Vec<Value> {
     results
 }
 
+/// Runs `f` on `relay` off the async runtime (starting and stopping wrangler blocks).
+async fn blocking(mut relay: Relay, f: impl FnOnce(&mut Relay) + Send + 'static) -> Relay {
+    tokio::task::spawn_blocking(move || {
+        f(&mut relay);
+        relay
+    })
+    .await
+    .unwrap()
+}
+
 /// One ingest on a freshly restarted runtime (same state), between two floor runs.
 /// The local runtime slows as it runs (wrangler's workerd grows by ~20-40 KB per
 /// request, ours or a hello-world Worker's alike), and this machine's speed drifts
 /// by ±15% within minutes (a shared VM): so the ratio is taken against the floor
 /// measured just before and just after. `billing`: read the relay's D1 counters.
 async fn ingest_between_floors(mut relay: Relay, scale: &Scale, rooms: usize, billing: bool) -> (Relay, Value) {
-    relay = tokio::task::spawn_blocking(move || {
-        relay.restart();
-        relay
-    })
-    .await
-    .unwrap();
+    relay = blocking(relay, |relay| relay.restart()).await;
     let floor_before = floor(&relay, scale).await["rate_per_s"].as_f64().unwrap();
     let before = if billing { metrics(&relay).await } else { Value::Null };
     let mut ingest = ingest(&relay, scale, rooms).await;
@@ -265,17 +260,15 @@ async fn the_other_scenarios(mut relay: Relay, scale: &Scale, results: &mut Vec<
     let rooms: Vec<(usize, String)> = scale.pull_sizes.iter().map(|&n| (n, random_room())).collect();
     let seeded = rooms.clone();
     let pull_files = files.clone();
-    relay = tokio::task::spawn_blocking(move || {
+    relay = blocking(relay, move |relay| {
         relay.stop();
         let shard = if pull_files.contains_key("SHARD_1") { "SHARD_1" } else { "DB" };
         for (n, room) in &seeded {
             seed(&pull_files, shard, &[(room.clone(), *n)]);
         }
         relay.restart();
-        relay
     })
-    .await
-    .unwrap();
+    .await;
     for (n, room) in &rooms {
         let pull = pull(&relay, room, *n, scale.pull_samples).await;
         report(&pull);
@@ -672,7 +665,7 @@ async fn growth(
     let probe = by_shard[0].1.first().map(|(a, _)| a.clone()).expect("a seeded address");
     let seeded: Vec<String> = by_shard[0].1.iter().chain(&by_shard[1].1).map(|(a, _)| a.clone()).collect();
     let files_owned = files.clone();
-    relay = tokio::task::spawn_blocking(move || {
+    relay = blocking(relay, move |relay| {
         relay.stop();
         for (shard, addresses) in &by_shard {
             for chunk in addresses.chunks(100) {
@@ -680,10 +673,8 @@ async fn growth(
             }
         }
         relay.restart();
-        relay
     })
-    .await
-    .unwrap();
+    .await;
     let (stored_rows, bytes) = shard_stats(&[&files["SHARD_1"], &files["SHARD_2"]]);
     // Inserting: into 10 of the addresses just seeded (after a warm-up on new
     // ones), at the ingest concurrency.
