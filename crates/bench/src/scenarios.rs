@@ -220,13 +220,14 @@ async fn shape_ceiling(scale: &Scale, relay_results: &[Value]) -> Vec<Value> {
         skeleton = next;
         let suffix = if via_writer { "_via_writer" } else { "" };
         let name = ingest["scenario"].as_str().unwrap().replace("ingest", "shape_ceiling") + suffix;
-        let relay = relay_results.iter().find(|r| r["scenario"] == ingest["scenario"]);
-        let (ours, ceiling) = (relay.map(|r| r["ratio_to_floor"].as_f64().unwrap()), ingest["ratio_to_floor"].as_f64());
-        ingest["scenario"] = json!(name);
-        ingest["relay_ratio_to_floor"] = json!(ours);
-        if let (Some(ours), Some(ceiling)) = (ours, ceiling) {
+        // The relay beside the ceiling (not beside the writer variant, which is no ceiling).
+        let relay = relay_results.iter().find(|r| r["scenario"] == ingest["scenario"]).filter(|_| !via_writer);
+        let ours = relay.and_then(|r| r["ratio_to_floor"].as_f64());
+        if let (Some(ours), Some(ceiling)) = (ours, ingest["ratio_to_floor"].as_f64()) {
+            ingest["relay_ratio_to_floor"] = json!(ours);
             ingest["relay_share_of_ceiling"] = json!((ours / ceiling * 100.0).round() / 100.0);
         }
+        ingest["scenario"] = json!(name);
         report(&ingest);
         out.push(ingest);
     }
