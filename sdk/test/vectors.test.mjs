@@ -1,4 +1,4 @@
-// The SDK's wasm reproduces ../shared/vectors under Node.
+// The SDK's wasm reproduces spec/vectors under Node.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -8,7 +8,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import init, * as w from "../dist/wasm/denet_wasm.js";
 
 await init({ module_or_path: readFileSync(join(root, "sdk/dist/wasm/denet_wasm_bg.wasm")) });
-const vector = (name) => JSON.parse(readFileSync(join(root, "../shared/vectors", `${name}.json`), "utf8"));
+const vector = (name) => JSON.parse(readFileSync(join(root, "spec/vectors", `${name}.json`), "utf8"));
 const bytes = (s) => new TextEncoder().encode(s);
 const text = (b) => new TextDecoder().decode(b);
 

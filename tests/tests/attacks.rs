@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 use denet_core::limits::DAY_MS;
-const WEAK_KEYS: &str = include_str!("../../../shared/vectors/weak_keys.json");
+const WEAK_KEYS: &str = include_str!("../../spec/vectors/weak_keys.json");
 
 fn weak(kind: &str) -> Vec<String> {
     let v: Value = serde_json::from_str(WEAK_KEYS).unwrap();

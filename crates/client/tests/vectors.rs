@@ -10,10 +10,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde::Deserialize;
 
-const PADDING: &str = include_str!("../../../../shared/vectors/padding.json");
-const DM: &str = include_str!("../../../../shared/vectors/dm.json");
-const ROOMS: &str = include_str!("../../../../shared/vectors/rooms.json");
-const IDENTITY: &str = include_str!("../../../../shared/vectors/identity.json");
+const PADDING: &str = include_str!("../../../spec/vectors/padding.json");
+const DM: &str = include_str!("../../../spec/vectors/dm.json");
+const ROOMS: &str = include_str!("../../../spec/vectors/rooms.json");
+const IDENTITY: &str = include_str!("../../../spec/vectors/identity.json");
 
 #[derive(Deserialize)]
 struct Padding {
