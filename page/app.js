@@ -55,10 +55,7 @@ async function connect(provider) {
   $("me").textContent = client.wallet;
   $("connect").hidden = true;
   $("statement").textContent = client.authorizationText();
-  const known = await client.keysOf(client.wallet, true);
-  const now = Date.now();
-  const active = known.some((k) => k.sign_key === client.device.signKey && !k.revoked_at && k.expires_at > now);
-  if (active) return start();
+  if (await client.isRegistered()) return start();
   $("authorize").hidden = false;
 }
 
@@ -75,10 +72,22 @@ $("authorize-button").onclick = async () => {
 async function start() {
   $("chat").hidden = false;
   for (const r of await client.rooms()) conversation("room", r.room, r.name || short(r.room));
-  for (const m of await client.inbox({ all: true })) take(m, false);
-  for (const r of await client.rooms()) for (const m of await client.readRoom(r.room, { all: true })) take(m, false);
+  // A failure in one conversation never stops the others from loading.
+  try {
+    for (const m of await client.inbox({ all: true })) take(m, false);
+  } catch (e) {
+    showError(e);
+  }
+  for (const r of await client.rooms()) {
+    try {
+      for (const m of await client.readRoom(r.room, { all: true })) take(m, false);
+    } catch (e) {
+      showError(e);
+    }
+  }
   render();
   client.stream({
+    onError: showError,
     onMessage: (m) => {
       take(m, true);
       render();
@@ -135,13 +144,14 @@ function render() {
   inv.replaceChildren();
   for (const i of client.invites()) {
     const li = document.createElement("li");
-    li.textContent = `${i.name || short(i.room)} from ${short(i.from)}${i.password ? " 🔒" : ""}`;
+    // The inviter's full address: a shortened one is easy to imitate.
+    li.textContent = `${i.name || short(i.room)} from ${i.from}${i.password ? " 🔒" : ""}`;
     const b = document.createElement("button");
     b.textContent = "Join";
     b.onclick = async () => {
       try {
         const password = i.password ? prompt("Room password") ?? "" : undefined;
-        await client.joinRoom(i.room, { password });
+        await client.joinRoom(i.room, { password, from: i.from });
         conversation("room", i.room, i.name || short(i.room));
         for (const m of await client.readRoom(i.room, { all: true })) take(m, false);
         open("room", i.room);

@@ -41,18 +41,21 @@ export class Client {
   static create(opts: { relay: string; signer: Signer; storage?: "indexeddb" | "memory" }): Promise<Client>;
   /** Lowercase. */
   readonly wallet: string;
-  /** Authorizes this device: one signMessage, skipped if the relay lists it active. */
+  /** Authorizes this device: one signMessage, skipped if the relay lists it active (new keys if it was revoked). */
   register(): Promise<void>;
+  /** Whether the relay lists this device active (nothing to sign). */
+  isRegistered(): Promise<boolean>;
   /** The text `register` asks the wallet to sign. */
   authorizationText(): string;
   send(to: string, text: string, opts?: { anonymous?: boolean }): Promise<{ id: string; seq: number }>;
   createRoom(opts?: { name?: string; password?: string }): Promise<string>;
   invite(room: string, wallet: string): Promise<void>;
-  joinRoom(room: string, opts?: { password?: string }): Promise<void>;
+  /** `from`: whose invite to take, when several wallets invited you to the room. */
+  joinRoom(room: string, opts?: { password?: string; from?: string }): Promise<void>;
   sendRoom(room: string, text: string): Promise<{ id: string; seq: number }>;
   leaveRoom(room: string): Promise<void>;
   rooms(): Promise<Array<{ room: string; name: string; epoch: number; members: string[] }>>;
-  /** Invites recorded from the inbox, not joined yet. */
+  /** Invites recorded from the inbox, not joined yet: one per room and inviter. */
   invites(): Array<{ room: string; name: string; from: string; password: boolean }>;
   /** New since last read, or all. */
   inbox(opts?: { all?: boolean }): Promise<Message[]>;
@@ -60,5 +63,7 @@ export class Client {
   stream(h: {
     onMessage(m: Message): void;
     onConnectionChange?(s: "connecting" | "live" | "offline"): void;
+    /** A message that could not be taken (e.g. the relay's key lists unreachable); the stream goes on. */
+    onError?(e: DenetError): void;
   }): () => void;
 }

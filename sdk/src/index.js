@@ -1,9 +1,9 @@
 // denet SDK: end-to-end encrypted chat between wallets, for browsers and Node >= 22.
 //
-// Every byte that is encrypted, signed or verified, and every PROTOCOL.md §8.3
-// decision (which rekey or invite to believe), is made by the Rust client compiled
-// to wasm (`./wasm/denet_wasm.js`, from crates/wasm). This file only moves data:
-// HTTP and WebSocket calls to the relay, the local state, and the API below.
+// The chat session — what a device keeps, every byte encrypted, signed or verified,
+// and every PROTOCOL.md §8.3 decision — is the Rust session (`denet_client::session`)
+// compiled to wasm (`./wasm/denet_wasm.js`, from crates/wasm). This file only moves
+// data: HTTP and WebSocket calls to the relay, storage, tabs, and the API below.
 
 import init, * as w from "./wasm/denet_wasm.js";
 
@@ -25,11 +25,6 @@ function loadWasm() {
 }
 
 const BUNDLE_DAYS = 365;
-
-/** Whether a verified bundle was active at `t`: issued, not expired, not revoked (§7). */
-function activeAt(k, t) {
-  return w.keyActiveAt(k.issued_at, k.expires_at, k.revoked_at ?? undefined, t);
-}
 const DAY_MS = 86_400_000;
 const PAGE = 500;
 const enc = new TextEncoder();
@@ -82,7 +77,7 @@ export function fromEip1193(provider, address) {
   };
 }
 
-// ---- storage: the device keys, room keys, invites and cursors of one wallet ----
+// ---- storage: per wallet, the device's secrets and the session's state ----
 
 class MemoryStore {
   constructor() {
@@ -123,28 +118,23 @@ class IndexedDbStore {
   }
 }
 
-function newState(device) {
-  return {
-    device: { sign_seed: device.signSeed(), dh_secret: device.dhSecret() },
-    cursors: {},
-    rooms: {},
-    invites: {},
-    held_rekeys: {},
-  };
+/** A record's device secrets, or fresh ones. */
+function deviceOf(record) {
+  if (record?.device) return w.Device.fromSecrets(record.device.sign_seed, record.device.dh_secret);
+  return new w.Device();
 }
 
 // ---- the client ----
 
 export class Client {
   /** Use `Client.create`. */
-  constructor(relay, signer, wallet, store, state) {
+  constructor(relay, signer, wallet, store, device, session) {
     this.relay = relay.replace(/\/+$/, "");
     this.signer = signer;
     this.wallet = wallet;
     this.store = store;
-    this.state = state;
-    this.device = w.Device.fromSecrets(state.device.sign_seed, state.device.dh_secret);
-    this.bundles = new Map();
+    this.dev = device;
+    this.session = session;
     this.channel = null;
   }
 
@@ -154,16 +144,26 @@ export class Client {
     const store = kind === "indexeddb" ? new IndexedDbStore() : new MemoryStore();
     const address = await signer.getAddress();
     const wallet = call(() => w.normalizeWallet(String(address)));
-    let state = await store.load(wallet);
-    if (!state) {
-      state = newState(new w.Device());
-      await store.save(wallet, state);
-    }
-    return new Client(relay, signer, wallet, store, state);
+    // A record of any earlier version loads (the session migrates it).
+    const record = await store.load(wallet);
+    const device = deviceOf(record);
+    const session = call(() => new w.Session(wallet, device.signSeed(), device.dhSecret(), record ?? null));
+    const client = new Client(relay, signer, wallet, store, device, session);
+    await client.save();
+    return client;
   }
 
+  /** Stores the session's state with this device's secrets. */
   async save() {
-    await this.store.save(this.wallet, this.state);
+    const record = call(() => this.session.state());
+    record.device = { sign_seed: this.dev.signSeed(), dh_secret: this.dev.dhSecret() };
+    await this.store.save(this.wallet, record);
+  }
+
+  /** Takes the state another tab stored meanwhile. */
+  async reload() {
+    const record = await this.store.load(this.wallet);
+    if (record) call(() => this.session.load(record));
   }
 
   // -- HTTP --
@@ -193,211 +193,148 @@ export class Client {
   }
 
   signedHeaders(method, path) {
-    return JSON.parse(call(() => this.device.requestCredentials(this.wallet, method, path, Date.now())));
+    return JSON.parse(call(() => this.dev.requestCredentials(this.wallet, method, path, Date.now())));
   }
 
   /** `path` with the §3.1 credentials as query parameters (for WebSockets). */
   signedQuery(path, query) {
-    return call(() => this.device.signedQuery(this.wallet, path, query, Date.now()));
+    return call(() => this.dev.signedQuery(this.wallet, path, query, Date.now()));
+  }
+
+  async post(envelope) {
+    const { json } = await this.request("POST", "/v1/messages", envelope);
+    return { id: json.id, seq: json.seq };
+  }
+
+  /** Posts a two-step operation's envelopes, then commits it (abandons it if a post fails). */
+  async postAndCommit(posting) {
+    try {
+      for (const e of posting.envelopes) await this.post(e);
+    } catch (e) {
+      this.session.abandon(posting.token);
+      throw e;
+    }
+    call(() => this.session.commit(posting.token));
+    await this.save();
   }
 
   // -- keys --
 
+  /** Runs a session step, fetching the key lists it asks for (verified in the wasm) and trying again. */
+  async withKeys(f) {
+    for (let i = 0; i < 3; i++) {
+      const step = call(() => f(Date.now()));
+      if (!step.need_keys) return step.ok;
+      for (const wallet of step.need_keys) {
+        let answer;
+        try {
+          answer = (await this.request("GET", `/v1/keys/${wallet}?include=all`)).json;
+        } catch (e) {
+          if (e.code !== "not_found") throw e;
+          answer = { keys: [] };
+        }
+        call(() => this.session.takeKeys(wallet, answer, Date.now()));
+      }
+    }
+    throw new DenetError("internal", "the relay's key lists keep changing: try again");
+  }
+
+  /** Whether the relay lists this device active (no signature needed). */
+  async isRegistered() {
+    return (await this.withKeys((now) => this.session.registration(now))) === "active";
+  }
+
   /** Authorizes this device: one signMessage, skipped if the relay lists it active. */
   async register() {
-    const mine = (await this.keysOf(this.wallet, true)).find((k) => k.sign_key === this.device.signKey);
+    const verdict = await this.withKeys((now) => this.session.registration(now));
+    if (verdict === "active") return;
+    if (verdict === "new_keys") {
+      // This device's key was revoked: it can never be registered again.
+      this.dev = new w.Device();
+      call(() => this.session.setDevice(this.dev.signSeed(), this.dev.dhSecret()));
+      await this.save();
+    }
     const now = Date.now();
-    if (mine && !mine.revoked_at && mine.expires_at > now) return;
     const expires = now + BUNDLE_DAYS * DAY_MS;
-    const statement = call(() => this.device.bundleStatement(this.wallet, now, expires));
+    const statement = call(() => this.dev.bundleStatement(this.wallet, now, expires));
     const sig = await this.signer.signMessage(statement);
-    const bundle = call(() => this.device.bundle(this.wallet, now, expires, sig));
+    const bundle = call(() => this.dev.bundle(this.wallet, now, expires, sig));
     await this.request("PUT", `/v1/keys/${this.wallet}`, bundle);
-    this.bundles.delete(this.wallet);
+    this.session.forgetKeys(this.wallet);
   }
 
   /** What `register` asks the wallet to sign, for showing it first. */
   authorizationText() {
     const now = Date.now();
-    return call(() => this.device.bundleStatement(this.wallet, now, now + BUNDLE_DAYS * DAY_MS));
-  }
-
-  /** A wallet's bundles, verified by its wallet signature here (never the relay's word). */
-  async keysOf(wallet, fresh = false) {
-    if (!fresh && this.bundles.has(wallet)) return this.bundles.get(wallet);
-    let answer;
-    try {
-      answer = (await this.request("GET", `/v1/keys/${wallet}?include=all`)).json;
-    } catch (e) {
-      if (e.code === "not_found") answer = { keys: [] };
-      else throw e;
-    }
-    const list = JSON.parse(call(() => w.verifyKeyList(JSON.stringify(answer), wallet)));
-    this.bundles.set(wallet, list);
-    return list;
-  }
-
-  async activeDhKeys(wallet) {
-    const now = Date.now();
-    return (await this.keysOf(wallet)).filter((k) => activeAt(k, now)).map((k) => k.dh_key);
+    return call(() => this.dev.bundleStatement(this.wallet, now, now + BUNDLE_DAYS * DAY_MS));
   }
 
   // -- direct messages --
 
-  async sendDm(to, content, anonymous) {
-    const bytes = call(() => w.encodeContent(JSON.stringify(content)));
-    let recipients = await this.activeDhKeys(to);
-    if (!recipients.length) throw new DenetError("not_found", `${to} has no registered device key`);
-    let envelope;
-    if (anonymous) {
-      const body = call(() => this.device.sealDm(bytes, to, undefined, recipients));
-      envelope = call(() => w.anonymousEnvelope(to, Date.now(), body));
-    } else {
-      for (const own of await this.activeDhKeys(this.wallet)) if (!recipients.includes(own)) recipients.push(own);
-      recipients = recipients.slice(0, 32);
-      const body = call(() => this.device.sealDm(bytes, to, this.wallet, recipients));
-      envelope = call(() => this.device.envelope(to, this.wallet, Date.now(), body));
-    }
-    const { json } = await this.request("POST", "/v1/messages", envelope);
-    return { id: json.id, seq: json.seq };
-  }
-
   async send(to, text, opts = {}) {
     const wallet = call(() => w.normalizeWallet(to));
-    return this.sendDm(wallet, { type: "text", sent_at: Date.now(), text }, !!opts.anonymous);
+    const envelope = await this.withKeys((now) => this.session.sendText(wallet, text, !!opts.anonymous, now));
+    return this.post(envelope);
   }
 
-  /** Checks a stored envelope and, when named, finds the bundle of its key active at `ts`. */
-  async authenticate(stored) {
-    const env = JSON.parse(call(() => w.checkEnvelope(JSON.stringify(stored))));
-    if (!env.from) return { env, bundle: null };
-    // The bundle of the envelope's key, active at its ts (a key learned since the
-    // list was cached is looked up once more).
-    const signedIt = (k) => k.sign_key === env.key && activeAt(k, env.ts);
-    const bundle = (await this.keysOf(env.from)).find(signedIt) ?? (await this.keysOf(env.from, true)).find(signedIt);
-    if (!bundle) throw new DenetError("forbidden", `the key of this message is not a key of ${env.from}`);
-    return { env, bundle };
-  }
-
-  /** Opens one inbox message and applies invites and rekeys (§8.3). */
-  async openDm(stored) {
-    const { env, bundle } = await this.authenticate(stored);
-    const body = call(() => w.fromB64(env.body));
-    const plain = call(() => this.device.openDm(body, this.wallet, env.from ?? undefined, bundle?.dh_key));
-    const content = JSON.parse(call(() => w.decodeContent(plain)));
-    this.apply(env.from, content);
-    return { env, content };
-  }
-
-  apply(from, content) {
-    if (content.type === "invite") {
-      const verdict = call(() => w.judgeInvite(from ?? undefined, content.room in this.state.rooms));
-      if (verdict === "offer") {
-        const { room, name, key, epoch, password, members, check } = content;
-        this.state.invites[room] = { from, name, key, epoch, password, members, check: check ?? null };
-      }
-    } else if (content.type === "rekey" && from) {
-      const held = { from, epoch: content.epoch, key: content.key, check: content.check ?? null, members: content.members ?? null };
-      const r = this.state.rooms[content.room];
-      if (r) this.takeRekey(content.room, r, held);
-      else (this.state.held_rekeys[content.room] ??= []).push(held);
-    }
-  }
-
-  takeRekey(roomId, r, rekey) {
-    const sealing = r.keys[r.epoch]?.key;
-    const judge = (checkMatches) =>
-      call(() => w.judgeRekey(rekey.from, r.epoch, r.members, sealing, rekey.epoch, rekey.key, checkMatches));
-    if (judge(undefined).startsWith("ignore")) return;
-    const messageKey = call(() => w.roomMessageKey(rekey.key, roomId, r.password ?? undefined));
-    const checkMatches = rekey.check == null ? undefined : rekey.check === call(() => w.roomCheck(messageKey, roomId, rekey.epoch));
-    const entry = { key: rekey.key, message_key: messageKey };
-    const verdict = judge(checkMatches);
-    if (verdict === "advance") {
-      r.keys[rekey.epoch] = entry;
-      r.epoch = rekey.epoch;
-      if (rekey.members) r.members = rekey.members;
-    } else if (verdict === "replace") {
-      (r.openers[rekey.epoch] ??= []).push(r.keys[rekey.epoch]);
-      r.keys[rekey.epoch] = entry;
-      if (rekey.members) r.members = rekey.members;
-    } else if (verdict === "open_only") {
-      const openers = (r.openers[rekey.epoch] ??= []);
-      if (!openers.some((o) => o.key === entry.key)) openers.push(entry);
-    }
-  }
-
-  toMessage(stored, address, env, content, room) {
-    const m = {
-      id: env?.id ?? stored.id,
-      seq: stored.seq,
-      address,
-      from: env ? env.from : stored.from,
-      type: content?.type ?? "unreadable",
-      sentAt: content?.sent_at ?? stored.ts,
-      receivedAt: stored.received_at,
+  /** The session's message as the API's `Message`. */
+  toMessage(m) {
+    const c = m.content;
+    const out = {
+      id: m.id,
+      seq: m.seq,
+      address: m.address,
+      from: m.from,
+      type: c?.type ?? "unreadable",
+      sentAt: c?.sent_at ?? m.ts,
+      receivedAt: m.received_at,
     };
-    if (content?.type === "text") m.text = content.text;
-    if (content?.room) m.room = content.room;
-    else if (room) m.room = room;
-    return m;
+    if (c?.type === "text") out.text = c.text;
+    if (c?.room) out.room = c.room;
+    else if (m.address !== this.wallet) out.room = m.address;
+    if (m.error) out.error = m.error;
+    return out;
   }
 
-  /** Pages after a cursor; `each` sees every stored message in seq order. */
-  async pull(address, path, all, signed, each) {
-    let after = all ? 0 : (this.state.cursors[address] ?? 0);
+  /** Reads one stored envelope into the session; answers a leave with a rekey when it says so. */
+  async take(address, stored) {
+    const got = await this.withKeys((now) => this.session.receive(address, stored, now));
+    if (got.settle) {
+      // Another member may have rotated for this leave already: read the inbox first.
+      await this.inbox();
+      const rekey = await this.withKeys((now) => this.session.settleLeave(got.settle, now));
+      if (rekey) await this.postAndCommit(rekey);
+    }
+    return this.toMessage(got.message);
+  }
+
+  /** Pages after a cursor; every stored message goes through the session in seq order. */
+  async pull(address, path, all, signed) {
+    const out = [];
+    let after = all ? 0 : this.session.cursor(address);
     for (;;) {
       const query = `after=${after}&limit=${PAGE}`;
       const headers = signed ? this.signedHeaders("GET", `${path}?${query}`) : {};
       const { json } = await this.request("GET", `${path}?${query}`, undefined, headers);
-      for (const stored of json.messages) await each(stored);
+      for (const stored of json.messages) out.push(await this.take(address, stored));
       after = json.next;
-      this.state.cursors[address] = Math.max(this.state.cursors[address] ?? 0, after);
+      this.session.advance(address, after);
       await this.save();
-      if (!json.more) return;
-    }
-  }
-
-  async inboxMessage(stored) {
-    try {
-      const { env, content } = await this.openDm(stored);
-      return this.toMessage(stored, this.wallet, env, content);
-    } catch (e) {
-      return { ...this.toMessage(stored, this.wallet, null, null), error: e.message };
+      if (!json.more) return out;
     }
   }
 
   /** New direct messages since the last read (or all); invites and rekeys are applied. */
   async inbox(opts = {}) {
-    const out = [];
-    await this.pull(this.wallet, `/v1/inbox/${this.wallet}/messages`, !!opts.all, true, async (s) => {
-      out.push(await this.inboxMessage(s));
-    });
-    return out;
+    return this.pull(this.wallet, `/v1/inbox/${this.wallet}/messages`, !!opts.all, true);
   }
 
   // -- rooms --
 
-  room(roomId) {
-    const r = this.state.rooms[roomId];
-    if (!r) throw new DenetError("not_found", `unknown room ${roomId} (create it, or join an invite)`);
-    return r;
-  }
-
   async createRoom(opts = {}) {
-    const id = w.randomRoomId();
-    const key = w.randomKey();
-    const password = opts.password || undefined;
-    const messageKey = call(() => w.roomMessageKey(key, id, password));
-    this.state.rooms[id] = {
-      name: opts.name ?? "",
-      password: password ?? null,
-      epoch: 0,
-      keys: { 0: { key, message_key: messageKey } },
-      openers: {},
-      members: [this.wallet],
-      left: false,
-    };
+    const id = w.Session.freshRoomId();
+    const stretched = opts.password ? call(() => w.roomStretch(opts.password, id)) : undefined;
+    call(() => this.session.createRoom(id, opts.name ?? "", stretched));
     await this.save();
     this.reopen?.(id);
     return id;
@@ -405,134 +342,48 @@ export class Client {
 
   async invite(roomId, wallet) {
     const to = call(() => w.normalizeWallet(wallet));
-    const r = this.room(roomId);
-    if (!r.members.includes(to)) r.members.push(to);
-    const held = r.keys[r.epoch];
-    const check = call(() => w.roomCheck(held.message_key, roomId, r.epoch));
-    await this.sendDm(to, {
-      type: "invite", sent_at: Date.now(), room: roomId, name: r.name, key: held.key, epoch: r.epoch,
-      password: r.password != null, members: r.members, check,
-    }, false);
-    await this.save();
+    await this.postAndCommit(await this.withKeys((now) => this.session.invite(roomId, to, now)));
   }
 
-  /** Joins from a recorded invite; a wrong password is refused (`wrong_password`) and the invite kept. */
+  /**
+   * Joins from a recorded invite (`from`: whose, when several wallets invited you);
+   * a wrong password is refused (`wrong_password`) and the invite kept.
+   */
   async joinRoom(roomId, opts = {}) {
     await this.inbox();
-    const inv = this.state.invites[roomId];
-    if (!inv) throw new DenetError("not_found", `no invite to ${roomId} in your inbox`);
-    if (inv.password && !opts.password) throw new DenetError("wrong_password", "this room has a password");
-    const password = inv.password ? opts.password : undefined;
-    const messageKey = call(() => w.roomMessageKey(inv.key, roomId, password));
-    if (inv.check && inv.check !== call(() => w.roomCheck(messageKey, roomId, inv.epoch))) {
-      throw new DenetError("wrong_password", "the password does not match the room's check; the invite is kept");
-    }
-    const r = {
-      name: inv.name, password: password ?? null, epoch: inv.epoch,
-      keys: { [inv.epoch]: { key: inv.key, message_key: messageKey } }, openers: {}, members: [...inv.members], left: false,
-    };
-    for (const rekey of this.state.held_rekeys[roomId] ?? []) this.takeRekey(roomId, r, rekey);
-    this.state.rooms[roomId] = r;
-    try {
-      await this.postToRoom(roomId, { type: "join", sent_at: Date.now() });
-    } catch (e) {
-      delete this.state.rooms[roomId];
-      throw e;
-    }
-    delete this.state.invites[roomId];
-    delete this.state.held_rekeys[roomId];
-    await this.save();
+    const stretched = opts.password ? call(() => w.roomStretch(opts.password, roomId)) : undefined;
+    const from = opts.from ? call(() => w.normalizeWallet(opts.from)) : undefined;
+    await this.postAndCommit(await this.withKeys((now) => this.session.join(roomId, from, stretched, now)));
     this.reopen?.(roomId);
   }
 
-  async postToRoom(roomId, content) {
-    const r = this.room(roomId);
-    const bytes = call(() => w.encodeContent(JSON.stringify(content)));
-    const body = call(() => w.sealRoom(r.keys[r.epoch].message_key, roomId, r.epoch, bytes));
-    const envelope = call(() => this.device.envelope(roomId, this.wallet, Date.now(), body));
-    const { json } = await this.request("POST", "/v1/messages", envelope);
-    return { id: json.id, seq: json.seq };
-  }
-
   async sendRoom(roomId, text) {
-    return this.postToRoom(roomId, { type: "text", sent_at: Date.now(), text });
+    return this.post(call(() => this.session.roomText(roomId, text, Date.now())));
   }
 
   async leaveRoom(roomId) {
-    await this.postToRoom(roomId, { type: "leave", sent_at: Date.now() });
-    this.room(roomId).left = true;
+    await this.post(call(() => this.session.leave(roomId, Date.now())));
+    this.session.commitLeave(roomId);
     await this.save();
   }
 
   async rooms() {
-    return Object.entries(this.state.rooms)
-      .filter(([, r]) => !r.left)
-      .map(([room, r]) => ({ room, name: r.name, epoch: r.epoch, members: [...r.members] }));
+    return call(() => this.session.rooms())
+      .filter((r) => r.joined)
+      .map(({ room, name, epoch, members }) => ({ room, name, epoch, members }));
   }
 
-  /** Pending invites (recorded from the inbox), for a UI to offer. */
+  /** Pending invites (recorded from the inbox), one per room and inviter, for a UI to offer. */
   invites() {
-    return Object.entries(this.state.invites).map(([room, i]) => ({ room, name: i.name, from: i.from, password: i.password }));
-  }
-
-  async roomMessage(roomId, stored) {
-    let env, content, epoch;
-    try {
-      ({ env } = await this.authenticate(stored));
-      const body = call(() => w.fromB64(env.body));
-      epoch = call(() => w.roomEpochOf(body));
-      const r = this.room(roomId);
-      const candidates = [r.keys[epoch], ...(r.openers[epoch] ?? [])].filter(Boolean);
-      if (!candidates.length) throw new DenetError("open", `no key for epoch ${epoch}`);
-      let plain;
-      for (const c of candidates) {
-        try {
-          plain = w.openRoom(c.message_key, roomId, body);
-          break;
-        } catch {}
-      }
-      if (!plain) throw new DenetError("open", `room message of epoch ${epoch} does not open with the keys held`);
-      content = JSON.parse(call(() => w.decodeContent(plain)));
-    } catch (e) {
-      return { ...this.toMessage(stored, roomId, env, null, roomId), error: e.message };
-    }
-    if (env.from) await this.onMembership(roomId, env.from, content, epoch);
-    return this.toMessage(stored, roomId, env, content, roomId);
-  }
-
-  async onMembership(roomId, sender, content, epoch) {
-    const r = this.state.rooms[roomId];
-    if (!r) return;
-    if (content.type === "join") {
-      if (w.joinCounts(r.epoch, epoch) && !r.members.includes(sender)) r.members.push(sender);
-    } else if (content.type === "leave") {
-      if (call(() => w.judgeLeave(this.wallet, sender, r.members, r.left)) === "remove_and_rekey") await this.inbox();
-      const verdict = call(() => w.judgeLeave(this.wallet, sender, r.members, r.left));
-      r.members = r.members.filter((m) => m !== sender);
-      if (verdict === "remove_and_rekey") await this.rekey(roomId, call(() => w.nextEpoch(r.epoch)));
-    }
-  }
-
-  async rekey(roomId, epoch) {
-    const r = this.room(roomId);
-    const key = w.randomKey();
-    const messageKey = call(() => w.roomMessageKey(key, roomId, r.password ?? undefined));
-    const check = call(() => w.roomCheck(messageKey, roomId, epoch));
-    const content = { type: "rekey", sent_at: Date.now(), room: roomId, epoch, key, check, members: [...r.members] };
-    for (const m of r.members) if (m !== this.wallet) await this.sendDm(m, content, false);
-    r.keys[epoch] = { key, message_key: messageKey };
-    r.epoch = Math.max(r.epoch, epoch);
-    await this.save();
+    return call(() => this.session.invites());
   }
 
   /** New messages of a room since the last read (or all). */
   async readRoom(roomId, opts = {}) {
-    this.room(roomId);
-    const out = [];
-    await this.pull(roomId, `/v1/rooms/${roomId}/messages`, !!opts.all, false, async (s) => {
-      out.push(await this.roomMessage(roomId, s));
-    });
-    return out;
+    if (!call(() => this.session.rooms()).some((r) => r.room === roomId)) {
+      throw new DenetError("not_found", `unknown room ${roomId} (create it, or join an invite)`);
+    }
+    return this.pull(roomId, `/v1/rooms/${roomId}/messages`, !!opts.all, false);
   }
 
   // -- live --
@@ -560,8 +411,7 @@ export class Client {
     // A follower that joins or creates a room asks the leader to open its socket.
     this.reopen = (room) => channel.postMessage({ open: room });
     channel.onmessage = async (ev) => {
-      const saved = await this.store.load(this.wallet);
-      if (saved) this.state = saved;
+      await this.reload();
       if (stopSockets) {
         if (ev.data.open) this.reopen(ev.data.open);
         if (ev.data.hello && lastState) channel.postMessage({ state: lastState });
@@ -572,7 +422,7 @@ export class Client {
     };
     navigator.locks.request(`denet-stream-${this.wallet}`, async () => {
       if (stopped) return;
-      this.state = (await this.store.load(this.wallet)) ?? this.state;
+      await this.reload();
       stopSockets = this.openSockets({
         onMessage: (m) => {
           handler.onMessage(m);
@@ -611,7 +461,7 @@ export class Client {
     const open = (address, attempt = 0) => {
       if (stopped) return;
       const isInbox = address === this.wallet;
-      const after = this.state.cursors[address] ?? 0;
+      const after = this.session.cursor(address);
       const path = isInbox ? `/v1/inbox/${address}/ws` : `/v1/rooms/${address}/ws`;
       const url = this.relay.replace(/^http/, "ws") + (isInbox ? this.signedQuery(path, `after=${after}`) : `${path}?after=${after}`);
       states.set(address, "connecting");
@@ -632,15 +482,15 @@ export class Client {
           report();
         } else if (frame.type === "message") {
           queue = queue.then(async () => {
-            if (this.shared) this.state = (await this.store.load(this.wallet)) ?? this.state;
+            if (this.shared) await this.reload();
             const stored = frame.message;
-            if (stored.seq <= (this.state.cursors[address] ?? 0)) return;
-            const m = isInbox ? await this.inboxMessage(stored) : await this.roomMessage(address, stored);
-            this.state.cursors[address] = Math.max(this.state.cursors[address] ?? 0, stored.seq);
+            if (stored.seq <= this.session.cursor(address)) return;
+            const m = await this.take(address, stored);
+            this.session.advance(address, stored.seq);
             await this.save();
             handler.onMessage(m);
-            if (isInbox) for (const r of Object.keys(this.state.rooms)) if (!sockets.has(r) && !this.state.rooms[r].left) open(r);
-          }).catch(() => {});
+            if (isInbox) for (const r of joined()) if (!sockets.has(r)) open(r);
+          }).catch((e) => handler.onError?.(e instanceof DenetError ? e : wasmError(e)));
         }
       };
       ws.onclose = () => {
@@ -652,8 +502,9 @@ export class Client {
         setTimeout(() => open(address, attempt + 1), wait);
       };
     };
+    const joined = () => call(() => this.session.rooms()).filter((r) => r.joined).map((r) => r.room);
     open(this.wallet);
-    for (const [r, state] of Object.entries(this.state.rooms)) if (!state.left) open(r);
+    for (const r of joined()) open(r);
     this.reopen = (room) => {
       if (!sockets.has(room)) open(room);
     };

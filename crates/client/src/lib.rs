@@ -3,6 +3,9 @@
 //! - [`identity`]: wallet signers, device keys, bundles and their verification;
 //! - [`pad`], [`content`], [`dm`], [`room`]: PROTOCOL.md §8 — padding, content
 //!   types, HPKE direct messages, room keys and bodies;
+//! - [`session`]: the whole chat session as a pure state machine (what a device
+//!   keeps, what it believes of what arrives, what it sends), driven by the CLI and
+//!   the SDK alike;
 //! - [`net`] (feature `net`): a small async client for the relay API.
 //!
 //! Encrypt functions take their randomness as an argument, so known-answer tests
@@ -16,6 +19,7 @@ pub mod membership;
 pub mod net;
 pub mod pad;
 pub mod room;
+pub mod session;
 
 /// A client-side failure: a message that cannot be opened, a key that does not
 /// verify, or a relay that refused (with its §6 code).

@@ -92,14 +92,21 @@ pub enum Invite {
     Offer,
 }
 
-/// §8.3: an invite only offers a room the reader does not hold yet, and only from
-/// an authenticated sender. It never replaces a held key.
-pub fn judge_invite(sender: Option<&Wallet>, room_held: bool) -> Invite {
-    match (sender, room_held) {
-        (None, _) => Invite::Ignore("an anonymous invite counts for nothing"),
-        (Some(_), true) => Invite::Ignore("the room is already held: an invite never replaces its key"),
-        (Some(_), false) => Invite::Offer,
+/// §8.3: an invite only offers, from an authenticated sender, a room id (never
+/// another kind of address) that the reader does not hold as a member: one it never
+/// knew, or one it left (a new invite after leaving brings it back). It never
+/// replaces the key of a room the reader is in.
+pub fn judge_invite(sender: Option<&Wallet>, room: &str, held_as_member: bool) -> Invite {
+    if sender.is_none() {
+        return Invite::Ignore("an anonymous invite counts for nothing");
     }
+    if denet_core::RoomId::parse(room).is_err() {
+        return Invite::Ignore("the invite names no room id");
+    }
+    if held_as_member {
+        return Invite::Ignore("the room is already held: an invite never replaces its key");
+    }
+    Invite::Offer
 }
 
 /// §8.3: a `join` adds its sender only when sealed under the reader's current
@@ -119,12 +126,21 @@ pub enum Leave {
     RemoveAndRekey,
 }
 
-/// §8.3: a leave (under any epoch the reader holds, i.e. one it could open)
-/// removes its sender. The reader rotates only if the leaver is among the members
-/// of its current epoch, so the members who already took another member's rekey
-/// for this leave (whose `members` no longer name the leaver) do not rotate again.
-pub fn judge_leave(me: &Wallet, sender: &Wallet, members: &[String], reader_left: bool) -> Leave {
-    if sender == me || !members.iter().any(|m| m == sender.as_str()) {
+/// §8.3 (1.2): a leave removes its sender when it was sealed under an epoch at or
+/// after the sender's latest join as the reader knows it (`sender_since`): an old
+/// leave served again, or read again from history, never removes a member who came
+/// back. The reader rotates only if the leaver is among the members of its current
+/// epoch, so the members who already took another member's rekey for this leave
+/// (whose `members` no longer name the leaver) do not rotate again.
+pub fn judge_leave(
+    me: &Wallet,
+    sender: &Wallet,
+    members: &[String],
+    sender_since: u32,
+    message_epoch: u32,
+    reader_left: bool,
+) -> Leave {
+    if sender == me || !members.iter().any(|m| m == sender.as_str()) || message_epoch < sender_since {
         return Leave::Ignore;
     }
     if reader_left { Leave::Remove } else { Leave::RemoveAndRekey }
@@ -210,9 +226,17 @@ mod tests {
     #[test]
     fn invite_never_replaces_a_held_room() {
         let alice = wallet(1);
-        assert_eq!(judge_invite(Some(&alice), false), Invite::Offer);
-        assert!(matches!(judge_invite(Some(&alice), true), Invite::Ignore(_)));
-        assert!(matches!(judge_invite(None, false), Invite::Ignore(_)));
+        let room = "ab".repeat(32);
+        assert_eq!(judge_invite(Some(&alice), &room, false), Invite::Offer);
+        assert!(matches!(judge_invite(Some(&alice), &room, true), Invite::Ignore(_)));
+        assert!(matches!(judge_invite(None, &room, false), Invite::Ignore(_)));
+    }
+
+    #[test]
+    fn an_invite_naming_a_wallet_is_no_room() {
+        let alice = wallet(1);
+        assert!(matches!(judge_invite(Some(&alice), alice.as_str(), false), Invite::Ignore(_)));
+        assert!(matches!(judge_invite(Some(&alice), &"AB".repeat(32), false), Invite::Ignore(_)));
     }
 
     #[test]
@@ -227,13 +251,23 @@ mod tests {
         let (alice, bob, carol) = (wallet(1), wallet(2), wallet(3));
         // Alice reads Carol's leave first: she rotates.
         let before = members(&[&alice, &bob, &carol]);
-        assert_eq!(judge_leave(&alice, &carol, &before, false), Leave::RemoveAndRekey);
+        assert_eq!(judge_leave(&alice, &carol, &before, 0, 0, false), Leave::RemoveAndRekey);
         // Bob took Alice's rekey (members: alice, bob) before reading the leave: no second rotation.
         let after = members(&[&alice, &bob]);
-        assert_eq!(judge_leave(&bob, &carol, &after, false), Leave::Ignore);
+        assert_eq!(judge_leave(&bob, &carol, &after, 0, 0, false), Leave::Ignore);
         // A reader who left itself removes but does not rotate; one's own leave is nothing.
-        assert_eq!(judge_leave(&bob, &carol, &before, true), Leave::Remove);
-        assert_eq!(judge_leave(&carol, &carol, &before, false), Leave::Ignore);
+        assert_eq!(judge_leave(&bob, &carol, &before, 0, 0, true), Leave::Remove);
+        assert_eq!(judge_leave(&carol, &carol, &before, 0, 0, false), Leave::Ignore);
+    }
+
+    #[test]
+    fn an_old_leave_does_not_remove_a_member_who_came_back() {
+        let (alice, bob) = (wallet(1), wallet(2));
+        let m = members(&[&alice, &bob]);
+        // Bob left under epoch 1 and re-joined under epoch 2: the old leave counts for nothing.
+        assert_eq!(judge_leave(&alice, &bob, &m, 2, 1, false), Leave::Ignore);
+        assert_eq!(judge_leave(&alice, &bob, &m, 2, 2, false), Leave::RemoveAndRekey);
+        assert_eq!(judge_leave(&alice, &bob, &m, 2, 3, false), Leave::RemoveAndRekey);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! directory, posts, pages and long-polls, and WebSocket subscriptions with resume.
 //! Every refusal comes back as [`ClientError::Relay`] with the §6 code.
 
-use crate::identity::{Device, VerifiedBundle, verify_key_list};
+use crate::identity::Device;
 use crate::{ClientError, Result};
 use denet_core::wire::{ClientFrame, ServerFrame};
 use denet_core::{Bundle, Revocation, Wallet};
@@ -61,14 +61,13 @@ impl RelayClient {
         Ok(self.send(self.http.put(url).json(&bundle.to_json())).await?.0)
     }
 
-    /// The wallet's bundles that verify by its signature (all of them with
-    /// `include_all`, with their revocations); none if the relay has none.
-    pub async fn keys(&self, wallet: &Wallet, include_all: bool) -> Result<Vec<VerifiedBundle>> {
-        let query = if include_all { "?include=all" } else { "" };
-        let url = format!("{}/v1/keys/{wallet}{query}", self.base);
+    /// `GET /v1/keys/{wallet}?include=all` as the relay answered it (`{"keys": []}`
+    /// for a 404), for a session to verify ([`crate::session::Session::take_keys`]).
+    pub async fn key_list(&self, wallet: &Wallet) -> Result<Value> {
+        let url = format!("{}/v1/keys/{wallet}?include=all", self.base);
         match self.send(self.http.get(url)).await {
-            Ok((_, body)) => Ok(verify_key_list(&body, wallet)),
-            Err(ClientError::Relay { status: 404, .. }) => Ok(Vec::new()),
+            Ok((_, body)) => Ok(body),
+            Err(ClientError::Relay { status: 404, .. }) => Ok(serde_json::json!({"keys": []})),
             Err(e) => Err(e),
         }
     }

@@ -22,9 +22,14 @@ const MAGIC: &[u8; 4] = b"DNG1";
 /// `HKDF(salt = "denet/v1/room-password", ikm = K || Argon2id(password, salt = first
 /// 16 bytes of the room id), info = room id)`.
 pub fn message_key(room_key: &[u8; 32], room_id: &str, password: Option<&str>) -> Result<Zeroizing<[u8; 32]>> {
-    let Some(password) = password else {
-        return Ok(Zeroizing::new(*room_key));
-    };
+    let stretched = password.map(|p| stretch(p, room_id)).transpose()?;
+    Ok(message_key_stretched(room_key, room_id, stretched.as_deref()))
+}
+
+/// The slow half of a password room's message key: `Argon2id(password, salt = first 16
+/// bytes of the room id)`. It depends on the password and the room only, so a client
+/// keeps it (never the password) and derives every epoch's key from it.
+pub fn stretch(password: &str, room_id: &str) -> Result<Zeroizing<[u8; 32]>> {
     let id_bytes = hex::decode(room_id).map_err(|_| ClientError::Invalid("room id is not hex".into()))?;
     if id_bytes.len() != 32 {
         return Err(ClientError::Invalid("room id is not 32 bytes".into()));
@@ -34,14 +39,23 @@ pub fn message_key(room_key: &[u8; 32], room_id: &str, password: Option<&str>) -
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(password.as_bytes(), &id_bytes[..16], stretched.as_mut())
         .map_err(|e| ClientError::Invalid(format!("argon2: {e}")))?;
+    Ok(stretched)
+}
+
+/// The fast half: the message key of `room_key` given the room password's
+/// [`stretch`] (or none: the room key itself).
+pub fn message_key_stretched(room_key: &[u8; 32], room_id: &str, stretched: Option<&[u8; 32]>) -> Zeroizing<[u8; 32]> {
+    let Some(stretched) = stretched else {
+        return Zeroizing::new(*room_key);
+    };
     let mut ikm = Zeroizing::new([0u8; 64]);
     ikm[..32].copy_from_slice(room_key);
-    ikm[32..].copy_from_slice(stretched.as_ref());
+    ikm[32..].copy_from_slice(stretched);
     let mut out = Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(Some(b"denet/v1/room-password"), ikm.as_ref())
         .expand(room_id.as_bytes(), out.as_mut())
         .expect("32 bytes is a valid HKDF length");
-    Ok(out)
+    out
 }
 
 /// The password check of an epoch (§8.3): the first 16 bytes of

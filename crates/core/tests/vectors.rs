@@ -294,7 +294,11 @@ fn spec_vectors_are_the_independent_ones_byte_for_byte() {
         let name = path.file_name().expect("a file name").to_owned();
         let ours = std::fs::read(root.join("spec/vectors").join(&name))
             .unwrap_or_else(|_| panic!("spec/vectors lacks {name:?}, which ../shared/vectors has"));
-        assert!(ours == std::fs::read(&path).expect("readable"), "spec/vectors/{name:?} differs from {}", path.display());
+        assert!(
+            ours == std::fs::read(&path).expect("readable"),
+            "spec/vectors/{name:?} differs from {}",
+            path.display()
+        );
         compared += 1;
     }
     assert!(compared > 0, "{} is empty", handed.display());

@@ -8,13 +8,15 @@
 
 use denet_client::content::Content;
 use denet_client::identity::{self, key32};
-use denet_client::membership::{self, Known};
 use denet_client::{dm, room};
 use denet_core::encoding::{b64, b64_decode};
 use denet_core::{Bundle, Revocation, Wallet};
 use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
+
+mod session;
+pub use session::Session;
 
 type JsResult<T> = Result<T, JsError>;
 
@@ -53,6 +55,13 @@ pub fn random_key() -> String {
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
     OsRng.fill_bytes(bytes.as_mut());
     b64(bytes.as_ref())
+}
+
+/// The slow half of a password room's message key (Argon2id of the password and
+/// the room id), as base64url: what a session keeps instead of the password.
+#[wasm_bindgen(js_name = roomStretch)]
+pub fn room_stretch(password: &str, room_id: &str) -> JsResult<String> {
+    Ok(b64(room::stretch(password, room_id).map_err(client_err)?.as_ref()))
 }
 
 /// 32 random bytes as hex (room ids).
@@ -290,65 +299,6 @@ pub fn open_room(message_key: &str, room_id: &str, body: &[u8]) -> JsResult<Vec<
 #[wasm_bindgen(js_name = roomEpochOf)]
 pub fn room_epoch_of(body: &[u8]) -> JsResult<u32> {
     room::epoch_of(body).map_err(client_err)
-}
-
-fn verdict(v: membership::Rekey) -> String {
-    match v {
-        membership::Rekey::Ignore(why) => format!("ignore: {why}"),
-        membership::Rekey::Advance => "advance".into(),
-        membership::Rekey::Replace => "replace".into(),
-        membership::Rekey::OpenOnly => "open_only".into(),
-    }
-}
-
-/// §8.3: whether a rekey counts — `advance`, `replace`, `open_only` or `ignore: why`.
-#[wasm_bindgen(js_name = judgeRekey)]
-pub fn judge_rekey(
-    sender: Option<String>,
-    current_epoch: u32,
-    members: Vec<String>,
-    sealing_key: Option<String>,
-    epoch: u32,
-    new_key: &str,
-    check_matches: Option<bool>,
-) -> JsResult<String> {
-    let sender = sender.map(|s| wallet(&s)).transpose()?;
-    let sealing = sealing_key.map(|k| key(&k)).transpose()?;
-    let known = Known { epoch: current_epoch, members: &members, sealing_key: sealing.as_ref() };
-    Ok(verdict(membership::judge_rekey(sender.as_ref(), &known, epoch, &key(new_key)?, check_matches)))
-}
-
-/// §8.3: `offer` or `ignore: why`.
-#[wasm_bindgen(js_name = judgeInvite)]
-pub fn judge_invite(sender: Option<String>, room_held: bool) -> JsResult<String> {
-    let sender = sender.map(|s| wallet(&s)).transpose()?;
-    Ok(match membership::judge_invite(sender.as_ref(), room_held) {
-        membership::Invite::Offer => "offer".into(),
-        membership::Invite::Ignore(why) => format!("ignore: {why}"),
-    })
-}
-
-/// §8.3: whether a join sealed under `message_epoch` adds its sender.
-#[wasm_bindgen(js_name = joinCounts)]
-pub fn join_counts(current_epoch: u32, message_epoch: u32) -> bool {
-    membership::join_counts(current_epoch, message_epoch)
-}
-
-/// §8.3: `ignore`, `remove` or `remove_and_rekey`.
-#[wasm_bindgen(js_name = judgeLeave)]
-pub fn judge_leave(me: &str, sender: &str, members: Vec<String>, reader_left: bool) -> JsResult<String> {
-    Ok(match membership::judge_leave(&wallet(me)?, &wallet(sender)?, &members, reader_left) {
-        membership::Leave::Ignore => "ignore",
-        membership::Leave::Remove => "remove",
-        membership::Leave::RemoveAndRekey => "remove_and_rekey",
-    }
-    .into())
-}
-
-/// The epoch after `epoch`; an error at the last one (epochs never wrap).
-#[wasm_bindgen(js_name = nextEpoch)]
-pub fn next_epoch(epoch: u32) -> JsResult<u32> {
-    membership::next_epoch(epoch).ok_or_else(|| fail("invalid", "the room is at its last epoch"))
 }
 
 /// Decodes base64url (no padding) to bytes.

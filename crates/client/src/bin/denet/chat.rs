@@ -1,20 +1,17 @@
-//! The chat commands: each reads the state, talks to the relay, decrypts or
-//! encrypts, and prints a line per result (text or JSON).
+//! The chat commands: each drives the session (`denet_client::session`, where every
+//! decision lives) against the relay, and prints a line per result (text or JSON).
 
-use crate::state::{HeldRekey, Home, Identity, Invite, State};
+use crate::state::Home;
 use denet_client::content::Content;
-use denet_client::identity::{Device, LocalWallet, VerifiedBundle, anonymous_envelope};
-use denet_client::net::{Event, RelayClient, now_ms};
-use denet_client::{dm, membership};
-use denet_core::{Envelope, Wallet};
+use denet_client::identity::{Device, LocalWallet};
+use denet_client::net::{Event as NetEvent, RelayClient, now_ms};
+use denet_client::session::{self, Event, Message, Registration, Session, SessionError, Settle};
+use denet_core::Wallet;
 use rand_core::OsRng;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::path::Path;
 
 mod rooms;
-
-use rooms::take_rekey;
 
 /// How long a registered bundle is valid.
 const BUNDLE_DAYS: u64 = 365;
@@ -55,9 +52,9 @@ pub fn init(home: &Path, wallet_key: Option<&str>, out: &Out) -> Result<(), Stri
         Some(hex) => LocalWallet::from_hex(hex).map_err(err)?,
         None => LocalWallet::generate(&mut OsRng),
     };
-    let id = Identity { wallet, device: Device::generate(&mut OsRng) };
-    home.save_identity(&id).map_err(err)?;
-    let (w, k) = (id.address(), id.device.sign_key());
+    let device = Device::generate(&mut OsRng);
+    home.save_identity(&wallet, &device).map_err(err)?;
+    let (w, k) = (denet_client::identity::WalletSigner::wallet(&wallet), device.sign_key());
     out.emit(json!({"wallet": w.as_str(), "sign_key": k.to_b64()}), || format!("{w}"));
     Ok(())
 }
@@ -66,10 +63,9 @@ pub struct Ctx {
     home: Home,
     relay: RelayClient,
     out: Out,
-    id: Identity,
+    wallet: LocalWallet,
     me: Wallet,
-    state: State,
-    bundles: HashMap<Wallet, Vec<VerifiedBundle>>,
+    session: Session,
 }
 
 impl Ctx {
@@ -78,19 +74,42 @@ impl Ctx {
         let id = home.identity()?;
         let state = home.state()?;
         let me = id.address();
-        Ok(Ctx { home, relay: RelayClient::new(relay), out, id, me, state, bundles: HashMap::new() })
+        let session = Session::new(me.clone(), id.device, state);
+        Ok(Ctx { home, relay: RelayClient::new(relay), out, wallet: id.wallet, me, session })
     }
 
     fn save(&self) -> Result<(), String> {
-        self.home.save_state(&self.state)
+        self.home.save_state(self.session.state())
+    }
+
+    /// Runs a session operation, fetching the key lists it asks for and trying again.
+    async fn with_keys<T>(&mut self, mut op: impl FnMut(&mut Session, u64) -> session::Result<T>) -> Result<T, String> {
+        for _ in 0..3 {
+            match op(&mut self.session, now_ms()) {
+                Err(SessionError::NeedKeys(wallets)) => {
+                    for w in wallets {
+                        let answer = self.relay.key_list(&w).await.map_err(err)?;
+                        self.session.take_keys(&w, &answer, now_ms());
+                    }
+                }
+                other => return other.map_err(err),
+            }
+        }
+        Err("the relay's key lists keep changing: try again".into())
     }
 
     pub async fn register(&mut self) -> Result<(), String> {
+        // A device whose key was revoked can never register it again: new keys.
+        if self.with_keys(|s, now| s.registration(now)).await? == Registration::NewKeys {
+            let device = Device::generate(&mut OsRng);
+            self.home.save_identity(&self.wallet, &device).map_err(err)?;
+            self.session.replace_device(device);
+        }
         let now = now_ms();
         let bundle = self
-            .id
-            .device
-            .bundle(&self.id.wallet, now, now + BUNDLE_DAYS * denet_core::limits::DAY_MS)
+            .session
+            .device()
+            .bundle(&self.wallet, now, now + BUNDLE_DAYS * denet_core::limits::DAY_MS)
             .await
             .map_err(err)?;
         let status = self.relay.put_bundle(&bundle).await.map_err(err)?;
@@ -103,7 +122,7 @@ impl Ctx {
     }
 
     pub async fn revoke(&mut self) -> Result<(), String> {
-        let r = self.id.device.revocation(&self.id.wallet, now_ms()).await.map_err(err)?;
+        let r = self.session.device().revocation(&self.wallet, now_ms()).await.map_err(err)?;
         self.relay.revoke(&r).await.map_err(err)?;
         let k = r.sign_key.to_b64();
         self.out.emit(json!({"wallet": self.me.as_str(), "sign_key": k, "revoked_at": r.revoked_at}), || {
@@ -112,165 +131,27 @@ impl Ctx {
         Ok(())
     }
 
-    /// A wallet's bundles as its wallet signed them (never the relay's word), cached per run.
-    async fn bundles_of(&mut self, wallet: &Wallet) -> Result<Vec<VerifiedBundle>, String> {
-        if let Some(b) = self.bundles.get(wallet) {
-            return Ok(b.clone());
-        }
-        let list = self.relay.keys(wallet, true).await.map_err(err)?;
-        self.bundles.insert(wallet.clone(), list.clone());
-        Ok(list)
-    }
-
-    async fn active_dh_keys(&mut self, wallet: &Wallet) -> Result<Vec<[u8; 32]>, String> {
-        let now = now_ms();
-        Ok(self.bundles_of(wallet).await?.iter().filter(|b| b.active_at(now)).map(|b| b.bundle.dh_key).collect())
-    }
-
-    /// Seals `content` for every active device of `to` (and ours, when named) and posts it.
-    async fn send_dm(
-        &mut self,
-        to: &Wallet,
-        content: &Content,
-        anonymous: bool,
-    ) -> Result<denet_client::net::Ack, String> {
-        let mut recipients = self.active_dh_keys(to).await?;
-        if recipients.is_empty() {
-            return Err(format!("{to} has no registered device key"));
-        }
-        let now = now_ms();
-        let envelope = if anonymous {
-            let body = dm::seal(&content.to_bytes(), to.as_str(), None, &recipients, &mut OsRng).map_err(err)?;
-            anonymous_envelope(to.as_str(), now, &body, &mut OsRng).map_err(err)?
-        } else {
-            let me = self.me.clone();
-            for own in self.active_dh_keys(&me).await? {
-                if !recipients.contains(&own) {
-                    recipients.push(own);
-                }
-            }
-            recipients.truncate(dm::MAX_RECIPIENTS);
-            let secret = self.id.device.dh_secret();
-            let sender = dm::Sender { wallet: me.as_str(), dh_secret: &secret };
-            let body =
-                dm::seal(&content.to_bytes(), to.as_str(), Some(&sender), &recipients, &mut OsRng).map_err(err)?;
-            self.id.device.envelope(to.as_str(), Some(&me), now, &body).map_err(err)?
-        };
-        self.relay.post(&envelope).await.map_err(err)
-    }
-
     pub async fn send(&mut self, to: &str, text: &str, anonymous: bool) -> Result<(), String> {
         let to = Wallet::parse_lenient(to).map_err(|e| e.message)?;
-        let content = Content::Text { sent_at: now_ms(), text: text.to_owned(), name: None, reply_to: None };
-        let ack = self.send_dm(&to, &content, anonymous).await?;
+        let envelope = self.with_keys(|s, now| s.send_text(&to, text, anonymous, now, &mut OsRng)).await?;
+        let ack = self.relay.post(&envelope).await.map_err(err)?;
         self.out.emit(json!({"to": to.as_str(), "id": ack.id, "seq": ack.seq, "anonymous": anonymous}), || {
             format!("sent to {to}{}", if anonymous { " anonymously" } else { "" })
         });
         Ok(())
     }
 
-    /// Checks a stored envelope's signature and, when named, that its key is a
-    /// bundle of `from` (verified by the wallet) active at `ts`. Returns the bundle.
-    async fn authenticate(&mut self, msg: &Value) -> Result<(Envelope, Option<VerifiedBundle>), String> {
-        let (env, _) = denet_core::wire::parse_stored(msg).map_err(|e| e.message)?;
-        env.verify().map_err(|e| e.message)?;
-        let Some(from) = env.from.clone() else {
-            return Ok((env, None));
-        };
-        let bundle = self
-            .bundles_of(&from)
-            .await?
-            .into_iter()
-            .find(|b| b.bundle.sign_key == env.key && b.active_at(env.ts))
-            .ok_or_else(|| format!("the key of this message is not a key of {from}"))?;
-        Ok((env, Some(bundle)))
-    }
-
-    /// Opens one direct message of our inbox and applies invites and rekeys.
-    async fn open_dm(&mut self, msg: &Value) -> Result<(Option<Wallet>, Content), String> {
-        let (env, bundle) = self.authenticate(msg).await?;
-        let from = env.from.clone();
-        let sender = match (&from, &bundle) {
-            (Some(w), Some(b)) => Some((w.as_str(), &b.bundle.dh_key)),
-            _ => None,
-        };
-        let plain = dm::open(&env.body, self.me.as_str(), sender, &self.id.device.dh_secret()).map_err(err)?;
-        let content = Content::parse(&plain).map_err(err)?;
-        // Only a named message that opened in auth mode with the sender's verified
-        // bundle (above) is authenticated; an anonymous one proves nothing (§8.3).
-        self.apply(from.as_ref(), &content)?;
-        Ok((from, content))
-    }
-
-    /// Applies an invite or a rekey by the rules of §8.3 (`membership`).
-    fn apply(&mut self, from: Option<&Wallet>, content: &Content) -> Result<(), String> {
-        match content {
-            Content::Invite { room, name, key, epoch, password, members, check, .. } => {
-                match membership::judge_invite(from, self.state.rooms.contains_key(room)) {
-                    membership::Invite::Offer => {
-                        let invite = Invite {
-                            from: from.map(Wallet::to_string).unwrap_or_default(),
-                            name: name.clone(),
-                            key: key.clone(),
-                            epoch: *epoch,
-                            password: *password,
-                            members: members.clone(),
-                            check: check.clone(),
-                        };
-                        self.state.invites.insert(room.clone(), invite);
-                    }
-                    membership::Invite::Ignore(why) => eprintln!("denet: ignored an invite to {room}: {why}"),
-                }
-            }
-            Content::Rekey { room, epoch, key, check, members, .. } => {
-                let Some(from) = from else {
-                    eprintln!("denet: ignored an anonymous rekey of {room}");
-                    return Ok(());
-                };
-                let rekey = HeldRekey {
-                    from: from.to_string(),
-                    epoch: *epoch,
-                    key: key.clone(),
-                    check: check.clone(),
-                    members: members.clone(),
-                };
-                match self.state.rooms.get_mut(room) {
-                    Some(r) => take_rekey(room, r, &rekey)?,
-                    None => self.state.held_rekeys.entry(room.clone()).or_default().push(rekey),
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn show(
-        &self,
-        address: &str,
-        msg: &Value,
-        from: &Option<Wallet>,
-        result: Result<Content, String>,
-        epoch: Option<u32>,
-    ) {
-        let who = from.as_ref().map(Wallet::to_string).unwrap_or_else(|| "anonymous".into());
-        // The id is computed here from the envelope, never taken from the relay (§8.3).
-        let stored = denet_core::wire::parse_stored(msg).ok();
-        let received_at = stored.as_ref().map(|(_, meta)| meta.received_at);
+    fn show(&self, m: &Message) {
+        let who = m.from.clone().unwrap_or_else(|| "anonymous".into());
         let mut item = json!({
-            "address": address, "seq": stored.as_ref().map(|(_, meta)| meta.seq),
-            "id": stored.as_ref().map(|(env, _)| env.id()), "received_at": received_at,
-            "from": from.as_ref().map(Wallet::as_str),
+            "address": m.address, "seq": m.seq, "id": m.id, "received_at": m.received_at, "from": m.from,
         });
-        if let Some(e) = epoch {
+        if let Some(e) = m.epoch {
             item["epoch"] = e.into();
         }
-        let human = match result {
-            Err(e) => {
-                item["error"] = e.clone().into();
-                format!("{} {who}: [cannot read: {e}]", time(received_at.unwrap_or(0)))
-            }
-            Ok(content) => {
-                let mut c = serde_json::to_value(&content).unwrap_or_default();
+        let human = match (&m.content, &m.error) {
+            (Some(content), _) => {
+                let mut c = serde_json::to_value(content).unwrap_or_default();
                 if let Some(obj) = c.as_object_mut() {
                     obj.remove("key");
                     for (k, v) in obj.iter() {
@@ -280,9 +161,9 @@ impl Ctx {
                 let at = time(content.sent_at());
                 match content {
                     Content::Text { text, .. } => format!("{at} {who}: {text}"),
-                    Content::Invite { room, name, .. } => {
-                        format!("{at} {who} invited you to room {room} ({name}); join with: denet room join {room}")
-                    }
+                    Content::Invite { room, name, .. } => format!(
+                        "{at} {who} invited you to room {room} ({name}); join with: denet room join {room} --from {who}"
+                    ),
                     Content::Rekey { room, epoch, .. } => {
                         format!("{at} {who} rotated the key of room {room} to epoch {epoch}")
                     }
@@ -291,25 +172,48 @@ impl Ctx {
                     Content::RoomDeleted { .. } => format!("{at} {who} deleted the room"),
                 }
             }
+            (None, error) => {
+                let e = error.clone().unwrap_or_default();
+                item["error"] = e.clone().into();
+                format!("{} {who}: [cannot read: {e}]", time(m.received_at.unwrap_or(0)))
+            }
         };
         self.out.emit(item, || human);
     }
 
-    /// Reads the inbox after the cursor (or from the start with `all`), printing each message.
-    async fn sync_inbox(&mut self, all: bool, print: bool) -> Result<(), String> {
-        let address = self.me.to_string();
-        let mut after = if all { 0 } else { self.state.cursors.get(&address).copied().unwrap_or(0) };
+    /// Takes one stored envelope of `address` into the session, prints it, and
+    /// answers a leave with a rekey when the session says so.
+    async fn take(&mut self, address: &str, msg: &Value, print: bool) -> Result<(), String> {
+        let got = self.with_keys(|s, now| s.receive(address, msg, now)).await?;
+        for event in &got.events {
+            if let Event::Ignored { room, what, why } = event {
+                eprintln!("denet: ignored a {what} of {room}: {why}");
+            }
+        }
+        if print {
+            self.show(&got.message);
+        }
+        if let Some(settle) = &got.settle {
+            self.settle(settle).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads `address` (our inbox, or a room) after the cursor, or from the start with `all`.
+    async fn pull(&mut self, address: &str, all: bool, print: bool) -> Result<(), String> {
+        let mut after = if all { 0 } else { self.session.cursor(address) };
         loop {
-            let page = self.relay.pull_inbox(&self.id.device, &self.me, after, PAGE, 0).await.map_err(err)?;
+            let page = if address == self.me.as_str() {
+                self.relay.pull_inbox(self.session.device(), &self.me, after, PAGE, 0).await
+            } else {
+                self.relay.pull_room(address, after, PAGE, 0).await
+            }
+            .map_err(err)?;
             for msg in &page.messages {
-                let opened = self.open_dm(msg).await;
-                if print {
-                    self.show(&address, msg, &sender_of(msg), opened.map(|(_, c)| c), None);
-                }
+                self.take(address, msg, print).await?;
             }
             after = page.next;
-            let cursor = self.state.cursors.entry(address.clone()).or_default();
-            *cursor = (*cursor).max(after);
+            self.session.advance(address, after);
             self.save()?;
             if !page.more {
                 return Ok(());
@@ -317,15 +221,40 @@ impl Ctx {
         }
     }
 
+    /// A leave this reader may answer: read the inbox first (another member may have
+    /// rotated already), then post the rekey the session makes, if any.
+    async fn settle(&mut self, settle: &Settle) -> Result<(), String> {
+        let inbox = self.me.to_string();
+        Box::pin(self.pull(&inbox, false, false)).await?;
+        let Some(rekeying) = self.with_keys(|s, now| s.settle_leave(settle, now, &mut OsRng)).await? else {
+            return Ok(());
+        };
+        self.post_rekey(rekeying).await
+    }
+
+    async fn post_rekey(&mut self, rekeying: session::Rekeying) -> Result<(), String> {
+        for envelope in &rekeying.envelopes {
+            self.relay.post(envelope).await.map_err(err)?;
+        }
+        let (room, epoch, to) = (rekeying.room.clone(), rekeying.epoch, rekeying.to.clone());
+        self.session.commit_rekey(rekeying);
+        self.save()?;
+        self.out.emit(json!({"room": room, "rekey": epoch, "members": to}), || {
+            format!("rotated the key of {room} to epoch {epoch} for {} member(s)", to.len())
+        });
+        Ok(())
+    }
+
     pub async fn inbox(&mut self, all: bool) -> Result<(), String> {
-        self.sync_inbox(all, true).await
+        let me = self.me.to_string();
+        self.pull(&me, all, true).await
     }
 
     /// Prints messages as they arrive; reconnects and resumes after the last seq.
     pub async fn listen(&mut self, room_id: Option<&str>, count: Option<usize>) -> Result<(), String> {
         let address = match room_id {
             Some(r) => {
-                self.room(r)?;
+                self.session.room(r).map_err(err)?;
                 r.to_owned()
             }
             None => self.me.to_string(),
@@ -333,8 +262,8 @@ impl Ctx {
         let mut seen = 0usize;
         let mut failures = 0u32;
         loop {
-            let after = self.state.cursors.get(&address).copied().unwrap_or(0);
-            let inbox = room_id.is_none().then_some((&self.id.device, &self.me));
+            let after = self.session.cursor(&address);
+            let inbox = room_id.is_none().then_some((self.session.device(), &self.me));
             let mut sub = match self.relay.subscribe(&address, inbox, after).await {
                 Ok(s) => s,
                 Err(e) if failures < 30 => {
@@ -347,26 +276,12 @@ impl Ctx {
             };
             failures = 0;
             while let Some(event) = sub.next().await {
-                let Ok(Event::Message(msg)) = event else {
+                let Ok(NetEvent::Message(msg)) = event else {
                     continue;
                 };
-                let from = sender_of(&msg);
-                match room_id {
-                    Some(r) => {
-                        let (from, epoch, opened) = self.open_room_message(r, &msg).await;
-                        if let (Ok(content), Some(sender), Some(epoch)) = (&opened, &from, epoch) {
-                            self.on_membership(r, sender, content, epoch).await?;
-                        }
-                        self.show(r, &msg, &from, opened, epoch);
-                    }
-                    None => {
-                        let opened = self.open_dm(&msg).await.map(|(_, c)| c);
-                        self.show(&address, &msg, &from, opened, None);
-                    }
-                }
+                self.take(&address, &msg, true).await?;
                 let seq = denet_core::wire::parse_stored(&msg).map(|(_, meta)| meta.seq).unwrap_or(0);
-                let cursor = self.state.cursors.entry(address.clone()).or_default();
-                *cursor = (*cursor).max(seq);
+                self.session.advance(&address, seq);
                 self.save()?;
                 seen += 1;
                 if count.is_some_and(|c| seen >= c) {
@@ -375,9 +290,4 @@ impl Ctx {
             }
         }
     }
-}
-
-/// The `from` of a stored envelope, as the relay gave it (before it is authenticated).
-pub(crate) fn sender_of(msg: &Value) -> Option<Wallet> {
-    denet_core::wire::parse_stored(msg).ok().and_then(|(env, _)| env.from)
 }

@@ -85,6 +85,9 @@ enum RoomCommand {
     /// Join a room you were invited to
     Join {
         room: String,
+        /// The wallet whose invite to take, when several invited you to this room
+        #[arg(long, value_name = "WALLET")]
+        from: Option<String>,
         /// The room password; a wrong one is refused (`wrong_password`) and the invite kept
         #[arg(long, conflicts_with = "password_file")]
         password: Option<String>,
@@ -164,9 +167,9 @@ async fn run(ctx: &mut chat::Ctx, command: Command) -> Result<(), String> {
                 ctx.room_create(&name, password.as_deref().map(|p| p.as_str())).await
             }
             RoomCommand::Invite { room, wallet } => ctx.room_invite(&room, &wallet).await,
-            RoomCommand::Join { room, password, password_file } => {
+            RoomCommand::Join { room, from, password, password_file } => {
                 let password = secret(password, password_file)?;
-                ctx.room_join(&room, password.as_deref().map(|p| p.as_str())).await
+                ctx.room_join(&room, from.as_deref(), password.as_deref().map(|p| p.as_str())).await
             }
             RoomCommand::Send { room, text } => ctx.room_send(&room, &text).await,
             RoomCommand::Read { room, all } => ctx.room_read(&room, all).await,

@@ -1,11 +1,12 @@
-//! The CLI's state directory (`--home`): the identity and what it has read and
-//! joined. Files are written with mode 0600 (they hold secret keys).
+//! The CLI's state directory (`--home`): the identity (`identity.json`) and the
+//! session's state (`state.json`, [`SessionState`], migrated from older versions on
+//! load). Files are written with mode 0600 (they hold secret keys).
 
 use denet_client::identity::{Device, LocalWallet, WalletSigner};
+use denet_client::session::SessionState;
 use denet_core::Wallet;
 use denet_core::encoding::b64;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -39,66 +40,6 @@ impl Identity {
     }
 }
 
-/// One room key: the key `K` as invited, the message key derived from it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct EpochKey {
-    pub key: String,
-    pub message_key: String,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-pub struct RoomState {
-    pub name: String,
-    pub password: Option<String>,
-    pub epoch: u32,
-    /// The key each epoch is sealed with (the tie-break's winner, §8.3).
-    pub keys: BTreeMap<u32, EpochKey>,
-    /// Other keys accepted for an epoch (rekeys that lost the tie-break), to open
-    /// what a member sealed with them before it learned the winner.
-    #[serde(default)]
-    pub openers: BTreeMap<u32, Vec<EpochKey>>,
-    /// The members of the current epoch as this reader knows them.
-    pub members: Vec<String>,
-    /// Left with `room leave`: keys are kept so the history stays readable, new epochs are not.
-    pub left: bool,
-}
-
-/// An invitation received by direct message, waiting for `room join`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Invite {
-    pub from: String,
-    pub name: String,
-    pub key: String,
-    pub epoch: u32,
-    pub password: bool,
-    pub members: Vec<String>,
-    /// The password check of `epoch` (§8.3), when the inviter sent one.
-    #[serde(default)]
-    pub check: Option<String>,
-}
-
-/// A rekey from a named, authenticated sender for a room not joined yet: judged
-/// (§8.3) when the room is joined, against the invite's members.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct HeldRekey {
-    pub from: String,
-    pub epoch: u32,
-    pub key: String,
-    pub check: Option<String>,
-    pub members: Option<Vec<String>>,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-pub struct State {
-    /// The last seq read per address (inbox or room).
-    pub cursors: BTreeMap<String, u64>,
-    pub rooms: BTreeMap<String, RoomState>,
-    pub invites: BTreeMap<String, Invite>,
-    /// Rekeys that arrived before their room was joined, by room.
-    #[serde(default)]
-    pub held_rekeys: BTreeMap<String, Vec<HeldRekey>>,
-}
-
 pub struct Home {
     dir: PathBuf,
 }
@@ -128,12 +69,12 @@ impl Home {
         self.identity_path().exists()
     }
 
-    pub fn save_identity(&self, id: &Identity) -> std::io::Result<()> {
+    pub fn save_identity(&self, wallet: &LocalWallet, device: &Device) -> std::io::Result<()> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
         let file = IdentityFile {
-            wallet_key: id.wallet.to_hex().to_string(),
-            sign_seed: b64(id.device.sign_seed().as_ref()),
-            dh_secret: b64(id.device.dh_secret().as_ref()),
+            wallet_key: wallet.to_hex().to_string(),
+            sign_seed: b64(device.sign_seed().as_ref()),
+            dh_secret: b64(device.dh_secret().as_ref()),
         };
         write_private(&self.identity_path(), serde_json::to_string_pretty(&file)?.as_bytes())
     }
@@ -149,14 +90,18 @@ impl Home {
         })
     }
 
-    pub fn state(&self) -> Result<State, String> {
+    /// The session's state, migrated if an older version wrote it.
+    pub fn state(&self) -> Result<SessionState, String> {
         match fs::read_to_string(self.state_path()) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("state.json: {e}")),
-            Err(_) => Ok(State::default()),
+            Ok(text) => {
+                let value = serde_json::from_str(&text).map_err(|e| format!("state.json: {e}"))?;
+                SessionState::load(&value).map_err(|e| format!("state.json: {e}"))
+            }
+            Err(_) => Ok(SessionState::new()),
         }
     }
 
-    pub fn save_state(&self, state: &State) -> Result<(), String> {
+    pub fn save_state(&self, state: &SessionState) -> Result<(), String> {
         let text = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
         write_private(&self.state_path(), text.as_bytes()).map_err(|e| e.to_string())
     }

@@ -1,0 +1,84 @@
+//! The key lists a session has seen: each wallet's bundles as its wallet signed them
+//! (never the relay's word), indexed by signing key, with the time they were fetched.
+//! The session never fetches: when a list is missing or too old for what it must
+//! decide, it says which wallets to look up ([`super::SessionError::NeedKeys`]).
+
+use crate::identity::{VerifiedBundle, verify_key_list};
+use denet_core::{SignKey, Wallet};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// How old a key list may be when a direct message is sealed to the devices on it:
+/// a device revoked or registered more than this long ago is known at the send.
+pub const FRESH_MS: u64 = 10_000;
+
+struct KeyList {
+    fetched_at: u64,
+    by_key: HashMap<SignKey, VerifiedBundle>,
+}
+
+/// What a key list says of an envelope's signing key.
+pub enum Signer<'a> {
+    /// The wallet's bundle of that key, active at the envelope's `ts`.
+    Found(&'a VerifiedBundle),
+    /// The wallet has no such bundle active at `ts`.
+    NotAKey,
+    /// The list must be fetched (again) first.
+    Fetch,
+}
+
+/// Verified key lists by wallet.
+#[derive(Default)]
+pub struct KeyBook {
+    lists: HashMap<Wallet, KeyList>,
+}
+
+impl KeyBook {
+    /// Takes a `GET /v1/keys/{wallet}?include=all` answer (or `{"keys": []}` for a
+    /// `404`) fetched at `now`, keeping only bundles its wallet signed.
+    pub fn take(&mut self, wallet: &Wallet, answer: &Value, now: u64) {
+        let by_key = verify_key_list(answer, wallet).into_iter().map(|b| (b.bundle.sign_key, b)).collect();
+        self.lists.insert(wallet.clone(), KeyList { fetched_at: now, by_key });
+    }
+
+    /// The list of `wallet` if it was fetched at or after `since`.
+    fn fetched_since(&self, wallet: &Wallet, since: u64) -> Option<&KeyList> {
+        self.lists.get(wallet).filter(|l| l.fetched_at >= since)
+    }
+
+    /// The DH keys of the devices of `wallet` active at `now`, from a list at most
+    /// [`FRESH_MS`] old; `None` when the list must be fetched first.
+    pub fn active_dh_keys(&self, wallet: &Wallet, now: u64) -> Option<Vec<[u8; 32]>> {
+        let list = self.fetched_since(wallet, now.saturating_sub(FRESH_MS))?;
+        let mut keys: Vec<_> = list.by_key.values().filter(|b| b.active_at(now)).collect();
+        // One order whatever the map's: the newest devices first.
+        keys.sort_by(|a, b| b.bundle.issued_at.cmp(&a.bundle.issued_at).then(a.bundle.dh_key.cmp(&b.bundle.dh_key)));
+        Some(keys.into_iter().map(|b| b.bundle.dh_key).collect())
+    }
+
+    /// The bundle of `wallet` whose signing key is `key`, judged for a message sent at
+    /// `ts`. A list fetched after `ts` knew every revocation before it; an older one is
+    /// trusted only while at most [`FRESH_MS`] old at `now`.
+    pub fn signer(&self, wallet: &Wallet, key: &SignKey, ts: u64, now: u64) -> Signer<'_> {
+        let Some(list) = self.fetched_since(wallet, ts.min(now.saturating_sub(FRESH_MS))) else {
+            return Signer::Fetch;
+        };
+        match list.by_key.get(key) {
+            Some(b) if b.active_at(ts) => Signer::Found(b),
+            // A key the list does not have yet may be new: look once more, unless fresh.
+            _ if list.fetched_at < now.saturating_sub(FRESH_MS) => Signer::Fetch,
+            _ => Signer::NotAKey,
+        }
+    }
+
+    /// Every bundle of `wallet` in a list at most [`FRESH_MS`] old at `now`, or `None`.
+    pub fn bundles(&self, wallet: &Wallet, now: u64) -> Option<Vec<VerifiedBundle>> {
+        let list = self.fetched_since(wallet, now.saturating_sub(FRESH_MS))?;
+        Some(list.by_key.values().cloned().collect())
+    }
+
+    /// Drops the list of `wallet` (it changed: we registered or revoked a device).
+    pub fn forget(&mut self, wallet: &Wallet) {
+        self.lists.remove(wallet);
+    }
+}

@@ -1,0 +1,201 @@
+//! What a device keeps of its chats, serde-serializable with a version number, and
+//! the migration from the earlier, unversioned formats (the CLI's `state.json` and
+//! the SDK's IndexedDB record, which had the same fields: cursors, rooms with their
+//! password in plain, one invite per room, held rekeys).
+
+use crate::room;
+use crate::{ClientError, Result};
+use denet_core::encoding::b64;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The version this code writes.
+pub const STATE_VERSION: u32 = 1;
+
+/// At most this many rekeys are held for a room with a pending invite (a stranger
+/// can send rekeys for any room; nothing is kept for rooms without an invite).
+pub const MAX_HELD_REKEYS: usize = 64;
+
+/// The state of one device's session.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct SessionState {
+    /// [`STATE_VERSION`]; absent (0) in the unversioned formats.
+    #[serde(default)]
+    pub version: u32,
+    /// The last seq read per address (the inbox's wallet, or a room id).
+    #[serde(default)]
+    pub cursors: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub rooms: BTreeMap<String, RoomState>,
+    /// Pending invites by room, then by the inviter's wallet: a stranger's invite
+    /// never replaces a friend's, and a join names which one it takes.
+    #[serde(default)]
+    pub invites: BTreeMap<String, BTreeMap<String, Invite>>,
+    /// Rekeys from named, authenticated senders for rooms with a pending invite,
+    /// judged (§8.3) when the room is joined, against the invite's members.
+    #[serde(default)]
+    pub held_rekeys: BTreeMap<String, Vec<HeldRekey>>,
+}
+
+/// One room key: the key `K` as invited, the message key derived from it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EpochKey {
+    pub key: String,
+    pub message_key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct RoomState {
+    pub name: String,
+    /// The room password's Argon2id stretch ([`room::stretch`]), never the password.
+    #[serde(default)]
+    pub stretched: Option<String>,
+    pub epoch: u32,
+    /// The key each epoch is sealed with (the tie-break's winner, §8.3).
+    pub keys: BTreeMap<u32, EpochKey>,
+    /// Other keys accepted for an epoch (rekeys that lost the tie-break).
+    #[serde(default)]
+    pub openers: BTreeMap<u32, Vec<EpochKey>>,
+    /// The members of the current epoch as this reader knows them (invitees included:
+    /// they hold the key).
+    pub members: Vec<String>,
+    /// The epoch of each member's latest join (or of the invite or rekey that first
+    /// named it): a leave sealed under an earlier epoch is an old one (§8.3, 1.2).
+    #[serde(default)]
+    pub since: BTreeMap<String, u32>,
+    /// Left: keys are kept so the history stays readable, new epochs are not.
+    pub left: bool,
+}
+
+impl RoomState {
+    pub fn since_of(&self, wallet: &str) -> u32 {
+        self.since.get(wallet).copied().unwrap_or(0)
+    }
+
+    /// Makes `members` the members, each new one counted from `epoch`.
+    pub(crate) fn set_members(&mut self, members: &[String], epoch: u32) {
+        for m in members {
+            self.since.entry(m.clone()).or_insert(epoch);
+        }
+        self.since.retain(|m, _| members.contains(m));
+        self.members = members.to_vec();
+    }
+}
+
+/// An invitation received by direct message, waiting for a join.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Invite {
+    pub name: String,
+    pub key: String,
+    pub epoch: u32,
+    pub password: bool,
+    pub members: Vec<String>,
+    /// The password check of `epoch` (§8.3), when the inviter sent one.
+    #[serde(default)]
+    pub check: Option<String>,
+    #[serde(default)]
+    pub sent_at: u64,
+}
+
+/// A rekey from a named, authenticated sender for a room not joined yet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HeldRekey {
+    pub from: String,
+    pub epoch: u32,
+    pub key: String,
+    pub check: Option<String>,
+    pub members: Option<Vec<String>>,
+}
+
+/// The unversioned formats: a room with its password in plain, one invite per room.
+#[derive(Deserialize)]
+struct V0 {
+    #[serde(default)]
+    cursors: BTreeMap<String, u64>,
+    #[serde(default)]
+    rooms: BTreeMap<String, V0Room>,
+    #[serde(default)]
+    invites: BTreeMap<String, V0Invite>,
+    #[serde(default)]
+    held_rekeys: BTreeMap<String, Vec<HeldRekey>>,
+}
+
+#[derive(Deserialize)]
+struct V0Room {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: Option<String>,
+    epoch: u32,
+    keys: BTreeMap<u32, EpochKey>,
+    #[serde(default)]
+    openers: BTreeMap<u32, Vec<EpochKey>>,
+    members: Vec<String>,
+    #[serde(default)]
+    left: bool,
+}
+
+#[derive(Deserialize)]
+struct V0Invite {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(flatten)]
+    invite: Invite,
+}
+
+impl SessionState {
+    pub fn new() -> SessionState {
+        SessionState { version: STATE_VERSION, ..Default::default() }
+    }
+
+    /// Reads a stored state of any version this code knows, migrating older ones
+    /// (a room password kept in plain is stretched once and forgotten). Fields of
+    /// the record that are not the session's (the SDK's `device`) are ignored.
+    pub fn load(value: &Value) -> Result<SessionState> {
+        let version = value.get("version").and_then(Value::as_u64).unwrap_or(0);
+        let bad = |e: serde_json::Error| ClientError::Invalid(format!("stored state (version {version}): {e}"));
+        match version {
+            0 => migrate_v0(serde_json::from_value(value.clone()).map_err(bad)?),
+            1 => serde_json::from_value(value.clone()).map_err(bad),
+            v => Err(ClientError::Invalid(format!(
+                "stored state has version {v}; this client knows up to {STATE_VERSION}: update it"
+            ))),
+        }
+    }
+}
+
+fn migrate_v0(old: V0) -> Result<SessionState> {
+    let mut rooms = BTreeMap::new();
+    for (id, r) in old.rooms {
+        let stretched = match &r.password {
+            Some(p) => Some(b64(room::stretch(p, &id)?.as_ref())),
+            None => None,
+        };
+        // Who joined when is unknown: count everyone from the current epoch, so no
+        // leave sealed before it can remove anyone any more.
+        let since = r.members.iter().map(|m| (m.clone(), r.epoch)).collect();
+        let room = RoomState {
+            name: r.name,
+            stretched,
+            epoch: r.epoch,
+            keys: r.keys,
+            openers: r.openers,
+            members: r.members,
+            since,
+            left: r.left,
+        };
+        rooms.insert(id, room);
+    }
+    let mut invites: BTreeMap<String, BTreeMap<String, Invite>> = BTreeMap::new();
+    for (id, inv) in old.invites {
+        // An invite whose inviter was not recorded, or that names no room, is dropped.
+        if let Some(from) = inv.from.filter(|f| !f.is_empty())
+            && denet_core::RoomId::parse(&id).is_ok()
+        {
+            invites.entry(id).or_default().insert(from, inv.invite);
+        }
+    }
+    let held_rekeys = old.held_rekeys.into_iter().filter(|(id, _)| invites.contains_key(id)).collect();
+    Ok(SessionState { version: STATE_VERSION, cursors: old.cursors, rooms, invites, held_rekeys })
+}

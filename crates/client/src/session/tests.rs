@@ -1,0 +1,609 @@
+//! The session against an in-memory relay that stores what it is given and lies
+//! when a test tells it to: every §8.3 rule and every attack on a session, in
+//! milliseconds. Each attack test is named after what it tries.
+
+use super::*;
+use crate::identity::{Device, LocalWallet};
+use denet_core::wire::{StoredFields, listed_key};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde_json::json;
+use std::collections::HashMap;
+
+const T0: u64 = 1_790_000_000_000;
+
+/// A relay in memory: boxes of stored envelopes and the listed bundles.
+#[derive(Default)]
+struct Relay {
+    boxes: HashMap<String, Vec<Value>>,
+    keys: HashMap<Wallet, Vec<Value>>,
+    now: u64,
+}
+
+impl Relay {
+    fn new() -> Relay {
+        Relay { now: T0, ..Default::default() }
+    }
+
+    fn tick(&mut self, ms: u64) {
+        self.now += ms;
+    }
+
+    /// Stores an envelope as a relay would (or as a lying one re-serves an old one).
+    fn post(&mut self, env: &Value) {
+        let to = env["to"].as_str().unwrap().to_owned();
+        let parsed = denet_core::Envelope::parse(env, usize::MAX).unwrap();
+        let list = self.boxes.entry(to.clone()).or_default();
+        let seq = list.len() as u64 + 1;
+        let stored = StoredFields {
+            to: &to,
+            ts: parsed.ts,
+            from: env["from"].as_str(),
+            key: env["key"].as_str().unwrap(),
+            body: env["body"].as_str().unwrap(),
+            sig: env["sig"].as_str().unwrap(),
+            id: &parsed.id(),
+            seq,
+            received_at: self.now,
+        }
+        .to_json();
+        list.push(stored);
+    }
+
+    fn answer(&self, wallet: &Wallet) -> Value {
+        json!({"keys": self.keys.get(wallet).cloned().unwrap_or_default()})
+    }
+}
+
+struct User {
+    wallet: LocalWallet,
+    s: Session,
+    rng: ChaCha20Rng,
+}
+
+impl User {
+    fn new(relay: &mut Relay, n: u64) -> User {
+        let mut rng = ChaCha20Rng::seed_from_u64(n);
+        let wallet = LocalWallet::generate(&mut rng);
+        let device = Device::generate(&mut rng);
+        let s = Session::new(wallet_of(&wallet), device, SessionState::new());
+        let mut u = User { wallet, s, rng };
+        u.register(relay);
+        u
+    }
+
+    fn me(&self) -> Wallet {
+        self.s.me().clone()
+    }
+
+    fn register(&mut self, relay: &mut Relay) {
+        let d = self.s.device();
+        let mut bundle = denet_core::Bundle {
+            wallet: self.me(),
+            sign_key: d.sign_key(),
+            dh_key: d.dh_key(),
+            issued_at: relay.now - 1,
+            expires_at: relay.now + 365 * denet_core::limits::DAY_MS,
+            wallet_sig: String::new(),
+        };
+        bundle.wallet_sig = self.wallet.sign_now(&bundle.statement());
+        relay.keys.entry(self.me()).or_default().push(listed_key(&bundle.to_json(), "active", None));
+    }
+
+    fn revoke(&mut self, relay: &mut Relay) {
+        let d = self.s.device();
+        let mut r = denet_core::Revocation {
+            wallet: self.me(),
+            sign_key: d.sign_key(),
+            revoked_at: relay.now,
+            wallet_sig: String::new(),
+        };
+        r.wallet_sig = self.wallet.sign_now(&r.statement());
+        let key = d.sign_key().to_b64();
+        for listed in relay.keys.get_mut(&self.me()).unwrap() {
+            if listed["sign_key"] == key.as_str() {
+                *listed = listed_key(listed, "revoked", Some((r.revoked_at, &r.wallet_sig)));
+            }
+        }
+    }
+
+    /// Runs `op` as a driver does: fetches the key lists it asks for, and again.
+    fn with_keys<T>(
+        &mut self,
+        relay: &Relay,
+        mut op: impl FnMut(&mut Session, &mut ChaCha20Rng, u64) -> Result<T>,
+    ) -> Result<T> {
+        for _ in 0..3 {
+            match op(&mut self.s, &mut self.rng, relay.now) {
+                Err(SessionError::NeedKeys(wallets)) => {
+                    for w in wallets {
+                        self.s.take_keys(&w, &relay.answer(&w), relay.now);
+                    }
+                }
+                other => return other,
+            }
+        }
+        panic!("the session kept asking for keys")
+    }
+
+    fn send(&mut self, relay: &mut Relay, to: &User, text: &str) {
+        let to = to.me();
+        let env = self.with_keys(relay, |s, rng, now| s.send_text(&to, text, false, now, rng)).unwrap();
+        relay.post(&env);
+    }
+
+    /// Reads an address after its cursor as a driver does, settling leaves.
+    fn read(&mut self, relay: &mut Relay, address: &str) -> Vec<Received> {
+        let from = self.s.cursor(address) as usize;
+        let stored: Vec<Value> = relay.boxes.get(address).map(|b| b[from.min(b.len())..].to_vec()).unwrap_or_default();
+        let mut out = Vec::new();
+        for msg in stored {
+            let got = self.with_keys(relay, |s, _, now| s.receive(address, &msg, now)).unwrap();
+            if let Some(settle) = &got.settle {
+                let inbox = self.me().to_string();
+                self.read(relay, &inbox);
+                let rekey = self.with_keys(relay, |s, rng, now| s.settle_leave(settle, now, rng)).unwrap();
+                if let Some(rekey) = rekey {
+                    rekey.envelopes.iter().for_each(|e| relay.post(e));
+                    self.s.commit_rekey(rekey);
+                }
+            }
+            self.s.advance(address, got.message.seq.unwrap_or(0));
+            out.push(got);
+        }
+        out
+    }
+
+    fn inbox(&mut self, relay: &mut Relay) -> Vec<Received> {
+        let me = self.me().to_string();
+        self.read(relay, &me)
+    }
+
+    fn create(&mut self, name: &str) -> String {
+        self.create_with(name, None)
+    }
+
+    fn create_with(&mut self, name: &str, stretched: Option<&[u8; 32]>) -> String {
+        let room = Session::fresh_room_id(&mut self.rng);
+        self.s.create_room(&room, name, stretched, &mut self.rng).unwrap();
+        room
+    }
+
+    fn invite(&mut self, relay: &mut Relay, room: &str, who: &User) -> Result<()> {
+        let to = who.me();
+        let inviting = self.with_keys(relay, |s, rng, now| s.invite(room, &to, now, rng))?;
+        relay.post(&inviting.envelope);
+        self.s.commit_invite(inviting);
+        Ok(())
+    }
+
+    fn join(
+        &mut self,
+        relay: &mut Relay,
+        room: &str,
+        inviter: Option<&User>,
+        stretched: Option<&[u8; 32]>,
+    ) -> Result<()> {
+        self.inbox(relay);
+        let inviter = inviter.map(User::me);
+        let joining = self.with_keys(relay, |s, rng, now| s.join(room, inviter.as_ref(), stretched, now, rng))?;
+        relay.post(&joining.envelope);
+        self.s.commit_join(joining);
+        Ok(())
+    }
+
+    fn say(&mut self, relay: &mut Relay, room: &str, text: &str) {
+        let env = self.with_keys(relay, |s, rng, now| s.room_text(room, text, now, rng)).unwrap();
+        relay.post(&env);
+    }
+
+    fn leave(&mut self, relay: &mut Relay, room: &str) {
+        let env = self.with_keys(relay, |s, rng, now| s.leave(room, now, rng)).unwrap();
+        relay.post(&env);
+        self.s.commit_leave(room);
+    }
+
+    /// Sends `content` to `to` as a direct message, named or not (an attacker's tool).
+    fn dm(&mut self, relay: &mut Relay, to: &User, content: &Content, anonymous: bool) {
+        let to = to.me();
+        let env = self.with_keys(relay, |s, rng, now| s.seal_dm(&to, content, anonymous, now, rng)).unwrap();
+        relay.post(&env);
+    }
+
+    fn texts(&mut self, relay: &mut Relay, address: &str) -> Vec<String> {
+        self.read(relay, address)
+            .into_iter()
+            .filter_map(|r| match r.message.content {
+                Some(Content::Text { text, .. }) => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn epoch(&self, room: &str) -> u32 {
+        self.s.room(room).unwrap().epoch
+    }
+
+    fn members(&self, room: &str) -> Vec<String> {
+        let mut m = self.s.room(room).unwrap().members.clone();
+        m.sort();
+        m
+    }
+}
+
+fn wallet_of(w: &LocalWallet) -> Wallet {
+    use crate::identity::WalletSigner;
+    w.wallet()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Alice's room with Bob in it, both having read everything.
+fn two_member_room(relay: &mut Relay, alice: &mut User, bob: &mut User) -> String {
+    let room = alice.create("friends");
+    alice.invite(relay, &room, bob).unwrap();
+    bob.join(relay, &room, None, None).unwrap();
+    alice.read(relay, &room);
+    room
+}
+
+#[test]
+fn a_direct_message_reaches_the_recipient_once() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    alice.send(&mut relay, &bob, "hi bob");
+    let got = bob.inbox(&mut relay);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.from.as_deref(), Some(alice.me().as_str()));
+    assert!(matches!(&got[0].message.content, Some(Content::Text { text, .. }) if text == "hi bob"));
+    assert_eq!(bob.inbox(&mut relay).len(), 0, "the cursor moved");
+}
+
+#[test]
+fn a_room_message_is_read_by_members() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    bob.say(&mut relay, &room, "hello friends");
+    assert_eq!(alice.texts(&mut relay, &room), ["hello friends"]);
+    assert_eq!(alice.members(&room), sorted(vec![alice.me().to_string(), bob.me().to_string()]));
+}
+
+fn rekey_content(room: &str, epoch: u32, members: Vec<String>) -> Content {
+    Content::Rekey { sent_at: T0, room: room.into(), epoch, key: b64(&[9; 32]), check: None, members: Some(members) }
+}
+use denet_core::encoding::b64;
+
+#[test]
+fn attack_an_anonymous_rekey_does_not_take_over_a_room() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mut mallory) =
+        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    let members = vec![alice.me().to_string(), mallory.me().to_string()];
+    mallory.dm(&mut relay, &alice, &rekey_content(&room, 1, members), true);
+    let got = alice.inbox(&mut relay);
+    assert!(got[0].events.iter().any(|e| matches!(e, Event::Ignored { what, .. } if what == "rekey")));
+    assert_eq!(alice.epoch(&room), 0);
+}
+
+#[test]
+fn attack_a_rekey_from_a_non_member_does_not_take_over_a_room() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mut mallory) =
+        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    mallory.dm(&mut relay, &alice, &rekey_content(&room, 1, vec![mallory.me().to_string()]), false);
+    alice.inbox(&mut relay);
+    assert_eq!(alice.epoch(&room), 0);
+    assert!(!alice.members(&room).contains(&mallory.me().to_string()));
+}
+
+#[test]
+fn attack_an_invite_for_a_held_room_does_not_replace_its_key() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mut mallory) =
+        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    let before = alice.s.room(&room).unwrap().clone();
+    let invite = Content::Invite {
+        sent_at: T0,
+        room: room.clone(),
+        name: "mine now".into(),
+        key: b64(&[9; 32]),
+        epoch: 5,
+        password: false,
+        members: vec![mallory.me().to_string()],
+        check: None,
+    };
+    mallory.dm(&mut relay, &alice, &invite, false);
+    alice.inbox(&mut relay);
+    assert_eq!(alice.s.room(&room).unwrap(), &before);
+    assert!(alice.s.invites_to(&room).is_empty());
+}
+
+#[test]
+fn attack_a_removed_member_cannot_rejoin_under_an_old_epoch() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mut carol) =
+        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 3));
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    alice.invite(&mut relay, &room, &carol).unwrap();
+    carol.join(&mut relay, &room, None, None).unwrap();
+    carol.leave(&mut relay, &room);
+    alice.read(&mut relay, &room); // alice rotates to epoch 1 for alice and bob
+    assert_eq!(alice.epoch(&room), 1);
+    // Carol still holds epoch 0: her join under it re-adds nobody.
+    let join = carol.s.room_envelope(&room, &Content::Join { sent_at: relay.now }, relay.now, &mut carol.rng).unwrap();
+    relay.post(&join);
+    alice.read(&mut relay, &room);
+    assert!(!alice.members(&room).contains(&carol.me().to_string()));
+    bob.inbox(&mut relay);
+    bob.read(&mut relay, &room);
+    assert_eq!(bob.epoch(&room), 1);
+    assert!(!bob.members(&room).contains(&carol.me().to_string()));
+}
+
+#[test]
+fn a_wrong_room_password_is_refused_and_the_invite_kept() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    // The stretch of a password is what the driver computes (Argon2id); any 32 bytes do here.
+    let room = alice.create_with("secret", Some(&[1; 32]));
+    alice.invite(&mut relay, &room, &bob).unwrap();
+    assert_eq!(bob.join(&mut relay, &room, None, Some(&[2; 32])).unwrap_err().code(), "wrong_password");
+    assert_eq!(bob.join(&mut relay, &room, None, None).unwrap_err().code(), "wrong_password");
+    assert!(!relay.boxes.contains_key(&room), "nothing was posted");
+    bob.join(&mut relay, &room, None, Some(&[1; 32])).unwrap();
+    bob.say(&mut relay, &room, "in");
+    assert_eq!(alice.texts(&mut relay, &room), ["in"]);
+}
+
+#[test]
+fn one_leave_makes_one_rekey() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mut carol) =
+        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 3));
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    alice.invite(&mut relay, &room, &carol).unwrap();
+    carol.join(&mut relay, &room, None, None).unwrap();
+    bob.inbox(&mut relay);
+    carol.leave(&mut relay, &room);
+    alice.read(&mut relay, &room);
+    bob.read(&mut relay, &room);
+    let rekeys = |u: &User, relay: &Relay| relay.boxes.get(u.me().as_str()).map(Vec::len).unwrap_or(0);
+    // Bob got one rekey (alice's); alice got none back from bob.
+    assert_eq!(alice.epoch(&room), 1);
+    assert_eq!(bob.epoch(&room), 1);
+    let alice_inbox = rekeys(&alice, &relay);
+    alice.inbox(&mut relay);
+    assert_eq!(alice_inbox, 0, "bob did not rotate a second time");
+    let text = Content::Text { sent_at: relay.now, text: "still here?".into(), name: None, reply_to: None };
+    let env = carol.s.room_envelope(&room, &text, relay.now, &mut carol.rng).unwrap();
+    relay.post(&env);
+    bob.say(&mut relay, &room, "carol cannot read this");
+    assert_eq!(carol.texts(&mut relay, &room), ["still here?"]);
+}
+
+#[test]
+fn attack_an_old_leave_read_again_does_not_remove_a_member_who_came_back() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mut carol) =
+        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 3));
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    bob.leave(&mut relay, &room);
+    alice.read(&mut relay, &room);
+    assert_eq!(alice.epoch(&room), 1);
+    // Bob comes back with a new invite (a member who left is not locked out).
+    alice.invite(&mut relay, &room, &bob).unwrap();
+    bob.join(&mut relay, &room, None, None).unwrap();
+    alice.read(&mut relay, &room);
+    assert!(alice.members(&room).contains(&bob.me().to_string()));
+    // Alice reads the whole history again: the old leave removes nobody, rotates nothing.
+    alice.s.state.cursors.insert(room.clone(), 0);
+    alice.read(&mut relay, &room);
+    assert!(alice.members(&room).contains(&bob.me().to_string()));
+    assert_eq!(alice.epoch(&room), 1);
+    // A relay serving the old leave again with a new seq does no better, also to a
+    // late joiner who never saw it.
+    // Bob's messages in the room: join (0), leave (0), join (1).
+    let old_leave = relay.boxes[&room].iter().filter(|m| m["from"] == bob.me().as_str()).nth(1).unwrap().clone();
+    let mut replay = old_leave.clone();
+    for f in ["id", "seq", "received_at"] {
+        replay.as_object_mut().unwrap().remove(f);
+    }
+    alice.invite(&mut relay, &room, &carol).unwrap();
+    carol.join(&mut relay, &room, None, None).unwrap();
+    relay.post(&replay);
+    alice.read(&mut relay, &room);
+    carol.read(&mut relay, &room);
+    for u in [&alice, &carol] {
+        assert!(u.members(&room).contains(&bob.me().to_string()));
+    }
+    bob.say(&mut relay, &room, "still in");
+    assert_eq!(alice.texts(&mut relay, &room), ["still in"]);
+}
+
+#[test]
+fn attack_a_strangers_invite_does_not_replace_a_friends() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mut mallory) =
+        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let room = alice.create("friends");
+    alice.invite(&mut relay, &room, &bob).unwrap();
+    let fake = Content::Invite {
+        sent_at: T0,
+        room: room.clone(),
+        name: "friends".into(),
+        key: b64(&[9; 32]),
+        epoch: 0,
+        password: false,
+        members: vec![mallory.me().to_string(), bob.me().to_string()],
+        check: None,
+    };
+    mallory.dm(&mut relay, &bob, &fake, false);
+    bob.inbox(&mut relay);
+    assert_eq!(bob.s.invites_to(&room).len(), 2, "one invite per inviter");
+    assert_eq!(bob.join(&mut relay, &room, None, None).unwrap_err().code(), "conflict");
+    bob.join(&mut relay, &room, Some(&alice), None).unwrap();
+    bob.say(&mut relay, &room, "with alice's key");
+    assert_eq!(alice.texts(&mut relay, &room), ["with alice's key"]);
+}
+
+#[test]
+fn attack_an_invite_naming_a_wallet_is_refused() {
+    let mut relay = Relay::new();
+    let (mut bob, mut mallory) = (User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let fake = Content::Invite {
+        sent_at: T0,
+        room: mallory.me().to_string(),
+        name: "a wallet".into(),
+        key: b64(&[9; 32]),
+        epoch: 0,
+        password: false,
+        members: vec![mallory.me().to_string()],
+        check: None,
+    };
+    mallory.dm(&mut relay, &bob, &fake, false);
+    let got = bob.inbox(&mut relay);
+    assert!(got[0].events.iter().any(|e| matches!(e, Event::Ignored { what, .. } if what == "invite")));
+    assert!(bob.s.state().invites.is_empty());
+}
+
+#[test]
+fn attack_a_revoked_device_gets_nothing_and_a_new_one_gets_everything_within_seconds() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    alice.send(&mut relay, &bob, "one");
+    // Bob revokes this device and registers a second one.
+    bob.revoke(&mut relay);
+    let mut bob2 = User { wallet: LocalWallet::from_hex(&bob.wallet.to_hex()).unwrap(), ..User::new(&mut relay, 20) };
+    bob2.s = Session::new(bob.me(), Device::generate(&mut bob2.rng), SessionState::new());
+    bob2.register(&mut relay);
+    // Within FRESH_MS alice seals to the list she holds; after it, to the relay's new one.
+    relay.tick(FRESH_MS + 1);
+    alice.send(&mut relay, &bob, "two");
+    assert_eq!(bob2.texts(&mut relay, bob.me().as_str()), ["two"]);
+    let old = bob.inbox(&mut relay);
+    assert!(old[1].message.error.is_some(), "the revoked device cannot open it");
+    bob.s.take_keys(&bob.me(), &relay.answer(&bob.me()), relay.now);
+    assert_eq!(bob.s.registration(relay.now), Ok(Registration::NewKeys));
+    bob2.s.take_keys(&bob.me(), &relay.answer(&bob.me()), relay.now);
+    assert_eq!(bob2.s.registration(relay.now), Ok(Registration::Active));
+}
+
+#[test]
+fn attack_a_message_signed_after_its_key_was_revoked_is_not_believed_once_the_list_is_older_than_fresh_ms() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    alice.send(&mut relay, &bob, "before");
+    bob.inbox(&mut relay);
+    relay.tick(1);
+    alice.revoke(&mut relay);
+    relay.tick(FRESH_MS + 1);
+    // The stolen device still signs; bob's list of alice is older than the message.
+    alice.send(&mut relay, &bob, "after");
+    let got = bob.inbox(&mut relay);
+    assert!(got[0].message.error.as_deref().unwrap().contains("not a key of"));
+}
+
+#[test]
+fn attack_a_failed_invite_counts_nobody_and_a_rekey_reaches_pending_invitees() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mut carol, mut dave) =
+        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 3), User::new(&mut relay, 4));
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    // Dave has no active device: the invite fails and changes nothing.
+    dave.revoke(&mut relay);
+    relay.tick(FRESH_MS + 1);
+    assert_eq!(alice.invite(&mut relay, &room, &dave).unwrap_err().code(), "not_found");
+    assert!(!alice.members(&room).contains(&dave.me().to_string()));
+    // Carol is invited but joins only after Bob left and Alice rotated.
+    alice.invite(&mut relay, &room, &carol).unwrap();
+    bob.leave(&mut relay, &room);
+    alice.read(&mut relay, &room);
+    assert_eq!(alice.epoch(&room), 1);
+    carol.join(&mut relay, &room, None, None).unwrap();
+    assert_eq!(carol.epoch(&room), 1);
+    alice.say(&mut relay, &room, "welcome carol");
+    assert!(carol.texts(&mut relay, &room).contains(&"welcome carol".to_string()));
+}
+
+#[test]
+fn attack_rekeys_for_rooms_never_joined_are_not_kept() {
+    let mut relay = Relay::new();
+    let (mut bob, mut mallory) = (User::new(&mut relay, 2), User::new(&mut relay, 6));
+    for i in 0..20u8 {
+        let room = hex::encode([i; 32]);
+        mallory.dm(&mut relay, &bob, &rekey_content(&room, 1, vec![mallory.me().to_string()]), false);
+    }
+    bob.inbox(&mut relay);
+    assert!(bob.s.state().held_rekeys.is_empty());
+}
+
+#[test]
+fn the_state_keeps_no_room_password_and_round_trips_with_its_version() {
+    let mut relay = Relay::new();
+    let mut alice = User::new(&mut relay, 1);
+    let room = Session::fresh_room_id(&mut alice.rng);
+    let stretched = crate::room::stretch("hunter2", &room).unwrap();
+    alice.s.create_room(&room, "p", Some(&stretched), &mut alice.rng).unwrap();
+    let text = serde_json::to_string(alice.s.state()).unwrap();
+    assert!(!text.contains("hunter2"));
+    let back = SessionState::load(&serde_json::from_str(&text).unwrap()).unwrap();
+    assert_eq!(&back, alice.s.state());
+    assert_eq!(back.version, STATE_VERSION);
+    assert!(back.rooms[&room].stretched.is_some());
+}
+
+#[test]
+fn an_unversioned_state_migrates_with_its_password_stretched_and_forgotten() {
+    let room = "ab".repeat(32);
+    let key = b64(&[3; 32]);
+    let message_key = b64(crate::room::message_key(&[3; 32], &room, Some("pw")).unwrap().as_ref());
+    let alice = "0x".to_string() + &"11".repeat(20);
+    // The CLI's state.json and the SDK's IndexedDB record (which adds `device`) of the previous version.
+    let v0 = json!({
+        "device": {"sign_seed": "x", "dh_secret": "y"},
+        "cursors": {alice.clone(): 7},
+        "rooms": {room.clone(): {"name": "n", "password": "pw", "epoch": 2,
+            "keys": {"2": {"key": key, "message_key": message_key}}, "openers": {}, "members": [alice.clone()], "left": false}},
+        "invites": {"cd".repeat(32): {"from": alice.clone(), "name": "m", "key": key, "epoch": 0, "password": false,
+            "members": [alice.clone()], "check": null}},
+        "held_rekeys": {},
+    });
+    let s = SessionState::load(&v0).unwrap();
+    assert_eq!(s.version, STATE_VERSION);
+    assert_eq!(s.cursors[&alice], 7);
+    let r = &s.rooms[&room];
+    assert!(!serde_json::to_string(&s).unwrap().contains("\"pw\""));
+    let stretched = b64_decode_exact::<32>(r.stretched.as_deref().unwrap()).unwrap();
+    let again = crate::room::message_key_stretched(&[3; 32], &room, Some(&stretched));
+    assert_eq!(b64(again.as_ref()), message_key, "the stretch derives the same keys");
+    assert_eq!(r.since_of(&alice), 2);
+    assert_eq!(s.invites[&"cd".repeat(32)][&alice].name, "m");
+    assert!(SessionState::load(&json!({"version": 99})).is_err());
+}
+use denet_core::encoding::b64_decode_exact;
+
+#[test]
+fn attack_a_relay_edited_from_or_id_changes_nothing() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mallory) = (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    alice.send(&mut relay, &bob, "from alice");
+    let stored = relay.boxes.get_mut(bob.me().as_str()).unwrap();
+    let mut edited = stored[0].clone();
+    edited["from"] = mallory.me().as_str().into();
+    edited["seq"] = 2.into();
+    let mut renamed = stored[0].clone();
+    renamed["id"] = "00".repeat(32).into();
+    renamed["seq"] = 3.into();
+    stored.push(edited);
+    stored.push(renamed);
+    let got = bob.inbox(&mut relay);
+    assert!(got[1].message.error.is_some(), "a changed from breaks the signature");
+    assert_eq!(got[2].message.id, got[0].message.id, "the id is computed, not the relay's");
+}
