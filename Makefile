@@ -48,7 +48,7 @@ setup-browser: setup
 ## test-sdk: the SDK under Node: the shared vectors through the wasm, then flows against a real relay
 test-sdk: build
 	cargo build -q -p denet-client --bin denet
-	node --test --test-concurrency=1 sdk/test/vectors.test.mjs sdk/test/sdk.test.mjs
+	node --test --test-concurrency=1 sdk/test/vectors.test.mjs sdk/test/sdk.test.mjs sdk/test/attacks.test.mjs
 
 ## test-browser: the page in headless Chromium, two wallets chatting (screenshots in target/browser/)
 test-browser: build setup-browser

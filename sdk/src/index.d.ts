@@ -13,6 +13,12 @@ export interface EIP1193Provider {
 
 export function fromEip1193(provider: EIP1193Provider, address?: string): Signer;
 
+/** Where a client keeps its record per wallet (its device secrets and session state). */
+export interface Store {
+  load(key: string): Promise<unknown | null>;
+  save(key: string, value: unknown): Promise<void>;
+}
+
 export type Message = {
   /** Computed here from the envelope (§2), never taken from the relay. */
   id: string;
@@ -38,7 +44,7 @@ export class DenetError extends Error {
 }
 
 export class Client {
-  static create(opts: { relay: string; signer: Signer; storage?: "indexeddb" | "memory" }): Promise<Client>;
+  static create(opts: { relay: string; signer: Signer; storage?: "indexeddb" | "memory" | Store }): Promise<Client>;
   /** Lowercase. */
   readonly wallet: string;
   /** Authorizes this device: one signMessage, skipped if the relay lists it active (new keys if it was revoked). */

@@ -140,8 +140,9 @@ export class Client {
 
   static async create({ relay, signer, storage }) {
     await loadWasm();
+    // Your own store: any object with load(key) and save(key, value) (promises).
     const kind = storage ?? (typeof indexedDB !== "undefined" && !isNode ? "indexeddb" : "memory");
-    const store = kind === "indexeddb" ? new IndexedDbStore() : new MemoryStore();
+    const store = typeof kind === "object" ? kind : kind === "indexeddb" ? new IndexedDbStore() : new MemoryStore();
     const address = await signer.getAddress();
     const wallet = call(() => w.normalizeWallet(String(address)));
     // A record of any earlier version loads (the session migrates it).
