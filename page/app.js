@@ -110,12 +110,18 @@ function take(m, live) {
   let c;
   if (m.address === client.wallet) {
     if (m.type === "rekey") return;
-    const peer = m.from ?? "anonymous";
-    c = conversation("dm", peer, m.from ? short(peer) : "anonymous");
+    if (m.type === "room_key") {
+      // Another device of ours created or joined this room.
+      conversation("room", m.room, m.name || short(m.room));
+      return;
+    }
+    // Our own message, read back from the copy another device (or this one) kept.
+    const peer = m.to ?? m.from ?? "anonymous";
+    c = conversation("dm", peer, peer === "anonymous" ? "anonymous" : short(peer));
   } else {
     c = conversation("room", m.address);
   }
-  if (c.messages.some((x) => x.id === m.id)) return;
+  if (c.messages.some((x) => x.id === m.id || (m.original && x.id === m.original))) return;
   c.messages.push(m);
   if (live && !(current && current.kind === c.kind && current.id === c.id) && m.from !== client.wallet) c.unread++;
 }

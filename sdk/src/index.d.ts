@@ -27,10 +27,16 @@ export type Message = {
   address: string;
   /** The sender's wallet, null when anonymous. */
   from: string | null;
-  /** The §8.1 content type: text, invite, rekey, join, leave, room_deleted; "unreadable" with `error`. */
+  /** The §8.1 content type: text, invite, rekey, join, leave, room_deleted, room_key; "unreadable" with `error`. */
   type: string;
   text?: string;
   room?: string;
+  /** Our own direct message, read back from another of our devices' copy: to whom it went. */
+  to?: string;
+  /** With `to`: the id of the message the recipient got. */
+  original?: string;
+  /** With type "room_key": the room's name (another device of ours holds the room). */
+  name?: string;
   sentAt: number;
   receivedAt: number;
   /** Why the message could not be read (bad signature, no key for its epoch, …). */

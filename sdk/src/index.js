@@ -274,8 +274,20 @@ export class Client {
 
   async send(to, text, opts = {}) {
     const wallet = call(() => w.normalizeWallet(to));
-    const envelope = await this.withKeys((now) => this.session.sendText(wallet, text, !!opts.anonymous, now));
-    return this.post(envelope);
+    const { envelope, copy } = await this.withKeys((now) => this.session.sendText(wallet, text, !!opts.anonymous, now));
+    const ack = await this.post(envelope);
+    // Our other devices see what we sent; the message itself is sent already.
+    if (copy) await this.post(copy).catch((e) => this.onCopyError?.(e));
+    return ack;
+  }
+
+  /** Posts the room as this device holds it to our own inbox, for our other devices. */
+  async copyRoomKey(room) {
+    try {
+      await this.post(await this.withKeys((now) => this.session.roomKeyCopy(room, now)));
+    } catch (e) {
+      this.onCopyError?.(e);
+    }
   }
 
   /** The session's message as the API's `Message`. */
@@ -290,7 +302,17 @@ export class Client {
       sentAt: c?.sent_at ?? m.ts,
       receivedAt: m.received_at,
     };
+    if (c?.type === "sent") {
+      // Our own message to `to`, from another of our devices (or this one, before a reload).
+      out.type = c.content.type;
+      out.to = c.to;
+      out.original = c.original;
+      if (c.content.type === "text") out.text = c.content.text;
+      out.sentAt = c.content.sent_at;
+      return out;
+    }
     if (c?.type === "text") out.text = c.text;
+    if (c?.type === "room_key") out.name = c.name;
     if (c?.room) out.room = c.room;
     else if (m.address !== this.wallet) out.room = m.address;
     if (m.error) out.error = m.error;
@@ -304,7 +326,10 @@ export class Client {
       // Another member may have rotated for this leave already: read the inbox first.
       await this.inbox();
       const rekey = await this.withKeys((now) => this.session.settleLeave(got.settle, now));
-      if (rekey) await this.postAndCommit(rekey);
+      if (rekey) {
+        await this.postAndCommit(rekey);
+        await this.copyRoomKey(got.settle.room);
+      }
     }
     return this.toMessage(got.message);
   }
@@ -337,6 +362,7 @@ export class Client {
     const stretched = opts.password ? call(() => w.roomStretch(opts.password, id)) : undefined;
     call(() => this.session.createRoom(id, opts.name ?? "", stretched));
     await this.save();
+    await this.copyRoomKey(id);
     this.reopen?.(id);
     return id;
   }
@@ -355,6 +381,7 @@ export class Client {
     const stretched = opts.password ? call(() => w.roomStretch(opts.password, roomId)) : undefined;
     const from = opts.from ? call(() => w.normalizeWallet(opts.from)) : undefined;
     await this.postAndCommit(await this.withKeys((now) => this.session.join(roomId, from, stretched, now)));
+    await this.copyRoomKey(roomId);
     this.reopen?.(roomId);
   }
 

@@ -195,3 +195,31 @@ test("two tabs of one wallet share one set of sockets and both receive", async (
   await erin.context.close();
   await frank.context.close();
 });
+
+test("a second browser of the same wallet shows both sides of its conversations and its rooms", async () => {
+  const [alice, bob] = [await wallet("gina"), await wallet("hank")];
+  const alice2 = await wallet("gina-2", alice.key);
+  await connect(alice);
+  await connect(alice2); // another device of the same wallet
+  await connect(bob);
+  await openDm(alice, bob.address);
+  await say(alice, "from the first browser");
+  await openConversation(bob, alice.address.slice(0, 6));
+  await sees(bob, "from the first browser");
+  await say(bob, "to both of them");
+  await alice.page.fill("#room-name", "shared");
+  await alice.page.click("#new-room button");
+  // The second browser: both sides of the conversation, and the room made on the first.
+  await openConversation(alice2, bob.address.slice(0, 6));
+  await sees(alice2, "from the first browser");
+  await sees(alice2, "to both of them");
+  await shot(alice2, "second-browser-dm");
+  await openConversation(alice2, "shared");
+  await say(alice2, "from the second browser");
+  await openConversation(alice, "shared");
+  await sees(alice, "from the second browser");
+  await shot(alice2, "second-browser-room");
+  const keys = await (await fetch(`${relay.base}/v1/keys/${alice.address}`)).json();
+  assert.equal(keys.keys.length, 2, "two browsers are two devices");
+  for (const w of [alice, alice2, bob]) await w.context.close();
+});

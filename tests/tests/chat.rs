@@ -110,7 +110,10 @@ fn direct_messages_both_ways_and_on_a_second_device() {
     bob.ok(&["send", &alice.wallet, "hello alice"]);
     let items = alice.ok(&["inbox"]);
     assert_eq!(User::texts(&items), ["hello alice"]);
-    assert_eq!(items[0]["from"], bob.wallet.as_str());
+    // (1.2) Alice's inbox also holds the copy of what she sent, for her other devices.
+    assert_eq!((items[0]["type"].as_str(), items[0]["to"].as_str()), (Some("sent"), Some(bob.wallet.as_str())));
+    assert_eq!(items[0]["content"]["text"], "hello bob");
+    assert_eq!(items[1]["from"], bob.wallet.as_str());
 }
 
 #[test]

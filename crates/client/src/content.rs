@@ -47,6 +47,27 @@ pub enum Content {
     RoomDeleted {
         sent_at: u64,
     },
+    /// (1.2) A copy of a direct message this wallet sent to `to`, posted to its own
+    /// inbox for its other devices; `original` is the id of the envelope sent to `to`.
+    Sent {
+        sent_at: u64,
+        to: String,
+        original: String,
+        content: Box<Content>,
+    },
+    /// (1.2) A room key this wallet holds, posted to its own inbox when it creates,
+    /// joins or rekeys a room, so its other devices hold the room too. `stretched`
+    /// is the room password's Argon2id stretch (§8.3), only ever sealed to its own devices.
+    RoomKey {
+        sent_at: u64,
+        room: String,
+        name: String,
+        epoch: u32,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stretched: Option<String>,
+        members: Vec<String>,
+    },
 }
 
 impl Content {
@@ -66,7 +87,9 @@ impl Content {
             | Content::Rekey { sent_at, .. }
             | Content::Join { sent_at }
             | Content::Leave { sent_at }
-            | Content::RoomDeleted { sent_at } => *sent_at,
+            | Content::RoomDeleted { sent_at }
+            | Content::Sent { sent_at, .. }
+            | Content::RoomKey { sent_at, .. } => *sent_at,
         }
     }
 }

@@ -129,7 +129,15 @@ impl Session {
         self.inner.advance(address, seq as u64);
     }
 
-    /// `{ok: envelope}`: a text for `to`, sealed to its devices listed active now.
+    /// `{ok: envelope}`: the room as this device holds it, for our own inbox (post it
+    /// after creating, joining or rekeying a room: our other devices hold it then).
+    #[wasm_bindgen(js_name = roomKeyCopy)]
+    pub fn room_key_copy(&self, room: &str, now: f64) -> JsResult<JsValue> {
+        step(self.inner.room_key_copy(room, now as u64, &mut rand_core::OsRng))
+    }
+
+    /// `{ok: {envelope, copy}}`: a text for `to`, sealed to its devices listed active
+    /// now, and (named) its copy for our own inbox: post the envelope, then the copy.
     #[wasm_bindgen(js_name = sendText)]
     pub fn send_text(&self, to: &str, text: &str, anonymous: bool, now: f64) -> JsResult<JsValue> {
         step(self.inner.send_text(&wallet(to)?, text, anonymous, now as u64, &mut rand_core::OsRng))

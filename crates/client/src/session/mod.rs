@@ -105,6 +105,11 @@ pub enum Event {
         room: String,
         wallet: String,
     },
+    /// Another device of ours created or joined a room: this one holds it now.
+    RoomHeld {
+        room: String,
+        epoch: u32,
+    },
     /// A message that tried to change something and was not believed (§8.3).
     Ignored {
         room: String,
@@ -121,6 +126,13 @@ pub struct Received {
     /// A leave that this reader may have to answer with a rekey: read the inbox
     /// first (another member may have rotated already), then [`Session::settle_leave`].
     pub settle: Option<Settle>,
+}
+
+/// A direct message to post, and its copy for our own inbox (post it after).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Sending {
+    pub envelope: Value,
+    pub copy: Option<Value>,
 }
 
 /// A room as a UI lists it.
@@ -306,7 +318,7 @@ impl Session {
         self.device.envelope(to.as_str(), Some(&self.me), now, &body).map_err(invalid)
     }
 
-    /// A text for `to`.
+    /// A text for `to`, and (when named) its copy for our own inbox: post both.
     pub fn send_text(
         &self,
         to: &Wallet,
@@ -314,9 +326,21 @@ impl Session {
         anonymous: bool,
         now: u64,
         rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<Value> {
+    ) -> Result<Sending> {
         let content = Content::Text { sent_at: now, text: text.to_owned(), name: None, reply_to: None };
-        self.seal_dm(to, &content, anonymous, now, rng)
+        let envelope = self.seal_dm(to, &content, anonymous, now, rng)?;
+        // An anonymous message gets no copy: a named post to our own inbox at the same
+        // moment would tell the relay who sent it.
+        let own_devices = self.keys.active_dh_keys(&self.me, now).unwrap_or_default();
+        let copy = if anonymous || to == &self.me || own_devices.is_empty() {
+            None
+        } else {
+            let original =
+                denet_core::Envelope::parse(&envelope, usize::MAX).map_err(|e| refused("invalid", e.message))?.id();
+            let sent = Content::Sent { sent_at: now, to: to.to_string(), original, content: Box::new(content) };
+            Some(self.seal_dm(&self.me, &sent, false, now, rng)?)
+        };
+        Ok(Sending { envelope, copy })
     }
 
     /// Reads one stored envelope of `address` (our inbox's wallet, or a room id):
@@ -383,6 +407,10 @@ impl Session {
         let mut events = Vec::new();
         match opened {
             Err(e) => message.error = Some(e.to_string()),
+            Ok(Content::Sent { .. } | Content::RoomKey { .. }) if sender.as_ref().map(|(w, _)| w) != Some(&self.me) => {
+                // Only our own wallet's devices post copies to our inbox.
+                message.error = Some("a copy that only this wallet's own devices can send".into());
+            }
             Ok(content) => {
                 // Only a named message that opened in auth mode with the sender's
                 // verified bundle (above) is authenticated; an anonymous one proves nothing.
@@ -448,6 +476,11 @@ impl Session {
                 } else {
                     events.push(ignored(room, "rekey", "a rekey for a room not held and not invited to"));
                 }
+            }
+            Content::RoomKey { room, name, epoch, key, stretched, members, .. } => {
+                let copy =
+                    rooms::RoomKeyCopy { room, name, epoch: *epoch, key, stretched: stretched.as_deref(), members };
+                self.take_room_key(&copy, events);
             }
             _ => {}
         }

@@ -50,6 +50,16 @@ pub struct Settle {
     pub epoch: u32,
 }
 
+/// A `room_key` copy from our own wallet (1.2).
+pub(super) struct RoomKeyCopy<'a> {
+    pub room: &'a str,
+    pub name: &'a str,
+    pub epoch: u32,
+    pub key: &'a str,
+    pub stretched: Option<&'a str>,
+    pub members: &'a [String],
+}
+
 fn stretched_of(r: &RoomState) -> Option<[u8; 32]> {
     r.stretched.as_deref().and_then(b64_decode_exact::<32>)
 }
@@ -348,6 +358,70 @@ impl Session {
         Ok(Rekeying { room: room_id.to_owned(), epoch, key: entry, members, to, envelopes })
     }
 
+    /// The room as this device holds it, sealed to our own devices for our own inbox
+    /// (1.2): post it after creating, joining or rekeying a room.
+    pub fn room_key_copy(&self, room_id: &str, now: u64, rng: &mut (impl RngCore + CryptoRng)) -> Result<Value> {
+        let r = self.room(room_id)?;
+        let held = r.keys.get(&r.epoch).ok_or_else(|| refused("invalid", "no key for the current epoch"))?;
+        let content = Content::RoomKey {
+            sent_at: now,
+            room: room_id.to_owned(),
+            name: r.name.clone(),
+            epoch: r.epoch,
+            key: held.key.clone(),
+            stretched: r.stretched.clone(),
+            members: r.members.clone(),
+        };
+        self.seal_dm(&self.me, &content, false, now, rng)
+    }
+
+    /// A room key from another device of ours: a room we do not hold (or left before
+    /// that epoch) is held from now on; one we hold takes it as our own rekey.
+    pub(super) fn take_room_key(&mut self, copy: &RoomKeyCopy, events: &mut Vec<Event>) {
+        let (room_id, me) = (copy.room, self.me.to_string());
+        let ignored = |why: &str| Event::Ignored { room: room_id.to_owned(), what: "room_key".into(), why: why.into() };
+        let (Ok(key), true) = (key32(copy.key), denet_core::RoomId::parse(room_id).is_ok()) else {
+            events.push(ignored("a room key with a bad room id or key"));
+            return;
+        };
+        let stretched = copy.stretched.and_then(b64_decode_exact::<32>);
+        let held_already = |r: &RoomState| {
+            let mut held = r.keys.get(&copy.epoch).into_iter().chain(r.openers.get(&copy.epoch).into_iter().flatten());
+            held.any(|k| k.key == copy.key)
+        };
+        match self.state.rooms.get_mut(room_id) {
+            // Our own copy of what this device did: nothing new.
+            Some(r) if !r.left && held_already(r) => {}
+            Some(r) if !r.left => {
+                let rekey = HeldRekey {
+                    from: me,
+                    epoch: copy.epoch,
+                    key: copy.key.to_owned(),
+                    check: None,
+                    members: Some(copy.members.to_vec()),
+                };
+                take_rekey(room_id, r, &rekey, events);
+            }
+            Some(r) if copy.epoch <= r.epoch => events.push(ignored("a room key from before we left")),
+            held => {
+                let mut r = held.cloned().unwrap_or_default();
+                r.name = copy.name.to_owned();
+                r.stretched = stretched.map(|s| b64(&s));
+                r.epoch = copy.epoch;
+                r.left = false;
+                r.keys.insert(copy.epoch, epoch_key(&key, room_id, stretched.as_ref()));
+                r.since.clear();
+                r.set_members(copy.members, copy.epoch);
+                for rekey in self.state.held_rekeys.remove(room_id).into_iter().flatten() {
+                    take_rekey(room_id, &mut r, &rekey, events);
+                }
+                self.state.invites.remove(room_id);
+                self.state.rooms.insert(room_id.to_owned(), r);
+                events.push(Event::RoomHeld { room: room_id.to_owned(), epoch: copy.epoch });
+            }
+        }
+    }
+
     pub fn commit_rekey(&mut self, rekeying: Rekeying) {
         if let Some(r) = self.state.rooms.get_mut(&rekeying.room) {
             r.keys.insert(rekeying.epoch, rekeying.key);
@@ -448,6 +522,13 @@ impl Session {
                 }
                 r.since.insert(sender.to_string(), epoch);
                 received.events.push(Event::MemberJoined { room: room_id.to_owned(), wallet: sender.to_string() });
+            }
+            // Our own leave, from another of our devices: this device has left too.
+            Content::Leave { .. } if sender == &me => {
+                if !r.left && epoch >= r.since_of(me.as_str()) {
+                    r.left = true;
+                    received.events.push(Event::MemberLeft { room: room_id.to_owned(), wallet: me.to_string() });
+                }
             }
             Content::Leave { .. } => {
                 match membership::judge_leave(&me, sender, &r.members, r.since_of(sender.as_str()), epoch, r.left) {

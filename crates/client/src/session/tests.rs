@@ -128,8 +128,11 @@ impl User {
 
     fn send(&mut self, relay: &mut Relay, to: &User, text: &str) {
         let to = to.me();
-        let env = self.with_keys(relay, |s, rng, now| s.send_text(&to, text, false, now, rng)).unwrap();
-        relay.post(&env);
+        let sending = self.with_keys(relay, |s, rng, now| s.send_text(&to, text, false, now, rng)).unwrap();
+        relay.post(&sending.envelope);
+        if let Some(copy) = &sending.copy {
+            relay.post(copy);
+        }
     }
 
     /// Reads an address after its cursor as a driver does, settling leaves.
@@ -145,7 +148,9 @@ impl User {
                 let rekey = self.with_keys(relay, |s, rng, now| s.settle_leave(settle, now, rng)).unwrap();
                 if let Some(rekey) = rekey {
                     rekey.envelopes.iter().for_each(|e| relay.post(e));
+                    let room = rekey.room.clone();
                     self.s.commit_rekey(rekey);
+                    self.copy_room_key(relay, &room);
                 }
             }
             self.s.advance(address, got.message.seq.unwrap_or(0));
@@ -159,14 +164,30 @@ impl User {
         self.read(relay, &me)
     }
 
-    fn create(&mut self, name: &str) -> String {
-        self.create_with(name, None)
+    fn create(&mut self, relay: &mut Relay, name: &str) -> String {
+        self.create_with(relay, name, None)
     }
 
-    fn create_with(&mut self, name: &str, stretched: Option<&[u8; 32]>) -> String {
+    fn create_with(&mut self, relay: &mut Relay, name: &str, stretched: Option<&[u8; 32]>) -> String {
         let room = Session::fresh_room_id(&mut self.rng);
         self.s.create_room(&room, name, stretched, &mut self.rng).unwrap();
+        self.copy_room_key(relay, &room);
         room
+    }
+
+    /// Another device of the same wallet, registered.
+    fn second_device(&self, relay: &mut Relay, seed: u64) -> User {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let device = Device::generate(&mut rng);
+        let wallet = LocalWallet::from_hex(&self.wallet.to_hex()).unwrap();
+        let mut u = User { s: Session::new(self.me(), device, SessionState::new()), wallet, rng };
+        u.register(relay);
+        u
+    }
+
+    fn copy_room_key(&mut self, relay: &mut Relay, room: &str) {
+        let env = self.with_keys(relay, |s, rng, now| s.room_key_copy(room, now, rng)).unwrap();
+        relay.post(&env);
     }
 
     fn invite(&mut self, relay: &mut Relay, room: &str, who: &User) -> Result<()> {
@@ -189,6 +210,7 @@ impl User {
         let joining = self.with_keys(relay, |s, rng, now| s.join(room, inviter.as_ref(), stretched, now, rng))?;
         relay.post(&joining.envelope);
         self.s.commit_join(joining);
+        self.copy_room_key(relay, room);
         Ok(())
     }
 
@@ -243,7 +265,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 /// Alice's room with Bob in it, both having read everything.
 fn two_member_room(relay: &mut Relay, alice: &mut User, bob: &mut User) -> String {
-    let room = alice.create("friends");
+    let room = alice.create(relay, "friends");
     alice.invite(relay, &room, bob).unwrap();
     bob.join(relay, &room, None, None).unwrap();
     alice.read(relay, &room);
@@ -286,7 +308,8 @@ fn attack_an_anonymous_rekey_does_not_take_over_a_room() {
     let members = vec![alice.me().to_string(), mallory.me().to_string()];
     mallory.dm(&mut relay, &alice, &rekey_content(&room, 1, members), true);
     let got = alice.inbox(&mut relay);
-    assert!(got[0].events.iter().any(|e| matches!(e, Event::Ignored { what, .. } if what == "rekey")));
+    let ignored = |r: &Received| r.events.iter().any(|e| matches!(e, Event::Ignored { what, .. } if what == "rekey"));
+    assert!(got.iter().any(ignored));
     assert_eq!(alice.epoch(&room), 0);
 }
 
@@ -352,7 +375,7 @@ fn a_wrong_room_password_is_refused_and_the_invite_kept() {
     let mut relay = Relay::new();
     let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
     // The stretch of a password is what the driver computes (Argon2id); any 32 bytes do here.
-    let room = alice.create_with("secret", Some(&[1; 32]));
+    let room = alice.create_with(&mut relay, "secret", Some(&[1; 32]));
     alice.invite(&mut relay, &room, &bob).unwrap();
     assert_eq!(bob.join(&mut relay, &room, None, Some(&[2; 32])).unwrap_err().code(), "wrong_password");
     assert_eq!(bob.join(&mut relay, &room, None, None).unwrap_err().code(), "wrong_password");
@@ -374,13 +397,11 @@ fn one_leave_makes_one_rekey() {
     carol.leave(&mut relay, &room);
     alice.read(&mut relay, &room);
     bob.read(&mut relay, &room);
-    let rekeys = |u: &User, relay: &Relay| relay.boxes.get(u.me().as_str()).map(Vec::len).unwrap_or(0);
     // Bob got one rekey (alice's); alice got none back from bob.
     assert_eq!(alice.epoch(&room), 1);
     assert_eq!(bob.epoch(&room), 1);
-    let alice_inbox = rekeys(&alice, &relay);
-    alice.inbox(&mut relay);
-    assert_eq!(alice_inbox, 0, "bob did not rotate a second time");
+    let rekeys_from_bob = relay.boxes[alice.me().as_str()].iter().filter(|m| m["from"] == bob.me().as_str()).count();
+    assert_eq!(rekeys_from_bob, 0, "bob did not rotate a second time");
     let text = Content::Text { sent_at: relay.now, text: "still here?".into(), name: None, reply_to: None };
     let env = carol.s.room_envelope(&room, &text, relay.now, &mut carol.rng).unwrap();
     relay.post(&env);
@@ -432,7 +453,7 @@ fn attack_a_strangers_invite_does_not_replace_a_friends() {
     let mut relay = Relay::new();
     let (mut alice, mut bob, mut mallory) =
         (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
-    let room = alice.create("friends");
+    let room = alice.create(&mut relay, "friends");
     alice.invite(&mut relay, &room, &bob).unwrap();
     let fake = Content::Invite {
         sent_at: T0,
@@ -606,4 +627,82 @@ fn attack_a_relay_edited_from_or_id_changes_nothing() {
     let got = bob.inbox(&mut relay);
     assert!(got[1].message.error.is_some(), "a changed from breaks the signature");
     assert_eq!(got[2].message.id, got[0].message.id, "the id is computed, not the relay's");
+}
+
+#[test]
+fn a_second_device_shows_both_sides_of_a_conversation() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let mut alice2 = alice.second_device(&mut relay, 11);
+    alice.send(&mut relay, &bob, "hi bob");
+    bob.send(&mut relay, &alice, "hi alice");
+    let got = alice2.inbox(&mut relay);
+    let seen: Vec<(String, String)> = got
+        .iter()
+        .filter_map(|r| match &r.message.content {
+            Some(Content::Text { text, .. }) => Some((r.message.from.clone().unwrap(), text.clone())),
+            Some(Content::Sent { to, content, .. }) => match content.as_ref() {
+                Content::Text { text, .. } => Some((format!("me to {to}"), text.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let expected =
+        vec![(format!("me to {}", bob.me()), "hi bob".to_string()), (bob.me().to_string(), "hi alice".into())];
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn a_room_made_or_joined_on_one_device_is_held_by_the_others() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let (mut alice2, mut bob2) = (alice.second_device(&mut relay, 11), bob.second_device(&mut relay, 12));
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    alice2.inbox(&mut relay);
+    bob2.inbox(&mut relay);
+    bob.say(&mut relay, &room, "from bob's first device");
+    alice2.say(&mut relay, &room, "from alice's second device");
+    assert_eq!(bob2.texts(&mut relay, &room), ["from bob's first device", "from alice's second device"]);
+    // A rekey made on one device reaches the other through the copy.
+    let mut carol = User::new(&mut relay, 3);
+    alice.invite(&mut relay, &room, &carol).unwrap();
+    carol.join(&mut relay, &room, None, None).unwrap();
+    carol.leave(&mut relay, &room);
+    alice.read(&mut relay, &room);
+    assert_eq!(alice.epoch(&room), 1);
+    alice2.inbox(&mut relay);
+    assert_eq!(alice2.epoch(&room), 1);
+    // Leaving on one device leaves on all of them; an old copy read again does not rejoin.
+    alice2.leave(&mut relay, &room);
+    alice.read(&mut relay, &room);
+    assert!(alice.s.room(&room).unwrap().left);
+    alice.s.state.cursors.clear();
+    alice.inbox(&mut relay);
+    assert!(alice.s.room(&room).unwrap().left);
+}
+
+#[test]
+fn attack_a_copy_from_another_wallet_is_not_believed() {
+    let mut relay = Relay::new();
+    let (mut bob, mut mallory) = (User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let room = Session::fresh_room_id(&mut mallory.rng);
+    let members = vec![bob.me().to_string(), mallory.me().to_string()];
+    let key = Content::RoomKey {
+        sent_at: T0,
+        room: room.clone(),
+        name: "yours".into(),
+        epoch: 0,
+        key: b64(&[9; 32]),
+        stretched: None,
+        members,
+    };
+    let text = Content::Text { sent_at: T0, text: "I never said this".into(), name: None, reply_to: None };
+    let sent =
+        Content::Sent { sent_at: T0, to: mallory.me().to_string(), original: "00".repeat(32), content: Box::new(text) };
+    mallory.dm(&mut relay, &bob, &key, false);
+    mallory.dm(&mut relay, &bob, &sent, false);
+    let got = bob.inbox(&mut relay);
+    assert!(bob.s.state().rooms.is_empty());
+    assert!(got.iter().all(|r| r.message.content.is_none() && r.message.error.is_some()));
 }

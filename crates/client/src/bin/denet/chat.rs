@@ -133,8 +133,14 @@ impl Ctx {
 
     pub async fn send(&mut self, to: &str, text: &str, anonymous: bool) -> Result<(), String> {
         let to = Wallet::parse_lenient(to).map_err(|e| e.message)?;
-        let envelope = self.with_keys(|s, now| s.send_text(&to, text, anonymous, now, &mut OsRng)).await?;
-        let ack = self.relay.post(&envelope).await.map_err(err)?;
+        let sending = self.with_keys(|s, now| s.send_text(&to, text, anonymous, now, &mut OsRng)).await?;
+        let ack = self.relay.post(&sending.envelope).await.map_err(err)?;
+        if let Some(copy) = &sending.copy {
+            // Our other devices see what we sent (the message itself is already sent).
+            if let Err(e) = self.relay.post(copy).await {
+                eprintln!("denet: sent, but the copy for your other devices failed: {e}");
+            }
+        }
         self.out.emit(json!({"to": to.as_str(), "id": ack.id, "seq": ack.seq, "anonymous": anonymous}), || {
             format!("sent to {to}{}", if anonymous { " anonymously" } else { "" })
         });
@@ -154,6 +160,7 @@ impl Ctx {
                 let mut c = serde_json::to_value(content).unwrap_or_default();
                 if let Some(obj) = c.as_object_mut() {
                     obj.remove("key");
+                    obj.remove("stretched");
                     for (k, v) in obj.iter() {
                         item[k] = v.clone();
                     }
@@ -170,6 +177,13 @@ impl Ctx {
                     Content::Join { .. } => format!("{at} {who} joined"),
                     Content::Leave { .. } => format!("{at} {who} left"),
                     Content::RoomDeleted { .. } => format!("{at} {who} deleted the room"),
+                    Content::Sent { to, content, .. } => match content.as_ref() {
+                        Content::Text { text, .. } => format!("{at} you to {to}: {text}"),
+                        _ => format!("{at} you sent {to} a message"),
+                    },
+                    Content::RoomKey { room, name, epoch, .. } => {
+                        format!("{at} your device holds room {room} ({name}) at epoch {epoch}")
+                    }
                 }
             }
             (None, error) => {
@@ -239,10 +253,23 @@ impl Ctx {
         let (room, epoch, to) = (rekeying.room.clone(), rekeying.epoch, rekeying.to.clone());
         self.session.commit_rekey(rekeying);
         self.save()?;
+        self.copy_room_key(&room).await;
         self.out.emit(json!({"room": room, "rekey": epoch, "members": to}), || {
             format!("rotated the key of {room} to epoch {epoch} for {} member(s)", to.len())
         });
         Ok(())
+    }
+
+    /// Posts the room as this device holds it to our own inbox, for our other devices
+    /// (1.2). The room is already ours here: a failure only delays the others.
+    pub(super) async fn copy_room_key(&mut self, room: &str) {
+        let copied = match self.with_keys(|s, now| s.room_key_copy(room, now, &mut OsRng)).await {
+            Ok(envelope) => self.relay.post(&envelope).await.map(|_| ()).map_err(err),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = copied {
+            eprintln!("denet: the room key copy for your other devices failed: {e}");
+        }
     }
 
     pub async fn inbox(&mut self, all: bool) -> Result<(), String> {

@@ -14,6 +14,7 @@ impl Ctx {
         let stretched = password.map(|p| room::stretch(p, &room_id)).transpose().map_err(err)?;
         self.session.create_room(&room_id, name, stretched.as_deref(), &mut OsRng).map_err(err)?;
         self.save()?;
+        self.copy_room_key(&room_id).await;
         self.out.emit(json!({"room": room_id, "name": name, "password": password.is_some()}), || room_id.clone());
         Ok(())
     }
@@ -41,6 +42,7 @@ impl Ctx {
         let (name, epoch) = (joining.state.name.clone(), joining.state.epoch);
         self.session.commit_join(joining);
         self.save()?;
+        self.copy_room_key(room_id).await;
         self.out.emit(json!({"room": room_id, "name": name, "epoch": epoch}), || format!("joined {room_id} ({name})"));
         Ok(())
     }
