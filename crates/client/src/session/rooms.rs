@@ -523,12 +523,11 @@ impl Session {
                 r.since.insert(sender.to_string(), epoch);
                 received.events.push(Event::MemberJoined { room: room_id.to_owned(), wallet: sender.to_string() });
             }
-            // Our own leave, from another of our devices: this device has left too.
-            Content::Leave { .. } if sender == &me => {
-                if !r.left && epoch >= r.since_of(me.as_str()) {
-                    r.left = true;
-                    received.events.push(Event::MemberLeft { room: room_id.to_owned(), wallet: me.to_string() });
-                }
+            // Our own leave, from another of our devices: this device has left too
+            // (an older one, read again, changes nothing: judge_leave ignores our own).
+            Content::Leave { .. } if sender == &me && !r.left && epoch >= r.since_of(me.as_str()) => {
+                r.left = true;
+                received.events.push(Event::MemberLeft { room: room_id.to_owned(), wallet: me.to_string() });
             }
             Content::Leave { .. } => {
                 match membership::judge_leave(&me, sender, &r.members, r.since_of(sender.as_str()), epoch, r.left) {
