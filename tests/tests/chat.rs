@@ -373,3 +373,63 @@ fn a_removed_member_cannot_rejoin_under_an_old_epoch() {
     let members = alice.ok(&["room", "list"])[0]["members"].clone();
     assert!(!members.as_array().unwrap().iter().any(|m| m == carol.wallet.as_str()), "{members}");
 }
+
+#[test]
+fn a_strangers_invite_does_not_replace_a_friends_and_join_names_the_inviter() {
+    let (alice, bob, mallory) = (User::new(), User::new(), User::new());
+    let room = alice.ok(&["room", "create", "--name", "pair"])[0]["room"].as_str().unwrap().to_owned();
+    alice.ok(&["room", "invite", &room, &bob.wallet]);
+    let invite = denet_client::content::Content::Invite {
+        sent_at: denet_e2e::actors::now_ms(),
+        room: room.clone(),
+        name: "pair".into(),
+        key: denet_core::encoding::b64(&[7u8; 32]),
+        epoch: 0,
+        password: false,
+        members: vec![mallory.wallet.clone(), bob.wallet.clone()],
+        check: None,
+    };
+    forged::send(&invite, &bob, Some(&mallory));
+    bob.ok(&["inbox"]);
+    let listed = bob.ok(&["room", "list"]);
+    let inviters: Vec<&str> = listed.iter().filter_map(|i| i["invited_by"].as_str()).collect();
+    assert_eq!(inviters.len(), 2, "one invite per inviter: {listed:?}");
+    assert!(bob.fails(&["room", "join", &room]).contains("name the one"));
+    bob.ok(&["room", "join", &room, "--from", &alice.wallet]);
+    bob.ok(&["room", "send", &room, "with alice's key"]);
+    assert_eq!(User::texts(&alice.ok(&["room", "read", &room])), ["with alice's key"]);
+}
+
+#[test]
+fn a_home_made_by_the_previous_version_keeps_working() {
+    // tests/fixtures/make-v0-home.sh: alice's home from the CLI before the session
+    // (unversioned state.json, the room password in plain, one invite per room).
+    let home = tempfile::tempdir().unwrap();
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/v0-home.tar.gz");
+    let untar = Command::new("tar")
+        .arg("-xzf")
+        .arg(&fixture)
+        .arg("-C")
+        .arg(home.path())
+        .arg("--strip-components=1")
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let wallet = "0x2c7536e3605d9c16a7a3d7b1898e529396a65c23".to_owned();
+    let alice = User { home, wallet };
+    alice.ok(&["register"]); // a fresh relay: the same device keys register again
+    let listed = alice.ok(&["room", "list"]);
+    let plans = listed.iter().find(|i| i["name"] == "plans").expect("the room is kept");
+    assert_eq!((plans["password"].as_bool(), plans["joined"].as_bool()), (Some(true), Some(true)));
+    assert!(listed.iter().any(|i| i["invited_by"] == "0x71219e12048dceab2d53475f1bf12accbce805db"), "{listed:?}");
+    let room = plans["room"].as_str().unwrap().to_owned();
+    let carol = User::new();
+    alice.ok(&["room", "invite", &room, &carol.wallet]);
+    carol.ok(&["room", "join", &room, "--password", "hunter2"]);
+    alice.ok(&["room", "send", &room, "from an old home"]);
+    assert_eq!(User::texts(&carol.ok(&["room", "read", &room])), ["from an old home"]);
+    let state = std::fs::read_to_string(alice.home.path().join("state.json")).unwrap();
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["version"], 1);
+    assert!(!state.to_string().contains("hunter2"), "the password is no longer stored");
+}
