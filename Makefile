@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: setup setup-browser build sdk migrate dev test test-sdk test-browser fmt lint unit wasm e2e bench bench-ingest fuzz clean
+.PHONY: setup setup-browser build sdk migrate dev test test-sdk test-browser typecheck fmt lint unit wasm e2e bench bench-ingest fuzz clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen and npm packages if missing
 setup:
@@ -25,7 +25,7 @@ sdk: setup
 	@scripts/sdk.sh && touch public/.built
 
 # The SDK and page are rebuilt when anything they are made of changes.
-SDK_SOURCES := $(shell find page sdk/src crates/wasm crates/client/src crates/core/src -type f 2>/dev/null) Cargo.lock
+SDK_SOURCES := $(shell find page sdk/src crates/wasm crates/client/src crates/core/src -path sdk/src/wasm -prune -o -type f -print 2>/dev/null) sdk/tsconfig.json Cargo.lock
 public/.built: $(SDK_SOURCES)
 	@scripts/sdk.sh && touch public/.built
 
@@ -39,13 +39,18 @@ dev: build migrate
 	DENET_SKIP_BUILD=1 npx wrangler dev --ip 127.0.0.1 --port $(PORT) --persist-to $(STATE) --test-scheduled
 
 ## test: formatting, lints, native and wasm unit tests, end-to-end, SDK and browser tests
-test: setup lint unit wasm e2e test-sdk test-browser
+test: setup lint typecheck unit wasm e2e test-sdk test-browser
 
 ## setup-browser: Debian's Chromium for the browser tests, checked against playwright-core
 setup-browser: setup
 	@scripts/setup.sh browser
 
-## test-sdk: the SDK under Node: the shared vectors through the wasm, then flows against a real relay
+## typecheck: tsc --noEmit over the SDK (sdk/src/index.ts with the wasm's generated types) and the page (against the SDK's .d.ts)
+typecheck: build
+	tsc -p sdk/tsconfig.json --noEmit
+	tsc -p page/tsconfig.json
+
+## test-sdk: the SDK under Node: spec/vectors through the wasm, flows and the §8.3 attacks against a real relay
 test-sdk: build
 	cargo build -q -p denet-client --bin denet
 	node --test --test-concurrency=1 sdk/test/vectors.test.mjs sdk/test/sdk.test.mjs sdk/test/attacks.test.mjs

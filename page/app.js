@@ -2,8 +2,10 @@
 // SDK (and so in the Rust client compiled to wasm); this file is the UI only.
 import { Client, fromEip1193 } from "/sdk/index.js";
 
+/** @type {(id: string) => any} the page's own elements, by id */
 const $ = (id) => document.getElementById(id);
 const relay = location.origin;
+/** @type {import("/sdk/index.js").Client} */
 let client = null;
 let current = null; // { kind: "dm" | "room", id }
 const conversations = new Map(); // key "dm:0x…" | "room:…" → { kind, id, name, messages, unread }
@@ -20,12 +22,13 @@ const ERRORS = {
   malformed: "The relay refused a malformed request.",
 };
 
+let errorTimer;
 function showError(e) {
   const el = $("error");
   el.textContent = ERRORS[e?.code] ? `${ERRORS[e.code]} (${e.message})` : String(e?.message ?? e);
   el.hidden = false;
-  clearTimeout(showError.timer);
-  showError.timer = setTimeout(() => (el.hidden = true), 6000);
+  clearTimeout(errorTimer);
+  errorTimer = setTimeout(() => (el.hidden = true), 6000);
 }
 
 function short(w) {
@@ -34,7 +37,7 @@ function short(w) {
 
 // -- wallets: EIP-6963 discovery, window.ethereum as a fallback --
 const providers = [];
-window.addEventListener("eip6963:announceProvider", (ev) => {
+window.addEventListener("eip6963:announceProvider", (/** @type {any} */ ev) => {
   if (providers.some((p) => p.info.uuid === ev.detail.info.uuid)) return;
   providers.push(ev.detail);
   const b = document.createElement("button");
@@ -45,7 +48,7 @@ window.addEventListener("eip6963:announceProvider", (ev) => {
 window.dispatchEvent(new Event("eip6963:requestProvider"));
 
 $("connect-button").onclick = () => {
-  const provider = providers[0]?.provider ?? window.ethereum;
+  const provider = providers[0]?.provider ?? /** @type {any} */ (window).ethereum;
   if (!provider) return showError(new Error("No wallet found in this browser."));
   connect(provider).catch(showError);
 };

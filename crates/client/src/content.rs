@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// One content object. Field order follows the protocol's listing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Content {
     Text {

@@ -26,6 +26,14 @@ fn from_js<T: DeserializeOwned>(v: JsValue) -> JsResult<T> {
     serde_wasm_bindgen::from_value(v).map_err(|e| fail("malformed", e))
 }
 
+#[wasm_bindgen(typescript_custom_section)]
+const STEP_TS: &str = r#"
+/** A session step: its value, or the wallets whose key lists to fetch before calling again. */
+export type Step<T> = { ok: T } | { need_keys: string[] };
+/** A two-step operation: post `envelopes`, then `commit(token)` (or `abandon(token)`). */
+export interface Posting { envelopes: object[]; token: number; epoch?: number }
+"#;
+
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Step<T> {
@@ -79,18 +87,24 @@ impl Session {
     /// The session of `wallet` on the device of these secrets, from a stored state of
     /// any version (migrated) or `null` for a new one.
     #[wasm_bindgen(constructor)]
-    pub fn new(wallet_s: &str, sign_seed: &str, dh_secret: &str, stored: JsValue) -> JsResult<Session> {
+    pub fn new(
+        wallet_s: &str,
+        sign_seed: &str,
+        dh_secret: &str,
+        #[wasm_bindgen(unchecked_param_type = "object | null")] stored: JsValue,
+    ) -> JsResult<Session> {
         let inner = s::Session::new(wallet(wallet_s)?, device(sign_seed, dh_secret)?, load(stored)?);
         Ok(Session { inner, pending: HashMap::new(), next: 0 })
     }
 
     /// Takes the state another tab stored meanwhile.
-    pub fn load(&mut self, stored: JsValue) -> JsResult<()> {
+    pub fn load(&mut self, #[wasm_bindgen(unchecked_param_type = "object")] stored: JsValue) -> JsResult<()> {
         self.inner.replace_state(load(stored)?);
         Ok(())
     }
 
     /// The state to store (versioned; no password, no device secret).
+    #[wasm_bindgen(unchecked_return_type = "object")]
     pub fn state(&self) -> JsResult<JsValue> {
         to_js(self.inner.state())
     }
@@ -104,7 +118,12 @@ impl Session {
 
     /// A `GET /v1/keys/{wallet}?include=all` answer fetched at `now` (`{keys: []}` for a 404).
     #[wasm_bindgen(js_name = takeKeys)]
-    pub fn take_keys(&mut self, wallet_s: &str, answer: JsValue, now: f64) -> JsResult<()> {
+    pub fn take_keys(
+        &mut self,
+        wallet_s: &str,
+        #[wasm_bindgen(unchecked_param_type = "object")] answer: JsValue,
+        now: f64,
+    ) -> JsResult<()> {
         self.inner.take_keys(&wallet(wallet_s)?, &from_js::<Value>(answer)?, now as u64);
         Ok(())
     }
@@ -117,6 +136,7 @@ impl Session {
     }
 
     /// `{ok: "active" | "register" | "new_keys"}` or `{need_keys}`.
+    #[wasm_bindgen(unchecked_return_type = "Step<Registration>")]
     pub fn registration(&self, now: f64) -> JsResult<JsValue> {
         step(self.inner.registration(now as u64))
     }
@@ -132,6 +152,7 @@ impl Session {
     /// `{ok: envelope}`: the room as this device holds it, for our own inbox (post it
     /// after creating, joining or rekeying a room: our other devices hold it then).
     #[wasm_bindgen(js_name = roomKeyCopy)]
+    #[wasm_bindgen(unchecked_return_type = "Step<object>")]
     pub fn room_key_copy(&self, room: &str, now: f64) -> JsResult<JsValue> {
         step(self.inner.room_key_copy(room, now as u64, &mut rand_core::OsRng))
     }
@@ -139,19 +160,31 @@ impl Session {
     /// `{ok: {envelope, copy}}`: a text for `to`, sealed to its devices listed active
     /// now, and (named) its copy for our own inbox: post the envelope, then the copy.
     #[wasm_bindgen(js_name = sendText)]
+    #[wasm_bindgen(unchecked_return_type = "Step<Sending>")]
     pub fn send_text(&self, to: &str, text: &str, anonymous: bool, now: f64) -> JsResult<JsValue> {
         step(self.inner.send_text(&wallet(to)?, text, anonymous, now as u64, &mut rand_core::OsRng))
     }
 
     /// `{ok: {message, events, settle}}`: one stored envelope of `address` read.
-    pub fn receive(&mut self, address: &str, stored: JsValue, now: f64) -> JsResult<JsValue> {
+    #[wasm_bindgen(unchecked_return_type = "Step<Received>")]
+    pub fn receive(
+        &mut self,
+        address: &str,
+        #[wasm_bindgen(unchecked_param_type = "object")] stored: JsValue,
+        now: f64,
+    ) -> JsResult<JsValue> {
         let stored: Value = from_js(stored)?;
         step(self.inner.receive(address, &stored, now as u64))
     }
 
     /// After reading the inbox: `{ok: null}` or `{ok: {envelopes, token}}` (the rekey).
     #[wasm_bindgen(js_name = settleLeave)]
-    pub fn settle_leave(&mut self, settle: JsValue, now: f64) -> JsResult<JsValue> {
+    #[wasm_bindgen(unchecked_return_type = "Step<Posting | null>")]
+    pub fn settle_leave(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "Settle")] settle: JsValue,
+        now: f64,
+    ) -> JsResult<JsValue> {
         let settle: s::Settle = from_js(settle)?;
         match self.inner.settle_leave(&settle, now as u64, &mut rand_core::OsRng) {
             Ok(Some(r)) => {
@@ -177,6 +210,7 @@ impl Session {
     }
 
     /// `{ok: {envelopes, token}}`: the invite of `to`; commit once posted.
+    #[wasm_bindgen(unchecked_return_type = "Step<Posting>")]
     pub fn invite(&mut self, room: &str, to: &str, now: f64) -> JsResult<JsValue> {
         match self.inner.invite(room, &wallet(to)?, now as u64, &mut rand_core::OsRng) {
             Ok(i) => {
@@ -189,6 +223,7 @@ impl Session {
 
     /// `{ok: {envelopes, token, epoch}}`: the join of a recorded invite (`inviter`
     /// names which one when several wallets invited); `wrong_password` is thrown.
+    #[wasm_bindgen(unchecked_return_type = "Step<Posting>")]
     pub fn join(
         &mut self,
         room: &str,
@@ -208,6 +243,7 @@ impl Session {
     }
 
     /// `{ok: {envelopes, token}}`: a new key for the room, for every member.
+    #[wasm_bindgen(unchecked_return_type = "Step<Posting>")]
     pub fn rekey(&mut self, room: &str, now: f64) -> JsResult<JsValue> {
         match self.inner.rekey(room, now as u64, &mut rand_core::OsRng) {
             Ok(r) => {
@@ -220,11 +256,13 @@ impl Session {
 
     /// A text for the room, sealed under its current epoch (envelope).
     #[wasm_bindgen(js_name = roomText)]
+    #[wasm_bindgen(unchecked_return_type = "object")]
     pub fn room_text(&self, room: &str, text: &str, now: f64) -> JsResult<JsValue> {
         to_js(&self.inner.room_text(room, text, now as u64, &mut rand_core::OsRng).map_err(refusal)?)
     }
 
     /// The `leave` to post (envelope); then `commitLeave`.
+    #[wasm_bindgen(unchecked_return_type = "object")]
     pub fn leave(&self, room: &str, now: f64) -> JsResult<JsValue> {
         to_js(&self.inner.leave(room, now as u64, &mut rand_core::OsRng).map_err(refusal)?)
     }
@@ -251,11 +289,13 @@ impl Session {
     }
 
     /// `[{room, name, epoch, members, joined, password}]`.
+    #[wasm_bindgen(unchecked_return_type = "RoomView[]")]
     pub fn rooms(&self) -> JsResult<JsValue> {
         to_js(&self.inner.room_views())
     }
 
     /// `[{room, name, from, password}]`: pending invites, one per (room, inviter).
+    #[wasm_bindgen(unchecked_return_type = "InviteView[]")]
     pub fn invites(&self) -> JsResult<JsValue> {
         to_js(&self.inner.invite_views())
     }

@@ -69,6 +69,7 @@ pub type Result<T> = std::result::Result<T, SessionError>;
 
 /// What the session made of one stored envelope, for a UI. `from` is the envelope's
 /// (signed) sender; `content` is set when it opened, `error` when it did not.
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Message {
     pub address: String,
@@ -85,6 +86,7 @@ pub struct Message {
 }
 
 /// What changed in the session because of a message, for a UI or a log.
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -119,6 +121,7 @@ pub enum Event {
 }
 
 /// The outcome of [`Session::receive`].
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Received {
     pub message: Message,
@@ -129,13 +132,17 @@ pub struct Received {
 }
 
 /// A direct message to post, and its copy for our own inbox (post it after).
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Sending {
+    #[cfg_attr(feature = "ts", tsify(type = "object"))]
     pub envelope: Value,
+    #[cfg_attr(feature = "ts", tsify(type = "object | null"))]
     pub copy: Option<Value>,
 }
 
 /// A room as a UI lists it.
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct RoomView {
     pub room: String,
@@ -147,6 +154,7 @@ pub struct RoomView {
 }
 
 /// A pending invite as a UI offers it: the inviter's full address beside the name.
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct InviteView {
     pub room: String,
@@ -156,6 +164,7 @@ pub struct InviteView {
 }
 
 /// What a device should do about its registration.
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Registration {

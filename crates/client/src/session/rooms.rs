@@ -43,6 +43,7 @@ pub struct Rekeying {
 }
 
 /// A leave that removed its sender from the reader's current members.
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Settle {
     pub room: String,

@@ -2,20 +2,25 @@
 //
 // The chat session — what a device keeps, every byte encrypted, signed or verified,
 // and every PROTOCOL.md §8.3 decision — is the Rust session (`denet_client::session`)
-// compiled to wasm (`./wasm/denet_wasm.js`, from crates/wasm). This file only moves
-// data: HTTP and WebSocket calls to the relay, storage, tabs, and the API below.
+// compiled to wasm (`./wasm/denet_wasm.js`, from crates/wasm), whose values have
+// TypeScript types generated from the Rust ones. This file only moves data: HTTP and
+// WebSocket calls to the relay, storage, tabs, and the API below.
 
 import init, * as w from "./wasm/denet_wasm.js";
+import type { Posting, Step, Message as SessionMessage, Settle } from "./wasm/denet_wasm.js";
 
-const isNode = typeof process !== "undefined" && !!process.versions?.node && typeof window === "undefined";
+declare const process: { versions?: { node?: string } } | undefined;
 
-let ready;
+const isNode = typeof process !== "undefined" && !!process?.versions?.node && typeof window === "undefined";
+
+let ready: Promise<void> | undefined;
 /** Loads the wasm once (fetched in browsers, read from disk in Node). */
-function loadWasm() {
+function loadWasm(): Promise<void> {
   ready ??= (async () => {
     const url = new URL("./wasm/denet_wasm_bg.wasm", import.meta.url);
     if (isNode) {
-      const { readFile } = await import("node:fs/promises");
+      const fs = "node:fs/promises"; // a name, so browsers' bundlers leave it alone
+      const { readFile } = await import(fs);
       await init({ module_or_path: await readFile(url) });
     } else {
       await init({ module_or_path: url });
@@ -29,9 +34,61 @@ const DAY_MS = 86_400_000;
 const PAGE = 500;
 const enc = new TextEncoder();
 
-/** An `Error` with the §6 code of the relay, or a client-side code (`wrong_password`, …). */
+/** EIP-191 personal_sign of a UTF-8 message; returns 0x + 130 hex. */
+export type Signer = {
+  getAddress(): Promise<string>;
+  signMessage(message: string): Promise<string>;
+};
+
+/** The subset of EIP-1193 the SDK uses. */
+export interface EIP1193Provider {
+  request(args: { method: string; params?: unknown[] }): Promise<any>;
+}
+
+/** Where a client keeps its record per wallet (its device secrets and session state). */
+export interface Store {
+  load(key: string): Promise<unknown | null>;
+  save(key: string, value: unknown): Promise<void>;
+}
+
+export type Message = {
+  /** Computed here from the envelope (§2), never taken from the relay. */
+  id: string;
+  seq: number;
+  /** The inbox wallet or the room id it was read from. */
+  address: string;
+  /** The sender's wallet, null when anonymous. */
+  from: string | null;
+  /** The §8.1 content type: text, invite, rekey, join, leave, room_deleted, room_key; "unreadable" with `error`. */
+  type: string;
+  text?: string;
+  room?: string;
+  sentAt: number;
+  receivedAt: number;
+  /** Why the message could not be read (bad signature, no key for its epoch, …). */
+  error?: string;
+  /** Our own direct message, read back from another of our devices' copy: to whom it went. */
+  to?: string;
+  /** With `to`: the id of the message the recipient got. */
+  original?: string;
+  /** With type "room_key": the room's name (another device of ours holds the room). */
+  name?: string;
+};
+
+export type ConnectionState = "connecting" | "live" | "offline";
+
+export type StreamHandler = {
+  onMessage(m: Message): void;
+  onConnectionChange?(s: ConnectionState): void;
+  /** A message that could not be taken (e.g. the relay's key lists unreachable); the stream goes on. */
+  onError?(e: DenetError): void;
+};
+
+/** An `Error` with the §6 code of the relay, or a client-side code (`wrong_password`, `offline`, `open`, `invalid`, …). */
 export class DenetError extends Error {
-  constructor(code, message, status) {
+  code: string;
+  status?: number;
+  constructor(code: string, message: string, status?: number) {
     super(message);
     this.name = "DenetError";
     this.code = code;
@@ -40,13 +97,14 @@ export class DenetError extends Error {
 }
 
 /** Wraps an error thrown by the wasm (`code: message`) as a DenetError. */
-function wasmError(e) {
-  const text = String(e?.message ?? e);
+function wasmError(e: unknown): DenetError {
+  if (e instanceof DenetError) return e;
+  const text = String((e as Error)?.message ?? e);
   const at = text.indexOf(": ");
   return at > 0 ? new DenetError(text.slice(0, at), text.slice(at + 2)) : new DenetError("invalid", text);
 }
 
-function call(f) {
+function call<T>(f: () => T): T {
   try {
     return f();
   } catch (e) {
@@ -58,41 +116,41 @@ function call(f) {
  * A Signer over an EIP-1193 provider (`window.ethereum`, an EIP-6963 provider, …):
  * `personal_sign` of the UTF-8 message.
  */
-export function fromEip1193(provider, address) {
+export function fromEip1193(provider: EIP1193Provider, address?: string): Signer {
   let chosen = address;
-  return {
+  const signer: Signer = {
     async getAddress() {
       if (!chosen) {
         const accounts = await provider.request({ method: "eth_requestAccounts" });
         if (!accounts?.length) throw new DenetError("forbidden", "the wallet shared no account");
-        chosen = accounts[0];
+        chosen = String(accounts[0]);
       }
       return chosen;
     },
     async signMessage(message) {
-      const from = await this.getAddress();
+      const from = await signer.getAddress();
       const hex = "0x" + Array.from(enc.encode(message), (b) => b.toString(16).padStart(2, "0")).join("");
       return provider.request({ method: "personal_sign", params: [hex, from] });
     },
   };
+  return signer;
 }
 
 // ---- storage: per wallet, the device's secrets and the session's state ----
 
-class MemoryStore {
-  constructor() {
-    this.data = new Map();
-  }
-  async load(key) {
+class MemoryStore implements Store {
+  data = new Map<string, unknown>();
+  async load(key: string) {
     return this.data.get(key) ?? null;
   }
-  async save(key, value) {
+  async save(key: string, value: unknown) {
     this.data.set(key, structuredClone(value));
   }
 }
 
-class IndexedDbStore {
-  open() {
+class IndexedDbStore implements Store {
+  db?: Promise<IDBDatabase>;
+  open(): Promise<IDBDatabase> {
     this.db ??= new Promise((resolve, reject) => {
       const req = indexedDB.open("denet", 1);
       req.onupgradeneeded = () => req.result.createObjectStore("state");
@@ -101,7 +159,7 @@ class IndexedDbStore {
     });
     return this.db;
   }
-  async tx(mode, f) {
+  async tx<T>(mode: IDBTransactionMode, f: (s: IDBObjectStore) => IDBRequest<T>): Promise<T> {
     const db = await this.open();
     return new Promise((resolve, reject) => {
       const t = db.transaction("state", mode);
@@ -110,16 +168,20 @@ class IndexedDbStore {
       t.onerror = () => reject(t.error);
     });
   }
-  async load(key) {
+  async load(key: string) {
     return (await this.tx("readonly", (s) => s.get(key))) ?? null;
   }
-  async save(key, value) {
+  async save(key: string, value: unknown) {
     await this.tx("readwrite", (s) => s.put(value, key));
   }
 }
 
+/** The record kept per wallet: the session's state and this device's secrets. */
+type DeviceSecrets = { sign_seed: string; dh_secret: string };
+type StoredRecord = Record<string, unknown> & { device?: DeviceSecrets };
+
 /** A record's device secrets, or fresh ones. */
-function deviceOf(record) {
+function deviceOf(record: StoredRecord | null): w.Device {
   if (record?.device) return w.Device.fromSecrets(record.device.sign_seed, record.device.dh_secret);
   return new w.Device();
 }
@@ -127,18 +189,29 @@ function deviceOf(record) {
 // ---- the client ----
 
 export class Client {
-  /** Use `Client.create`. */
-  constructor(relay, signer, wallet, store, device, session) {
+  /** Lowercase. */
+  readonly wallet: string;
+  private readonly relay: string;
+  private readonly signer: Signer;
+  private readonly store: Store;
+  private dev: w.Device;
+  private readonly session: w.Session;
+  private shared = false;
+  private reopen?: (room: string) => void;
+  /** Called when the copy of a sent message or room key for our other devices could not be posted. */
+  onCopyError?: (e: DenetError) => void;
+
+  private constructor(relay: string, signer: Signer, wallet: string, store: Store, device: w.Device, session: w.Session) {
     this.relay = relay.replace(/\/+$/, "");
     this.signer = signer;
     this.wallet = wallet;
     this.store = store;
     this.dev = device;
     this.session = session;
-    this.channel = null;
   }
 
-  static async create({ relay, signer, storage }) {
+  static async create(opts: { relay: string; signer: Signer; storage?: "indexeddb" | "memory" | Store }): Promise<Client> {
+    const { relay, signer, storage } = opts;
     await loadWasm();
     // Your own store: any object with load(key) and save(key, value) (promises).
     const kind = storage ?? (typeof indexedDB !== "undefined" && !isNode ? "indexeddb" : "memory");
@@ -146,7 +219,7 @@ export class Client {
     const address = await signer.getAddress();
     const wallet = call(() => w.normalizeWallet(String(address)));
     // A record of any earlier version loads (the session migrates it).
-    const record = await store.load(wallet);
+    const record = (await store.load(wallet)) as StoredRecord | null;
     const device = deviceOf(record);
     const session = call(() => new w.Session(wallet, device.signSeed(), device.dhSecret(), record ?? null));
     const client = new Client(relay, signer, wallet, store, device, session);
@@ -155,22 +228,22 @@ export class Client {
   }
 
   /** Stores the session's state with this device's secrets. */
-  async save() {
-    const record = call(() => this.session.state());
+  private async save(): Promise<void> {
+    const record = call(() => this.session.state()) as StoredRecord;
     record.device = { sign_seed: this.dev.signSeed(), dh_secret: this.dev.dhSecret() };
     await this.store.save(this.wallet, record);
   }
 
   /** Takes the state another tab stored meanwhile. */
-  async reload() {
+  private async reload(): Promise<void> {
     const record = await this.store.load(this.wallet);
-    if (record) call(() => this.session.load(record));
+    if (record) call(() => this.session.load(record as object));
   }
 
   // -- HTTP --
 
-  async request(method, path, body, headers = {}) {
-    let resp;
+  private async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+    let resp: Response;
     try {
       resp = await fetch(this.relay + path, {
         method,
@@ -178,10 +251,10 @@ export class Client {
         body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
       });
     } catch (e) {
-      throw new DenetError("offline", `the relay cannot be reached: ${e?.message ?? e}`);
+      throw new DenetError("offline", `the relay cannot be reached: ${(e as Error)?.message ?? e}`);
     }
     const text = await resp.text();
-    let json;
+    let json: any;
     try {
       json = JSON.parse(text);
     } catch {
@@ -193,22 +266,22 @@ export class Client {
     return { status: resp.status, json };
   }
 
-  signedHeaders(method, path) {
+  private signedHeaders(method: string, path: string): Record<string, string> {
     return JSON.parse(call(() => this.dev.requestCredentials(this.wallet, method, path, Date.now())));
   }
 
   /** `path` with the §3.1 credentials as query parameters (for WebSockets). */
-  signedQuery(path, query) {
+  private signedQuery(path: string, query: string): string {
     return call(() => this.dev.signedQuery(this.wallet, path, query, Date.now()));
   }
 
-  async post(envelope) {
+  private async post(envelope: unknown): Promise<{ id: string; seq: number }> {
     const { json } = await this.request("POST", "/v1/messages", envelope);
     return { id: json.id, seq: json.seq };
   }
 
   /** Posts a two-step operation's envelopes, then commits it (abandons it if a post fails). */
-  async postAndCommit(posting) {
+  private async postAndCommit(posting: Posting): Promise<void> {
     try {
       for (const e of posting.envelopes) await this.post(e);
     } catch (e) {
@@ -222,16 +295,16 @@ export class Client {
   // -- keys --
 
   /** Runs a session step, fetching the key lists it asks for (verified in the wasm) and trying again. */
-  async withKeys(f) {
+  private async withKeys<T>(f: (now: number) => Step<T>): Promise<T> {
     for (let i = 0; i < 3; i++) {
       const step = call(() => f(Date.now()));
-      if (!step.need_keys) return step.ok;
+      if ("ok" in step) return step.ok;
       for (const wallet of step.need_keys) {
-        let answer;
+        let answer: object;
         try {
           answer = (await this.request("GET", `/v1/keys/${wallet}?include=all`)).json;
         } catch (e) {
-          if (e.code !== "not_found") throw e;
+          if ((e as DenetError).code !== "not_found") throw e;
           answer = { keys: [] };
         }
         call(() => this.session.takeKeys(wallet, answer, Date.now()));
@@ -240,13 +313,13 @@ export class Client {
     throw new DenetError("internal", "the relay's key lists keep changing: try again");
   }
 
-  /** Whether the relay lists this device active (no signature needed). */
-  async isRegistered() {
+  /** Whether the relay lists this device active (nothing to sign). */
+  async isRegistered(): Promise<boolean> {
     return (await this.withKeys((now) => this.session.registration(now))) === "active";
   }
 
-  /** Authorizes this device: one signMessage, skipped if the relay lists it active. */
-  async register() {
+  /** Authorizes this device: one signMessage, skipped if the relay lists it active (new keys if it was revoked). */
+  async register(): Promise<void> {
     const verdict = await this.withKeys((now) => this.session.registration(now));
     if (verdict === "active") return;
     if (verdict === "new_keys") {
@@ -264,43 +337,43 @@ export class Client {
     this.session.forgetKeys(this.wallet);
   }
 
-  /** What `register` asks the wallet to sign, for showing it first. */
-  authorizationText() {
+  /** The text `register` asks the wallet to sign, for showing it first. */
+  authorizationText(): string {
     const now = Date.now();
     return call(() => this.dev.bundleStatement(this.wallet, now, now + BUNDLE_DAYS * DAY_MS));
   }
 
   // -- direct messages --
 
-  async send(to, text, opts = {}) {
+  async send(to: string, text: string, opts: { anonymous?: boolean } = {}): Promise<{ id: string; seq: number }> {
     const wallet = call(() => w.normalizeWallet(to));
     const { envelope, copy } = await this.withKeys((now) => this.session.sendText(wallet, text, !!opts.anonymous, now));
     const ack = await this.post(envelope);
     // Our other devices see what we sent; the message itself is sent already.
-    if (copy) await this.post(copy).catch((e) => this.onCopyError?.(e));
+    if (copy) await this.post(copy).catch((e) => this.onCopyError?.(wasmError(e)));
     return ack;
   }
 
   /** Posts the room as this device holds it to our own inbox, for our other devices. */
-  async copyRoomKey(room) {
+  private async copyRoomKey(room: string): Promise<void> {
     try {
       await this.post(await this.withKeys((now) => this.session.roomKeyCopy(room, now)));
     } catch (e) {
-      this.onCopyError?.(e);
+      this.onCopyError?.(wasmError(e));
     }
   }
 
   /** The session's message as the API's `Message`. */
-  toMessage(m) {
+  private toMessage(m: SessionMessage): Message {
     const c = m.content;
-    const out = {
-      id: m.id,
-      seq: m.seq,
+    const out: Message = {
+      id: m.id ?? "",
+      seq: m.seq ?? 0,
       address: m.address,
-      from: m.from,
+      from: m.from ?? null,
       type: c?.type ?? "unreadable",
-      sentAt: c?.sent_at ?? m.ts,
-      receivedAt: m.received_at,
+      sentAt: c?.sent_at ?? m.ts ?? 0,
+      receivedAt: m.received_at ?? 0,
     };
     if (c?.type === "sent") {
       // Our own message to `to`, from another of our devices (or this one, before a reload).
@@ -313,30 +386,31 @@ export class Client {
     }
     if (c?.type === "text") out.text = c.text;
     if (c?.type === "room_key") out.name = c.name;
-    if (c?.room) out.room = c.room;
+    if (c && "room" in c) out.room = c.room;
     else if (m.address !== this.wallet) out.room = m.address;
     if (m.error) out.error = m.error;
     return out;
   }
 
   /** Reads one stored envelope into the session; answers a leave with a rekey when it says so. */
-  async take(address, stored) {
+  private async take(address: string, stored: object): Promise<Message> {
     const got = await this.withKeys((now) => this.session.receive(address, stored, now));
-    if (got.settle) {
+    const settle: Settle | undefined = got.settle ?? undefined;
+    if (settle) {
       // Another member may have rotated for this leave already: read the inbox first.
       await this.inbox();
-      const rekey = await this.withKeys((now) => this.session.settleLeave(got.settle, now));
+      const rekey = await this.withKeys((now) => this.session.settleLeave(settle, now));
       if (rekey) {
         await this.postAndCommit(rekey);
-        await this.copyRoomKey(got.settle.room);
+        await this.copyRoomKey(settle.room);
       }
     }
     return this.toMessage(got.message);
   }
 
   /** Pages after a cursor; every stored message goes through the session in seq order. */
-  async pull(address, path, all, signed) {
-    const out = [];
+  private async pull(address: string, path: string, all: boolean, signed: boolean): Promise<Message[]> {
+    const out: Message[] = [];
     let after = all ? 0 : this.session.cursor(address);
     for (;;) {
       const query = `after=${after}&limit=${PAGE}`;
@@ -351,15 +425,16 @@ export class Client {
   }
 
   /** New direct messages since the last read (or all); invites and rekeys are applied. */
-  async inbox(opts = {}) {
+  async inbox(opts: { all?: boolean } = {}): Promise<Message[]> {
     return this.pull(this.wallet, `/v1/inbox/${this.wallet}/messages`, !!opts.all, true);
   }
 
   // -- rooms --
 
-  async createRoom(opts = {}) {
+  async createRoom(opts: { name?: string; password?: string } = {}): Promise<string> {
     const id = w.Session.freshRoomId();
-    const stretched = opts.password ? call(() => w.roomStretch(opts.password, id)) : undefined;
+    const password = opts.password;
+    const stretched = password ? call(() => w.roomStretch(password, id)) : undefined;
     call(() => this.session.createRoom(id, opts.name ?? "", stretched));
     await this.save();
     await this.copyRoomKey(id);
@@ -367,51 +442,53 @@ export class Client {
     return id;
   }
 
-  async invite(roomId, wallet) {
+  async invite(room: string, wallet: string): Promise<void> {
     const to = call(() => w.normalizeWallet(wallet));
-    await this.postAndCommit(await this.withKeys((now) => this.session.invite(roomId, to, now)));
+    await this.postAndCommit(await this.withKeys((now) => this.session.invite(room, to, now)));
   }
 
   /**
    * Joins from a recorded invite (`from`: whose, when several wallets invited you);
    * a wrong password is refused (`wrong_password`) and the invite kept.
    */
-  async joinRoom(roomId, opts = {}) {
+  async joinRoom(room: string, opts: { password?: string; from?: string } = {}): Promise<void> {
     await this.inbox();
-    const stretched = opts.password ? call(() => w.roomStretch(opts.password, roomId)) : undefined;
-    const from = opts.from ? call(() => w.normalizeWallet(opts.from)) : undefined;
-    await this.postAndCommit(await this.withKeys((now) => this.session.join(roomId, from, stretched, now)));
-    await this.copyRoomKey(roomId);
-    this.reopen?.(roomId);
+    const password = opts.password;
+    const stretched = password ? call(() => w.roomStretch(password, room)) : undefined;
+    const inviter = opts.from;
+    const from = inviter ? call(() => w.normalizeWallet(inviter)) : undefined;
+    await this.postAndCommit(await this.withKeys((now) => this.session.join(room, from, stretched, now)));
+    await this.copyRoomKey(room);
+    this.reopen?.(room);
   }
 
-  async sendRoom(roomId, text) {
-    return this.post(call(() => this.session.roomText(roomId, text, Date.now())));
+  async sendRoom(room: string, text: string): Promise<{ id: string; seq: number }> {
+    return this.post(call(() => this.session.roomText(room, text, Date.now())));
   }
 
-  async leaveRoom(roomId) {
-    await this.post(call(() => this.session.leave(roomId, Date.now())));
-    this.session.commitLeave(roomId);
+  async leaveRoom(room: string): Promise<void> {
+    await this.post(call(() => this.session.leave(room, Date.now())));
+    this.session.commitLeave(room);
     await this.save();
   }
 
-  async rooms() {
+  async rooms(): Promise<Array<{ room: string; name: string; epoch: number; members: string[] }>> {
     return call(() => this.session.rooms())
       .filter((r) => r.joined)
       .map(({ room, name, epoch, members }) => ({ room, name, epoch, members }));
   }
 
-  /** Pending invites (recorded from the inbox), one per room and inviter, for a UI to offer. */
-  invites() {
+  /** Invites recorded from the inbox, not joined yet: one per room and inviter. */
+  invites(): Array<{ room: string; name: string; from: string; password: boolean }> {
     return call(() => this.session.invites());
   }
 
   /** New messages of a room since the last read (or all). */
-  async readRoom(roomId, opts = {}) {
-    if (!call(() => this.session.rooms()).some((r) => r.room === roomId)) {
-      throw new DenetError("not_found", `unknown room ${roomId} (create it, or join an invite)`);
+  async readRoom(room: string, opts: { all?: boolean } = {}): Promise<Message[]> {
+    if (!call(() => this.session.rooms()).some((r) => r.room === room)) {
+      throw new DenetError("not_found", `unknown room ${room} (create it, or join an invite)`);
     }
-    return this.pull(roomId, `/v1/rooms/${roomId}/messages`, !!opts.all, false);
+    return this.pull(room, `/v1/rooms/${room}/messages`, !!opts.all, false);
   }
 
   // -- live --
@@ -425,15 +502,15 @@ export class Client {
    * over a BroadcastChannel; when it closes, another tab takes the lock and the
    * sockets over.
    */
-  stream(handler) {
-    const shared = typeof navigator !== "undefined" && navigator.locks && typeof BroadcastChannel !== "undefined";
+  stream(handler: StreamHandler): () => void {
+    const shared = typeof navigator !== "undefined" && !!navigator.locks && typeof BroadcastChannel !== "undefined";
     if (!shared) return this.openSockets(handler);
     const channel = new BroadcastChannel(`denet-${this.wallet}`);
-    let stopSockets = null;
+    let stopSockets: (() => void) | null = null;
     let stopped = false;
-    let lastState = null;
-    let release;
-    const released = new Promise((r) => (release = r));
+    let lastState: ConnectionState | null = null;
+    let release: () => void = () => {};
+    const released = new Promise<void>((r) => (release = r));
     // Tabs share the stored state: each reads it back before it acts on news.
     this.shared = true;
     // A follower that joins or creates a room asks the leader to open its socket.
@@ -441,7 +518,7 @@ export class Client {
     channel.onmessage = async (ev) => {
       await this.reload();
       if (stopSockets) {
-        if (ev.data.open) this.reopen(ev.data.open);
+        if (ev.data.open) this.reopen?.(ev.data.open);
         if (ev.data.hello && lastState) channel.postMessage({ state: lastState });
         return;
       }
@@ -461,6 +538,7 @@ export class Client {
           handler.onConnectionChange?.(s);
           channel.postMessage({ state: s });
         },
+        onError: (e) => handler.onError?.(e),
       });
       await released;
     });
@@ -475,10 +553,10 @@ export class Client {
   }
 
   /** The sockets themselves (one tab's). */
-  openSockets(handler) {
+  private openSockets(handler: StreamHandler): () => void {
     let stopped = false;
-    const sockets = new Map();
-    const states = new Map();
+    const sockets = new Map<string, WebSocket>();
+    const states = new Map<string, ConnectionState>();
     const report = () => {
       const all = [...states.values()];
       const s = all.length && all.every((v) => v === "live") ? "live" : all.includes("offline") ? "offline" : "connecting";
@@ -486,7 +564,8 @@ export class Client {
     };
     // One message at a time, in order, across all sockets (state changes are serial).
     let queue = Promise.resolve();
-    const open = (address, attempt = 0) => {
+    const joined = () => call(() => this.session.rooms()).filter((r) => r.joined).map((r) => r.room);
+    const open = (address: string, attempt = 0) => {
       if (stopped) return;
       const isInbox = address === this.wallet;
       const after = this.session.cursor(address);
@@ -497,11 +576,11 @@ export class Client {
       const ws = new WebSocket(url);
       sockets.set(address, ws);
       ws.onmessage = (ev) => {
-        let frame;
+        let frame: any;
         try {
           frame = JSON.parse(call(() => w.decodeServerFrame(ev.data)));
         } catch (e) {
-          console.error("denet: a frame that is not §4.2", e);
+          handler.onError?.(wasmError(e));
           return;
         }
         if (frame.type === "ready") {
@@ -509,16 +588,18 @@ export class Client {
           states.set(address, "live");
           report();
         } else if (frame.type === "message") {
-          queue = queue.then(async () => {
-            if (this.shared) await this.reload();
-            const stored = frame.message;
-            if (stored.seq <= this.session.cursor(address)) return;
-            const m = await this.take(address, stored);
-            this.session.advance(address, stored.seq);
-            await this.save();
-            handler.onMessage(m);
-            if (isInbox) for (const r of joined()) if (!sockets.has(r)) open(r);
-          }).catch((e) => handler.onError?.(e instanceof DenetError ? e : wasmError(e)));
+          queue = queue
+            .then(async () => {
+              if (this.shared) await this.reload();
+              const stored = frame.message;
+              if (stored.seq <= this.session.cursor(address)) return;
+              const m = await this.take(address, stored);
+              this.session.advance(address, stored.seq);
+              await this.save();
+              handler.onMessage(m);
+              if (isInbox) for (const r of joined()) if (!sockets.has(r)) open(r);
+            })
+            .catch((e) => handler.onError?.(wasmError(e)));
         }
       };
       ws.onclose = () => {
@@ -530,7 +611,6 @@ export class Client {
         setTimeout(() => open(address, attempt + 1), wait);
       };
     };
-    const joined = () => call(() => this.session.rooms()).filter((r) => r.joined).map((r) => r.room);
     open(this.wallet);
     for (const r of joined()) open(r);
     this.reopen = (room) => {
