@@ -3,6 +3,9 @@
 //! milliseconds. Each attack test is named after what it tries.
 
 use super::*;
+// The same tests run on wasm32 (the session the browser runs), under wasm-bindgen-test.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 use crate::identity::{Device, LocalWallet};
 use denet_core::wire::{StoredFields, listed_key};
 use rand_chacha::ChaCha20Rng;
