@@ -136,6 +136,32 @@ export function fromEip1193(provider: EIP1193Provider, address?: string): Signer
   return signer;
 }
 
+// ---- slow work: a room password's Argon2id, off the main thread in browsers ----
+
+let stretcher: { worker: Worker; next: number; waiting: Map<number, (r: { ok?: string; error?: string }) => void> } | undefined;
+
+/** `roomStretch(password, room)` in a module Web Worker (browsers) or inline (Node). */
+async function stretch(password: string, room: string): Promise<string> {
+  if (isNode || typeof Worker === "undefined") return call(() => w.roomStretch(password, room));
+  if (!stretcher) {
+    const worker = new Worker(new URL("./stretch.js", import.meta.url), { type: "module" });
+    const waiting = new Map<number, (r: { ok?: string; error?: string }) => void>();
+    worker.onmessage = (ev) => {
+      waiting.get(ev.data.id)?.(ev.data);
+      waiting.delete(ev.data.id);
+    };
+    stretcher = { worker, next: 0, waiting };
+  }
+  const s = stretcher;
+  const id = ++s.next;
+  const answer = await new Promise<{ ok?: string; error?: string }>((resolve) => {
+    s.waiting.set(id, resolve);
+    s.worker.postMessage({ id, password, room });
+  });
+  if (answer.error !== undefined || answer.ok === undefined) throw wasmError(answer.error);
+  return answer.ok;
+}
+
 // ---- storage: per wallet, the device's secrets and the session's state ----
 
 class MemoryStore implements Store {
@@ -434,7 +460,7 @@ export class Client {
   async createRoom(opts: { name?: string; password?: string } = {}): Promise<string> {
     const id = w.Session.freshRoomId();
     const password = opts.password;
-    const stretched = password ? call(() => w.roomStretch(password, id)) : undefined;
+    const stretched = password ? await stretch(password, id) : undefined;
     call(() => this.session.createRoom(id, opts.name ?? "", stretched));
     await this.save();
     await this.copyRoomKey(id);
@@ -454,7 +480,7 @@ export class Client {
   async joinRoom(room: string, opts: { password?: string; from?: string } = {}): Promise<void> {
     await this.inbox();
     const password = opts.password;
-    const stretched = password ? call(() => w.roomStretch(password, room)) : undefined;
+    const stretched = password ? await stretch(password, room) : undefined;
     const inviter = opts.from;
     const from = inviter ? call(() => w.normalizeWallet(inviter)) : undefined;
     await this.postAndCommit(await this.withKeys((now) => this.session.join(room, from, stretched, now)));

@@ -121,11 +121,16 @@ test("two wallets chat: DMs both ways, an anonymous DM, a password room, a reloa
   await shot(bob, "anonymous");
 
   // A password room: create, invite, a wrong password refused, the right one joins.
+  // Argon2id runs in a Web Worker, off the page's main thread.
+  const workers = [];
+  alice.page.on("worker", (wk) => workers.push(wk.url()));
   await alice.page.fill("#room-name", "plans");
   await alice.page.fill("#room-password", "hunter2");
   await alice.page.click("#new-room button");
+  await alice.page.waitForSelector('#title:has-text("plans")');
   await alice.page.fill("#invite-to", bob.address);
   await alice.page.click("#invite-form button");
+  assert.ok(workers.some((u) => u.endsWith("/sdk/stretch.js")), `the password was stretched in a worker: ${workers}`);
   await bob.page.waitForSelector('#invites li:has-text("plans")', { timeout: 20000 });
   bob.page.once("dialog", (d) => d.accept("wrong"));
   await bob.page.click('#invites li:has-text("plans") button');
@@ -209,6 +214,7 @@ test("a second browser of the same wallet shows both sides of its conversations 
   await say(bob, "to both of them");
   await alice.page.fill("#room-name", "shared");
   await alice.page.click("#new-room button");
+  await alice.page.waitForSelector('#title:has-text("shared")');
   // The second browser: both sides of the conversation, and the room made on the first.
   await openConversation(alice2, bob.address.slice(0, 6));
   await sees(alice2, "from the first browser");
