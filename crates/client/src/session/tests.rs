@@ -4,14 +4,14 @@
 
 use super::*;
 // The same tests run on wasm32 (the session the browser runs), under wasm-bindgen-test.
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
 use crate::identity::{Device, LocalWallet};
 use denet_core::wire::{StoredFields, listed_key};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_json::json;
 use std::collections::HashMap;
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 const T0: u64 = 1_790_000_000_000;
 
