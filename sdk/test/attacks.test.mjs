@@ -7,10 +7,9 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import init, * as w from "../dist/wasm/denet_wasm.js";
 import { Client, DenetError } from "../dist/index.js";
-import { startRelay, root } from "./relay.mjs";
+import { startRelay, root, viemSigner } from "./relay.mjs";
 
 await init({ module_or_path: readFileSync(join(root, "sdk/dist/wasm/denet_wasm_bg.wasm")) });
 
@@ -21,11 +20,6 @@ before(async () => {
 after(async () => {
   await relay?.stop();
 });
-
-function viemSigner(key = generatePrivateKey()) {
-  const account = privateKeyToAccount(key);
-  return { key, getAddress: async () => account.address, signMessage: (message) => account.signMessage({ message }) };
-}
 
 /** A memory store the test can read (what the SDK keeps for a wallet). */
 function store() {

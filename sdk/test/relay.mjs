@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 
 export const root = resolve(import.meta.dirname, "../..");
 const bin = join(root, "node_modules/.bin");
@@ -86,4 +87,10 @@ export function denet(home, relay, args) {
   const out = spawnSync(join(root, "target/debug/denet"), ["--home", home, "--relay", relay, "--json", ...args], { encoding: "utf8" });
   if (out.status !== 0) throw new Error(`denet ${args.join(" ")} failed: ${out.stdout}${out.stderr}`);
   return out.stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+}
+
+/** A viem account (an independent Ethereum library) as the SDK's Signer. */
+export function viemSigner(key = generatePrivateKey()) {
+  const account = privateKeyToAccount(key);
+  return { key, getAddress: async () => account.address, signMessage: (message) => account.signMessage({ message }) };
 }

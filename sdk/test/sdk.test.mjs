@@ -5,9 +5,8 @@ import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { Client, DenetError } from "../dist/index.js";
-import { startRelay, denet } from "./relay.mjs";
+import { startRelay, denet, viemSigner } from "./relay.mjs";
 
 let relay;
 before(async () => {
@@ -16,12 +15,6 @@ before(async () => {
 after(async () => {
   await relay?.stop();
 });
-
-/** A viem account as the SDK's Signer. */
-function viemSigner(key = generatePrivateKey()) {
-  const account = privateKeyToAccount(key);
-  return { key, getAddress: async () => account.address, signMessage: (message) => account.signMessage({ message }) };
-}
 
 async function user() {
   const client = await Client.create({ relay: relay.base, signer: viemSigner(), storage: "memory" });

@@ -281,6 +281,20 @@ mod forged {
         assert_eq!(Relay::shared().post_blocking(&envelope), 201);
     }
 
+    /// An invite to `room` at epoch 0 with a key nobody holds, naming `members`.
+    pub fn invite(room: &str, members: &[&User]) -> Content {
+        Content::Invite {
+            sent_at: denet_e2e::actors::now_ms(),
+            room: room.into(),
+            name: "pair".into(),
+            key: denet_core::encoding::b64(&[7u8; 32]),
+            epoch: 0,
+            password: false,
+            members: members.iter().map(|u| u.wallet.clone()).collect(),
+            check: None,
+        }
+    }
+
     pub fn rekey(room: &str, epoch: u32) -> Content {
         Content::Rekey {
             sent_at: denet_e2e::actors::now_ms(),
@@ -342,17 +356,7 @@ fn a_rekey_from_a_non_member_does_not_take_over_a_room() {
 fn an_invite_for_a_held_room_does_not_replace_its_key() {
     let (alice, bob, mallory) = (User::new(), User::new(), User::new());
     let room = two_member_room(&alice, &bob);
-    let invite = denet_client::content::Content::Invite {
-        sent_at: denet_e2e::actors::now_ms(),
-        room: room.clone(),
-        name: "pair".into(),
-        key: denet_core::encoding::b64(&[7u8; 32]),
-        epoch: 0,
-        password: false,
-        members: vec![alice.wallet.clone(), mallory.wallet.clone()],
-        check: None,
-    };
-    forged::send(&invite, &alice, Some(&mallory));
+    forged::send(&forged::invite(&room, &[&alice, &mallory]), &alice, Some(&mallory));
     // Alice holds the room: the invite is not even recorded, so there is nothing to join.
     assert!(alice.fails(&["room", "join", &room]).contains("no invite"));
     room_is_unmoved(&alice, &bob, &room);
@@ -379,17 +383,7 @@ fn a_strangers_invite_does_not_replace_a_friends_and_join_names_the_inviter() {
     let (alice, bob, mallory) = (User::new(), User::new(), User::new());
     let room = alice.ok(&["room", "create", "--name", "pair"])[0]["room"].as_str().unwrap().to_owned();
     alice.ok(&["room", "invite", &room, &bob.wallet]);
-    let invite = denet_client::content::Content::Invite {
-        sent_at: denet_e2e::actors::now_ms(),
-        room: room.clone(),
-        name: "pair".into(),
-        key: denet_core::encoding::b64(&[7u8; 32]),
-        epoch: 0,
-        password: false,
-        members: vec![mallory.wallet.clone(), bob.wallet.clone()],
-        check: None,
-    };
-    forged::send(&invite, &bob, Some(&mallory));
+    forged::send(&forged::invite(&room, &[&mallory, &bob]), &bob, Some(&mallory));
     bob.ok(&["inbox"]);
     let listed = bob.ok(&["room", "list"]);
     let inviters: Vec<&str> = listed.iter().filter_map(|i| i["invited_by"].as_str()).collect();

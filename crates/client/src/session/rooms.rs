@@ -1,118 +1,18 @@
 //! Rooms in the session (PROTOCOL.md §8.3): create, invite, join, send, leave,
 //! rekey, and what joins, leaves and rekeys that arrive do to what the reader knows.
 
-use super::state::{EpochKey, HeldRekey, RoomState};
-use super::{Event, Message, Received, Result, Session, SessionError, refused};
+use super::Session;
+use super::incoming::take_rekey;
+use super::state::{EpochKey, RoomState};
+use super::values::{Inviting, Joining, Rekeying, Result, SessionError, Settle, refused};
 use crate::content::Content;
 use crate::identity::key32;
-use crate::membership::{self, Known, Leave, Rekey};
+use crate::membership::{self, Leave};
 use crate::room;
 use denet_core::Wallet;
-use denet_core::encoding::{b64, b64_decode_exact};
+use denet_core::encoding::b64;
 use rand_core::{CryptoRng, RngCore};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-/// An invite to post; [`Session::commit_invite`] once the relay took it.
-#[derive(Debug, Clone)]
-pub struct Inviting {
-    pub room: String,
-    pub to: Wallet,
-    pub envelope: Value,
-}
-
-/// A join to post; [`Session::commit_join`] once the relay took it.
-#[derive(Debug, Clone)]
-pub struct Joining {
-    pub room: String,
-    pub state: RoomState,
-    pub envelope: Value,
-}
-
-/// A new room key and the rekeys that carry it to the other members; commit it
-/// with [`Session::commit_rekey`] once every envelope was posted.
-#[derive(Debug, Clone)]
-pub struct Rekeying {
-    pub room: String,
-    pub epoch: u32,
-    pub key: EpochKey,
-    pub members: Vec<String>,
-    /// The wallets the envelopes go to, in order.
-    pub to: Vec<String>,
-    pub envelopes: Vec<Value>,
-}
-
-/// A leave that removed its sender from the reader's current members.
-#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Settle {
-    pub room: String,
-    pub wallet: String,
-    pub epoch: u32,
-}
-
-/// A `room_key` copy from our own wallet (1.2).
-pub(super) struct RoomKeyCopy<'a> {
-    pub room: &'a str,
-    pub name: &'a str,
-    pub epoch: u32,
-    pub key: &'a str,
-    pub stretched: Option<&'a str>,
-    pub members: &'a [String],
-}
-
-fn stretched_of(r: &RoomState) -> Option<[u8; 32]> {
-    r.stretched.as_deref().and_then(b64_decode_exact::<32>)
-}
-
-fn epoch_key(key: &[u8; 32], room_id: &str, stretched: Option<&[u8; 32]>) -> EpochKey {
-    let message_key = room::message_key_stretched(key, room_id, stretched);
-    EpochKey { key: b64(key), message_key: b64(message_key.as_ref()) }
-}
-
-/// Takes a rekey from an authenticated sender if §8.3 lets it count.
-pub(super) fn take_rekey(room_id: &str, r: &mut RoomState, rekey: &HeldRekey, events: &mut Vec<Event>) {
-    let ignored = |why: &str| Event::Ignored { room: room_id.to_owned(), what: "rekey".into(), why: why.into() };
-    let (Ok(sender), Ok(key)) = (Wallet::parse_strict(&rekey.from), key32(&rekey.key)) else {
-        events.push(ignored("a rekey with a bad sender or key"));
-        return;
-    };
-    let sealing = r.keys.get(&r.epoch).and_then(|k| key32(&k.key).ok());
-    let known = Known { epoch: r.epoch, members: &r.members, sealing_key: sealing.as_ref() };
-    if let Rekey::Ignore(why) = membership::judge_rekey(Some(&sender), &known, rekey.epoch, &key, None) {
-        events.push(ignored(why));
-        return;
-    }
-    let entry = epoch_key(&key, room_id, stretched_of(r).as_ref());
-    let message_key = key32(&entry.message_key).expect("a key we encoded");
-    let check_matches = rekey.check.as_ref().map(|c| *c == b64(&room::check(&message_key, room_id, rekey.epoch)));
-    match membership::judge_rekey(Some(&sender), &known, rekey.epoch, &key, check_matches) {
-        Rekey::Ignore(why) => events.push(ignored(why)),
-        Rekey::Advance => {
-            r.keys.insert(rekey.epoch, entry);
-            r.epoch = rekey.epoch;
-            if let Some(members) = &rekey.members {
-                r.set_members(members, rekey.epoch);
-            }
-            events.push(Event::RekeyApplied { room: room_id.to_owned(), epoch: rekey.epoch });
-        }
-        Rekey::Replace => {
-            if let Some(loser) = r.keys.insert(rekey.epoch, entry) {
-                r.openers.entry(rekey.epoch).or_default().push(loser);
-            }
-            if let Some(members) = &rekey.members {
-                r.set_members(members, rekey.epoch);
-            }
-            events.push(Event::RekeyApplied { room: room_id.to_owned(), epoch: rekey.epoch });
-        }
-        Rekey::OpenOnly => {
-            let openers = r.openers.entry(rekey.epoch).or_default();
-            if !openers.contains(&entry) {
-                openers.push(entry);
-            }
-        }
-    }
-}
 
 impl Session {
     pub fn room(&self, room_id: &str) -> Result<&RoomState> {
@@ -146,7 +46,7 @@ impl Session {
         let mut key = zeroize::Zeroizing::new([0u8; 32]);
         rng.fill_bytes(key.as_mut());
         let mut r = RoomState { name: name.to_owned(), stretched: stretched.map(|s| b64(s)), ..Default::default() };
-        r.keys.insert(0, epoch_key(&key, room_id, stretched));
+        r.keys.insert(0, EpochKey::derive(&key, room_id, stretched));
         r.set_members(&[self.me.to_string()], 0);
         self.state.rooms.insert(room_id.to_owned(), r);
         Ok(())
@@ -275,7 +175,7 @@ impl Session {
         }
         let stretched = if invite.password { stretched } else { None };
         let key = key32(&invite.key).map_err(|e| refused("invalid", e.to_string()))?;
-        let entry = epoch_key(&key, room_id, stretched);
+        let entry = EpochKey::derive(&key, room_id, stretched);
         let message_key = key32(&entry.message_key).expect("a key we encoded");
         // A wrong password derives a key nobody else has: refuse before posting.
         if let Some(expected) = &invite.check
@@ -325,7 +225,7 @@ impl Session {
             membership::next_epoch(r.epoch).ok_or_else(|| refused("conflict", "the room is at its last epoch"))?;
         let mut key = zeroize::Zeroizing::new([0u8; 32]);
         rng.fill_bytes(key.as_mut());
-        let entry = epoch_key(&key, room_id, stretched_of(r).as_ref());
+        let entry = EpochKey::derive(&key, room_id, r.stretched_key().as_ref());
         let message_key = key32(&entry.message_key).expect("a key we encoded");
         let content = Content::Rekey {
             sent_at: now,
@@ -376,53 +276,6 @@ impl Session {
         self.seal_dm(&self.me, &content, false, now, rng)
     }
 
-    /// A room key from another device of ours: a room we do not hold (or left before
-    /// that epoch) is held from now on; one we hold takes it as our own rekey.
-    pub(super) fn take_room_key(&mut self, copy: &RoomKeyCopy, events: &mut Vec<Event>) {
-        let (room_id, me) = (copy.room, self.me.to_string());
-        let ignored = |why: &str| Event::Ignored { room: room_id.to_owned(), what: "room_key".into(), why: why.into() };
-        let (Ok(key), true) = (key32(copy.key), denet_core::RoomId::parse(room_id).is_ok()) else {
-            events.push(ignored("a room key with a bad room id or key"));
-            return;
-        };
-        let stretched = copy.stretched.and_then(b64_decode_exact::<32>);
-        let held_already = |r: &RoomState| {
-            let mut held = r.keys.get(&copy.epoch).into_iter().chain(r.openers.get(&copy.epoch).into_iter().flatten());
-            held.any(|k| k.key == copy.key)
-        };
-        match self.state.rooms.get_mut(room_id) {
-            // Our own copy of what this device did: nothing new.
-            Some(r) if !r.left && held_already(r) => {}
-            Some(r) if !r.left => {
-                let rekey = HeldRekey {
-                    from: me,
-                    epoch: copy.epoch,
-                    key: copy.key.to_owned(),
-                    check: None,
-                    members: Some(copy.members.to_vec()),
-                };
-                take_rekey(room_id, r, &rekey, events);
-            }
-            Some(r) if copy.epoch <= r.epoch => events.push(ignored("a room key from before we left")),
-            held => {
-                let mut r = held.cloned().unwrap_or_default();
-                r.name = copy.name.to_owned();
-                r.stretched = stretched.map(|s| b64(&s));
-                r.epoch = copy.epoch;
-                r.left = false;
-                r.keys.insert(copy.epoch, epoch_key(&key, room_id, stretched.as_ref()));
-                r.since.clear();
-                r.set_members(copy.members, copy.epoch);
-                for rekey in self.state.held_rekeys.remove(room_id).into_iter().flatten() {
-                    take_rekey(room_id, &mut r, &rekey, events);
-                }
-                self.state.invites.remove(room_id);
-                self.state.rooms.insert(room_id.to_owned(), r);
-                events.push(Event::RoomHeld { room: room_id.to_owned(), epoch: copy.epoch });
-            }
-        }
-    }
-
     pub fn commit_rekey(&mut self, rekeying: Rekeying) {
         if let Some(r) = self.state.rooms.get_mut(&rekeying.room) {
             r.keys.insert(rekeying.epoch, rekeying.key);
@@ -446,108 +299,15 @@ impl Session {
         match verdict {
             Leave::Ignore => Ok(None),
             Leave::Remove => {
-                self.remove_member(&settle.room, &settle.wallet);
+                if let Some(r) = self.state.rooms.get_mut(&settle.room) {
+                    r.remove_member(&settle.wallet);
+                }
                 Ok(None)
             }
             Leave::RemoveAndRekey => {
                 let members: Vec<String> = r.members.iter().filter(|m| **m != settle.wallet).cloned().collect();
                 self.prepare_rekey(&settle.room, members, now, rng).map(Some)
             }
-        }
-    }
-
-    fn remove_member(&mut self, room_id: &str, wallet: &str) {
-        if let Some(r) = self.state.rooms.get_mut(room_id) {
-            r.members.retain(|m| m != wallet);
-            r.since.remove(wallet);
-        }
-    }
-
-    /// Opens one room message with the key of its epoch; applies joins and leaves.
-    pub(super) fn receive_room(&mut self, mut message: Message, body: &[u8], from: Option<&Wallet>) -> Received {
-        let room_id = message.address.clone();
-        let mut received = Received { message: message.clone(), events: Vec::new(), settle: None };
-        let epoch = match room::epoch_of(body) {
-            Ok(e) => e,
-            Err(e) => {
-                received.message.error = Some(e.to_string());
-                return received;
-            }
-        };
-        message.epoch = Some(epoch);
-        let Some(r) = self.state.rooms.get(&room_id) else {
-            message.error = Some(format!("unknown room {room_id}"));
-            received.message = message;
-            return received;
-        };
-        let candidates: Vec<&EpochKey> =
-            r.keys.get(&epoch).into_iter().chain(r.openers.get(&epoch).into_iter().flatten()).collect();
-        let opened = if candidates.is_empty() {
-            Err(format!("no key for epoch {epoch}"))
-        } else {
-            candidates
-                .iter()
-                .find_map(|entry| key32(&entry.message_key).ok().and_then(|k| room::open(&k, &room_id, body).ok()))
-                .ok_or_else(|| format!("room message of epoch {epoch} does not open with the keys held"))
-                .and_then(|plain| Content::parse(&plain).map_err(|e| e.to_string()))
-        };
-        match opened {
-            Err(e) => message.error = Some(e),
-            Ok(content) => {
-                if let Some(sender) = from {
-                    self.on_membership(&room_id, sender, &content, epoch, &mut received);
-                }
-                message.content = Some(content);
-            }
-        }
-        received.message = message;
-        received
-    }
-
-    /// A `join` adds its sender under the current epoch only; a `leave` counts
-    /// when sealed at or after its sender's latest join (§8.3).
-    fn on_membership(
-        &mut self,
-        room_id: &str,
-        sender: &Wallet,
-        content: &Content,
-        epoch: u32,
-        received: &mut Received,
-    ) {
-        let me = self.me.clone();
-        let Some(r) = self.state.rooms.get_mut(room_id) else { return };
-        match content {
-            Content::Join { .. } if membership::join_counts(r.epoch, epoch) => {
-                if !r.members.iter().any(|m| m == sender.as_str()) {
-                    r.members.push(sender.to_string());
-                }
-                r.since.insert(sender.to_string(), epoch);
-                received.events.push(Event::MemberJoined { room: room_id.to_owned(), wallet: sender.to_string() });
-            }
-            // Our own leave, from another of our devices: this device has left too
-            // (an older one, read again, changes nothing: judge_leave ignores our own).
-            Content::Leave { .. } if sender == &me && !r.left && epoch >= r.since_of(me.as_str()) => {
-                r.left = true;
-                received.events.push(Event::MemberLeft { room: room_id.to_owned(), wallet: me.to_string() });
-            }
-            Content::Leave { .. } => {
-                match membership::judge_leave(&me, sender, &r.members, r.since_of(sender.as_str()), epoch, r.left) {
-                    Leave::Ignore => {}
-                    Leave::Remove => {
-                        self.remove_member(room_id, sender.as_str());
-                        received
-                            .events
-                            .push(Event::MemberLeft { room: room_id.to_owned(), wallet: sender.to_string() });
-                    }
-                    Leave::RemoveAndRekey => {
-                        received
-                            .events
-                            .push(Event::MemberLeft { room: room_id.to_owned(), wallet: sender.to_string() });
-                        received.settle = Some(Settle { room: room_id.to_owned(), wallet: sender.to_string(), epoch });
-                    }
-                }
-            }
-            _ => {}
         }
     }
 }

@@ -68,7 +68,25 @@ pub struct RoomState {
     pub left: bool,
 }
 
+impl EpochKey {
+    /// The key `key` of an epoch with the message key derived from it (§8.3).
+    pub(crate) fn derive(key: &[u8; 32], room_id: &str, stretched: Option<&[u8; 32]>) -> EpochKey {
+        let message_key = room::message_key_stretched(key, room_id, stretched);
+        EpochKey { key: b64(key), message_key: b64(message_key.as_ref()) }
+    }
+}
+
 impl RoomState {
+    /// The room password's stretch, for a password room.
+    pub(crate) fn stretched_key(&self) -> Option<[u8; 32]> {
+        self.stretched.as_deref().and_then(denet_core::encoding::b64_decode_exact::<32>)
+    }
+
+    pub(crate) fn remove_member(&mut self, wallet: &str) {
+        self.members.retain(|m| m != wallet);
+        self.since.remove(wallet);
+    }
+
     pub fn since_of(&self, wallet: &str) -> u32 {
         self.since.get(wallet).copied().unwrap_or(0)
     }

@@ -256,6 +256,11 @@ impl User {
     }
 }
 
+/// Users on `relay`, one per seed.
+fn users<const N: usize>(relay: &mut Relay, seeds: [u64; N]) -> [User; N] {
+    seeds.map(|seed| User::new(relay, seed))
+}
+
 fn wallet_of(w: &LocalWallet) -> Wallet {
     use crate::identity::WalletSigner;
     w.wallet()
@@ -278,7 +283,7 @@ fn two_member_room(relay: &mut Relay, alice: &mut User, bob: &mut User) -> Strin
 #[test]
 fn a_direct_message_reaches_the_recipient_once() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
     alice.send(&mut relay, &bob, "hi bob");
     let got = bob.inbox(&mut relay);
     assert_eq!(got.len(), 1);
@@ -290,7 +295,7 @@ fn a_direct_message_reaches_the_recipient_once() {
 #[test]
 fn a_room_message_is_read_by_members() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
     let room = two_member_room(&mut relay, &mut alice, &mut bob);
     bob.say(&mut relay, &room, "hello friends");
     assert_eq!(alice.texts(&mut relay, &room), ["hello friends"]);
@@ -305,8 +310,7 @@ use denet_core::encoding::b64;
 #[test]
 fn attack_an_anonymous_rekey_does_not_take_over_a_room() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob, mut mallory) =
-        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let [mut alice, mut bob, mut mallory] = users(&mut relay, [1, 2, 6]);
     let room = two_member_room(&mut relay, &mut alice, &mut bob);
     let members = vec![alice.me().to_string(), mallory.me().to_string()];
     mallory.dm(&mut relay, &alice, &rekey_content(&room, 1, members), true);
@@ -319,8 +323,7 @@ fn attack_an_anonymous_rekey_does_not_take_over_a_room() {
 #[test]
 fn attack_a_rekey_from_a_non_member_does_not_take_over_a_room() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob, mut mallory) =
-        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let [mut alice, mut bob, mut mallory] = users(&mut relay, [1, 2, 6]);
     let room = two_member_room(&mut relay, &mut alice, &mut bob);
     mallory.dm(&mut relay, &alice, &rekey_content(&room, 1, vec![mallory.me().to_string()]), false);
     alice.inbox(&mut relay);
@@ -331,8 +334,7 @@ fn attack_a_rekey_from_a_non_member_does_not_take_over_a_room() {
 #[test]
 fn attack_an_invite_for_a_held_room_does_not_replace_its_key() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob, mut mallory) =
-        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let [mut alice, mut bob, mut mallory] = users(&mut relay, [1, 2, 6]);
     let room = two_member_room(&mut relay, &mut alice, &mut bob);
     let before = alice.s.room(&room).unwrap().clone();
     let invite = Content::Invite {
@@ -354,8 +356,7 @@ fn attack_an_invite_for_a_held_room_does_not_replace_its_key() {
 #[test]
 fn attack_a_removed_member_cannot_rejoin_under_an_old_epoch() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob, mut carol) =
-        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 3));
+    let [mut alice, mut bob, mut carol] = users(&mut relay, [1, 2, 3]);
     let room = two_member_room(&mut relay, &mut alice, &mut bob);
     alice.invite(&mut relay, &room, &carol).unwrap();
     carol.join(&mut relay, &room, None, None).unwrap();
@@ -376,7 +377,7 @@ fn attack_a_removed_member_cannot_rejoin_under_an_old_epoch() {
 #[test]
 fn a_wrong_room_password_is_refused_and_the_invite_kept() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
     // The stretch of a password is what the driver computes (Argon2id); any 32 bytes do here.
     let room = alice.create_with(&mut relay, "secret", Some(&[1; 32]));
     alice.invite(&mut relay, &room, &bob).unwrap();
@@ -391,8 +392,7 @@ fn a_wrong_room_password_is_refused_and_the_invite_kept() {
 #[test]
 fn one_leave_makes_one_rekey() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob, mut carol) =
-        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 3));
+    let [mut alice, mut bob, mut carol] = users(&mut relay, [1, 2, 3]);
     let room = two_member_room(&mut relay, &mut alice, &mut bob);
     alice.invite(&mut relay, &room, &carol).unwrap();
     carol.join(&mut relay, &room, None, None).unwrap();
@@ -415,8 +415,7 @@ fn one_leave_makes_one_rekey() {
 #[test]
 fn attack_an_old_leave_read_again_does_not_remove_a_member_who_came_back() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob, mut carol) =
-        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 3));
+    let [mut alice, mut bob, mut carol] = users(&mut relay, [1, 2, 3]);
     let room = two_member_room(&mut relay, &mut alice, &mut bob);
     bob.leave(&mut relay, &room);
     alice.read(&mut relay, &room);
@@ -454,8 +453,7 @@ fn attack_an_old_leave_read_again_does_not_remove_a_member_who_came_back() {
 #[test]
 fn attack_a_strangers_invite_does_not_replace_a_friends() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob, mut mallory) =
-        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let [mut alice, mut bob, mut mallory] = users(&mut relay, [1, 2, 6]);
     let room = alice.create(&mut relay, "friends");
     alice.invite(&mut relay, &room, &bob).unwrap();
     let fake = Content::Invite {
@@ -480,7 +478,7 @@ fn attack_a_strangers_invite_does_not_replace_a_friends() {
 #[test]
 fn attack_an_invite_naming_a_wallet_is_refused() {
     let mut relay = Relay::new();
-    let (mut bob, mut mallory) = (User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let [mut bob, mut mallory] = users(&mut relay, [2, 6]);
     let fake = Content::Invite {
         sent_at: T0,
         room: mallory.me().to_string(),
@@ -500,7 +498,7 @@ fn attack_an_invite_naming_a_wallet_is_refused() {
 #[test]
 fn attack_a_revoked_device_gets_nothing_and_a_new_one_gets_everything_within_seconds() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
     alice.send(&mut relay, &bob, "one");
     // Bob revokes this device and registers a second one.
     bob.revoke(&mut relay);
@@ -522,7 +520,7 @@ fn attack_a_revoked_device_gets_nothing_and_a_new_one_gets_everything_within_sec
 #[test]
 fn attack_a_message_signed_after_its_key_was_revoked_is_not_believed_once_the_list_is_older_than_fresh_ms() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
     alice.send(&mut relay, &bob, "before");
     bob.inbox(&mut relay);
     relay.tick(1);
@@ -537,8 +535,7 @@ fn attack_a_message_signed_after_its_key_was_revoked_is_not_believed_once_the_li
 #[test]
 fn attack_a_failed_invite_counts_nobody_and_a_rekey_reaches_pending_invitees() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob, mut carol, mut dave) =
-        (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 3), User::new(&mut relay, 4));
+    let [mut alice, mut bob, mut carol, mut dave] = users(&mut relay, [1, 2, 3, 4]);
     let room = two_member_room(&mut relay, &mut alice, &mut bob);
     // Dave has no active device: the invite fails and changes nothing.
     dave.revoke(&mut relay);
@@ -559,7 +556,7 @@ fn attack_a_failed_invite_counts_nobody_and_a_rekey_reaches_pending_invitees() {
 #[test]
 fn attack_rekeys_for_rooms_never_joined_are_not_kept() {
     let mut relay = Relay::new();
-    let (mut bob, mut mallory) = (User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let [mut bob, mut mallory] = users(&mut relay, [2, 6]);
     for i in 0..20u8 {
         let room = hex::encode([i; 32]);
         mallory.dm(&mut relay, &bob, &rekey_content(&room, 1, vec![mallory.me().to_string()]), false);
@@ -616,7 +613,7 @@ use denet_core::encoding::b64_decode_exact;
 #[test]
 fn attack_a_relay_edited_from_or_id_changes_nothing() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob, mallory) = (User::new(&mut relay, 1), User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let [mut alice, mut bob, mallory] = users(&mut relay, [1, 2, 6]);
     alice.send(&mut relay, &bob, "from alice");
     let stored = relay.boxes.get_mut(bob.me().as_str()).unwrap();
     let mut edited = stored[0].clone();
@@ -635,7 +632,7 @@ fn attack_a_relay_edited_from_or_id_changes_nothing() {
 #[test]
 fn a_second_device_shows_both_sides_of_a_conversation() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
     let mut alice2 = alice.second_device(&mut relay, 11);
     alice.send(&mut relay, &bob, "hi bob");
     bob.send(&mut relay, &alice, "hi alice");
@@ -659,7 +656,7 @@ fn a_second_device_shows_both_sides_of_a_conversation() {
 #[test]
 fn a_room_made_or_joined_on_one_device_is_held_by_the_others() {
     let mut relay = Relay::new();
-    let (mut alice, mut bob) = (User::new(&mut relay, 1), User::new(&mut relay, 2));
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
     let (mut alice2, mut bob2) = (alice.second_device(&mut relay, 11), bob.second_device(&mut relay, 12));
     let room = two_member_room(&mut relay, &mut alice, &mut bob);
     alice2.inbox(&mut relay);
@@ -688,7 +685,7 @@ fn a_room_made_or_joined_on_one_device_is_held_by_the_others() {
 #[test]
 fn attack_a_copy_from_another_wallet_is_not_believed() {
     let mut relay = Relay::new();
-    let (mut bob, mut mallory) = (User::new(&mut relay, 2), User::new(&mut relay, 6));
+    let [mut bob, mut mallory] = users(&mut relay, [2, 6]);
     let room = Session::fresh_room_id(&mut mallory.rng);
     let members = vec![bob.me().to_string(), mallory.me().to_string()];
     let key = Content::RoomKey {
