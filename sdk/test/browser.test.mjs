@@ -229,3 +229,60 @@ test("a second browser of the same wallet shows both sides of its conversations 
   assert.equal(keys.keys.length, 2, "two browsers are two devices");
   for (const w of [alice, alice2, bob]) await w.context.close();
 });
+
+test("an IndexedDB record stored by the previous SDK loads: its device and its password room keep working", async () => {
+  const [alice, bob] = [await wallet("ivy"), await wallet("jack")];
+  // The record SDK 0.1 kept in IndexedDB ("denet", store "state", key = wallet):
+  // unversioned, the room password in plain. Made in the page with the wasm's primitives.
+  await alice.page.goto(relay.base + "/");
+  const seeded = await alice.page.evaluate(async (wallet) => {
+    const w = await import("/sdk/wasm/denet_wasm.js");
+    await w.default({ module_or_path: "/sdk/wasm/denet_wasm_bg.wasm" });
+    const device = new w.Device();
+    const room = w.Session.freshRoomId();
+    const key = w.randomKey();
+    const record = {
+      device: { sign_seed: device.signSeed(), dh_secret: device.dhSecret() },
+      cursors: {},
+      rooms: { [room]: { name: "old room", password: "pw-of-old", epoch: 0, keys: { 0: { key, message_key: w.roomMessageKey(key, room, "pw-of-old") } },
+        openers: {}, members: [wallet], left: false } },
+      invites: {},
+      held_rekeys: {},
+    };
+    const db = await new Promise((res, rej) => {
+      const req = indexedDB.open("denet", 1);
+      req.onupgradeneeded = () => req.result.createObjectStore("state");
+      req.onsuccess = () => res(req.result);
+      req.onerror = () => rej(req.error);
+    });
+    await new Promise((res, rej) => {
+      const t = db.transaction("state", "readwrite");
+      t.objectStore("state").put(record, wallet);
+      t.oncomplete = res;
+      t.onerror = () => rej(t.error);
+    });
+    db.close();
+    return { room, signKey: device.signKey };
+  }, alice.address);
+  await connect(alice);
+  await connect(bob);
+  const keys = await (await fetch(`${relay.base}/v1/keys/${alice.address}`)).json();
+  assert.deepEqual(keys.keys.map((k) => k.sign_key), [seeded.signKey], "the stored device registered, no new keys");
+  await openConversation(alice, "old room");
+  await alice.page.fill("#invite-to", bob.address);
+  await alice.page.click("#invite-form button");
+  await bob.page.waitForSelector('#invites li:has-text("old room")', { timeout: 20000 });
+  bob.page.once("dialog", (d) => d.accept("pw-of-old"));
+  await bob.page.click('#invites li:has-text("old room") button');
+  await bob.page.waitForSelector('#title:has-text("old room")');
+  await say(alice, "from an old record");
+  await sees(bob, "from an old record");
+  const stored = await alice.page.evaluate(async (wallet) => {
+    const db = await new Promise((res) => (indexedDB.open("denet", 1).onsuccess = (e) => res(e.target.result)));
+    return new Promise((res) => (db.transaction("state").objectStore("state").get(wallet).onsuccess = (e) => res(JSON.stringify(e.target.result))));
+  }, alice.address);
+  assert.match(stored, /"version":1/);
+  assert.doesNotMatch(stored, /pw-of-old/, "the password is no longer stored");
+  await shot(alice, "old-record");
+  for (const x of [alice, bob]) await x.context.close();
+});
