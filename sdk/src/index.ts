@@ -206,6 +206,25 @@ class IndexedDbStore implements Store {
 type DeviceSecrets = { sign_seed: string; dh_secret: string };
 type StoredRecord = Record<string, unknown> & { device?: DeviceSecrets };
 
+/**
+ * The record of `wallet`: its head with each room entry put back in place (a record of
+ * the previous SDK is one entry with the rooms inline, and loads as it is).
+ */
+async function loadRecord(store: Store, wallet: string): Promise<StoredRecord | null> {
+  const head = (await store.load(wallet)) as StoredRecord | null;
+  if (!head || !Array.isArray(head.rooms)) return head;
+  const rooms: Record<string, unknown> = {};
+  const cursors: Record<string, unknown> = {};
+  for (const address of [wallet, ...(head.rooms as string[])]) {
+    const seq = await store.load(`${wallet}/cursor/${address}`);
+    if (seq !== null) cursors[address] = seq;
+    if (address === wallet) continue;
+    const room = await store.load(`${wallet}/room/${address}`);
+    if (room) rooms[address] = room;
+  }
+  return { ...head, rooms, cursors };
+}
+
 /** A record's device secrets, or fresh ones. */
 function deviceOf(record: StoredRecord | null): w.Device {
   if (record?.device) return w.Device.fromSecrets(record.device.sign_seed, record.device.dh_secret);
@@ -223,6 +242,8 @@ export class Client {
   private dev: w.Device;
   private readonly session: w.Session;
   private shared = false;
+  /** What was last written per store entry (JSON), so a save writes only what changed. */
+  private readonly written = new Map<string, string>();
   private reopen?: (room: string) => void;
   /** Called when the copy of a sent message or room key for our other devices could not be posted. */
   onCopyError?: (e: DenetError) => void;
@@ -245,7 +266,7 @@ export class Client {
     const address = await signer.getAddress();
     const wallet = call(() => w.normalizeWallet(String(address)));
     // A record of any earlier version loads (the session migrates it).
-    const record = (await store.load(wallet)) as StoredRecord | null;
+    const record = await loadRecord(store, wallet);
     const device = deviceOf(record);
     const session = call(() => new w.Session(wallet, device.signSeed(), device.dhSecret(), record ?? null));
     const client = new Client(relay, signer, wallet, store, device, session);
@@ -253,17 +274,33 @@ export class Client {
     return client;
   }
 
-  /** Stores the session's state with this device's secrets. */
+  /**
+   * Stores the session's state with this device's secrets, incrementally: one entry per
+   * room (`<wallet>/room/<id>`), one per read cursor (`<wallet>/cursor/<address>`) and a
+   * head (`<wallet>`: the device, invites, the room ids); only entries that changed are
+   * written, so reading a message writes its cursor, not the state.
+   */
   private async save(): Promise<void> {
-    const record = call(() => this.session.state()) as StoredRecord;
-    record.device = { sign_seed: this.dev.signSeed(), dh_secret: this.dev.dhSecret() };
-    await this.store.save(this.wallet, record);
+    type State = StoredRecord & { rooms?: Record<string, unknown>; cursors?: Record<string, number> };
+    const { rooms = {}, cursors = {}, ...rest } = call(() => this.session.state()) as State;
+    const head = { ...rest, rooms: Object.keys(rooms), device: { sign_seed: this.dev.signSeed(), dh_secret: this.dev.dhSecret() } };
+    const entries: Array<[string, unknown]> = [[this.wallet, head]];
+    for (const [id, room] of Object.entries(rooms)) entries.push([`${this.wallet}/room/${id}`, room]);
+    for (const [address, seq] of Object.entries(cursors)) entries.push([`${this.wallet}/cursor/${address}`, seq]);
+    for (const [key, value] of entries) {
+      const json = JSON.stringify(value);
+      if (this.written.get(key) === json) continue;
+      await this.store.save(key, value);
+      this.written.set(key, json);
+    }
   }
 
   /** Takes the state another tab stored meanwhile. */
   private async reload(): Promise<void> {
-    const record = await this.store.load(this.wallet);
-    if (record) call(() => this.session.load(record as object));
+    const record = await loadRecord(this.store, this.wallet);
+    if (!record) return;
+    call(() => this.session.load(record));
+    this.written.clear();
   }
 
   // -- HTTP --

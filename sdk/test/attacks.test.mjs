@@ -21,10 +21,15 @@ after(async () => {
   await relay?.stop();
 });
 
-/** A memory store the test can read (what the SDK keeps for a wallet). */
+/** A memory store the test can read (what the SDK keeps for a wallet), counting what is written. */
 function store() {
   const data = new Map();
-  return { data, load: async (k) => structuredClone(data.get(k) ?? null), save: async (k, v) => void data.set(k, structuredClone(v)) };
+  const s = { data, written: 0, load: async (k) => structuredClone(data.get(k) ?? null) };
+  s.save = async (k, v) => {
+    s.written += JSON.stringify(v).length;
+    data.set(k, structuredClone(v));
+  };
+  return s;
 }
 
 async function user(signer = viemSigner(), storage = store()) {
@@ -34,7 +39,14 @@ async function user(signer = viemSigner(), storage = store()) {
 }
 
 const texts = (ms) => ms.filter((m) => m.type === "text").map((m) => m.text);
-const record = (client) => client.store_.data.get(client.wallet);
+/** What a client stored for its wallet: the head and its room entries, put together. */
+function record(client) {
+  const { data } = client.store_;
+  const head = structuredClone(data.get(client.wallet));
+  head.rooms = Object.fromEntries(head.rooms.map((id) => [id, data.get(`${client.wallet}/room/${id}`)]));
+  head.cursors = Object.fromEntries([...data.keys()].filter((k) => k.startsWith(`${client.wallet}/cursor/`)).map((k) => [k.split("/")[2], data.get(k)]));
+  return head;
+}
 
 async function http(method, path, body) {
   const r = await fetch(relay.base + path, { method, headers: { "content-type": "application/json" }, body });
@@ -332,4 +344,15 @@ test("a record stored by the previous SDK loads: its rooms, cursors and device k
   await bob.joinRoom(room, { password: "pw" });
   await alice.sendRoom(room, "from the old record");
   assert.deepEqual(texts(await bob.readRoom(room)), ["from the old record"]);
+});
+
+test("reading a message writes what changed, not the whole state", async () => {
+  const [alice, bob] = [await user(), await user()];
+  for (let i = 0; i < 20; i++) await alice.createRoom({ name: `room ${i}` });
+  await alice.inbox(); // the copies of her own room keys
+  const whole = JSON.stringify(record(alice)).length;
+  await bob.send(alice.wallet, "one message");
+  alice.store_.written = 0;
+  assert.deepEqual(texts(await alice.inbox()), ["one message"]);
+  assert.ok(alice.store_.written < 100, `wrote ${alice.store_.written} bytes for one message; the state is ${whole}`);
 });
