@@ -6,6 +6,7 @@
 //! - [`session`]: the whole chat session as a pure state machine (what a device
 //!   keeps, what it believes of what arrives, what it sends), driven by the CLI and
 //!   the SDK alike;
+//! - [`driver`] (feature `net`): runs a session against a relay (the CLI's engine);
 //! - [`net`] (feature `net`): a small async client for the relay API.
 //!
 //! Encrypt functions take their randomness as an argument, so known-answer tests
@@ -13,6 +14,8 @@
 
 pub mod content;
 pub mod dm;
+#[cfg(feature = "net")]
+pub mod driver;
 pub mod identity;
 pub mod membership;
 #[cfg(feature = "net")]
