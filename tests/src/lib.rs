@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,19 @@ fn repo_root() -> PathBuf {
 
 /// A port nothing listens on now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    // Below the kernel's ephemeral range (32768-60999 here): a port taken from the
+    // ephemeral range was sometimes bound by a process asking for port 0 (workerd's own
+    // listeners of a relay starting alongside) before wrangler bound it ("Address already
+    // in use"). Successive calls never repeat; binaries start apart by their pid.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 400) * 30;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((start + n) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A `wrangler` command run by the Node 22 in node_modules (wrangler 4 needs it).
