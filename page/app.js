@@ -177,7 +177,13 @@ function render() {
 function renderMessages() {
   const ol = $("messages");
   ol.replaceChildren();
-  if (!current) return;
+  if (!current) {
+    // Nothing selected (before the first choice, after leaving a room): no tools to press.
+    $("title").textContent = "";
+    $("room-tools").hidden = true;
+    $("composer").hidden = true;
+    return;
+  }
   const c = conversations.get(`${current.kind}:${current.id}`);
   $("title").textContent = c.kind === "room" ? `# ${c.name}` : c.name === "anonymous" ? "anonymous" : c.id;
   $("room-tools").hidden = c.kind !== "room";

@@ -103,7 +103,12 @@ test("two wallets chat: DMs both ways, an anonymous DM, a password room, a reloa
   const timing = await alice.page.evaluate(() => performance.getEntriesByType("navigation")[0].toJSON());
   console.log(`page navigation: domContentLoaded ${Math.round(timing.domContentLoadedEventEnd)} ms, load ${Math.round(timing.loadEventEnd)} ms`);
 
+  // Nothing selected yet: no composer and no room tools to press.
+  assert.equal(await alice.page.isVisible("#composer"), false, "no composer before a conversation is chosen");
+  assert.equal(await alice.page.isVisible("#leave-button"), false);
   await openDm(alice, bob.address);
+  assert.equal(await alice.page.isVisible("#leave-button"), false, "a DM has no Leave room button");
+  assert.equal(await alice.page.isVisible("#composer"), true);
   await say(alice, "hello bob");
   await openConversation(bob, alice.address.slice(0, 6));
   await sees(bob, "hello bob");
