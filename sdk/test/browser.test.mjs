@@ -46,6 +46,9 @@ async function wallet(name, key = generatePrivateKey()) {
   }, account.address);
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${name}] page error:`, e.message));
+  page.on("console", (m) => {
+    if (/Content Security Policy/i.test(m.text())) console.error(`[${name}] CSP: ${m.text()}`);
+  });
   return { name, context, page, address: account.address.toLowerCase(), key, account };
 }
 
@@ -93,6 +96,18 @@ test("the installed Chromium is the major version playwright-core drives", () =>
   const { browsers } = JSON.parse(readFileSync(join(root, "node_modules/playwright-core/browsers.json"), "utf8"));
   const expected = Number(browsers.find((b) => b.name === "chromium").browserVersion.split(".")[0]);
   assert.equal(major, expected, `Chromium ${major} is installed but playwright-core expects ${expected}: install the matching chromium or playwright-core`);
+});
+
+test("the page is served with a strict CSP, no framing and nosniff, and works under it (every test here runs under it)", async () => {
+  for (const path of ["/", "/app.js", "/sdk/index.js"]) {
+    const resp = await fetch(relay.base + path);
+    const csp = resp.headers.get("content-security-policy") ?? "";
+    assert.match(csp, /script-src 'self' 'wasm-unsafe-eval'/, `${path}: ${csp}`);
+    assert.match(csp, /frame-ancestors 'none'/, path);
+    assert.doesNotMatch(csp, /unsafe-inline/, path);
+    assert.equal(resp.headers.get("x-content-type-options"), "nosniff", path);
+    assert.equal(resp.headers.get("x-frame-options"), "DENY", path);
+  }
 });
 
 test("two wallets chat: DMs both ways, an anonymous DM, a password room, a reload keeps the device", async () => {
