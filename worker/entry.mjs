@@ -43,6 +43,27 @@ export const Limiter = withRpc(rust.Limiter);
 export const Outbox = withRpc(rust.Outbox);
 
 const INTERNAL = JSON.stringify({ error: { code: "internal", message: "internal error" } });
+
+// Every API answer is JSON for programs, never a document: it may not run, be framed or
+// be sniffed as anything else (the page's own headers are page/_headers).
+const API_HEADERS = [
+  ["content-security-policy", "default-src 'none'; frame-ancestors 'none'"],
+  ["x-content-type-options", "nosniff"],
+  ["x-frame-options", "DENY"],
+];
+
+function secured(response) {
+  if (response.status === 101 || response.webSocket) return response;
+  let out = response;
+  try {
+    for (const [name, value] of API_HEADERS) out.headers.set(name, value);
+  } catch {
+    // Immutable headers (a response the runtime made): copy it once.
+    out = new Response(response.body, response);
+    for (const [name, value] of API_HEADERS) out.headers.set(name, value);
+  }
+  return out;
+}
 const inFlight = new Set();
 
 globalThis.__denet_on_panic = () => {
@@ -61,10 +82,10 @@ export default class extends Relay {
     });
     inFlight.add(fail);
     try {
-      return await Promise.race([super.fetch(request), panicked]);
+      return secured(await Promise.race([super.fetch(request), panicked]));
     } catch (e) {
       console.error("unhandled error in fetch", e);
-      return new Response(INTERNAL, { status: 500, headers: { "content-type": "application/json" } });
+      return secured(new Response(INTERNAL, { status: 500, headers: { "content-type": "application/json" } }));
     } finally {
       inFlight.delete(fail);
     }

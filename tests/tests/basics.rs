@@ -19,6 +19,17 @@ async fn health_reports_status_version_and_relay() {
 }
 
 #[tokio::test]
+async fn api_answers_may_not_run_be_framed_or_be_sniffed() {
+    for path in ["/v1/health", "/v1/nothing"] {
+        let resp = reqwest::get(Relay::shared().url(path)).await.expect("request");
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        assert_eq!(header("content-security-policy"), "default-src 'none'; frame-ancestors 'none'", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+    }
+}
+
+#[tokio::test]
 async fn unknown_routes_are_not_found_in_the_error_shape() {
     for path in ["/nothing-here", "/v1", "/v1/healthz", "/v2/health", "/v1/health/extra"] {
         let (status, body) = get(path).await;
