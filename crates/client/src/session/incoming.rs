@@ -2,7 +2,7 @@
 //! to what the reader knows — invites, rekeys and room keys in the inbox, joins and
 //! leaves in a room. Each belief is a `membership` verdict; this file carries it out.
 
-use super::state::{EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, RoomState};
+use super::state::{EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_INVITES_PER_INVITER, RoomState};
 use super::{Event, Message, Received, Result, Session, SessionError, Settle, Signer};
 use crate::content::Content;
 use crate::identity::key32;
@@ -156,7 +156,14 @@ impl Session {
             Content::Invite { room, name, key, epoch, password, members, check, sent_at } => {
                 let held = self.state.rooms.get(room).is_some_and(|r| !r.left);
                 let verdict = membership::judge_invite(from, room, held);
+                let known = |f: &Wallet| self.state.invites.get(room).is_some_and(|by| by.contains_key(f.as_str()));
+                let pending_from =
+                    |f: &Wallet| self.state.invites.values().filter(|by| by.contains_key(f.as_str())).count();
+                let over_cap = from.is_some_and(|f| !known(f) && pending_from(f) >= MAX_INVITES_PER_INVITER);
                 match (verdict, from) {
+                    (membership::Invite::Offer, Some(_)) if over_cap => {
+                        events.push(ignored(room, "invite", "too many pending invites from this wallet"))
+                    }
                     (membership::Invite::Offer, Some(from)) if crate::identity::key32(key).is_ok() => {
                         let invite = Invite {
                             name: name.clone(),

@@ -21,7 +21,9 @@ mod tests;
 mod values;
 
 pub use keys::{FRESH_MS, KeyBook, Signer};
-pub use state::{EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, RoomState, STATE_VERSION, SessionState};
+pub use state::{
+    EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_INVITES_PER_INVITER, RoomState, STATE_VERSION, SessionState,
+};
 pub use values::{
     Event, InviteView, Inviting, Joining, Message, Received, Registration, Rekeying, Result, RoomView, Sending,
     SessionError, Settle,

@@ -64,6 +64,15 @@ impl Session {
         seal_for(&self.device, &self.me, room_id, r, content, now, rng)
     }
 
+    /// A room this device is in (refused once left).
+    fn joined_room(&self, room_id: &str) -> Result<&RoomState> {
+        let r = self.room(room_id)?;
+        if r.left {
+            return Err(refused("forbidden", format!("you left room {room_id}")));
+        }
+        Ok(r)
+    }
+
     /// A text for the room (refused once left).
     pub fn room_text(
         &self,
@@ -72,9 +81,7 @@ impl Session {
         now: u64,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Value> {
-        if self.room(room_id)?.left {
-            return Err(refused("forbidden", format!("you left room {room_id}")));
-        }
+        self.joined_room(room_id)?;
         let content = Content::Text { sent_at: now, text: text.to_owned(), name: None, reply_to: None };
         self.room_envelope(room_id, &content, now, rng)
     }
@@ -99,10 +106,7 @@ impl Session {
         now: u64,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Inviting> {
-        let r = self.room(room_id)?;
-        if r.left {
-            return Err(refused("forbidden", format!("you left room {room_id}")));
-        }
+        let r = self.joined_room(room_id)?;
         let mut members = r.members.clone();
         if !members.iter().any(|m| m == to.as_str()) {
             members.push(to.to_string());

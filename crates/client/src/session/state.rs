@@ -17,6 +17,10 @@ pub const STATE_VERSION: u32 = 1;
 /// can send rekeys for any room; nothing is kept for rooms without an invite).
 pub const MAX_HELD_REKEYS: usize = 64;
 
+/// At most this many pending invites are kept from one inviter (a stranger can invite
+/// anyone to any number of rooms; each wallet it uses needs a registered device).
+pub const MAX_INVITES_PER_INVITER: usize = 16;
+
 /// The state of one device's session.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct SessionState {

@@ -706,3 +706,32 @@ fn attack_a_copy_from_another_wallet_is_not_believed() {
     assert!(bob.s.state().rooms.is_empty());
     assert!(got.iter().all(|r| r.message.content.is_none() && r.message.error.is_some()));
 }
+
+#[test]
+fn attack_a_flood_of_invites_from_one_stranger_stays_bounded_and_a_friends_invite_still_counts() {
+    let mut relay = Relay::new();
+    let [mut alice, mut bob, mut mallory] = users(&mut relay, [1, 2, 6]);
+    for _ in 0..(MAX_INVITES_PER_INVITER + 10) {
+        let room = Session::fresh_room_id(&mut mallory.rng);
+        mallory.dm(&mut relay, &bob, &invite_content(&room, vec![mallory.me().to_string()]), false);
+    }
+    bob.inbox(&mut relay);
+    let from_mallory = bob.s.invite_views().iter().filter(|i| i.from == mallory.me().as_str()).count();
+    assert_eq!(from_mallory, MAX_INVITES_PER_INVITER);
+    let room = alice.create(&mut relay, "friends");
+    alice.invite(&mut relay, &room, &bob).unwrap();
+    bob.join(&mut relay, &room, Some(&alice), None).unwrap();
+}
+
+fn invite_content(room: &str, members: Vec<String>) -> Content {
+    Content::Invite {
+        sent_at: T0,
+        room: room.into(),
+        name: "x".into(),
+        key: b64(&[9; 32]),
+        epoch: 0,
+        password: false,
+        members,
+        check: None,
+    }
+}
