@@ -15,6 +15,10 @@ pub const FRESH_MS: u64 = 10_000;
 struct KeyList {
     fetched_at: u64,
     by_key: HashMap<SignKey, VerifiedBundle>,
+    /// Each entry as the relay listed it (JSON text) → what it verified to (or not):
+    /// a list fetched again re-verifies only what changed, so a wallet with hundreds
+    /// of bundles costs their signature checks once, not on every fetch.
+    seen: HashMap<String, Option<VerifiedBundle>>,
 }
 
 /// What a key list says of an envelope's signing key.
@@ -35,10 +39,22 @@ pub struct KeyBook {
 
 impl KeyBook {
     /// Takes a `GET /v1/keys/{wallet}?include=all` answer (or `{"keys": []}` for a
-    /// `404`) fetched at `now`, keeping only bundles its wallet signed.
-    pub fn take(&mut self, wallet: &Wallet, answer: &Value, now: u64) {
-        let by_key = verify_key_list(answer, wallet).into_iter().map(|b| (b.bundle.sign_key, b)).collect();
-        self.lists.insert(wallet.clone(), KeyList { fetched_at: now, by_key });
+    /// `404`) fetched at `now`, keeping only bundles its wallet signed. Returns how
+    /// many entries had to be verified (those not listed alike before).
+    pub fn take(&mut self, wallet: &Wallet, answer: &Value, now: u64) -> usize {
+        let mut before = self.lists.remove(wallet).map(|l| l.seen).unwrap_or_default();
+        let (mut seen, mut verified) = (HashMap::new(), 0);
+        for entry in answer["keys"].as_array().into_iter().flatten() {
+            let text = entry.to_string();
+            let bundle = before.remove(&text).unwrap_or_else(|| {
+                verified += 1;
+                verify_key_list(&serde_json::json!({ "keys": [entry] }), wallet).pop()
+            });
+            seen.insert(text, bundle);
+        }
+        let by_key = seen.values().flatten().map(|b| (b.bundle.sign_key, b.clone())).collect();
+        self.lists.insert(wallet.clone(), KeyList { fetched_at: now, by_key, seen });
+        verified
     }
 
     /// The list of `wallet` if it was fetched at or after `since`.
@@ -80,5 +96,49 @@ impl KeyBook {
     /// Drops the list of `wallet` (it changed: we registered or revoked a device).
     pub fn forget(&mut self, wallet: &Wallet) {
         self.lists.remove(wallet);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Device, LocalWallet, WalletSigner};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    const T0: u64 = 1_790_000_000_000;
+
+    fn listed(wallet: &LocalWallet, rng: &mut ChaCha20Rng) -> Value {
+        let d = Device::generate(rng);
+        let mut b = denet_core::Bundle {
+            wallet: wallet.wallet(),
+            sign_key: d.sign_key(),
+            dh_key: d.dh_key(),
+            issued_at: T0,
+            expires_at: T0 + 300 * denet_core::limits::DAY_MS,
+            wallet_sig: String::new(),
+        };
+        b.wallet_sig = wallet.sign_now(&b.statement());
+        denet_core::wire::listed_key(&b.to_json(), "active", None)
+    }
+
+    #[test]
+    fn a_list_fetched_again_verifies_only_what_changed() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let wallet = LocalWallet::generate(&mut rng);
+        let mut keys: Vec<Value> = (0..3).map(|_| listed(&wallet, &mut rng)).collect();
+        let mut book = KeyBook::default();
+        assert_eq!(book.take(&wallet.wallet(), &serde_json::json!({ "keys": keys }), T0), 3);
+        assert_eq!(book.take(&wallet.wallet(), &serde_json::json!({ "keys": keys }), T0 + 1), 0);
+        keys.push(listed(&wallet, &mut rng));
+        assert_eq!(book.take(&wallet.wallet(), &serde_json::json!({ "keys": keys }), T0 + 2), 1);
+        assert_eq!(book.active_dh_keys(&wallet.wallet(), T0 + 2).map(|k| k.len()), Some(4));
+        // A forged entry is dropped, and stays dropped without being checked again.
+        let mut forged = keys[0].clone();
+        forged["dh_key"] = denet_core::encoding::b64(&[9u8; 32]).into();
+        keys.push(forged);
+        assert_eq!(book.take(&wallet.wallet(), &serde_json::json!({ "keys": keys }), T0 + 3), 1);
+        assert_eq!(book.take(&wallet.wallet(), &serde_json::json!({ "keys": keys }), T0 + 4), 0);
+        assert_eq!(book.active_dh_keys(&wallet.wallet(), T0 + 4).map(|k| k.len()), Some(4));
     }
 }
