@@ -2,7 +2,10 @@
 //! to what the reader knows — invites, rekeys and room keys in the inbox, joins and
 //! leaves in a room. Each belief is a `membership` verdict; this file carries it out.
 
-use super::state::{EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_INVITES_PER_INVITER, RoomState};
+use super::state::{
+    EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_HELD_REKEYS_PER_SENDER, MAX_INVITES_PER_INVITER,
+    MAX_OPENERS_PER_EPOCH, RoomState,
+};
 use super::{Event, Message, Received, Result, Session, SessionError, Settle, Signer};
 use crate::content::Content;
 use crate::identity::key32;
@@ -20,6 +23,10 @@ struct RoomKeyCopy<'a> {
     pub key: &'a str,
     pub stretched: Option<&'a str>,
     pub members: &'a [String],
+}
+
+fn me_str(me: &Wallet) -> String {
+    me.to_string()
 }
 
 /// Takes a rekey from an authenticated sender if §8.3 lets it count.
@@ -50,7 +57,10 @@ pub(super) fn take_rekey(room_id: &str, r: &mut RoomState, rekey: &HeldRekey, ev
         }
         Rekey::Replace => {
             if let Some(loser) = r.keys.insert(rekey.epoch, entry) {
-                r.openers.entry(rekey.epoch).or_default().push(loser);
+                let openers = r.openers.entry(rekey.epoch).or_default();
+                if openers.len() < MAX_OPENERS_PER_EPOCH {
+                    openers.push(loser);
+                }
             }
             if let Some(members) = &rekey.members {
                 r.set_members(members, rekey.epoch);
@@ -59,7 +69,9 @@ pub(super) fn take_rekey(room_id: &str, r: &mut RoomState, rekey: &HeldRekey, ev
         }
         Rekey::OpenOnly => {
             let openers = r.openers.entry(rekey.epoch).or_default();
-            if !openers.contains(&entry) {
+            if openers.len() >= MAX_OPENERS_PER_EPOCH {
+                events.push(ignored("too many keys for this epoch already"));
+            } else if !openers.contains(&entry) {
                 openers.push(entry);
             }
         }
@@ -197,15 +209,27 @@ impl Session {
                     check: check.clone(),
                     members: members.clone(),
                 };
-                if let Some(r) = self.state.rooms.get_mut(room) {
-                    take_rekey(room, r, &rekey, events);
-                } else if self.state.invites.contains_key(room) {
-                    let held = self.state.held_rekeys.entry(room.clone()).or_default();
-                    if held.len() < MAX_HELD_REKEYS && !held.contains(&rekey) {
-                        held.push(rekey);
+                // Kept for a join only from a wallet a pending invite names (at most a few
+                // each, so one member cannot crowd out the rekey an invitee needs).
+                let named = self.state.invites.get(room).is_some_and(|by| {
+                    by.iter()
+                        .any(|(inviter, i)| inviter == from.as_str() || i.members.iter().any(|m| m == from.as_str()))
+                });
+                match self.state.rooms.get_mut(room) {
+                    Some(r) if !r.left => take_rekey(room, r, &rekey, events),
+                    _ if named => {
+                        let held = self.state.held_rekeys.entry(room.clone()).or_default();
+                        let from_sender = held.iter().filter(|h| h.from == rekey.from).count();
+                        if held.len() < MAX_HELD_REKEYS
+                            && from_sender < MAX_HELD_REKEYS_PER_SENDER
+                            && !held.contains(&rekey)
+                        {
+                            held.push(rekey);
+                        }
                     }
-                } else {
-                    events.push(ignored(room, "rekey", "a rekey for a room not held and not invited to"));
+                    // A room this device left takes no new epoch (§8.3): only a new invite brings it back.
+                    Some(_) => events.push(ignored(room, "rekey", "a rekey for a room this device left")),
+                    None => events.push(ignored(room, "rekey", "a rekey for a room not held and not invited to")),
                 }
             }
             Content::RoomKey { room, name, epoch, key, stretched, members, .. } => {
@@ -242,6 +266,12 @@ impl Session {
                     members: Some(copy.members.to_vec()),
                 };
                 take_rekey(room_id, r, &rekey, events);
+                // Our own copy at this epoch proves we are in the room since it: an older
+                // leave of ours, read later, is an old one.
+                if r.keys.get(&copy.epoch).is_some_and(|k| k.key == copy.key) {
+                    let since = r.since.entry(me_str(&self.me)).or_insert(copy.epoch);
+                    *since = (*since).max(copy.epoch);
+                }
             }
             Some(r) if copy.epoch <= r.epoch => events.push(ignored("a room key from before we left")),
             held => {

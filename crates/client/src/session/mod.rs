@@ -22,7 +22,8 @@ mod values;
 
 pub use keys::{FRESH_MS, KeyBook, Signer};
 pub use state::{
-    EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_INVITES_PER_INVITER, RoomState, STATE_VERSION, SessionState,
+    EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_HELD_REKEYS_PER_SENDER, MAX_INVITES_PER_INVITER,
+    MAX_OPENERS_PER_EPOCH, RoomState, STATE_VERSION, SessionState,
 };
 pub use values::{
     Event, InviteView, Inviting, Joining, Message, Received, Registration, Rekeying, Result, RoomView, Sending,

@@ -17,6 +17,13 @@ pub const STATE_VERSION: u32 = 1;
 /// can send rekeys for any room; nothing is kept for rooms without an invite).
 pub const MAX_HELD_REKEYS: usize = 64;
 
+/// At most this many held rekeys from one sender for one room.
+pub const MAX_HELD_REKEYS_PER_SENDER: usize = 4;
+
+/// At most this many losing keys are kept for one epoch (tie-break losers, to open
+/// what was sealed with them); more is a member flooding the room.
+pub const MAX_OPENERS_PER_EPOCH: usize = 8;
+
 /// At most this many pending invites are kept from one inviter (a stranger can invite
 /// anyone to any number of rooms; each wallet it uses needs a registered device).
 pub const MAX_INVITES_PER_INVITER: usize = 16;

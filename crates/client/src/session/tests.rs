@@ -735,3 +735,94 @@ fn invite_content(room: &str, members: Vec<String>) -> Content {
         check: None,
     }
 }
+
+#[test]
+fn attack_a_member_who_comes_back_is_not_left_writing_under_the_key_the_next_leaver_holds() {
+    let mut relay = Relay::new();
+    let [mut alice, mut bob, mut carol] = users(&mut relay, [1, 2, 3]);
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    alice.invite(&mut relay, &room, &carol).unwrap();
+    carol.join(&mut relay, &room, None, None).unwrap();
+    bob.inbox(&mut relay);
+    bob.leave(&mut relay, &room);
+    alice.read(&mut relay, &room); // epoch 1: alice, carol
+    alice.invite(&mut relay, &room, &bob).unwrap(); // bob pending at epoch 1
+    carol.inbox(&mut relay);
+    carol.read(&mut relay, &room);
+    carol.leave(&mut relay, &room);
+    alice.read(&mut relay, &room); // epoch 2: alice and bob (pending)
+    assert_eq!(alice.epoch(&room), 2);
+    bob.join(&mut relay, &room, None, None).unwrap();
+    assert_eq!(bob.epoch(&room), 2, "the rekey for the pending invitee counts at the join");
+    bob.say(&mut relay, &room, "back, and carol cannot read it");
+    assert!(!carol.texts(&mut relay, &room).contains(&"back, and carol cannot read it".to_string()));
+}
+
+#[test]
+fn attack_a_left_room_takes_no_new_key() {
+    let mut relay = Relay::new();
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    bob.leave(&mut relay, &room);
+    // Alice, still on bob's stale member list, rekeys far ahead.
+    let members = vec![alice.me().to_string(), bob.me().to_string()];
+    alice.dm(&mut relay, &bob, &rekey_content(&room, 1000, members), false);
+    bob.inbox(&mut relay);
+    assert_eq!(bob.epoch(&room), 0);
+}
+
+#[test]
+fn attack_one_member_cannot_crowd_out_the_rekey_an_invitee_needs() {
+    let mut relay = Relay::new();
+    let [mut alice, mut bob, mut carol] = users(&mut relay, [1, 2, 3]);
+    let room = two_member_room(&mut relay, &mut alice, &mut carol);
+    alice.invite(&mut relay, &room, &bob).unwrap();
+    let members = vec![alice.me().to_string(), carol.me().to_string(), bob.me().to_string()];
+    for epoch in 2..(MAX_HELD_REKEYS as u32 + 7) {
+        carol.dm(&mut relay, &bob, &rekey_content(&room, epoch, members.clone()), false);
+    }
+    carol.leave(&mut relay, &room);
+    alice.read(&mut relay, &room); // alice's rekey to epoch 1, for herself and bob
+    bob.inbox(&mut relay);
+    let held = &bob.s.state().held_rekeys[&room];
+    assert!(held.iter().filter(|h| h.from == carol.me().as_str()).count() <= MAX_HELD_REKEYS_PER_SENDER);
+    assert!(held.iter().any(|h| h.from == alice.me().as_str()), "alice's rekey is held despite carol's flood");
+}
+
+#[test]
+fn attack_losing_rekeys_for_one_epoch_stay_bounded() {
+    let mut relay = Relay::new();
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    for i in 0..40u8 {
+        let members = vec![alice.me().to_string(), bob.me().to_string()];
+        let c = Content::Rekey {
+            sent_at: T0,
+            room: room.clone(),
+            epoch: 0,
+            key: b64(&[i + 1; 32]),
+            check: None,
+            members: Some(members),
+        };
+        bob.dm(&mut relay, &alice, &c, false);
+    }
+    alice.inbox(&mut relay);
+    let r = alice.s.room(&room).unwrap();
+    assert!(r.openers.get(&0).map_or(0, Vec::len) <= MAX_OPENERS_PER_EPOCH);
+}
+
+#[test]
+fn an_old_own_leave_does_not_leave_a_device_that_learned_of_the_rejoin_by_copy() {
+    let mut relay = Relay::new();
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
+    let mut bob2 = bob.second_device(&mut relay, 12);
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    bob.leave(&mut relay, &room);
+    alice.read(&mut relay, &room);
+    alice.invite(&mut relay, &room, &bob).unwrap();
+    bob.join(&mut relay, &room, None, None).unwrap();
+    bob2.inbox(&mut relay); // room_key copies of epochs 0 and 1
+    bob2.read(&mut relay, &room); // bob's old leave under epoch 0 among them
+    assert!(!bob2.s.room(&room).unwrap().left);
+    assert_eq!(bob2.epoch(&room), 1);
+}
