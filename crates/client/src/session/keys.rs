@@ -42,7 +42,10 @@ impl KeyBook {
     /// `404`) fetched at `now`, keeping only bundles its wallet signed. Returns how
     /// many entries had to be verified (those not listed alike before).
     pub fn take(&mut self, wallet: &Wallet, answer: &Value, now: u64) -> usize {
-        let mut before = self.lists.remove(wallet).map(|l| l.seen).unwrap_or_default();
+        let (mut before, known) = match self.lists.remove(wallet) {
+            Some(l) => (l.seen, l.by_key),
+            None => Default::default(),
+        };
         let (mut seen, mut verified) = (HashMap::new(), 0);
         for entry in answer["keys"].as_array().into_iter().flatten() {
             let text = entry.to_string();
@@ -52,7 +55,15 @@ impl KeyBook {
             });
             seen.insert(text, bundle);
         }
-        let by_key = seen.values().flatten().map(|b| (b.bundle.sign_key, b.clone())).collect();
+        // A revocation, once verified, is never undone (§1.2): not by a list that omits
+        // it, nor by an "active" entry for the same key beside it.
+        let mut by_key: HashMap<SignKey, VerifiedBundle> = HashMap::new();
+        for b in seen.values().flatten().chain(known.values()) {
+            let entry = by_key.entry(b.bundle.sign_key).or_insert_with(|| b.clone());
+            if let Some(at) = b.revoked_at {
+                entry.revoked_at = Some(entry.revoked_at.map_or(at, |held| held.min(at)));
+            }
+        }
         self.lists.insert(wallet.clone(), KeyList { fetched_at: now, by_key, seen });
         verified
     }
@@ -120,6 +131,33 @@ mod tests {
         };
         b.wallet_sig = wallet.sign_now(&b.statement());
         denet_core::wire::listed_key(&b.to_json(), "active", None)
+    }
+
+    #[test]
+    fn attack_a_relay_serving_a_revoked_key_as_active_again_is_not_believed() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let wallet = LocalWallet::generate(&mut rng);
+        let active = listed(&wallet, &mut rng);
+        let key = crate::identity::key32(active["sign_key"].as_str().unwrap()).unwrap();
+        let mut r = denet_core::Revocation {
+            wallet: wallet.wallet(),
+            sign_key: SignKey(key),
+            revoked_at: T0 + 5,
+            wallet_sig: String::new(),
+        };
+        r.wallet_sig = wallet.sign_now(&r.statement());
+        let revoked = denet_core::wire::listed_key(&active, "revoked", Some((r.revoked_at, &r.wallet_sig)));
+        let w = wallet.wallet();
+        let mut book = KeyBook::default();
+        // Both entries in one list: the revocation wins, whatever the order.
+        for keys in [vec![active.clone(), revoked.clone()], vec![revoked.clone(), active.clone()]] {
+            book.take(&w, &serde_json::json!({ "keys": keys }), T0 + 10);
+            assert_eq!(book.active_dh_keys(&w, T0 + 10).map(|k| k.len()), Some(0));
+        }
+        // A later list without the revocation does not make the key active again.
+        book.take(&w, &serde_json::json!({ "keys": [active] }), T0 + 20);
+        assert_eq!(book.active_dh_keys(&w, T0 + 20).map(|k| k.len()), Some(0));
+        assert!(matches!(book.signer(&w, &SignKey(key), T0 + 15, T0 + 20), Signer::NotAKey));
     }
 
     #[test]
