@@ -1,8 +1,11 @@
-//! HTTP answers: `json()` for every success, and `ApiError` → the one §6 JSON
-//! error response. Internal causes are logged here and never sent to the client.
+//! HTTP in and out: reading a request body (size, media type, JSON) and its
+//! query, `json()` for every success, and `ApiError` → the one §6 JSON error
+//! response. Internal causes are logged here and never sent to the client.
 
 use denet_core::{Error, ErrorCode};
-use worker::{Headers, Response};
+use futures::StreamExt;
+use serde_json::Value;
+use worker::{Headers, Request, Response};
 
 /// What a handler returns on failure: a protocol refusal or an internal fault.
 pub enum ApiError {
@@ -82,4 +85,93 @@ pub fn json(status: u16, value: &serde_json::Value) -> ApiResult<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
     Ok(Response::builder().with_status(status).with_headers(headers).fixed(value.to_string().into_bytes()))
+}
+
+/// The relay clock, ms.
+pub fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// `400 malformed` if the request has any query parameter (§0: unknown parameters
+/// are refused), for the routes that take none.
+pub fn require_no_query(req: &Request) -> ApiResult<()> {
+    match req.url()?.query() {
+        Some(q) if !q.is_empty() => Err(Error::malformed("this route takes no query parameters").into()),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a JSON request body: `413` from its declared or actual length, `415` if
+/// it is not `application/json`, `400 malformed` if it does not parse or the
+/// request has query parameters (every route with a body takes none).
+pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
+    let too_large = || ApiError::from(Error::too_large(format!("request body is over {max_bytes} bytes")));
+    let declared = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_bytes) {
+        return Err(too_large());
+    }
+    let media = req.headers().get("content-type")?.unwrap_or_default();
+    let essence = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence != "application/json" {
+        return Err(Error::new(ErrorCode::UnsupportedMediaType, "the body must be application/json").into());
+    }
+    if declared.is_some() {
+        // A declared length within the limit is the body's length (HTTP framing; a
+        // request that also says `Transfer-Encoding: chunked` arrives here without
+        // it, tried locally): one read, not one per chunk. Checked again anyway.
+        require_no_query(req)?;
+        let bytes = req.bytes().await?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large());
+        }
+        return parse_json(&bytes);
+    }
+    // Without a Content-Length (chunked), read chunk by chunk so the body is cut
+    // off as soon as it passes the limit, not after it is all in memory.
+    let Ok(mut stream) = req.stream() else {
+        require_no_query(req)?;
+        return parse_json(b"");
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk?);
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large());
+        }
+    }
+    require_no_query(req)?;
+    parse_json(&bytes)
+}
+
+/// Parses JSON text; anything else is `400 malformed`.
+pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(bytes).map_err(|e| Error::malformed(format!("the body is not valid JSON: {e}")).into())
+}
+
+/// Everything but RFC 3986's unreserved characters.
+const RESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// Percent-encodes everything but unreserved characters (for internal object URLs).
+pub fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_and_deeply_nested_json_is_malformed_not_a_crash() {
+        let deep = "[".repeat(100_000);
+        for input in [&b"{"[..], b"\xff", b"", deep.as_bytes()] {
+            assert!(matches!(parse_json(input), Err(ApiError::Refused(e)) if e.code == ErrorCode::Malformed));
+        }
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(percent_encode("aZ09-_.~"), "aZ09-_.~");
+        assert_eq!(percent_encode("a b/é&=?+"), "a%20b%2F%C3%A9%26%3D%3F%2B");
+    }
 }

@@ -2,23 +2,22 @@
 //! requests, talks to D1 and the per-address Durable Objects, and maps every
 //! failure to one §6 JSON error.
 
-mod checks;
+mod admission;
 mod config;
 mod http;
 mod keys;
-mod mesh;
+mod limiter;
+mod mailbox;
 mod metrics;
 mod objects;
 mod outbox;
 mod retention;
-mod room;
 mod routes;
 mod store;
-mod throttle;
 
+pub use limiter::Limiter;
+pub use mailbox::Mailbox;
 pub use outbox::Outbox;
-pub use room::Room;
-pub use throttle::Limiter;
 
 use worker::wasm_bindgen::{self, prelude::wasm_bindgen};
 use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
@@ -53,13 +52,13 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     metrics::request();
     // The clock is read once per entry point (here, each object's fetch, alarm and
     // socket message, the cron) and passed down.
-    let now = checks::now_ms();
+    let now = http::now_ms();
     Ok(routes::dispatch(req, env, now).await.unwrap_or_else(http::ApiError::into_response))
 }
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    if let Err(e) = retention::run(&env, checks::now_ms()).await {
+    if let Err(e) = retention::run(&env, http::now_ms()).await {
         worker::console_error!("retention run failed: {e}");
     }
 }

@@ -9,94 +9,22 @@
 //! period, or alone larger than a relay request, are dead letters. Receivers
 //! deduplicate, so a retry that was in fact delivered costs nothing.
 
-use crate::checks::now_ms;
 use crate::config::Config;
-use crate::http::{ApiError, ApiResult};
-use crate::objects;
-use crate::store;
-use denet_core::mesh::{self, Fate, MAX_HOPS, PeerAnswer};
+use crate::http::{ApiError, now_ms};
+use crate::objects::{
+    self,
+    outbox::{Enqueue, OutboxRequest},
+};
+use crate::store::D1Store;
+use denet_core::mesh::{self, Fate, PeerAnswer};
+use denet_core::store::Store;
 use denet_core::wire::{RelayKeys, RelayMessages};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::{
     DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response, Result, SqlStorageValue, State,
     durable_object, wasm_bindgen,
 };
-
-/// What an outbox row carries.
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Message,
-    Bundle,
-    Revocation,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Message => "message",
-            Kind::Bundle => "bundle",
-            Kind::Revocation => "revocation",
-        }
-    }
-}
-
-/// What an `Outbox` object (one per peer URL) does.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum OutboxRequest {
-    /// Queues items durably for the peer. → ()
-    Enqueue { peer: String, items: Enqueue },
-    /// The peer's counters. → `{peer, relay, forwarded, failed, retried, pending, dead}`
-    Status { peer: String },
-}
-
-/// Items to queue for a peer.
-#[derive(Serialize, Deserialize, Clone)]
-pub struct Enqueue {
-    pub kind: Kind,
-    pub hops: u64,
-    /// The relay the items came from (not sent back there), if any.
-    pub from: Option<String>,
-    pub items: Vec<Value>,
-}
-
-/// Queues `items` durably for every peer (but the one named `from`), at `hops`.
-/// An error means some outbox may not hold them: the caller must not acknowledge
-/// what it was forwarding (§7).
-pub async fn enqueue(
-    env: &Env,
-    config: &Config,
-    kind: Kind,
-    hops: u64,
-    from: Option<&str>,
-    items: Vec<Value>,
-) -> ApiResult<()> {
-    if config.peers.is_empty() || items.is_empty() || hops > MAX_HOPS {
-        return Ok(());
-    }
-    let items = Enqueue { kind, hops, from: from.map(str::to_owned), items };
-    for peer in &config.peers {
-        let request = OutboxRequest::Enqueue { peer: peer.clone(), items: items.clone() };
-        objects::call::<_, ()>(outbox(env, peer)?, &request).await?;
-    }
-    Ok(())
-}
-
-fn outbox(env: &Env, peer: &str) -> ApiResult<worker::Stub> {
-    Ok(env.durable_object("OUTBOX")?.id_from_name(peer)?.get_stub()?)
-}
-
-/// Each peer's counters, for `GET /v1/relay/status`.
-pub async fn status(env: &Env, config: &Config) -> ApiResult<Value> {
-    let mut peers = Vec::new();
-    for peer in &config.peers {
-        let counters: Value = objects::call(outbox(env, peer)?, &OutboxRequest::Status { peer: peer.clone() }).await?;
-        peers.push(counters);
-    }
-    Ok(json!({"relay": config.relay_id, "peers": peers}))
-}
 
 const BATCH_ITEMS: usize = 200;
 /// The bytes of a relay request around its items.
@@ -239,7 +167,7 @@ impl Outbox {
             let (kind, hops) = (first.kind.clone(), first.hops as u64);
             let (path, body) = if kind == "message" {
                 let envelopes: Vec<Value> = batch.iter().map(|r| parse_payload(&r.payload)).collect();
-                let (bundles, revocations) = self.keys_of(&envelopes).await?;
+                let (bundles, revocations) = self.keys_of(&config, &envelopes).await?;
                 let body = RelayMessages { relay: config.relay_id.clone(), hops, envelopes, bundles, revocations };
                 ("messages", body.to_json())
             } else {
@@ -291,15 +219,17 @@ impl Outbox {
 
     /// The bundles (and revocations) of the named envelopes' keys, from this
     /// relay's directory, so the peer can judge every envelope without asking (§7).
-    async fn keys_of(&self, envelopes: &[Value]) -> Result<(Vec<Value>, Vec<Value>)> {
-        let db = self.env.d1("DB")?;
+    async fn keys_of(&self, config: &Config, envelopes: &[Value]) -> Result<(Vec<Value>, Vec<Value>)> {
+        let store = D1Store::new(&self.env, config);
         let mut keys: Vec<&str> =
             envelopes.iter().filter(|e| e["from"].is_string()).filter_map(|e| e["key"].as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
         let (mut bundles, mut revocations) = (Vec::new(), Vec::new());
         for key in keys {
-            let Some(row) = store::bundle_by_key(&db, key).await? else { continue };
+            let Some(row) = store.bundle(key).await.map_err(|e| worker::Error::RustError(e.to_string()))? else {
+                continue;
+            };
             bundles.push(row.bundle_json());
             revocations.extend(row.revocation().map(|r| r.to_json()));
         }

@@ -5,7 +5,7 @@
 // globalThis.__denet_on_panic, which answers those requests with the
 // PROTOCOL.md §6 `500 internal` JSON instead; the instance is then rebuilt.
 //
-// The Durable Objects answer the Worker by RPC (`rpc(request)`, src/objects.rs),
+// The Durable Objects answer the Worker by RPC (`rpc(request)`, src/objects/mod.rs),
 // which the runtime offers only to classes that extend DurableObject; the classes
 // wasm-bindgen makes do not, so each is wrapped here in one that does.
 import { DurableObject } from "cloudflare:workers";
@@ -38,7 +38,7 @@ function withRpc(RustObject) {
   };
 }
 
-export const Room = withRpc(rust.Room);
+export const Mailbox = withRpc(rust.Mailbox);
 export const Limiter = withRpc(rust.Limiter);
 export const Outbox = withRpc(rust.Outbox);
 

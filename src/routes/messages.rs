@@ -1,21 +1,21 @@
 //! Posting and pulling messages (PROTOCOL.md §2, §4, §4.1).
 
-use crate::checks;
+use crate::admission;
 use crate::config::Config;
-use crate::http::ApiResult;
-use crate::http::json;
-use crate::room;
+use crate::http::{ApiResult, json, read_json};
+use crate::keys;
+use crate::objects::mailbox::{self, Forward};
 use crate::store::D1Store;
-use crate::throttle;
+use denet_core::admission::Source;
 use denet_core::{Address, PageQuery, RoomId, Wallet};
 use worker::{Env, Request, Response};
 
-/// `POST /v1/messages`: check the envelope here, then commit it in its address's object.
+/// `POST /v1/messages`: admit the envelope here, then commit it in its address's object.
 pub async fn post_message(mut req: Request, env: &Env, config: &Config, ip: &str, now: u64) -> ApiResult<Response> {
-    let value = checks::read_json(&mut req, config.limits.max_request_bytes).await?;
-    let envelope = checks::check_envelope(&env.d1("DB")?, config, &value, now).await?;
-    throttle::check_sender(env, config, &envelope, ip).await?;
-    let ack = room::commit(env, &envelope).await?;
+    let value = read_json(&mut req, config.limits.max_request_bytes).await?;
+    let source = Source::Post { ip: ip.to_owned() };
+    let admitted = admission::admit(env, config, &value, source, now).await.map_err(|r| r.error().clone())?;
+    let ack = mailbox::commit(env, admitted.row, Forward::first()).await?;
     json(if ack.duplicate { 200 } else { 201 }, &ack.to_json())
 }
 
@@ -29,7 +29,7 @@ pub async fn pull_room(req: Request, room: &str, env: &Env, config: &Config) -> 
 /// `GET /v1/inbox/{wallet}/messages` (signed): a page, for the wallet only.
 pub async fn pull_inbox(req: Request, wallet: &str, env: &Env, config: &Config, now: u64) -> ApiResult<Response> {
     let wallet = Wallet::parse_lenient(wallet)?;
-    let (query, _) = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config, now).await?;
+    let (query, _) = keys::authorize_inbox(&req, &wallet, env, config, now).await?;
     pull(&Address::Inbox(wallet), &query, env, config).await
 }
 
@@ -38,7 +38,7 @@ pub async fn pull_inbox(req: Request, wallet: &str, env: &Env, config: &Config, 
 async fn pull(address: &Address, query: &str, env: &Env, config: &Config) -> ApiResult<Response> {
     let page_query = PageQuery::parse(query)?;
     if page_query.wait_secs > 0 {
-        return json(200, &room::pull(env, address, query).await?);
+        return json(200, &mailbox::pull(env, address, query).await?);
     }
     let store = D1Store::new(env, config);
     let page = denet_core::store::read_page(&store, address, &page_query, config.limits.max_page_bytes).await?;

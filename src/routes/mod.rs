@@ -2,15 +2,14 @@
 //! parts every route shares (route, then method).
 
 mod health;
-mod keys;
 mod messages;
 mod relay;
 mod sockets;
 
-use crate::checks;
 use crate::config::Config;
-use crate::http::{ApiResult, refuse};
-use crate::throttle;
+use crate::http::{ApiResult, refuse, require_no_query};
+use crate::keys::routes as keys;
+use crate::objects::limiter;
 use denet_core::ErrorCode;
 use worker::{Env, Method, Request, Response};
 
@@ -62,8 +61,8 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
 /// The Worker's fetch handler body: route, check the method, dispatch.
 pub async fn dispatch(req: Request, env: Env, now: u64) -> ApiResult<Response> {
     let config = Config::get(&env)?;
-    let ip = throttle::client_ip(&req);
-    throttle::check_ip(&env, &config, &ip).await?;
+    let ip = limiter::client_ip(&req);
+    limiter::check_ip(&env, &config, &ip).await?;
     let path = req.path();
     let Some((route, methods)) = resolve(&path) else {
         return refuse(ErrorCode::NotFound, format!("no route for {path}"));
@@ -73,7 +72,7 @@ pub async fn dispatch(req: Request, env: Env, now: u64) -> ApiResult<Response> {
         return refuse(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}"));
     }
     if matches!(route, Route::Health | Route::OpenApi | Route::Metrics | Route::Panic) {
-        checks::require_no_query(&req)?;
+        require_no_query(&req)?;
     }
     match route {
         Route::Health => health::health(&config),
@@ -84,7 +83,7 @@ pub async fn dispatch(req: Request, env: Env, now: u64) -> ApiResult<Response> {
         Route::InboxMessages(wallet) => messages::pull_inbox(req, wallet, &env, &config, now).await,
         Route::InboxSocket(wallet) => sockets::inbox_socket(req, wallet, &env, &config, &ip, now).await,
         Route::Keys(wallet) if method == Method::Put => keys::put_bundle(req, wallet, &env, &config, now).await,
-        Route::Keys(wallet) => keys::get_bundles(req, wallet, &env, now).await,
+        Route::Keys(wallet) => keys::get_bundles(req, wallet, &env, &config, now).await,
         Route::Revoke(wallet) => keys::revoke_key(req, wallet, &env, &config, now).await,
         Route::RelayMessages => relay::relay_messages(req, &env, &config, now).await,
         Route::RelayKeys => relay::relay_keys(req, &env, &config, now).await,

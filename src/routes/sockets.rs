@@ -1,10 +1,9 @@
 //! WebSockets (PROTOCOL.md §4.2): checked here, then handed to the address's object.
 
-use crate::checks;
 use crate::config::Config;
 use crate::http::{ApiResult, refuse};
-use crate::room;
-use crate::throttle;
+use crate::keys;
+use crate::objects::{limiter, mailbox};
 use denet_core::query::parse_socket_query;
 use denet_core::{Address, ErrorCode, RoomId, Wallet};
 use worker::{Env, Request, Response};
@@ -21,12 +20,12 @@ fn require_upgrade(req: &Request) -> ApiResult<()> {
 pub async fn room_socket(req: Request, room: &str, env: &Env, config: &Config, ip: &str) -> ApiResult<Response> {
     require_upgrade(&req)?;
     let place = room.to_ascii_lowercase();
-    throttle::acquire_socket(env, config, ip, &place).await?;
+    limiter::acquire_socket(env, config, ip, &place).await?;
     let opened = async {
         let address = Address::Room(RoomId::parse(room)?);
         let query = req.url()?.query().unwrap_or("").to_owned();
         parse_socket_query(&query)?;
-        room::open_socket(env, &address, &query, ip, None, &req).await
+        mailbox::open_socket(env, &address, &query, ip, None, &req).await
     }
     .await;
     keep_place_if_upgraded(env, ip, &place, opened).await
@@ -43,12 +42,12 @@ pub async fn inbox_socket(
 ) -> ApiResult<Response> {
     require_upgrade(&req)?;
     let place = wallet.to_ascii_lowercase();
-    throttle::acquire_socket(env, config, ip, &place).await?;
+    limiter::acquire_socket(env, config, ip, &place).await?;
     let opened = async {
         let wallet = Wallet::parse_lenient(wallet)?;
-        let (query, key) = checks::authorize_inbox(&req, &wallet, &env.d1("DB")?, config, now).await?;
+        let (query, key) = keys::authorize_inbox(&req, &wallet, env, config, now).await?;
         parse_socket_query(&query)?;
-        room::open_socket(env, &Address::Inbox(wallet), &query, ip, Some(&key), &req).await
+        mailbox::open_socket(env, &Address::Inbox(wallet), &query, ip, Some(&key), &req).await
     }
     .await;
     keep_place_if_upgraded(env, ip, &place, opened).await
@@ -57,7 +56,7 @@ pub async fn inbox_socket(
 /// A socket place is held only by an open socket: give it back on any refusal.
 async fn keep_place_if_upgraded(env: &Env, ip: &str, place: &str, opened: ApiResult<Response>) -> ApiResult<Response> {
     if !matches!(&opened, Ok(resp) if resp.status_code() == 101) {
-        throttle::release_socket(env, ip, place).await;
+        limiter::release_socket(env, ip, place).await;
     }
     opened
 }

@@ -164,3 +164,21 @@ async fn unknown_query_parameters_are_malformed() {
         assert_eq!(status, 400, "{q}");
     }
 }
+
+/// PROTOCOL 1.3 §1.3: a bundle issued slightly ahead of the relay clock (a device
+/// whose clock runs ahead) is one senders must seal to, so both lists show it; its
+/// signatures are still refused until `issued_at`.
+#[tokio::test]
+async fn a_bundle_issued_slightly_ahead_is_listed_but_signs_nothing_before_it_is_issued() {
+    let alice = User::new();
+    let now = now_ms();
+    let bundle = alice.bundle_at(now + 60_000, now + 30 * DAY);
+    assert_eq!(relay().put_bundle(&alice, &bundle).await.0, 201);
+    let (status, body) = relay().get(&format!("/v1/keys/{}", alice.wallet)).await;
+    assert_eq!((status, &body["keys"]), (200, &json!([bundle])), "listed for senders: {body}");
+    let (status, body) = relay().get(&format!("/v1/keys/{}?include=all", alice.wallet)).await;
+    assert_eq!((status, body["keys"][0]["status"].as_str()), (200, Some("active")));
+    let room = denet_e2e::actors::random_room();
+    let (status, body) = relay().post(&alice.envelope(&room, b"too early")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+}

@@ -128,7 +128,7 @@ impl Envelope {
     /// The envelope as a relay returns it: §2 fields plus `id`, `seq`, `received_at`.
     pub fn to_stored_json(&self, id: &str, seq: u64, received_at: u64) -> Value {
         let (key, body, sig) = (self.key.to_b64(), b64(&self.body), b64(&self.sig));
-        crate::wire::StoredFields {
+        StoredFields {
             to: self.to.as_str(),
             ts: self.ts,
             from: self.from.as_ref().map(Wallet::as_str),
@@ -140,6 +140,33 @@ impl Envelope {
             received_at,
         }
         .to_json()
+    }
+}
+
+/// The fields a relay adds to a stored envelope (§2).
+pub const STORED_FIELDS: [&str; 3] = ["id", "seq", "received_at"];
+
+/// A stored envelope's fields as text, as a store keeps them.
+pub struct StoredFields<'a> {
+    pub to: &'a str,
+    pub ts: u64,
+    pub from: Option<&'a str>,
+    pub key: &'a str,
+    pub body: &'a str,
+    pub sig: &'a str,
+    pub id: &'a str,
+    pub seq: u64,
+    pub received_at: u64,
+}
+
+impl StoredFields<'_> {
+    /// The stored envelope: the §2 fields plus `id`, `seq`, `received_at`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "v": crate::PROTOCOL_VERSION, "to": self.to, "ts": self.ts, "from": self.from,
+            "key": self.key, "body": self.body, "sig": self.sig,
+            "id": self.id, "seq": self.seq, "received_at": self.received_at,
+        })
     }
 }
 

@@ -6,8 +6,10 @@
 //! virtual clock.
 
 pub mod address;
+pub mod admission;
 pub mod bundle;
 pub mod cache;
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod dedup;
 pub mod encoding;
@@ -16,6 +18,7 @@ pub mod error;
 pub mod fields;
 pub mod limiter;
 pub mod limits;
+#[cfg(feature = "testing")]
 pub mod memstore;
 pub mod mesh;
 pub mod query;

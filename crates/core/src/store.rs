@@ -9,11 +9,11 @@
 
 use crate::bundle::{key_active_at, key_status};
 use crate::{Address, Bundle, KeyStatus, Revocation, SignKey, Wallet};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// A stored message (§2's stored envelope) as a row.
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MessageRow {
     pub address: String,
     pub seq: u64,
@@ -56,6 +56,14 @@ impl MessageRow {
             received_at: self.received_at,
         }
         .to_json()
+    }
+
+    /// The envelope of the row (§2's fields only), as peers are sent it.
+    pub fn envelope_json(&self) -> Value {
+        json!({
+            "v": crate::PROTOCOL_VERSION, "to": self.address, "ts": self.ts, "from": self.sender,
+            "key": self.key, "body": self.body, "sig": self.sig,
+        })
     }
 
     /// The length of [`MessageRow::to_json`] as text, without building it: every
@@ -167,6 +175,27 @@ impl BundleRow {
     pub fn is_active(&self, now_ms: u64) -> bool {
         self.active_at(now_ms)
     }
+
+    /// Whether `GET /v1/keys/{wallet}` lists the key at `now_ms` (§1.3): not revoked,
+    /// not expired, and issued at most `skew_ms` ahead of the relay clock. A bundle
+    /// issued slightly in the future (its device's clock is ahead) is one senders
+    /// must seal to; its signatures are still refused before `issued_at`.
+    pub fn is_listed(&self, now_ms: u64, skew_ms: u64) -> bool {
+        self.status(now_ms) == KeyStatus::Active && self.issued_at <= now_ms.saturating_add(skew_ms)
+    }
+
+    /// Registering `new` when the directory already holds this row for its
+    /// `sign_key` (§1.2): the same bundle again is fine (`200`); a revoked key, or
+    /// another bundle for the key, is `409 conflict`.
+    pub fn register_again(&self, new: &BundleRow) -> Result<(), crate::Error> {
+        if self.revoked_at.is_some() {
+            return Err(crate::Error::conflict("this sign_key was revoked"));
+        }
+        if self.bundle_json() != new.bundle_json() {
+            return Err(crate::Error::conflict("this sign_key belongs to another bundle"));
+        }
+        Ok(())
+    }
 }
 
 /// Messages and key bundles. Every method is one logical step; `insert` is atomic
@@ -248,4 +277,44 @@ pub async fn read_after<S: Store>(
     let rows = store.after(address, after, bounds.limit + 1).await?;
     let (messages, next, more) = crate::query::cut_page(rows, bounds, after, |r| r.seq, MessageRow::json_len);
     Ok(Page { messages, next, more })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(issued_at: u64, expires_at: u64, revoked_at: Option<u64>) -> BundleRow {
+        BundleRow {
+            sign_key: "k".into(),
+            wallet: "0x11".into(),
+            dh_key: "d".into(),
+            issued_at,
+            expires_at,
+            wallet_sig: "s".into(),
+            revoked_at,
+            revocation_sig: revoked_at.map(|_| "r".into()),
+        }
+    }
+
+    #[test]
+    fn a_bundle_issued_within_the_skew_ahead_is_listed_but_not_active_yet() {
+        let (now, skew) = (1_000_000, 300);
+        let ahead = row(now + skew, now + 10_000, None);
+        assert!(ahead.is_listed(now, skew), "senders must seal to it");
+        assert!(!ahead.is_active(now), "its signatures wait for issued_at");
+        assert!(!row(now + skew + 1, now + 10_000, None).is_listed(now, skew));
+        assert!(!row(0, now, None).is_listed(now, skew), "expired");
+        assert!(!row(0, now + 10, Some(now - 1)).is_listed(now, skew), "revoked");
+        assert!(row(0, now + 10, None).is_listed(now, skew));
+    }
+
+    #[test]
+    fn registering_a_key_again_is_fine_only_for_the_same_unrevoked_bundle() {
+        let stored = row(1, 10, None);
+        assert_eq!(stored.register_again(&stored.clone()), Ok(()));
+        let other = BundleRow { dh_key: "other".into(), ..stored.clone() };
+        assert_eq!(stored.register_again(&other).unwrap_err().code, crate::ErrorCode::Conflict);
+        let revoked = row(1, 10, Some(5));
+        assert_eq!(revoked.register_again(&stored).unwrap_err().code, crate::ErrorCode::Conflict);
+    }
 }

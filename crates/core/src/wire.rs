@@ -11,32 +11,7 @@ use crate::socket::valid_ref;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The fields a relay adds to a stored envelope (§2).
-pub const STORED_FIELDS: [&str; 3] = ["id", "seq", "received_at"];
-
-/// A stored envelope's fields as text, as a store keeps them.
-pub struct StoredFields<'a> {
-    pub to: &'a str,
-    pub ts: u64,
-    pub from: Option<&'a str>,
-    pub key: &'a str,
-    pub body: &'a str,
-    pub sig: &'a str,
-    pub id: &'a str,
-    pub seq: u64,
-    pub received_at: u64,
-}
-
-impl StoredFields<'_> {
-    /// The stored envelope: the §2 fields plus `id`, `seq`, `received_at`.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "v": crate::PROTOCOL_VERSION, "to": self.to, "ts": self.ts, "from": self.from,
-            "key": self.key, "body": self.body, "sig": self.sig,
-            "id": self.id, "seq": self.seq, "received_at": self.received_at,
-        })
-    }
-}
+pub use crate::envelope::{STORED_FIELDS, StoredFields};
 
 /// Where a stored envelope stands on the relay that returned it.
 #[derive(Clone, Debug, PartialEq, Eq)]

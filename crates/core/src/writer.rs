@@ -415,6 +415,3 @@ pub async fn drive<P, S: Store, K: Sink<P>>(writer: &RefCell<Writer<P>>, address
         writer.borrow_mut().handle(input);
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,16 +1,17 @@
 //! The object's WebSockets (PROTOCOL.md §4.2): opening with replay, client
 //! frames, and giving a closed socket's place back.
 
-use super::{Forward, Room, SocketInfo, ack};
-use crate::checks;
+use super::{Mailbox, SocketInfo, ack};
+use crate::admission;
 use crate::config::Config;
-use crate::http::ApiResult;
-use crate::store::{self, D1Store};
-use crate::throttle;
+use crate::http::{ApiResult, parse_json};
+use crate::objects::{limiter, mailbox::Forward};
+use crate::store::D1Store;
+use denet_core::Address;
+use denet_core::admission::{Refusal, Source, require_active};
 use denet_core::query::PageBounds;
 use denet_core::store::{Page, Store, read_after};
 use denet_core::wire::{ClientFrame, ServerFrame};
-use denet_core::{Address, Envelope, Error};
 use serde_json::Value;
 use worker::{Response, WebSocket, WebSocketPair};
 
@@ -23,7 +24,7 @@ pub(super) struct Opener {
     pub key: Option<String>,
 }
 
-impl Room {
+impl Mailbox {
     /// Opens a hibernatable socket: replay after `after`, `ready`, then live.
     ///
     /// The replay is read page by page without the write lock, so commits go on
@@ -37,8 +38,8 @@ impl Room {
         opener: Opener,
         now: u64,
     ) -> ApiResult<Response> {
-        let db = self.db()?;
         let config = Config::get(&self.env)?;
+        let messages = D1Store::new(&self.env, &config);
         let bounds = PageBounds { limit: REPLAY_PAGE, max_bytes: config.limits.max_page_bytes };
         let pair = WebSocketPair::new()?;
         let sid = self.new_sid(now);
@@ -56,13 +57,11 @@ impl Room {
             // A revocation takes the same lock and writes D1 first: either this check
             // sees it, or the revocation sees (and closes) this socket.
             let _turn = self.write_lock.lock().await;
-            if let Some(key) = &info.key {
-                match store::bundle_by_key(&db, key).await? {
-                    Some(row) if row.wallet == address.as_str() && row.is_active(now) => {
-                        info.expires_at = Some(row.expires_at);
-                    }
-                    _ => return Err(Error::forbidden("this key is expired or revoked").into()),
-                }
+            if let (Some(key), Address::Inbox(wallet)) = (&info.key, address) {
+                // Read from the directory itself, not a cache: see the revocation above.
+                let row = messages.bundle(key).await?;
+                require_active(row.as_ref(), wallet, now)?;
+                info.expires_at = row.map(|r| r.expires_at);
             }
             self.state.accept_web_socket(&pair.server);
             pair.server.serialize_attachment(&info)?;
@@ -70,7 +69,6 @@ impl Room {
         if let Some(at) = info.expires_at {
             self.alarm_by(at, now).await?;
         }
-        let messages = D1Store::new(&self.env, &config);
         // Without `after`: from the address's last seq, the writer's if it is awake.
         let awake = self.writer.get().and_then(|w| w.borrow().last_seq());
         let mut cursor = match (after, awake) {
@@ -131,7 +129,7 @@ impl Room {
 
     /// One client frame; returns the frame to answer with, if any.
     pub(super) async fn on_frame(&self, info: &SocketInfo, text: &str, now: u64) -> Option<ServerFrame> {
-        let frame = match checks::parse_json(text.as_bytes()) {
+        let frame = match parse_json(text.as_bytes()) {
             Ok(v) => v,
             Err(e) => return Some(ServerFrame::error(None, e.into_protocol())),
         };
@@ -149,13 +147,11 @@ impl Room {
             ClientFrame::Send { reference, envelope } => {
                 let address = Address::parse_strict(&info.address)?;
                 let config = Config::get(&self.env)?;
-                let envelope = Envelope::parse(&envelope, config.limits.max_body_bytes as usize)?;
-                if envelope.to != address {
-                    return Err(Error::malformed("the envelope's `to` is not this socket's address").into());
-                }
-                checks::check_parsed_envelope(&self.db()?, &config, &envelope, now).await?;
-                throttle::check_sender(&self.env, &config, &envelope, &info.limit_ip).await?;
-                let (id, c) = self.submit(&address, envelope, Some(info.sid), Forward::first(), now).await?;
+                let source = Source::Frame { ip: info.limit_ip.clone(), address: address.clone() };
+                let admitted = admission::admit(&self.env, &config, &envelope, source, now)
+                    .await
+                    .map_err(|r: Refusal| r.error().clone())?;
+                let (id, c) = self.submit(&address, admitted.row, Some(info.sid), Forward::first(), now).await?;
                 Ok(ServerFrame::Ack { reference, ack: ack(&id, &c) })
             }
         }
@@ -168,7 +164,7 @@ impl Room {
         {
             let ip = std::mem::take(&mut info.ip);
             let _ = ws.serialize_attachment(&info);
-            throttle::release_socket(&self.env, &ip, &info.address).await;
+            limiter::release_socket(&self.env, &ip, &info.address).await;
         }
     }
 }

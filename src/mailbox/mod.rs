@@ -7,22 +7,22 @@
 //! hibernation API. In-memory state is only a cache: after hibernation it starts
 //! empty and D1 remains the truth.
 
-use crate::checks::now_ms;
 use crate::config::Config;
-use crate::http::{ApiError, ApiResult};
-use crate::mesh;
-use crate::objects;
-use crate::outbox;
-use crate::store::{self, D1Store};
+use crate::http::{ApiError, ApiResult, now_ms};
+use crate::keys;
+use crate::objects::{
+    self,
+    mailbox::{Forward, MailboxRequest},
+    outbox,
+};
+use crate::store::D1Store;
 
 mod sockets;
-mod stub;
 
-use denet_core::mesh::ItemResult;
-use denet_core::store::{MessageRow, Store, StoreError, read_page};
+use denet_core::store::{MessageRow, StoreError, read_page};
 use denet_core::wire::{self, Ack, ServerFrame};
 use denet_core::writer::{self, Committed, Entry, Post, Sink, Writer};
-use denet_core::{Address, Envelope, Error, PageQuery, Revocation, Wallet, check_skew};
+use denet_core::{Address, Error, PageQuery, Revocation};
 use futures::channel::oneshot;
 use futures::lock::Mutex;
 use serde::{Deserialize, Serialize};
@@ -30,11 +30,9 @@ use serde_json::Value;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
-use stub::RoomRequest;
-pub use stub::{commit, open_socket, pull, relay, revoke, sockets_of};
 use worker::{
-    D1Database, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
-    durable_object, wasm_bindgen, worker_sys::WebSocketRequestResponsePair,
+    Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage, durable_object,
+    wasm_bindgen, worker_sys::WebSocketRequestResponsePair,
 };
 
 /// What each hibernating socket carries, so the object can serve it after waking.
@@ -64,7 +62,6 @@ fn yes() -> bool {
 
 /// What the writer carries along with a post's row.
 struct Item {
-    envelope: Envelope,
     /// The socket that sent it, which does not get it back live.
     origin: Option<u64>,
     /// How it goes on to the peers once committed.
@@ -72,20 +69,6 @@ struct Item {
 }
 
 type Reply = oneshot::Sender<std::result::Result<Committed, StoreError>>;
-
-/// Where a newly committed envelope is forwarded: at `hops`, to every peer but `from`.
-#[derive(Clone, PartialEq, Eq)]
-struct Forward {
-    hops: u64,
-    from: Option<String>,
-}
-
-impl Forward {
-    /// A client's post: the relay's own first forward.
-    fn first() -> Forward {
-        Forward { hops: 1, from: None }
-    }
-}
 
 #[derive(Default)]
 struct Inner {
@@ -97,7 +80,7 @@ struct Inner {
 }
 
 #[durable_object]
-pub struct Room {
+pub struct Mailbox {
     state: State,
     env: Env,
     inner: RefCell<Inner>,
@@ -119,11 +102,7 @@ pub fn ack(id: &str, c: &Committed) -> Ack {
     Ack { id: id.to_owned(), seq: c.seq, received_at: c.received_at, duplicate: c.duplicate }
 }
 
-impl Room {
-    fn db(&self) -> Result<D1Database> {
-        self.env.d1("DB")
-    }
-
+impl Mailbox {
     fn writer(&self, address: &Address, config: &Config) -> &RefCell<Writer<Item>> {
         self.writer.get_or_init(|| RefCell::new(Writer::new(address, config.limits.skew_ms)))
     }
@@ -134,13 +113,13 @@ impl Room {
     async fn submit(
         &self,
         address: &Address,
-        envelope: Envelope,
+        row: MessageRow,
         origin: Option<u64>,
         forward: Forward,
         now: u64,
     ) -> ApiResult<(String, Committed)> {
         let config = Config::get(&self.env)?;
-        let id = envelope.id();
+        let id = row.id.clone();
         let (reply, answer) = oneshot::channel();
         let token = {
             let mut inner = self.inner.borrow_mut();
@@ -149,9 +128,8 @@ impl Room {
             inner.replies.insert(token, reply);
             token
         };
-        let row = MessageRow::of(&envelope, &id, 0, 0);
         let writer = self.writer(address, &config);
-        writer.borrow_mut().post(Post { token, row, payload: Item { envelope, origin, forward } });
+        writer.borrow_mut().post(Post { token, row, payload: Item { origin, forward } });
         {
             let _turn = self.write_lock.lock().await;
             writer.borrow_mut().flush(now);
@@ -162,65 +140,6 @@ impl Room {
             Ok(Ok(committed)) => Ok((id, committed)),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ApiError::internal("commit reply dropped")),
-        }
-    }
-
-    /// The dedup fast path: whether a copy of `id` is stored, without a lookup when
-    /// the writer's filter knows it is new (a "maybe" is confirmed in the store).
-    async fn already_stored(&self, address: &Address, config: &Config, id: &str, ts: u64) -> ApiResult<bool> {
-        let from = match self.writer.get() {
-            Some(w) => w.borrow().lookup_from(id, ts),
-            None => Some(ts.saturating_sub(config.limits.skew_ms)),
-        };
-        let Some(from) = from else { return Ok(false) };
-        Ok(D1Store::new(&self.env, config).find(address, id, from).await?.is_some())
-    }
-
-    /// A relayed envelope (§7): known ones stop here; a new one is checked as a
-    /// client post, with the clock window widened to the retention period and the
-    /// key judged at the envelope's `ts`, then committed and forwarded on.
-    async fn relay(&self, address: &Address, envelope: &Value, hops: u64, from: String, now: u64) -> ApiResult<Value> {
-        let config = Config::get(&self.env)?;
-        let from = Some(from);
-        let envelope = Envelope::parse(envelope, config.limits.max_body_bytes as usize)?;
-        let id = envelope.id();
-        if self.already_stored(address, &config, &id, envelope.ts).await? {
-            return Ok(ItemResult::Duplicate.to_json(Some(&id), None, None));
-        }
-        check_skew(envelope.ts, now, config.limits.retention_ms(), "ts")?;
-        if envelope.ts > now + config.limits.skew_ms {
-            // Ahead of this clock by more than the skew: not yet (a first copy is
-            // never received before ts - skew, which keeps dedup bounded). §7: retry.
-            let why = format!("ts {} is ahead of this relay's clock {now} by more than the skew", envelope.ts);
-            return Ok(ItemResult::Retry.to_json(Some(&id), Some("stale_timestamp"), Some(&why)));
-        }
-        envelope.verify()?;
-        if let Some(wallet) = &envelope.from
-            && !self.key_known(&config, wallet, &envelope, now).await?
-        {
-            // Not judged: the key may yet arrive (with a later batch, or a peer). §7: retry.
-            let why = format!("the key of this envelope is not known here as a key of {wallet}");
-            return Ok(ItemResult::Retry.to_json(Some(&id), Some("forbidden"), Some(&why)));
-        }
-        let (_, c) = self.submit(address, envelope, None, Forward { hops: hops + 1, from }, now).await?;
-        let item = if c.duplicate { ItemResult::Duplicate } else { ItemResult::Stored };
-        Ok(item.to_json(Some(&id), None, None))
-    }
-
-    /// Whether this relay knows the envelope's key (fetching it from the peers if
-    /// not); `403 forbidden` (final) if it knows it and it was not an active key of
-    /// `wallet` at the envelope's `ts`.
-    async fn key_known(&self, config: &Config, wallet: &Wallet, envelope: &Envelope, now: u64) -> ApiResult<bool> {
-        let db = self.db()?;
-        let key = envelope.key.to_b64();
-        let mut row = store::bundle_by_key(&db, &key).await?;
-        if row.is_none() && mesh::fetch_keys(&self.env, config, wallet, now).await? > 0 {
-            row = store::bundle_by_key(&db, &key).await?;
-        }
-        match row {
-            None => Ok(false),
-            Some(r) if r.wallet == wallet.as_str() && r.active_at(envelope.ts) => Ok(true),
-            Some(_) => Err(Error::forbidden(format!("the key was not an active key of {wallet} at ts")).into()),
         }
     }
 
@@ -255,8 +174,9 @@ impl Room {
     async fn revoke(&self, revocation: &Revocation) -> ApiResult<()> {
         let _turn = self.write_lock.lock().await;
         let key = revocation.sign_key.to_b64();
-        store::revoke_bundle(&self.db()?, &key, revocation.revoked_at, &revocation.wallet_sig).await?;
-        crate::keys::forget(&key);
+        let config = Config::get(&self.env)?;
+        let store = D1Store::new(&self.env, &config);
+        keys::record_revocation(&store, &key, revocation.revoked_at, &revocation.wallet_sig).await?;
         for ws in self.state.get_websockets() {
             let info = ws.deserialize_attachment::<SocketInfo>().ok().flatten();
             if info.and_then(|i| i.key).as_deref() == Some(key.as_str()) {
@@ -316,39 +236,41 @@ impl Room {
         self.open_socket(&address, after, opener, now).await
     }
 
-    /// One [`RoomRequest`], answered as [`objects::call`] reads it.
-    async fn handle(&self, request: RoomRequest, now: u64) -> String {
+    /// One [`MailboxRequest`], answered as [`objects::call`] reads it.
+    async fn handle(&self, request: MailboxRequest, now: u64) -> String {
         match request {
-            RoomRequest::Commit { address, envelope } => objects::reply(
+            MailboxRequest::Commit { row, forward } => objects::reply(
                 async {
-                    let address = Address::parse_strict(&address)?;
-                    let envelope = Envelope::parse(&envelope, usize::MAX)?;
-                    let (id, c) = self.submit(&address, envelope, None, Forward::first(), now).await?;
+                    let address = Address::parse_strict(&row.address)?;
+                    let (id, c) = self.submit(&address, row, None, forward, now).await?;
                     Ok(ack(&id, &c))
                 }
                 .await,
             ),
-            RoomRequest::Relay { address, envelope, hops, relay } => objects::reply(
-                async { self.relay(&Address::parse_strict(&address)?, &envelope, hops, relay, now).await }.await,
-            ),
-            RoomRequest::Pull { address, query } => objects::reply(
+            MailboxRequest::Pull { address, query } => objects::reply(
                 async { self.pull(&Address::parse_strict(&address)?, PageQuery::parse(&query)?).await }.await,
             ),
-            RoomRequest::Revoke { revocation, .. } => {
+            MailboxRequest::Revoke { revocation, .. } => {
                 objects::reply(async { self.revoke(&Revocation::parse_relayed(&revocation)?).await }.await)
             }
-            RoomRequest::Sockets { ip, .. } => objects::reply(Ok(self.sockets_of(&ip) as u64)),
+            MailboxRequest::Sockets { ip, .. } => objects::reply(Ok(self.sockets_of(&ip) as u64)),
         }
     }
 }
 
-impl DurableObject for Room {
+impl DurableObject for Mailbox {
     fn new(state: State, env: Env) -> Self {
         // `{"type":"ping"}` is answered by the runtime without waking the object.
         if let Ok(pair) = WebSocketRequestResponsePair::new(wire::PING, wire::PONG) {
             state.set_websocket_auto_response(&pair);
         }
-        Room { state, env, inner: RefCell::new(Inner::default()), writer: OnceCell::new(), write_lock: Mutex::new(()) }
+        Mailbox {
+            state,
+            env,
+            inner: RefCell::new(Inner::default()),
+            writer: OnceCell::new(),
+            write_lock: Mutex::new(()),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -370,7 +292,7 @@ impl DurableObject for Room {
             return Ok(());
         };
         // Every client frame counts against the per-IP limit, before anything else (§4.2).
-        if let Err(e) = crate::throttle::check_ip(&self.env, &config, &info.limit_ip).await {
+        if let Err(e) = objects::limiter::check_ip(&self.env, &config, &info.limit_ip).await {
             let _ = ws.send_with_str(ServerFrame::error(None, e.into_protocol()).encode());
             return Ok(());
         }
@@ -408,12 +330,12 @@ impl DurableObject for Room {
     }
 }
 
-objects::rpc_entry!(Room);
+objects::rpc_entry!(Mailbox);
 
 /// The writer's effects, carried out by the object: peers' outboxes, sockets,
 /// long-polls and the posts' answers.
 struct Effects<'a> {
-    room: &'a Room,
+    room: &'a Mailbox,
     config: &'a Config,
     now: u64,
 }
@@ -426,7 +348,7 @@ impl Sink<Item> for Effects<'_> {
         }
         let mut groups: Vec<(Forward, Vec<Value>)> = Vec::new();
         for e in entries {
-            let (forward, json) = (&e.payload.forward, e.payload.envelope.to_json());
+            let (forward, json) = (&e.payload.forward, e.row.envelope_json());
             match groups.iter_mut().find(|(f, _)| f == forward) {
                 Some((_, items)) => items.push(json),
                 None => groups.push((forward.clone(), vec![json])),

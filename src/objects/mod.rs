@@ -1,5 +1,6 @@
-//! One convention for calling the three Durable Objects (`Room`, `Limiter`,
-//! `Outbox`): each has a request enum (serde, tagged by `op`) and typed replies;
+//! The three Durable Objects as the rest of the Worker calls them: each one's
+//! contract (request enum and replies) and client in `mailbox.rs`, `limiter.rs`,
+//! `outbox.rs`, and here the one convention they share: each has a request enum (serde, tagged by `op`) and typed replies;
 //! a request travels as a JSON string in one RPC call, `rpc(request)`, to its
 //! object's stub, and the object answers a JSON [`Reply`]: `{"ok": …}` or
 //! `{"err": {code, message, retry_after}}`. A refusal keeps its §6 code across the
@@ -8,8 +9,12 @@
 //! Response, headers or body streams on either side (+10–15% ingest across 100
 //! rooms locally: README "Performance"). The runtime offers RPC only to classes that extend
 //! `DurableObject`: `worker/entry.mjs` wraps each Rust object in one. Only the
-//! WebSocket upgrade of a room goes by `fetch` (it must carry the client's
-//! upgrade request): `room::open_socket`.
+//! WebSocket upgrade of an address goes by `fetch` (it must carry the client's
+//! upgrade request): `mailbox::open_socket`.
+
+pub mod limiter;
+pub mod mailbox;
+pub mod outbox;
 
 use crate::http::{ApiError, ApiResult};
 use denet_core::{Error, ErrorCode};
@@ -121,7 +126,7 @@ where
     F: FnOnce(Q, u64) -> Fut,
     Fut: std::future::Future<Output = String>,
 {
-    let now = crate::checks::now_ms();
+    let now = crate::http::now_ms();
     let reply = match request_of::<Q>(&request) {
         Ok(q) => std::panic::AssertUnwindSafe(handle(q, now)).await,
         Err(e) => reply::<()>(Err(e)),

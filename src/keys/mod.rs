@@ -1,0 +1,74 @@
+//! The key directory (PROTOCOL.md §1): every read and write of device bundles and
+//! revocations, through the [`Store`] trait. Here: lookups for every check that
+//! needs "is this an active key of that wallet" (a short per-isolate cache), and
+//! the gate of signed inbox reads; `routes.rs` registers, lists and revokes;
+//! `peers.rs` takes keys learned from peers (§7), trusted only as far as their
+//! wallet signatures verify.
+
+pub mod peers;
+pub mod routes;
+
+use crate::config::Config;
+use crate::http::ApiResult;
+use crate::store::D1Store;
+use denet_core::admission::require_active;
+use denet_core::cache::TtlCache;
+use denet_core::request::{self, SignedRequest};
+use denet_core::store::{BundleRow, Store};
+use denet_core::{SignKey, Wallet};
+use std::cell::RefCell;
+use worker::{Env, Request};
+
+/// How long a looked-up bundle is trusted without asking D1 again. Bounds how long
+/// another isolate may still accept a key revoked elsewhere.
+const CACHE_MS: u64 = 10_000;
+const CACHE_MAX: usize = 10_000;
+
+thread_local! {
+    static CACHE: RefCell<TtlCache<BundleRow>> = RefCell::new(TtlCache::new(CACHE_MS, CACHE_MAX));
+}
+
+/// The stored bundle of `sign_key`, from the isolate cache or the store. Only
+/// found bundles are cached: a key registered a moment later is seen at once.
+pub async fn lookup(store: &impl Store, sign_key: &str, now_ms: u64) -> ApiResult<Option<BundleRow>> {
+    if let Some(row) = CACHE.with(|c| c.borrow().get(sign_key, now_ms)) {
+        return Ok(Some(row));
+    }
+    let row = store.bundle(sign_key).await?;
+    if let Some(row) = &row {
+        CACHE.with(|c| c.borrow_mut().insert(sign_key, row.clone(), now_ms));
+    }
+    Ok(row)
+}
+
+/// Drops a key from this isolate's cache (after a revocation or a new bundle).
+pub fn forget(sign_key: &str) {
+    CACHE.with(|c| c.borrow_mut().remove(sign_key));
+}
+
+/// Records a verified revocation in the directory and drops the key from this
+/// isolate's cache. (The inbox's object calls it, closing the key's sockets.)
+pub async fn record_revocation(store: &impl Store, key: &str, revoked_at: u64, sig: &str) -> ApiResult<()> {
+    store.revoke(key, revoked_at, sig).await?;
+    forget(key);
+    Ok(())
+}
+
+/// The gate of a signed inbox route (§3.1): returns the query left for the route
+/// and the key that signed, once the request is proven to come from an active key
+/// of `wallet`.
+pub async fn authorize_inbox(
+    req: &Request,
+    wallet: &Wallet,
+    env: &Env,
+    config: &Config,
+    now: u64,
+) -> ApiResult<(String, SignKey)> {
+    let url = req.url()?;
+    let extracted = request::extract(url.path(), url.query(), |name| req.headers().get(name).ok().flatten());
+    let signed: SignedRequest = extracted.credentials?;
+    signed.verify(req.method().as_ref(), wallet, now, config.limits.skew_ms)?;
+    let row = lookup(&D1Store::new(env, config), &signed.key.to_b64(), now).await?;
+    require_active(row.as_ref(), wallet, now)?;
+    Ok((extracted.query, signed.key))
+}

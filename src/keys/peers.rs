@@ -1,0 +1,108 @@
+//! Keys learned from peers (PROTOCOL.md §7), trusted only as far as their wallet
+//! signatures verify: pushed with relayed messages or alone, or fetched when an
+//! envelope names a key this relay does not know. (What this relay sends its peers
+//! is queued in one `Outbox` object per peer: `src/outbox.rs`.)
+
+use crate::config::Config;
+use crate::http::{ApiError, ApiResult};
+use crate::objects::{mailbox, outbox};
+use crate::store::D1Store;
+use denet_core::store::{BundleRow, Store};
+use denet_core::{Bundle, Revocation, Wallet};
+use serde_json::{Value, json};
+use worker::{Env, Fetch};
+
+/// Asks the peers for `wallet`'s bundles (`?include=all`), keeps those whose wallet
+/// signature (and revocation) verifies, and stores them. Returns how many were new.
+pub async fn fetch_keys(env: &Env, config: &Config, wallet: &Wallet, now: u64) -> ApiResult<usize> {
+    let store = D1Store::new(env, config);
+    let mut stored = 0;
+    for peer in &config.peers {
+        let url = format!("{peer}/v1/keys/{wallet}?include=all");
+        let Ok(mut resp) = Fetch::Url(url.parse().map_err(ApiError::internal)?).send().await else { continue };
+        if resp.status_code() != 200 {
+            continue;
+        }
+        let Ok(answer) = resp.json::<Value>().await else { continue };
+        for entry in answer["keys"].as_array().into_iter().flatten() {
+            let Ok((bundle, revocation)) = denet_core::bundle::parse_listed(entry) else { continue };
+            // Not another wallet's, and not one expired beyond the retention period
+            // (that one could only come back as a key this relay forgot).
+            let oldest = now.saturating_sub(config.limits.retention_ms());
+            if bundle.wallet != *wallet || bundle.expires_at < oldest {
+                continue;
+            }
+            if store_bundle(&store, &bundle, now).await? {
+                stored += 1;
+            }
+            if let Some(r) = revocation {
+                apply_revocation(env, &store, &r).await?;
+            }
+        }
+        if stored > 0 {
+            break;
+        }
+    }
+    Ok(stored)
+}
+
+/// Stores a bundle that verified by its wallet signature; true if it was new.
+async fn store_bundle(store: &impl Store, bundle: &Bundle, now: u64) -> ApiResult<bool> {
+    let row = BundleRow::from_bundle(bundle);
+    if store.bundle(&row.sign_key).await?.is_some() {
+        return Ok(false);
+    }
+    // Keys learned from peers are not held to this relay's 16-key cap: the wallet
+    // signed them, and refusing one would only make this relay disagree with its peers.
+    Ok(store.put_bundle(&row, usize::MAX / 2, now).await?)
+}
+
+/// Applies a verified revocation to a stored bundle (through the inbox's object,
+/// which closes the sockets the key opened); true if it was new here.
+async fn apply_revocation(env: &Env, store: &impl Store, r: &Revocation) -> ApiResult<bool> {
+    match store.bundle(&r.sign_key.to_b64()).await? {
+        Some(row) if row.wallet == r.wallet.as_str() && row.revoked_at.is_none() => {
+            mailbox::revoke(env, r).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Stores the bundles and revocations a peer sent that verify by their wallet
+/// signatures (never a weak key, never a revoked key as new, never a bundle
+/// expired beyond the retention period), and forwards the new ones on. Returns
+/// `{stored, revoked, refused}`.
+pub async fn take_keys(
+    env: &Env,
+    config: &Config,
+    bundles: &[Value],
+    revocations: &[Value],
+    relay: &str,
+    hops: u64,
+    now: u64,
+) -> ApiResult<Value> {
+    let store = D1Store::new(env, config);
+    let oldest = now.saturating_sub(config.limits.retention_ms());
+    let (mut new_bundles, mut new_revocations, mut refused) = (Vec::new(), Vec::new(), 0);
+    for b in bundles {
+        match Bundle::parse(b).and_then(|bundle| bundle.verify().map(|_| bundle)) {
+            Ok(bundle) if bundle.expires_at < oldest => refused += 1,
+            Ok(bundle) if store_bundle(&store, &bundle, now).await? => new_bundles.push(bundle.to_json()),
+            Ok(_) => {}
+            Err(_) => refused += 1,
+        }
+    }
+    for r in revocations {
+        match Revocation::parse_relayed(r).and_then(|rev| rev.verify().map(|_| rev)) {
+            Ok(rev) if apply_revocation(env, &store, &rev).await? => new_revocations.push(rev.to_json()),
+            Ok(_) => {}
+            Err(_) => refused += 1,
+        }
+    }
+    let answer = json!({"stored": new_bundles.len(), "revoked": new_revocations.len(), "refused": refused});
+    use outbox::Kind;
+    outbox::enqueue(env, config, Kind::Bundle, hops + 1, Some(relay), new_bundles).await?;
+    outbox::enqueue(env, config, Kind::Revocation, hops + 1, Some(relay), new_revocations).await?;
+    Ok(answer)
+}

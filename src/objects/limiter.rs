@@ -1,0 +1,94 @@
+//! The `Limiter` object's contract and client: the §5 throttles as the rest of
+//! the Worker draws on them. The bucket logic is `denet_core::limiter`; state lives
+//! in `Limiter` Durable Objects (`src/limiter.rs`), one per key ("ip:…",
+//! "sender:…"), so every isolate of the relay draws from the same bucket.
+//!
+//! To spare a Durable Object round trip per request, an isolate leases tokens:
+//! it takes up to 1/20 of a bucket's capacity at once and spends them locally.
+//! The bucket never gives out more than it holds, so the limit holds; tokens
+//! leased by an isolate that goes away are simply spent. With small limits the
+//! lease is one token, i.e. every request asks the object.
+
+use crate::config::Config;
+use crate::http::ApiResult;
+use crate::objects;
+use denet_core::admission::Take;
+use denet_core::limiter::Leases;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use worker::{Env, Request};
+
+/// What a `Limiter` object does (one object per limiter key, "ip:…", "sender:…").
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LimiterRequest {
+    /// Takes up to `want` tokens of `bucket` (a lease). → the tokens granted, or `rate_limited`
+    Take { bucket: String, capacity: u64, want: u64 },
+    /// Takes a socket place at `address`, at most `max` in all. → (), or `rate_limited`
+    Acquire { ip: String, address: String, max: u64 },
+    /// Gives a socket place at `address` back. → ()
+    Release { address: String },
+}
+
+/// The client's IP as Cloudflare reports it, as the key it is limited under
+/// (IPv6 by its /64).
+pub fn client_ip(req: &Request) -> String {
+    let ip = req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into());
+    denet_core::limiter::ip_bucket(&ip)
+}
+
+fn limiter(env: &Env, key: &str) -> ApiResult<worker::Stub> {
+    Ok(env.durable_object("LIMITER")?.id_from_name(key)?.get_stub()?)
+}
+
+/// The most leases an isolate keeps before forgetting them all (bounded memory).
+const MAX_LEASES: usize = 10_000;
+
+thread_local! {
+    /// Tokens this isolate holds per "key/bucket".
+    static LEASES: RefCell<Leases> = RefCell::new(Leases::new(MAX_LEASES));
+}
+
+async fn take(env: &Env, key: &str, bucket: &str, capacity: u64) -> ApiResult<()> {
+    let lease_key = format!("{key}/{bucket}");
+    if LEASES.with(|l| l.borrow_mut().spend(&lease_key)) {
+        return Ok(());
+    }
+    let request = LimiterRequest::Take { bucket: bucket.to_owned(), capacity, want: Leases::want(capacity) };
+    let granted: u64 = objects::call(limiter(env, key)?, &request).await?;
+    LEASES.with(|l| l.borrow_mut().granted(&lease_key, granted));
+    Ok(())
+}
+
+/// `IP_REQUESTS_PER_MIN`: every request from one IP.
+pub async fn check_ip(env: &Env, config: &Config, ip: &str) -> ApiResult<()> {
+    take(env, &format!("ip:{ip}"), "requests", config.limits.ip_requests_per_min).await
+}
+
+/// Draws `takes` in order (an admission's sender limits), stopping at the first refusal.
+pub async fn take_all(env: &Env, takes: &[Take]) -> ApiResult<()> {
+    for t in takes {
+        take(env, &t.key, t.bucket, t.capacity).await?;
+    }
+    Ok(())
+}
+
+/// `SOCKETS_PER_IP`: takes a socket place for `ip` at `address`, refused when all
+/// are taken (after a recount, so places lost in a crash or restart come back).
+pub async fn acquire_socket(env: &Env, config: &Config, ip: &str, address: &str) -> ApiResult<()> {
+    let request =
+        LimiterRequest::Acquire { ip: ip.to_owned(), address: address.to_owned(), max: config.limits.sockets_per_ip };
+    objects::call(limiter(env, &format!("ip:{ip}"))?, &request).await
+}
+
+/// Gives a socket place back (the socket closed, or its upgrade was refused).
+pub async fn release_socket(env: &Env, ip: &str, address: &str) {
+    let request = LimiterRequest::Release { address: address.to_owned() };
+    let released: ApiResult<()> = match limiter(env, &format!("ip:{ip}")) {
+        Ok(stub) => objects::call(stub, &request).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = released {
+        worker::console_error!("socket release for {ip}: {}", e.into_protocol());
+    }
+}
