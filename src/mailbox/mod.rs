@@ -19,13 +19,13 @@ use crate::store::D1Store;
 
 mod sockets;
 
+use denet_core::socket::{SocketInfo, Table};
 use denet_core::store::{MessageRow, StoreError, read_page};
 use denet_core::wire::{self, Ack, ServerFrame};
 use denet_core::writer::{self, Committed, Entry, Post, Sink, Writer};
 use denet_core::{Address, Error, PageQuery, Revocation};
 use futures::channel::oneshot;
 use futures::lock::Mutex;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -34,31 +34,6 @@ use worker::{
     Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage, durable_object,
     wasm_bindgen, worker_sys::WebSocketRequestResponsePair,
 };
-
-/// What each hibernating socket carries, so the object can serve it after waking.
-#[derive(Serialize, Deserialize, Clone)]
-struct SocketInfo {
-    sid: u64,
-    address: String,
-    /// The client's IP, whose socket place is given back on close (then emptied).
-    #[serde(default)]
-    ip: String,
-    /// The IP's limiter key, against which every client frame counts (§4.2).
-    #[serde(default)]
-    limit_ip: String,
-    /// An inbox socket's key (§3.1): its revocation or expiry closes the socket.
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    expires_at: Option<u64>,
-    /// False while the socket's replay is still being sent: live frames wait.
-    #[serde(default = "yes")]
-    live: bool,
-}
-
-fn yes() -> bool {
-    true
-}
 
 /// What the writer carries along with a post's row.
 struct Item {
@@ -89,6 +64,9 @@ pub struct Mailbox {
     /// Held by whoever drives the writer or replays a socket, so commits,
     /// broadcasts and replays happen one at a time and in seq order.
     write_lock: Mutex<()>,
+    /// The address's sockets with their info, rebuilt from the runtime's list on
+    /// the first use after a wake-up: a message goes out without reading N attachments.
+    sockets: RefCell<Option<Table<WebSocket>>>,
 }
 
 /// Drops the wake-ups of long-polls that stopped waiting (timed out or answered),
@@ -143,22 +121,42 @@ impl Mailbox {
         }
     }
 
+    /// Runs `f` on the socket table, rebuilding it first after a wake-up.
+    fn with_sockets<R>(&self, f: impl FnOnce(&mut Table<WebSocket>) -> R) -> R {
+        let mut table = self.sockets.borrow_mut();
+        let table = table.get_or_insert_with(|| {
+            let sockets = self.state.get_websockets().into_iter().map(|ws| {
+                let info = ws.deserialize_attachment::<SocketInfo>().ok().flatten();
+                (ws, info)
+            });
+            Table::rebuild(sockets)
+        });
+        f(table)
+    }
+
+    /// The socket `sid`, if open here.
+    fn socket(&self, sid: u64) -> Option<WebSocket> {
+        self.with_sockets(|t| t.socket(sid).cloned())
+    }
+
     /// Sends `frame` to every live socket of the address but `except`. A socket
     /// whose key has expired is closed first (§3.1); one that fails is closed; the
     /// others still get the frame.
     async fn broadcast(&self, frame: &str, except: Option<u64>, now: u64) {
-        for ws in self.state.get_websockets() {
-            let Some(info) = ws.deserialize_attachment::<SocketInfo>().ok().flatten() else { continue };
-            if !info.live || except == Some(info.sid) {
-                continue;
-            }
-            if info.expires_at.is_some_and(|at| at <= now) {
+        let (expired, failed) = self.with_sockets(|t| {
+            let out = t.fan_out(except, now);
+            let failed: Vec<WebSocket> =
+                out.send.into_iter().filter(|ws| ws.send_with_str(frame).is_err()).cloned().collect();
+            (out.expired, failed)
+        });
+        for sid in expired {
+            if let Some(ws) = self.socket(sid) {
                 self.close_forbidden(&ws, "the key that opened this socket has expired").await;
-                continue;
             }
-            if ws.send_with_str(frame).is_err() {
-                let _ = ws.close(Some(1011), Some("send failed"));
-            }
+        }
+        for ws in failed {
+            let _ = ws.close(Some(1011), Some("send failed"));
+            self.socket_gone(&ws).await;
         }
     }
 
@@ -177,9 +175,8 @@ impl Mailbox {
         let config = Config::get(&self.env)?;
         let store = D1Store::new(&self.env, &config);
         keys::record_revocation(&store, &key, revocation.revoked_at, &revocation.wallet_sig).await?;
-        for ws in self.state.get_websockets() {
-            let info = ws.deserialize_attachment::<SocketInfo>().ok().flatten();
-            if info.and_then(|i| i.key).as_deref() == Some(key.as_str()) {
+        for sid in self.with_sockets(|t| t.opened_by(&key)) {
+            if let Some(ws) = self.socket(sid) {
                 self.close_forbidden(&ws, "the key that opened this socket was revoked").await;
             }
         }
@@ -188,15 +185,10 @@ impl Mailbox {
 
     /// Closes the sockets whose key has expired and sets the alarm for the next expiry.
     async fn expire_sockets(&self, now: u64) -> Result<()> {
-        let mut next: Option<u64> = None;
-        for ws in self.state.get_websockets() {
-            let Some(at) = ws.deserialize_attachment::<SocketInfo>().ok().flatten().and_then(|i| i.expires_at) else {
-                continue;
-            };
-            if at <= now {
+        let (expired, next) = self.with_sockets(|t| t.expiry(now));
+        for sid in expired {
+            if let Some(ws) = self.socket(sid) {
                 self.close_forbidden(&ws, "the key that opened this socket has expired").await;
-            } else {
-                next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
         if let Some(at) = next {
@@ -270,6 +262,7 @@ impl DurableObject for Mailbox {
             inner: RefCell::new(Inner::default()),
             writer: OnceCell::new(),
             write_lock: Mutex::new(()),
+            sockets: RefCell::new(None),
         }
     }
 

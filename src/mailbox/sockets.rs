@@ -65,6 +65,7 @@ impl Mailbox {
             }
             self.state.accept_web_socket(&pair.server);
             pair.server.serialize_attachment(&info)?;
+            self.with_sockets(|t| t.insert(pair.server.clone(), info.clone()));
         }
         if let Some(at) = info.expires_at {
             self.alarm_by(at, now).await?;
@@ -96,6 +97,8 @@ impl Mailbox {
             pair.server.send_with_str(ServerFrame::Ready { next: cursor }.encode())?;
             info.live = true;
             pair.server.serialize_attachment(&info)?;
+            // The hand-off, in the same turn as the last page: the next commit reaches it.
+            self.with_sockets(|t| t.go_live(sid).is_some());
             break;
         }
         Ok(Response::from_websocket(pair.client)?)
@@ -119,12 +122,7 @@ impl Mailbox {
 
     /// How many open sockets of this address came from `ip` (for the limiter's recount).
     pub(super) fn sockets_of(&self, ip: &str) -> usize {
-        self.state
-            .get_websockets()
-            .iter()
-            .filter_map(|ws| ws.deserialize_attachment::<SocketInfo>().ok().flatten())
-            .filter(|info| !ip.is_empty() && info.ip == ip)
-            .count()
+        self.with_sockets(|t| t.count_of_ip(ip))
     }
 
     /// One client frame; returns the frame to answer with, if any.
@@ -157,11 +155,11 @@ impl Mailbox {
         }
     }
 
-    /// Gives the closed socket's place back to its IP, once.
+    /// Forgets a closed socket and gives its place back to its IP, once.
     pub(super) async fn socket_gone(&self, ws: &WebSocket) {
-        if let Ok(Some(mut info)) = ws.deserialize_attachment::<SocketInfo>()
-            && !info.ip.is_empty()
-        {
+        let Ok(Some(mut info)) = ws.deserialize_attachment::<SocketInfo>() else { return };
+        self.with_sockets(|t| t.remove(info.sid));
+        if !info.ip.is_empty() {
             let ip = std::mem::take(&mut info.ip);
             let _ = ws.serialize_attachment(&info);
             limiter::release_socket(&self.env, &ip, &info.address).await;
