@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: setup setup-browser build sdk migrate dev test test-sdk test-browser typecheck fmt lint unit wasm e2e bench bench-ingest fuzz clean
+.PHONY: setup setup-browser build sdk migrate dev test test-sdk test-browser typecheck fmt lint unit wasm e2e bench bench-ingest bench-fanout fuzz clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen and npm packages if missing
 setup:
@@ -88,6 +88,10 @@ bench: build
 ## bench-ingest: only the floors, the two ingest scenarios and the shape's ceiling (~4.5 min); writes bench/results/ingest.json
 bench-ingest: build
 	cargo run --release -q -p denet-bench -- --ingest
+
+## bench-fanout: only the fan-out rows (10, 100, 500 sockets), to bench/results/fanout.json
+bench-fanout: build
+	cargo run --release -q -p denet-bench -- --fanout
 
 ## fuzz: run each cargo-fuzz target of denet-core for FUZZ_SECONDS (not part of `make test`)
 FUZZ_SECONDS ?= 60

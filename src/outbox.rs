@@ -38,6 +38,36 @@ fn item_size(row: &PendingRow) -> usize {
     row.payload.len() + 1 + keys
 }
 
+/// What to do with the oldest pending rows (at most the batch cap, in order).
+#[derive(Debug, PartialEq)]
+enum Batch {
+    /// Send these: a prefix of one kind group (messages, or keys) and one hops
+    /// value that fits one relay request (empty when nothing is pending).
+    Send(Vec<PendingRow>),
+    /// The first row alone cannot fit a relay request: a dead letter, never a stall.
+    TooLarge(i64),
+}
+
+/// The outbox's batching policy, apart from its SQL.
+fn batch_of(rows: Vec<PendingRow>, max_bytes: usize) -> Batch {
+    let Some(first) = rows.first() else { return Batch::Send(rows) };
+    if REQUEST_OVERHEAD + item_size(first) > max_bytes {
+        return Batch::TooLarge(first.n);
+    }
+    let group = |k: &str| if k == "message" { "message" } else { "keys" };
+    let (g, hops) = (group(&first.kind), first.hops);
+    let mut size = REQUEST_OVERHEAD;
+    Batch::Send(
+        rows.into_iter()
+            .take_while(|r| group(&r.kind) == g && r.hops == hops)
+            .take_while(|r| {
+                size += item_size(r);
+                size <= max_bytes
+            })
+            .collect(),
+    )
+}
+
 fn parse_payload(payload: &str) -> Value {
     serde_json::from_str(payload).unwrap_or(Value::Null)
 }
@@ -49,7 +79,7 @@ pub struct Outbox {
     env: Env,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct PendingRow {
     n: i64,
     kind: String,
@@ -245,22 +275,10 @@ impl Outbox {
                 .sql()
                 .exec("SELECT n, kind, hops, payload FROM pending ORDER BY n LIMIT ?", vec![(cap as i64).into()])?
                 .to_array()?;
-            let Some(first) = rows.first() else { return Ok(rows) };
-            if REQUEST_OVERHEAD + item_size(first) > max_bytes {
-                self.dead_letter(&[first.n], "larger than RELAY_REQUEST_BYTES", now)?;
-                continue;
+            match batch_of(rows, max_bytes) {
+                Batch::TooLarge(n) => self.dead_letter(&[n], "larger than RELAY_REQUEST_BYTES", now)?,
+                Batch::Send(rows) => return Ok(rows),
             }
-            let group = |k: &str| if k == "message" { "message" } else { "keys" };
-            let (g, hops) = (group(&first.kind), first.hops);
-            let mut size = REQUEST_OVERHEAD;
-            return Ok(rows
-                .into_iter()
-                .take_while(|r| group(&r.kind) == g && r.hops == hops)
-                .take_while(|r| {
-                    size += item_size(r);
-                    size <= max_bytes
-                })
-                .collect());
         }
     }
 
@@ -362,5 +380,45 @@ impl DurableObject for Outbox {
             self.state.storage().set_alarm(denet_core::mesh::MAX_BACKOFF_MS as i64).await?;
         }
         Response::ok("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row of an anonymous envelope (no keys carried along) of `payload_len` bytes.
+    fn row(n: i64, kind: &str, hops: i64, payload_len: usize) -> PendingRow {
+        let payload = format!("\"from\":null{}", "x".repeat(payload_len.saturating_sub(11)));
+        PendingRow { n, kind: kind.into(), hops, payload }
+    }
+
+    fn sent(batch: Batch) -> Vec<i64> {
+        match batch {
+            Batch::Send(rows) => rows.iter().map(|r| r.n).collect(),
+            Batch::TooLarge(n) => panic!("row {n} is a dead letter"),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_kind_group_and_one_hops_value_in_order() {
+        let rows =
+            vec![row(1, "message", 1, 10), row(2, "message", 1, 10), row(3, "bundle", 1, 10), row(4, "message", 1, 10)];
+        assert_eq!(sent(batch_of(rows, 10_000)), [1, 2]);
+        let rows = vec![row(1, "bundle", 1, 10), row(2, "revocation", 1, 10), row(3, "bundle", 2, 10)];
+        assert_eq!(sent(batch_of(rows, 10_000)), [1, 2], "bundles and revocations travel together");
+        assert_eq!(sent(batch_of(Vec::new(), 10_000)), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_batch_fits_one_relay_request_and_a_row_too_large_alone_is_a_dead_letter() {
+        // Anonymous messages (no keys carried along): 256 overhead + 101 per row.
+        let rows: Vec<_> = (1..=5).map(|n| row(n, "message", 1, 100)).collect();
+        assert_eq!(sent(batch_of(rows, REQUEST_OVERHEAD + 3 * 101)), [1, 2, 3]);
+        let rows = vec![row(7, "message", 1, 1_000), row(8, "message", 1, 20)];
+        assert_eq!(batch_of(rows, 900), Batch::TooLarge(7));
+        // A named envelope counts the bundle and revocation sent with it.
+        let named = PendingRow { n: 9, kind: "message".into(), hops: 1, payload: "x".repeat(100) };
+        assert_eq!(item_size(&named), 101 + KEYS_PER_ITEM);
     }
 }

@@ -136,6 +136,20 @@ fn wrk_rate(url: &str, concurrency: usize, seconds: u64) -> Option<f64> {
 
 /// Every scenario, or with `ingest_only` just the floors and the two ingest runs
 /// (`--ingest`: a quick loop while working on the post path).
+/// Only the `fanout_N` rows (`make bench-fanout`): post → delivery latency at 10,
+/// 100 and 500 sockets, against a fresh relay.
+pub async fn run_fanout(scale: &Scale) -> Vec<Value> {
+    let relay = tokio::task::spawn_blocking(|| Relay::start_with(&[("DENET_TEST_ROUTES", "1")])).await.unwrap();
+    let mut results = Vec::new();
+    for &sockets in &scale.fanout_sockets {
+        let fanout = fanout(&relay, sockets, scale.fanout_messages).await;
+        report(&fanout);
+        results.push(fanout);
+    }
+    tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
+    results
+}
+
 pub async fn run_all(scale: &Scale, ingest_only: bool) -> Vec<Value> {
     let mut relay = tokio::task::spawn_blocking(|| Relay::start_with(&[("DENET_TEST_ROUTES", "1")])).await.unwrap();
     let mut results = Vec::new();
