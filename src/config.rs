@@ -58,3 +58,15 @@ impl Config {
         Ok(Config { relay_id, limits, peers, peer_token, test_routes, shards })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The test-only routes (`/v1/__panic`, `__faults`, `__metrics`, `__conformance`)
+    /// are off in the committed configuration: a deployment never serves them.
+    #[test]
+    fn the_committed_wrangler_toml_keeps_the_test_routes_off() {
+        let toml = include_str!("../wrangler.toml");
+        let set: Vec<&str> = toml.lines().filter(|l| l.trim_start().starts_with("DENET_TEST_ROUTES")).collect();
+        assert_eq!(set, [r#"DENET_TEST_ROUTES = "0""#]);
+    }
+}
