@@ -10,6 +10,7 @@ use crate::keys::{self, peers};
 use crate::objects::limiter;
 use crate::store::D1Store;
 use denet_core::admission::{self, Admitted, Ask, Refusal, Source};
+use denet_core::store::Store;
 use serde_json::Value;
 use worker::Env;
 
@@ -19,14 +20,18 @@ pub async fn admit(env: &Env, config: &Config, value: &Value, source: Source, no
     let mut pending = admission::check(value, source, &config.limits, now)?;
     loop {
         pending = match pending.ask() {
-            Ask::Key { wallet, key, from_peers } => {
+            Ask::Key { wallet, key, from_peers, cached } => {
                 let store = D1Store::new(env, config);
                 let key = key.to_b64();
-                let mut row = keys::lookup(&store, &key, now).await.map_err(glue)?;
+                let read = async || match cached {
+                    true => keys::lookup(&store, &key, now).await,
+                    false => Ok(store.bundle(&key).await?),
+                };
+                let mut row = read().await.map_err(glue)?;
                 if row.is_none() && from_peers {
                     let wallet = wallet.clone();
                     if peers::fetch_keys(env, config, &wallet, now).await.map_err(glue)? > 0 {
-                        row = keys::lookup(&store, &key, now).await.map_err(glue)?;
+                        row = read().await.map_err(glue)?;
                     }
                 }
                 pending.key(row.as_ref(), now)?

@@ -63,6 +63,8 @@ async fn apply_revocation(env: &Env, store: &impl Store, r: &Revocation) -> ApiR
     match store.bundle(&r.sign_key.to_b64()).await? {
         Some(row) if row.wallet == r.wallet.as_str() && row.revoked_at.is_none() => {
             mailbox::revoke(env, r).await?;
+            // The object dropped it from its isolate's cache; this isolate drops it too.
+            super::forget(&row.sign_key);
             Ok(true)
         }
         _ => Ok(false),

@@ -88,6 +88,9 @@ pub async fn revoke_key(mut req: Request, wallet: &str, env: &Env, config: &Conf
     // the same turn. Done even for a key already revoked (keeping the first
     // revocation), so a retry after a failure still closes them.
     mailbox::revoke(env, &revocation).await?;
+    // The object dropped the key from its isolate's key cache; the isolate that
+    // handled the revocation drops it at once too (other isolates: within 10 s, §1.2).
+    keys::forget(&sign_key);
     if row.revoked_at.is_none() {
         outbox::enqueue(env, config, outbox::Kind::Revocation, 1, None, vec![revocation.to_json()]).await?;
     }

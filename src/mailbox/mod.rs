@@ -20,7 +20,7 @@ use crate::store::D1Store;
 mod sockets;
 
 use denet_core::socket::{SocketInfo, Table};
-use denet_core::store::{MessageRow, StoreError, read_page};
+use denet_core::store::{MessageRow, Store, StoreError, read_page};
 use denet_core::wire::{self, Ack, ServerFrame};
 use denet_core::writer::{self, Committed, Entry, Post, Sink, Writer};
 use denet_core::{Address, Error, PageQuery, Revocation};
@@ -139,6 +139,18 @@ impl Mailbox {
         self.with_sockets(|t| t.socket(sid).cloned())
     }
 
+    /// The dedup fast path: whether a copy of `id` is stored, without a lookup when
+    /// the writer's filter knows it is new (a "maybe" is confirmed in the store).
+    async fn already_stored(&self, address: &Address, id: &str, ts: u64) -> ApiResult<bool> {
+        let config = Config::get(&self.env)?;
+        let from = match self.writer.get() {
+            Some(w) => w.borrow().lookup_from(id, ts),
+            None => Some(ts.saturating_sub(config.limits.skew_ms)),
+        };
+        let Some(from) = from else { return Ok(false) };
+        Ok(D1Store::new(&self.env, &config).find(address, id, from).await?.is_some())
+    }
+
     /// Sends `frame` to every live socket of the address but `except`. A socket
     /// whose key has expired is closed first (§3.1); one that fails is closed; the
     /// others still get the frame.
@@ -239,6 +251,9 @@ impl Mailbox {
                 }
                 .await,
             ),
+            MailboxRequest::Known { address, id, ts } => {
+                objects::reply(async { self.already_stored(&Address::parse_strict(&address)?, &id, ts).await }.await)
+            }
             MailboxRequest::Pull { address, query } => objects::reply(
                 async { self.pull(&Address::parse_strict(&address)?, PageQuery::parse(&query)?).await }.await,
             ),

@@ -42,7 +42,13 @@ impl Mailbox {
         let messages = D1Store::new(&self.env, &config);
         let bounds = PageBounds { limit: REPLAY_PAGE, max_bytes: config.limits.max_page_bytes };
         let pair = WebSocketPair::new()?;
-        let sid = self.new_sid(now);
+        // Unique among the sockets held here (ids repeat only past 4096 opens in one ms).
+        let sid = loop {
+            let sid = self.new_sid(now);
+            if self.with_sockets(|t| t.socket(sid).is_none()) {
+                break sid;
+            }
+        };
         let limit_ip = opener.ip.clone();
         let mut info = SocketInfo {
             sid,
@@ -94,11 +100,12 @@ impl Mailbox {
             if page.more {
                 continue;
             }
+            // The hand-off, in the same turn as the last page: the next commit reaches
+            // it. A socket that closed during its replay is gone from the table and
+            // stays gone (its place was given back once, by `socket_gone`).
+            let Some(live) = self.with_sockets(|t| t.go_live(sid).cloned()) else { break };
             pair.server.send_with_str(ServerFrame::Ready { next: cursor }.encode())?;
-            info.live = true;
-            pair.server.serialize_attachment(&info)?;
-            // The hand-off, in the same turn as the last page: the next commit reaches it.
-            self.with_sockets(|t| t.go_live(sid).is_some());
+            pair.server.serialize_attachment(&live)?;
             break;
         }
         Ok(Response::from_websocket(pair.client)?)

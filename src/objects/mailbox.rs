@@ -33,6 +33,10 @@ pub enum MailboxRequest {
     /// An admitted envelope (`denet_core::admission`), as the row the Worker made of
     /// it once: commit it, or find its first copy, then forward it. → [`Ack`]
     Commit { row: MessageRow, forward: Forward },
+    /// Whether a copy of envelope `id` (sent at `ts`) is stored here: the relay's
+    /// answer to a peer's copy it would otherwise refuse (§7: a known one is a
+    /// `duplicate`, whatever became of its key or clock since). → bool
+    Known { address: String, id: String, ts: u64 },
     /// A long-poll (`wait` > 0), `query` as the client sent it. → a page
     Pull { address: String, query: String },
     /// A verified revocation of a key of this inbox: record it, close its sockets. → ()
@@ -49,6 +53,12 @@ fn stub(env: &Env, name: &str) -> ApiResult<Stub> {
 pub async fn commit(env: &Env, row: MessageRow, forward: Forward) -> ApiResult<Ack> {
     let stub = stub(env, &row.address)?;
     objects::call(stub, &MailboxRequest::Commit { row, forward }).await
+}
+
+/// Whether the object of `address` holds a copy of envelope `id` sent at `ts`.
+pub async fn known(env: &Env, address: &Address, id: &str, ts: u64) -> ApiResult<bool> {
+    let request = MailboxRequest::Known { address: address.as_str().to_owned(), id: id.to_owned(), ts };
+    objects::call(stub(env, address.as_str())?, &request).await
 }
 
 /// A long-poll, answered by the object when a message arrives or `wait` passes.

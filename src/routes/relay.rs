@@ -56,8 +56,15 @@ async fn relay_one(env: &Env, config: &Config, envelope: &Value, relay: &str, ho
         Err(refusal) => {
             // The id, when the envelope parses at all (a stale or badly signed one still has one).
             let max = config.limits.max_body_bytes as usize;
-            let id = denet_core::Envelope::parse(envelope, max).ok().map(|e| e.id());
-            return result(id.as_deref(), refusal);
+            let Some(parsed) = denet_core::Envelope::parse(envelope, max).ok() else { return result(None, refusal) };
+            let id = parsed.id();
+            // A copy this relay holds is a duplicate, not refused: its key may have been
+            // revoked (back-dated) or its ts left the window since it was stored here.
+            let known = async { mailbox::known(env, &parsed.to, &id, parsed.ts).await.unwrap_or(false) };
+            if matches!(&refusal, Refusal::Refused(e) if e.code != ErrorCode::Internal) && known.await {
+                return ItemResult::Duplicate.to_json(Some(&id), None, None);
+            }
+            return result(Some(&id), refusal);
         }
     };
     let id = admitted.row.id.clone();

@@ -316,3 +316,63 @@ async fn a_peer_restarted_mid_stream_ends_with_every_message_once() {
     ids.extend(post_many(&relays[0], &room, 20, 100).await);
     holds_exactly_once(&relays[1], &room, &ids, Duration::from_secs(60)).await;
 }
+
+/// Attack (review of #20): a peer sends an envelope together with its key's
+/// revocation, the envelope signed after `revoked_at`, to a relay whose isolate has
+/// the key cached from a recent post. The revocation comes first in the batch, so the
+/// envelope is judged against it: refused, never stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relayed_envelope_signed_after_its_keys_revocation_is_refused_even_with_the_key_cached() {
+    let relay = tokio::task::spawn_blocking(|| {
+        let mut vars: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
+        vars.extend([("RELAY_ID", "b"), ("PEER_TOKEN", TOKEN)]);
+        Relay::start_exactly(&vars)
+    })
+    .await
+    .unwrap();
+    let (alice, room) = (User::new(), random_room());
+    relay.register(&alice).await;
+    assert_eq!(relay.post(&alice.envelope(&room, b"warms the key cache")).await.0, 201);
+    let mut revocation = alice.revocation(alice.sign_key());
+    revocation["wallet"] = json!(alice.wallet.as_str());
+    let after = revocation["revoked_at"].as_u64().unwrap() + 1_000;
+    let late = sign_envelope(&alice.device, &room, Some(&alice.wallet), after, b"signed after the revocation");
+    let batch = json!({"relay": "a", "hops": 1, "envelopes": [late], "revocations": [revocation]});
+    let (code, body) = relay_post(&relay, "/v1/relay/messages", TOKEN, &batch).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["results"][0]["status"], "refused", "{body}");
+    assert_eq!(body["results"][0]["code"], "forbidden", "{body}");
+    assert_eq!(ids_in(&relay, &room).await.len(), 1, "only the message sent before the revocation");
+}
+
+/// A peer's copy of a message this relay holds is a `duplicate` (§7), even when its
+/// key was revoked since with a `revoked_at` back-dated to before it (allowed within
+/// the skew): refusing it would make the sender dead-letter a message that is here.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_copy_is_a_duplicate_even_after_its_key_was_revoked_back_to_before_it() {
+    let relay = tokio::task::spawn_blocking(|| {
+        let mut vars: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
+        vars.extend([("RELAY_ID", "b"), ("PEER_TOKEN", TOKEN)]);
+        Relay::start_exactly(&vars)
+    })
+    .await
+    .unwrap();
+    let (alice, room) = (User::new(), random_room());
+    relay.register(&alice).await;
+    let env = alice.envelope(&room, b"held here");
+    assert_eq!(relay.post(&env).await.0, 201);
+    let mut revocation = denet_core::Revocation {
+        wallet: alice.wallet.clone(),
+        sign_key: alice.sign_key(),
+        revoked_at: env["ts"].as_u64().unwrap() - 1_000,
+        wallet_sig: String::new(),
+    };
+    revocation.wallet_sig = denet_e2e::actors::personal_sign(&alice.wallet_key, &revocation.statement());
+    let path = format!("/v1/keys/{}/revoke", alice.wallet);
+    let (code, body) = relay.send_json(reqwest::Method::POST, &path, &revocation.request_json()).await;
+    assert_eq!(code, 200, "{body}");
+    let batch = json!({"relay": "a", "hops": 1, "envelopes": [env]});
+    let (code, body) = relay_post(&relay, "/v1/relay/messages", TOKEN, &batch).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["results"][0]["status"], "duplicate", "{body}");
+}

@@ -76,8 +76,12 @@ pub struct Take {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ask<'a> {
     /// The stored bundle of `key` (answer with [`Pending::key`]); `from_peers`: if
-    /// this relay does not know it, it may ask its peers first.
-    Key { wallet: &'a Wallet, key: &'a SignKey, from_peers: bool },
+    /// this relay does not know it, it may ask its peers first. `cached`: whether a
+    /// copy up to the key cache's age may answer. A client's envelope may use it (the
+    /// revocation window of §1.2); a peer's may not: its batch carries the key's
+    /// revocation just before it, recorded in the directory but perhaps not yet in
+    /// this isolate's cache, and relays must agree whatever order revocations came in.
+    Key { wallet: &'a Wallet, key: &'a SignKey, from_peers: bool, cached: bool },
     /// These draws, in order, stopping at the first refusal (answer with [`Pending::limits`]).
     Limits(Vec<Take>),
     /// Nothing: the envelope is admitted ([`Pending::admitted`]).
@@ -148,9 +152,12 @@ impl Pending {
     /// What this admission needs next.
     pub fn ask(&self) -> Ask<'_> {
         match (self.stage, &self.envelope.from) {
-            (Stage::Key, Some(wallet)) => {
-                Ask::Key { wallet, key: &self.envelope.key, from_peers: !self.source.is_client() }
-            }
+            (Stage::Key, Some(wallet)) => Ask::Key {
+                wallet,
+                key: &self.envelope.key,
+                from_peers: !self.source.is_client(),
+                cached: self.source.is_client(),
+            },
             (Stage::Limits, _) => Ask::Limits(self.takes()),
             _ => Ask::Nothing,
         }
@@ -345,7 +352,7 @@ mod tests {
         let v = envelope(&signer, &room(), Some(&w), NOW);
         let limits = Limits::default();
         let p = check(&v, post(), &limits, NOW).unwrap();
-        assert!(matches!(p.ask(), Ask::Key { from_peers: false, .. }));
+        assert!(matches!(p.ask(), Ask::Key { from_peers: false, cached: true, .. }));
         let active = bundle(&signer, &w, NOW - 1000, None);
         let admitted = run(check(&v, post(), &limits, NOW).unwrap(), Some(&active), Ok(())).unwrap();
         assert_eq!(admitted.row.id, admitted.envelope.id());
@@ -387,7 +394,9 @@ mod tests {
         // A day old: far outside a client's window, inside the retention period.
         assert_eq!(code(check(&v, post(), &limits, NOW)), ("refused", ErrorCode::StaleTimestamp));
         let p = check(&v, Source::Relayed, &limits, NOW).unwrap();
-        assert!(matches!(p.ask(), Ask::Key { from_peers: true, .. }));
+        // Judged against the directory itself, never a cached copy: the batch's
+        // revocations were recorded there just before.
+        assert!(matches!(p.ask(), Ask::Key { from_peers: true, cached: false, .. }));
         // Revoked since: it was active at ts, so the relayed copy is kept; no limits asked.
         let revoked_since = bundle(&signer, &w, day_old - 1000, Some(NOW - 1000));
         let p = p.key(Some(&revoked_since), NOW).unwrap();
