@@ -168,6 +168,14 @@ pub async fn run_all(scale: &Scale, ingest_only: bool) -> Vec<Value> {
         report(&ingest);
         results.push(ingest);
     }
+    // The same messages as `send` frames, pipelined on one socket per poster: 20
+    // rooms (a socket each) and one room (all 20 on it).
+    for rooms in [scale.concurrency, 1] {
+        let (next, ingest) = load_between_floors(relay, scale, rooms, false, Over::Sockets).await;
+        relay = next;
+        report(&ingest);
+        results.push(ingest);
+    }
     // The same load on a Worker of the same shape that does nothing else: what the
     // platform allows on this machine (bench/skeleton). The relay idles meanwhile.
     relay = blocking(relay, |relay| relay.stop()).await;
@@ -197,11 +205,32 @@ async fn blocking(mut relay: Relay, f: impl FnOnce(&mut Relay) + Send + 'static)
 /// request, ours or a hello-world Worker's alike), and this machine's speed drifts
 /// by ±15% within minutes (a shared VM): so the ratio is taken against the floor
 /// measured just before and just after. `billing`: read the relay's D1 counters.
-async fn ingest_between_floors(mut relay: Relay, scale: &Scale, rooms: usize, billing: bool) -> (Relay, Value) {
+async fn ingest_between_floors(relay: Relay, scale: &Scale, rooms: usize, billing: bool) -> (Relay, Value) {
+    load_between_floors(relay, scale, rooms, billing, Over::Http).await
+}
+
+/// How messages go in: `POST /v1/messages`, or `send` frames on sockets.
+#[derive(Clone, Copy, PartialEq)]
+enum Over {
+    Http,
+    Sockets,
+}
+
+/// [`ingest_between_floors`] over HTTP or WebSockets.
+async fn load_between_floors(
+    mut relay: Relay,
+    scale: &Scale,
+    rooms: usize,
+    billing: bool,
+    over: Over,
+) -> (Relay, Value) {
     relay = blocking(relay, |relay| relay.restart()).await;
     let floor_before = floor(&relay, scale).await["rate_per_s"].as_f64().unwrap();
     let before = if billing { metrics(&relay).await } else { Value::Null };
-    let mut ingest = ingest(&relay, scale, rooms).await;
+    let mut ingest = match over {
+        Over::Http => ingest(&relay, scale, rooms).await,
+        Over::Sockets => ws_ingest(&relay, scale, rooms).await,
+    };
     if billing {
         let after = metrics(&relay).await;
         ingest["billing_per_message"] = per_message(&before, &after, scale.ingest_messages);
@@ -431,6 +460,84 @@ async fn ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
     let rate = scale.ingest_messages as f64 / elapsed.as_secs_f64();
     json!({"scenario": format!("ingest_{rooms}_room{}", if rooms == 1 { "" } else { "s" }),
            "concurrency": scale.concurrency, "messages": scale.ingest_messages, "rooms": rooms,
+           "rate_per_s": rate.round(), "latency": summary(latencies), "lost": lost, "client_cpu_share": share})
+}
+
+/// Ingest over WebSockets (`ws_ingest_N_room(s)`): one socket per poster
+/// (`concurrency` of them, each with its own registered sender), socket i on room
+/// i mod `rooms`, every `send` frame pipelined (sent without waiting for acks), the
+/// rate counted from the first frame to the last ack. Frames go straight to the
+/// address's object: no Worker, no object call per message.
+async fn ws_ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
+    let sockets = scale.concurrency;
+    let per_socket = scale.ingest_messages / sockets;
+    let room_ids: Vec<String> = (0..rooms).map(|_| random_room()).collect();
+    let mut posters = Vec::new();
+    for i in 0..sockets {
+        let user = User::new();
+        relay.register(&user).await;
+        let room = room_ids[i % rooms].clone();
+        let frames: Vec<(String, Value)> = (0..per_socket)
+            .map(|n| {
+                let reference = format!("{i}-{n}");
+                let env = user.envelope(&room, format!("ws {i} {n}").as_bytes());
+                (env["sig"].as_str().unwrap().to_owned(), json!({"type": "send", "ref": reference, "envelope": env}))
+            })
+            .collect();
+        let mut socket = Socket::connect(&relay.ws_url(&format!("/v1/rooms/{room}/ws"))).await;
+        socket.until_ready().await;
+        posters.push((socket, frames));
+    }
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let cpu = Cpu::now();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut socket, frames) in posters {
+        let (acked, latencies) = (acked.clone(), latencies.clone());
+        tasks.spawn(async move {
+            let mut sent_at = HashMap::new();
+            for (sig, frame) in &frames {
+                sent_at.insert(frame["ref"].as_str().unwrap().to_owned(), (sig.clone(), Instant::now()));
+                socket.send(frame).await;
+            }
+            let mut left = frames.len();
+            while left > 0 {
+                let Some(frame) = socket.recv_within(Duration::from_secs(60)).await else { break };
+                if frame["type"] == "error" {
+                    panic!("a send frame was refused: {frame}");
+                }
+                if frame["type"] != "ack" {
+                    continue; // another poster's message, live on the same room
+                }
+                let Some((sig, at)) = frame["ref"].as_str().and_then(|r| sent_at.remove(r)) else { continue };
+                latencies.lock().unwrap().push(at.elapsed().as_secs_f64() * 1000.0);
+                acked.lock().unwrap().insert(sig);
+                left -= 1;
+            }
+            socket.close().await;
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let share = cpu.share_since();
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), sockets * per_socket, "every frame acknowledged");
+    let mut stored = HashSet::new();
+    for room in &room_ids {
+        for m in relay.pull_all(&format!("/v1/rooms/{room}/messages"), 500).await {
+            stored.insert(m["sig"].as_str().unwrap().to_owned());
+        }
+    }
+    let lost = acked.difference(&stored).count();
+    assert_eq!(lost, 0, "every acknowledged message is pullable");
+    let messages = sockets * per_socket;
+    let rate = messages as f64 / elapsed.as_secs_f64();
+    let latencies = latencies.lock().unwrap().clone();
+    json!({"scenario": format!("ws_ingest_{rooms}_room{}", if rooms == 1 { "" } else { "s" }),
+           "sockets": sockets, "messages": messages, "rooms": rooms, "pipelined": true,
            "rate_per_s": rate.round(), "latency": summary(latencies), "lost": lost, "client_cpu_share": share})
 }
 
@@ -830,7 +937,30 @@ async fn pull(relay: &Relay, room: &str, n: usize, samples: usize) -> Value {
     json!({"scenario": format!("pull_{n}"), "messages_in_room": n, "samples": samples, "latency": Value::Object(positions)})
 }
 
+/// The headline ingest figures: the relay's share of the shape's ceiling (1 and 100
+/// rooms: what the relay keeps of what the platform allows), and the WebSocket
+/// ingest's ratio to the HTTP floor.
+fn headline(results: &[Value]) -> String {
+    let field = |scenario: &str, name: &str| {
+        results
+            .iter()
+            .find(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with(scenario)))
+            .and_then(|r| r.get(name))
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "headline: relay_share_of_ceiling 1 room {} · 100 rooms {} | ws_ingest ratio_to_floor 20 rooms {} · 1 room {}",
+        field("shape_ceiling_1_room", "relay_share_of_ceiling"),
+        field("shape_ceiling_100_rooms", "relay_share_of_ceiling"),
+        field("ws_ingest_20_rooms", "ratio_to_floor"),
+        field("ws_ingest_1_room", "ratio_to_floor"),
+    )
+}
+
 fn print_table(results: &[Value]) {
+    println!();
+    println!("{}", headline(results));
     println!();
     println!("| scenario | rate/s | ratio to floor | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|");
