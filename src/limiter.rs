@@ -5,7 +5,7 @@
 use crate::http::ApiResult;
 use crate::objects::{self, limiter::LimiterRequest, mailbox};
 use denet_core::Error;
-use denet_core::limiter::TokenBucket;
+use denet_core::limiter::{TokenBucket, WaitPlaces};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,6 +17,8 @@ pub struct Limiter {
     state: State,
     env: Env,
     buckets: RefCell<HashMap<String, TokenBucket>>,
+    /// The IP's waiting long-polls (`WAITS_PER_IP`).
+    waits: RefCell<WaitPlaces>,
 }
 
 /// Where an IP's sockets are: open sockets per address, so a recount can ask the
@@ -24,9 +26,23 @@ pub struct Limiter {
 #[derive(Serialize, Deserialize, Default)]
 struct SocketPlaces {
     by_address: HashMap<String, u64>,
+    /// When the places were last recounted, ms.
+    #[serde(default)]
+    recounted_at: u64,
 }
 
+/// At most one recount per IP in this time: a recount asks every object that holds
+/// the IP's sockets (up to `SOCKETS_PER_IP` calls), so upgrades refused in a row at
+/// the cap must not each pay for one.
+const RECOUNT_EVERY_MS: u64 = 30_000;
+
 impl SocketPlaces {
+    /// Whether a refused upgrade at `now` recounts the places (places of sockets
+    /// that died without a close, in a crash or restart, come back by a recount).
+    fn recount_due(&self, now: u64) -> bool {
+        now.saturating_sub(self.recounted_at) >= RECOUNT_EVERY_MS
+    }
+
     fn total(&self) -> u64 {
         self.by_address.values().sum()
     }
@@ -54,17 +70,25 @@ impl Limiter {
                     b.take_up_to(capacity, want.max(1), now).map_err(|secs| Error::rate_limited(secs).into()),
                 )
             }
-            LimiterRequest::Acquire { ip, address, max } => objects::reply(self.acquire(&ip, &address, max).await),
+            LimiterRequest::Acquire { ip, address, max } => objects::reply(self.acquire(&ip, &address, max, now).await),
             LimiterRequest::Release { address } => objects::reply(self.release(&address).await),
+            LimiterRequest::Wait { until, max } => objects::reply(
+                self.waits.borrow_mut().acquire(until, max, now).map_err(|secs| Error::rate_limited(secs).into()),
+            ),
+            LimiterRequest::Waited { until } => {
+                self.waits.borrow_mut().release(until);
+                objects::reply(Ok(()))
+            }
         }
     }
 
-    async fn acquire(&self, ip: &str, address: &str, max: u64) -> ApiResult<()> {
+    async fn acquire(&self, ip: &str, address: &str, max: u64, now: u64) -> ApiResult<()> {
         let storage = self.state.storage();
         let mut open: SocketPlaces = storage.get(SOCKETS).await?.unwrap_or_default();
-        if open.total() >= max {
+        if open.total() >= max && open.recount_due(now) {
             // Places of sockets that died without a close (a crash, a restart) would
             // lock the IP out for good: ask the objects that should hold them.
+            open.recounted_at = now;
             for (at, n) in open.by_address.iter_mut() {
                 // An object that cannot answer counts as holding none (permissive,
                 // like a limiter that forgot its buckets).
@@ -77,7 +101,9 @@ impl Limiter {
         }
         if open.total() >= max {
             storage.put(SOCKETS, &open).await?;
-            return Err(Error::rate_limited(1).into());
+            // Retry when a recount is due again (or a socket of the IP closes).
+            let wait_ms = RECOUNT_EVERY_MS.saturating_sub(now.saturating_sub(open.recounted_at));
+            return Err(Error::rate_limited(wait_ms.div_ceil(1000).max(1)).into());
         }
         open.add(address);
         storage.put(SOCKETS, &open).await?;
@@ -96,7 +122,7 @@ impl Limiter {
 
 impl DurableObject for Limiter {
     fn new(state: State, env: Env) -> Self {
-        Limiter { state, env, buckets: RefCell::new(HashMap::new()) }
+        Limiter { state, env, buckets: RefCell::new(HashMap::new()), waits: RefCell::new(WaitPlaces::default()) }
     }
 
     async fn fetch(&self, _req: Request) -> Result<Response> {
@@ -105,3 +131,30 @@ impl DurableObject for Limiter {
 }
 
 objects::rpc_entry!(Limiter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attack (#21): with 64 sockets on 64 addresses, every upgrade refused at the
+    /// cap recounted them all: 65 object calls per refused upgrade. Now a recount is
+    /// due at most once per 30 s per IP.
+    #[test]
+    fn upgrades_refused_in_a_row_recount_at_most_once_per_interval() {
+        let mut places = SocketPlaces::default();
+        for i in 0..64 {
+            places.add(&format!("address {i}"));
+        }
+        let now = 1_000_000;
+        let mut recounts = 0;
+        for t in (now..now + RECOUNT_EVERY_MS).step_by(100) {
+            if places.recount_due(t) {
+                places.recounted_at = t;
+                recounts += 1;
+            }
+        }
+        assert_eq!(recounts, 1, "one recount for 300 refused upgrades in 30 s");
+        assert!(places.recount_due(now + RECOUNT_EVERY_MS), "and one again after it");
+        assert_eq!(places.total(), 64);
+    }
+}

@@ -177,11 +177,18 @@ impl Outbox {
         Ok(())
     }
 
+    /// Sends what is pending, then keeps the dead letters bounded.
+    async fn deliver(&self, now: u64) -> Result<()> {
+        let config = Config::get(&self.env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
+        let sent = self.send_pending(&config, now).await;
+        self.prune_dead(&config, now)?;
+        sent
+    }
+
     /// Sends pending batches until none is left or something must wait. What
     /// becomes of each item is `denet_core::mesh::plan`'s decision.
-    async fn deliver(&self, now: u64) -> Result<()> {
+    async fn send_pending(&self, config: &Config, now: u64) -> Result<()> {
         let Some(peer) = self.meta("peer") else { return Ok(()) };
-        let config = Config::get(&self.env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
         let token = config.peer_token.clone().unwrap_or_default();
         self.expire(config.limits.retention_ms(), now)?;
         if self.meta("peer_relay").is_none()
@@ -197,7 +204,7 @@ impl Outbox {
             let (kind, hops) = (first.kind.clone(), first.hops as u64);
             let (path, body) = if kind == "message" {
                 let envelopes: Vec<Value> = batch.iter().map(|r| parse_payload(&r.payload)).collect();
-                let (bundles, revocations) = self.keys_of(&config, &envelopes).await?;
+                let (bundles, revocations) = self.keys_of(config, &envelopes).await?;
                 let body = RelayMessages { relay: config.relay_id.clone(), hops, envelopes, bundles, revocations };
                 ("messages", body.to_json())
             } else {
@@ -300,6 +307,26 @@ impl Outbox {
         self.delete(ids)
     }
 
+    /// Keeps the dead letters bounded (a peer that refuses everything would grow them
+    /// until posts fail): at most `OUTBOX_DEAD_MAX`, the newest, none older than
+    /// `OUTBOX_DEAD_DAYS`. How many were dropped shows as `pruned` in the status.
+    fn prune_dead(&self, config: &Config, now: u64) -> Result<()> {
+        let before = self.count("dead");
+        if before == 0 {
+            return Ok(());
+        }
+        let oldest = now.saturating_sub(config.limits.outbox_dead_days.saturating_mul(denet_core::limits::DAY_MS));
+        self.sql().exec("DELETE FROM dead WHERE at < ?", vec![(oldest as i64).into()])?;
+        let max = config.limits.outbox_dead_max.min(i64::MAX as u64) as i64;
+        self.sql()
+            .exec("DELETE FROM dead WHERE n NOT IN (SELECT n FROM dead ORDER BY n DESC LIMIT ?)", vec![max.into()])?;
+        let pruned = before.saturating_sub(self.count("dead"));
+        if pruned > 0 {
+            self.bump("pruned", pruned)?;
+        }
+        Ok(())
+    }
+
     /// Items older than the retention period are dead letters: the peer would
     /// refuse them anyway, and their messages are gone here too.
     fn expire(&self, retention_ms: u64, now: u64) -> Result<()> {
@@ -354,6 +381,7 @@ impl Outbox {
                 "retried": self.counter("retried"),
                 "pending": self.count("pending"),
                 "dead": self.count("dead"),
+                "pruned": self.counter("pruned"),
             }))),
         }
     }

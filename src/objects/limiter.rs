@@ -28,6 +28,10 @@ pub enum LimiterRequest {
     Acquire { ip: String, address: String, max: u64 },
     /// Gives a socket place at `address` back. → ()
     Release { address: String },
+    /// Takes a waiting place for a long-poll that ends by `until`, at most `max`. → (), or `rate_limited`
+    Wait { until: u64, max: u64 },
+    /// Gives the waiting place taken for `until` back. → ()
+    Waited { until: u64 },
 }
 
 /// The client's IP as Cloudflare reports it, as the key it is limited under
@@ -55,9 +59,19 @@ async fn take(env: &Env, key: &str, bucket: &str, capacity: u64) -> ApiResult<()
         return Ok(());
     }
     let request = LimiterRequest::Take { bucket: bucket.to_owned(), capacity, want: Leases::want(capacity) };
-    let granted: u64 = objects::call(limiter(env, key)?, &request).await?;
-    LEASES.with(|l| l.borrow_mut().granted(&lease_key, granted));
-    Ok(())
+    match objects::call::<_, u64>(limiter(env, key)?, &request).await {
+        Ok(granted) => {
+            LEASES.with(|l| l.borrow_mut().granted(&lease_key, granted));
+            Ok(())
+        }
+        // Refused, but requests that asked at the same time may have leased tokens
+        // for this isolate meanwhile: a burst below the limit is never refused.
+        Err(refused) if LEASES.with(|l| l.borrow_mut().refused(&lease_key)) => {
+            let _ = refused;
+            Ok(())
+        }
+        Err(refused) => Err(refused),
+    }
 }
 
 /// `IP_REQUESTS_PER_MIN`: every request from one IP.
@@ -79,6 +93,28 @@ pub async fn acquire_socket(env: &Env, config: &Config, ip: &str, address: &str)
     let request =
         LimiterRequest::Acquire { ip: ip.to_owned(), address: address.to_owned(), max: config.limits.sockets_per_ip };
     objects::call(limiter(env, &format!("ip:{ip}"))?, &request).await
+}
+
+/// `WAITS_PER_IP`: takes a waiting place for a long-poll of `ip` that waits
+/// `wait_secs` at most from `now`; returns the `until` to give back with
+/// [`release_wait`]. Refused with `429 rate_limited` when all are taken.
+pub async fn acquire_wait(env: &Env, config: &Config, ip: &str, wait_secs: u64, now: u64) -> ApiResult<u64> {
+    // A little past the wait, for the page read after it.
+    let until = now + wait_secs * 1000 + 5_000;
+    let request = LimiterRequest::Wait { until, max: config.limits.waits_per_ip };
+    objects::call::<_, ()>(limiter(env, &format!("ip:{ip}"))?, &request).await?;
+    Ok(until)
+}
+
+/// Gives a waiting place back (the long-poll answered).
+pub async fn release_wait(env: &Env, ip: &str, until: u64) {
+    let released: ApiResult<()> = match limiter(env, &format!("ip:{ip}")) {
+        Ok(stub) => objects::call(stub, &LimiterRequest::Waited { until }).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = released {
+        worker::console_error!("wait release for {ip}: {}", e.into_protocol());
+    }
 }
 
 /// Gives a socket place back (the socket closed, or its upgrade was refused).

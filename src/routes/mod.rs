@@ -11,6 +11,7 @@ use crate::http::{ApiResult, refuse, require_no_query};
 use crate::keys::routes as keys;
 use crate::objects::limiter;
 use denet_core::ErrorCode;
+use messages::Puller;
 use worker::{Env, Method, Request, Response};
 
 /// A resolved route, its path parameters still unvalidated.
@@ -78,9 +79,9 @@ pub async fn dispatch(req: Request, env: Env, now: u64) -> ApiResult<Response> {
         Route::Health => health::health(&config),
         Route::OpenApi => health::openapi(),
         Route::PostMessage => messages::post_message(req, &env, &config, &ip, now).await,
-        Route::RoomMessages(room) => messages::pull_room(req, room, &env, &config).await,
+        Route::RoomMessages(room) => messages::pull_room(req, room, &env, &config, Puller { ip: &ip, now }).await,
         Route::RoomSocket(room) => sockets::room_socket(req, room, &env, &config, &ip).await,
-        Route::InboxMessages(wallet) => messages::pull_inbox(req, wallet, &env, &config, now).await,
+        Route::InboxMessages(wallet) => messages::pull_inbox(req, wallet, &env, &config, Puller { ip: &ip, now }).await,
         Route::InboxSocket(wallet) => sockets::inbox_socket(req, wallet, &env, &config, &ip, now).await,
         Route::Keys(wallet) if method == Method::Put => keys::put_bundle(req, wallet, &env, &config, now).await,
         Route::Keys(wallet) => keys::get_bundles(req, wallet, &env, &config, now).await,

@@ -104,6 +104,24 @@ impl Socket {
     pub async fn close(mut self) {
         let _ = self.inner.close(None).await;
     }
+
+    /// The socket as a sink of text frames and a stream of JSON frames, to send and
+    /// read at the same time (a client that pipelines).
+    pub fn split(
+        self,
+    ) -> (
+        impl futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>,
+        impl futures_util::Stream<Item = Value>,
+    ) {
+        let (sink, stream) = self.inner.split();
+        let frames = stream.filter_map(|m| async move {
+            match m {
+                Ok(Message::Text(text)) => serde_json::from_str(&text).ok(),
+                _ => None,
+            }
+        });
+        (sink, frames)
+    }
 }
 
 /// A `send` frame, as `denet_core::wire` encodes it.

@@ -18,6 +18,7 @@ fn relay() -> &'static Relay {
             ("SENDER_MESSAGES_PER_MIN", "3"),
             ("ANON_MESSAGES_PER_MIN_PER_IP", "2"),
             ("SOCKETS_PER_IP", "2"),
+            ("WAITS_PER_IP", "2"),
         ])
     });
     relay.stop_at_exit();
@@ -154,4 +155,40 @@ async fn send_frames_are_limited_like_posts_and_the_socket_stays_open() {
         .map(|m| m["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(stored, acked);
+}
+
+async fn pull_from(ip: &str, room: &str, wait: u64) -> (u16, Option<String>, Value) {
+    let resp = Relay::client()
+        .get(relay().url(&format!("/v1/rooms/{room}/messages?wait={wait}")))
+        .header("cf-connecting-ip", ip)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, resp.json().await.unwrap())
+}
+
+/// Attack (#21): long-polls were unbounded per IP (of 100 concurrent `wait` pulls
+/// from one IP, every one that passed the request limit was held, keeping objects
+/// awake). Now at most `WAITS_PER_IP` wait at once; the place comes back when a
+/// long-poll is answered, and a pull that does not wait never needs one.
+#[tokio::test]
+async fn one_ip_cannot_hold_more_long_polls_than_its_waiting_places() {
+    let (ip, room) = ("10.0.5.1", random_room());
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let room = room.clone();
+            tokio::spawn(async move { pull_from(ip, &room, 3).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let (status, retry, body) = pull_from(ip, &room, 3).await;
+    assert_limited(status, retry, &body);
+    assert_eq!(pull_from(ip, &room, 0).await.0, 200, "a pull that does not wait needs no place");
+    assert_eq!(pull_from("10.0.5.2", &room, 1).await.0, 200, "another IP has its own places");
+    for w in waiting {
+        assert_eq!(w.await.unwrap().0, 200, "the held long-polls are answered");
+    }
+    assert_eq!(pull_from(ip, &room, 1).await.0, 200, "places come back when answered");
 }

@@ -376,3 +376,33 @@ async fn a_held_copy_is_a_duplicate_even_after_its_key_was_revoked_back_to_befor
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["results"][0]["status"], "duplicate", "{body}");
 }
+
+/// Attack (#21): a peer that refuses everything grew the sender's dead letters
+/// without bound. Now an outbox keeps at most `OUTBOX_DEAD_MAX` (and none older than
+/// `OUTBOX_DEAD_DAYS`); how many it dropped shows as `pruned` in the status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusing_peer_cannot_grow_the_dead_letters_without_bound() {
+    // B refuses A's envelopes for good: their bodies are over B's MAX_BODY_BYTES.
+    let relays = tokio::task::spawn_blocking(|| {
+        mesh_with(&["a", "b"], &[(0, 1)], &[&[("OUTBOX_DEAD_MAX", "3")], &[("MAX_BODY_BYTES", "64")]])
+    })
+    .await
+    .unwrap();
+    let (a, room) = (&relays[0], random_room());
+    for i in 0..8 {
+        let body = format!("{i} {}", "x".repeat(200));
+        assert_eq!(a.post(&anonymous_envelope(&room, body.as_bytes())).await.0, 201);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = status(a).await;
+        if counter(&s, "dead") + counter(&s, "pruned") >= 8 || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    println!("dead letters after 8 refused envelopes: {s}");
+    assert_eq!(counter(&s, "dead") + counter(&s, "pruned"), 8, "{s}");
+    assert!(counter(&s, "dead") <= 3, "{s}");
+    assert_eq!(counter(&s, "pending"), 0, "{s}");
+}

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
 
 /// How much each scenario does.
 pub struct Scale {
@@ -493,29 +494,42 @@ async fn ws_ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
     let cpu = Cpu::now();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (mut socket, frames) in posters {
+    for (socket, frames) in posters {
         let (acked, latencies) = (acked.clone(), latencies.clone());
         tasks.spawn(async move {
-            let mut sent_at = HashMap::new();
-            for (sig, frame) in &frames {
-                sent_at.insert(frame["ref"].as_str().unwrap().to_owned(), (sig.clone(), Instant::now()));
-                socket.send(frame).await;
-            }
-            let mut left = frames.len();
-            while left > 0 {
-                let Some(frame) = socket.recv_within(Duration::from_secs(60)).await else { break };
-                if frame["type"] == "error" {
-                    panic!("a send frame was refused: {frame}");
+            use futures_util::{SinkExt, StreamExt};
+            let (mut sink, frames_in) = socket.split();
+            let mut frames_in = Box::pin(frames_in);
+            let sent_at: Mutex<HashMap<String, (String, Instant)>> = Mutex::new(HashMap::new());
+            let send = async {
+                for (sig, frame) in &frames {
+                    let reference = frame["ref"].as_str().unwrap().to_owned();
+                    sent_at.lock().unwrap().insert(reference, (sig.clone(), Instant::now()));
+                    sink.send(Message::text(frame.to_string())).await.expect("send");
                 }
-                if frame["type"] != "ack" {
-                    continue; // another poster's message, live on the same room
+            };
+            let read = async {
+                let mut left = frames.len();
+                while left > 0 {
+                    let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(60), frames_in.next()).await else {
+                        panic!("the socket ended with {left} acks missing");
+                    };
+                    if frame["type"] == "error" {
+                        panic!("a send frame was refused: {frame}");
+                    }
+                    if frame["type"] != "ack" {
+                        continue; // another poster's message, live on the same room
+                    }
+                    let Some((sig, at)) = frame["ref"].as_str().and_then(|r| sent_at.lock().unwrap().remove(r)) else {
+                        continue;
+                    };
+                    latencies.lock().unwrap().push(at.elapsed().as_secs_f64() * 1000.0);
+                    acked.lock().unwrap().insert(sig);
+                    left -= 1;
                 }
-                let Some((sig, at)) = frame["ref"].as_str().and_then(|r| sent_at.remove(r)) else { continue };
-                latencies.lock().unwrap().push(at.elapsed().as_secs_f64() * 1000.0);
-                acked.lock().unwrap().insert(sig);
-                left -= 1;
-            }
-            socket.close().await;
+            };
+            tokio::join!(send, read);
+            let _ = sink.close().await;
         });
     }
     while let Some(done) = tasks.join_next().await {

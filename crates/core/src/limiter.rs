@@ -76,12 +76,55 @@ impl Leases {
         }
     }
 
-    /// Records a grant of `granted` tokens, one of which is spent at once.
+    /// Records a grant of `granted` tokens, one of which is spent at once. Grants
+    /// add up: requests that asked at the same time each bring their lease home.
     pub fn granted(&mut self, key: &str, granted: u64) {
         if self.left.len() >= self.max_keys && !self.left.contains_key(key) {
             self.left.clear();
         }
-        self.left.insert(key.to_owned(), granted.saturating_sub(1));
+        *self.left.entry(key.to_owned()).or_default() += granted.saturating_sub(1);
+    }
+
+    /// The bucket refused a request's lease: it may still spend a token this
+    /// isolate holds (leased meanwhile by requests that asked at the same time).
+    /// True if it did.
+    pub fn refused(&mut self, key: &str) -> bool {
+        self.spend(key)
+    }
+}
+
+/// The long-polls one IP has waiting (`WAITS_PER_IP`, §5), each held until its
+/// `wait` ends at the latest: a place whose release never came (a crash, an isolate
+/// gone) frees itself then, so no recount is needed. Kept in memory by the IP's
+/// limiter object: if the object restarts it forgets them (permissive).
+#[derive(Debug, Default)]
+pub struct WaitPlaces {
+    /// When each waiting pull ends at the latest, ms.
+    until: Vec<u64>,
+}
+
+impl WaitPlaces {
+    /// Takes a place for a pull that waits until `until` at most, or returns the
+    /// whole seconds until the first place frees itself (the `Retry-After`, ≥ 1).
+    pub fn acquire(&mut self, until: u64, max: u64, now: u64) -> Result<(), u64> {
+        self.until.retain(|&u| u > now);
+        if self.until.len() as u64 >= max {
+            let first = self.until.iter().copied().min().unwrap_or(now);
+            return Err(first.saturating_sub(now).div_ceil(1000).max(1));
+        }
+        self.until.push(until);
+        Ok(())
+    }
+
+    /// Gives back the place taken for `until`.
+    pub fn release(&mut self, until: u64) {
+        if let Some(i) = self.until.iter().position(|&u| u == until) {
+            self.until.swap_remove(i);
+        }
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.until.len()
     }
 }
 
@@ -115,6 +158,51 @@ mod tests {
         assert!(!l.spend("a"), "one of the three was spent by the request that asked");
         assert_eq!(Leases::want(600), 30);
         assert_eq!(Leases::want(10), 1, "small limits stay exact");
+    }
+
+    /// Attack (#21): 100 truly simultaneous requests from one IP, in one isolate, with
+    /// 600 per minute. Each finds no lease and asks the bucket for 30; the first 20
+    /// drain it. Before, each grant overwrote the last (580 tokens leased, 29 kept)
+    /// and the 80 refused requests ignored them: 80 refusals of a burst below the limit.
+    #[test]
+    fn a_burst_below_the_limit_in_one_isolate_is_never_refused() {
+        let (capacity, burst) = (600, 100);
+        let mut bucket = TokenBucket::full(capacity, 0);
+        let mut leases = Leases::new(10);
+        // Every request misses the local lease before any answer comes back.
+        assert!((0..burst).all(|_| !leases.spend("ip")));
+        let answers: Vec<_> = (0..burst).map(|_| bucket.take_up_to(capacity, Leases::want(capacity), 0)).collect();
+        let mut refused = 0;
+        for answer in answers {
+            match answer {
+                Ok(granted) => leases.granted("ip", granted),
+                Err(_) if leases.refused("ip") => {}
+                Err(_) => refused += 1,
+            }
+        }
+        assert_eq!(refused, 0, "refusals in a burst of {burst} at {capacity}/min");
+        // And the limit holds: what is left here and in the bucket is the rest of 600.
+        let mut left = 0;
+        while leases.spend("ip") {
+            left += 1;
+        }
+        assert_eq!(left, capacity - burst);
+    }
+
+    /// Attack (#21): of 100 concurrent `wait` pulls from one IP, every one that passed
+    /// the request limit was held. Now at most `WAITS_PER_IP` wait at once.
+    #[test]
+    fn one_ip_cannot_hold_more_than_its_waiting_places() {
+        let mut w = WaitPlaces::default();
+        let held = (0..100).filter(|_| w.acquire(30_000, 64, 0).is_ok()).count();
+        assert_eq!(held, 64);
+        assert_eq!(w.acquire(30_000, 64, 0), Err(30), "retry when the first place frees itself");
+        w.release(30_000);
+        assert!(w.acquire(10_000, 64, 0).is_ok(), "a place given back is taken again");
+        assert_eq!(w.acquire(10_000, 64, 0), Err(10));
+        // A place never given back frees itself when its wait is over.
+        assert!(w.acquire(40_000, 64, 30_000).is_ok());
+        assert_eq!(w.waiting(), 1, "the places of waits that ended by 30 s are free");
     }
 
     #[test]

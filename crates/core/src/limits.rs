@@ -10,9 +10,15 @@ pub struct Limits {
     pub sender_messages_per_min: u64,
     pub anon_messages_per_min_per_ip: u64,
     pub sockets_per_ip: u64,
+    /// Long-polls (`wait` > 0) one IP may have waiting at once.
+    pub waits_per_ip: u64,
     pub retention_days: u64,
     pub max_page_bytes: u64,
     pub relay_request_bytes: u64,
+    /// Dead letters an outbox keeps per peer, newest first.
+    pub outbox_dead_max: u64,
+    /// Days an outbox keeps a dead letter.
+    pub outbox_dead_days: u64,
 }
 
 impl Default for Limits {
@@ -25,9 +31,12 @@ impl Default for Limits {
             sender_messages_per_min: 120,
             anon_messages_per_min_per_ip: 30,
             sockets_per_ip: 64,
+            waits_per_ip: 64,
             retention_days: 90,
             max_page_bytes: 4_194_304,
             relay_request_bytes: 1_048_576,
+            outbox_dead_max: 10_000,
+            outbox_dead_days: 7,
         }
     }
 }
@@ -40,7 +49,7 @@ type Field = fn(&mut Limits) -> &mut u64;
 
 impl Limits {
     /// The `[vars]` names, each with its field. Values are decimal strings.
-    const VARS: [(&'static str, Field); 10] = [
+    const VARS: [(&'static str, Field); 13] = [
         ("MAX_BODY_BYTES", |l| &mut l.max_body_bytes),
         ("MAX_REQUEST_BYTES", |l| &mut l.max_request_bytes),
         ("SKEW_MS", |l| &mut l.skew_ms),
@@ -48,9 +57,12 @@ impl Limits {
         ("SENDER_MESSAGES_PER_MIN", |l| &mut l.sender_messages_per_min),
         ("ANON_MESSAGES_PER_MIN_PER_IP", |l| &mut l.anon_messages_per_min_per_ip),
         ("SOCKETS_PER_IP", |l| &mut l.sockets_per_ip),
+        ("WAITS_PER_IP", |l| &mut l.waits_per_ip),
         ("RETENTION_DAYS", |l| &mut l.retention_days),
         ("MAX_PAGE_BYTES", |l| &mut l.max_page_bytes),
         ("RELAY_REQUEST_BYTES", |l| &mut l.relay_request_bytes),
+        ("OUTBOX_DEAD_MAX", |l| &mut l.outbox_dead_max),
+        ("OUTBOX_DEAD_DAYS", |l| &mut l.outbox_dead_days),
     ];
 
     /// Reads every limit through `var(name)`; an absent one keeps its default, an
@@ -87,7 +99,7 @@ mod tests {
         assert_eq!(l, Limits::default());
         assert_eq!(l.max_body_bytes, 65536);
         assert_eq!(l.retention_ms(), 90 * DAY_MS);
-        assert_eq!(Limits::VARS.len(), 10);
+        assert_eq!(Limits::VARS.len(), 13);
     }
 
     #[test]
