@@ -30,7 +30,7 @@ pub async fn admit(env: &Env, config: &Config, value: &Value, source: Source, no
                 let mut row = read().await.map_err(glue)?;
                 if row.is_none() && from_peers {
                     let wallet = wallet.clone();
-                    if peers::fetch_keys(env, config, &wallet, now).await.map_err(glue)? > 0 {
+                    if peers::fetch_key(env, config, &wallet, &key, now).await.map_err(glue)? > 0 {
                         row = read().await.map_err(glue)?;
                     }
                 }

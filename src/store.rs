@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::metrics;
 use denet_core::Address;
+use denet_core::retention::Plan;
 use denet_core::shards::Shards;
 pub use denet_core::store::BundleRow;
 use denet_core::store::{MessageRow, Store, StoreError, StoreResult, Stored, Tail};
@@ -110,6 +111,8 @@ struct Due {
     address: String,
     /// Delete every seq up to this one.
     upto: u64,
+    /// Every message of the address goes.
+    empties: bool,
     last_seq: u64,
     last_received_at: u64,
 }
@@ -234,34 +237,31 @@ impl<'e> D1Store<'e> {
             }
             let seen: Vec<Seen> = all_rows(db.prepare(walk).bind(&[text(&cursor), num(WALK)])).await?;
             let Some(end) = seen.last().map(|s| s.address.clone()) else { break };
-            // Plan the deletes within the budget: each address's due prefix, cut short
-            // where the budget ends (the next run goes on from there).
+            // Plan the deletes within the budget (`denet_core::retention`).
             let mut due = Vec::new();
-            let mut planned = deleted;
-            let mut cut_short = false;
+            let mut plan = Plan::new(budget, deleted, DELETE_MAX);
             for s in seen.iter().filter(|s| s.oldest < cutoff) {
-                let room = (budget - planned).min(DELETE_MAX);
-                if room == 0 {
-                    cut_short = true;
+                if !plan.has_room() {
                     break;
                 }
                 let address = Address::parse_strict(&s.address).map_err(|e| StoreError::Failed(e.message))?;
                 let cut = self.cut(&db, &address, cutoff).await?;
-                let upto = cut.min(s.first_seq + room - 1);
-                planned += upto + 1 - s.first_seq;
-                cut_short |= upto < cut;
-                due.push(Due {
-                    address: s.address.clone(),
-                    upto,
-                    last_seq: s.last_seq,
-                    last_received_at: s.last_received_at,
-                });
+                if let Some(d) = plan.take(s.first_seq, cut, s.last_seq) {
+                    due.push(Due {
+                        address: s.address.clone(),
+                        upto: d.upto,
+                        empties: d.empties,
+                        last_seq: s.last_seq,
+                        last_received_at: s.last_received_at,
+                    });
+                }
             }
+            let cut_short = plan.cut_short;
             // First the emptied addresses' last seq (in DB), then the deletes: seq
             // never goes back even if a delete fails after.
             let floors: Vec<D1PreparedStatement> = due
                 .iter()
-                .filter(|d| d.upto >= d.last_seq)
+                .filter(|d| d.empties)
                 .map(|d| {
                     main.prepare(
                         "INSERT INTO directory (address, shard, last_seq, last_received_at) VALUES (?1, ?2, ?3, ?4)
@@ -479,6 +479,13 @@ impl Store for D1Store<'_> {
 
     async fn bundles_of(&self, wallet: &str) -> StoreResult<Vec<BundleRow>> {
         bundles_of(&self.main()?, wallet).await.map_err(failed)
+    }
+
+    async fn bundles_page(&self, wallet: &str, after: &str, limit: u64) -> StoreResult<Vec<BundleRow>> {
+        let sql = format!(
+            "SELECT {BUNDLE_COLUMNS} FROM bundles WHERE wallet = ?1 AND sign_key > ?2 ORDER BY sign_key LIMIT ?3"
+        );
+        all_rows(self.main()?.prepare(sql).bind(&[text(wallet), text(after), num(limit)])).await
     }
 
     async fn revoke(&self, sign_key: &str, revoked_at: u64, sig: &str) -> StoreResult<()> {

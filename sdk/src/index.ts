@@ -363,17 +363,31 @@ export class Client {
       const step = call(() => f(Date.now()));
       if ("ok" in step) return step.ok;
       for (const wallet of step.need_keys) {
-        let answer: object;
-        try {
-          answer = (await this.request("GET", `/v1/keys/${wallet}?include=all`)).json;
-        } catch (e) {
-          if ((e as DenetError).code !== "not_found") throw e;
-          answer = { keys: [] };
-        }
+        const answer = await this.keyList(wallet);
         call(() => this.session.takeKeys(wallet, answer, Date.now()));
       }
     }
     throw new DenetError("internal", "the relay's key lists keep changing: try again");
+  }
+
+  /** Every page of a wallet's key list (`?include=all`, following `next`, at most 20 pages), as one `{keys}`; `{keys: []}` for a 404. */
+  private async keyList(wallet: string): Promise<object> {
+    const keys: unknown[] = [];
+    let after: string | undefined;
+    for (let page = 0; page < 20; page++) {
+      let answer: { keys?: unknown[]; next?: string };
+      try {
+        const query = after === undefined ? "include=all" : `include=all&after=${after}`;
+        answer = (await this.request("GET", `/v1/keys/${wallet}?${query}`)).json as { keys?: unknown[]; next?: string };
+      } catch (e) {
+        if ((e as DenetError).code !== "not_found") throw e;
+        break;
+      }
+      keys.push(...(answer.keys ?? []));
+      if (typeof answer.next !== "string") break;
+      after = answer.next;
+    }
+    return { keys };
   }
 
   /** Whether the relay lists this device active (nothing to sign). */

@@ -12,13 +12,14 @@ use denet_core::{Bundle, Revocation, Wallet};
 use serde_json::{Value, json};
 use worker::{Env, Fetch};
 
-/// Asks the peers for `wallet`'s bundles (`?include=all`), keeps those whose wallet
-/// signature (and revocation) verifies, and stores them. Returns how many were new.
-pub async fn fetch_keys(env: &Env, config: &Config, wallet: &Wallet, now: u64) -> ApiResult<usize> {
+/// Asks the peers for the bundle of `key` (`GET /v1/keys/{wallet}?key=`, one bundle,
+/// not the wallet's every kept bundle), keeps it if its wallet signature (and
+/// revocation) verifies, and stores it. Returns how many were new (0 or 1).
+pub async fn fetch_key(env: &Env, config: &Config, wallet: &Wallet, key: &str, now: u64) -> ApiResult<usize> {
     let store = D1Store::new(env, config);
     let mut stored = 0;
     for peer in &config.peers {
-        let url = format!("{peer}/v1/keys/{wallet}?include=all");
+        let url = format!("{peer}/v1/keys/{wallet}?key={key}");
         let Ok(mut resp) = Fetch::Url(url.parse().map_err(ApiError::internal)?).send().await else { continue };
         if resp.status_code() != 200 {
             continue;
@@ -29,7 +30,7 @@ pub async fn fetch_keys(env: &Env, config: &Config, wallet: &Wallet, now: u64) -
             // Not another wallet's, and not one expired beyond the retention period
             // (that one could only come back as a key this relay forgot).
             let oldest = now.saturating_sub(config.limits.retention_ms());
-            if bundle.wallet != *wallet || bundle.expires_at < oldest {
+            if bundle.wallet != *wallet || bundle.sign_key.to_b64() != key || bundle.expires_at < oldest {
                 continue;
             }
             if store_bundle(&store, &bundle, now).await? {

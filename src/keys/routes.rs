@@ -8,7 +8,7 @@ use crate::store::D1Store;
 use denet_core::bundle::MAX_ACTIVE_BUNDLES;
 use denet_core::query::parse_params;
 use denet_core::store::{BundleRow, Store};
-use denet_core::{Bundle, Error, ErrorCode, Revocation, Wallet, check_skew};
+use denet_core::{Bundle, Error, ErrorCode, Revocation, SignKey, Wallet, check_skew};
 use serde_json::{Value, json};
 use worker::{Env, Request, Response};
 
@@ -43,28 +43,58 @@ pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Conf
     json(200, &row.bundle_json())
 }
 
-/// `GET /v1/keys/{wallet}[?include=all]`
+/// Bundles on one page of `?include=all`.
+const KEYS_PAGE: u64 = 100;
+
+/// `GET /v1/keys/{wallet}`: the listed (active) bundles; `?include=all[&after=K]`:
+/// every kept bundle with its status, a page of at most 100 by `sign_key`, with
+/// `next` when more follow; `?key=K`: the one bundle of key `K`, with its status.
 pub async fn get_bundles(req: Request, wallet: &str, env: &Env, config: &Config, now: u64) -> ApiResult<Response> {
     let wallet = Wallet::parse_lenient(wallet)?;
     let url = req.url()?;
-    let params = parse_params(url.query().unwrap_or(""), &["include"])?;
-    let include_all = match params.first() {
-        None => false,
-        Some((_, "all")) => true,
-        Some((_, other)) => {
-            return refuse(ErrorCode::Malformed, format!("include must be \"all\", got {other:?}"));
+    let params = parse_params(url.query().unwrap_or(""), &["include", "after", "key"])?;
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    for name in ["after", "key"] {
+        if param(name).is_some_and(|k| SignKey::parse(k).is_none()) {
+            return refuse(ErrorCode::Malformed, format!("{name} must be a sign_key (32 bytes of base64url)"));
         }
-    };
-    let rows = D1Store::new(env, config).bundles_of(wallet.as_str()).await?;
-    let keys: Vec<Value> = rows
-        .iter()
-        .filter(|r| include_all || r.is_listed(now, config.limits.skew_ms))
-        .map(|r| if include_all { with_status(r, now) } else { r.bundle_json() })
-        .collect();
-    if keys.is_empty() {
-        return refuse(ErrorCode::NotFound, format!("no keys for {wallet}"));
     }
-    json(200, &json!({"wallet": wallet.as_str(), "keys": keys}))
+    let store = D1Store::new(env, config);
+    let none = || Error::not_found(format!("no keys for {wallet}"));
+    match (param("include"), param("after"), param("key")) {
+        (None, None, Some(key)) => {
+            let row = store.bundle(key).await?.filter(|r| r.wallet == wallet.as_str());
+            let row = row.ok_or_else(|| Error::not_found(format!("{key} is not a key of {wallet}")))?;
+            json(200, &json!({"wallet": wallet.as_str(), "keys": [with_status(&row, now)]}))
+        }
+        (Some("all"), after, None) => {
+            let mut rows = store.bundles_page(wallet.as_str(), after.unwrap_or(""), KEYS_PAGE + 1).await?;
+            let more = rows.len() as u64 > KEYS_PAGE;
+            rows.truncate(KEYS_PAGE as usize);
+            if rows.is_empty() && after.is_none() {
+                return Err(none().into());
+            }
+            let keys: Vec<Value> = rows.iter().map(|r| with_status(r, now)).collect();
+            let mut answer = json!({"wallet": wallet.as_str(), "keys": keys});
+            if let (true, Some(last)) = (more, rows.last()) {
+                answer["next"] = json!(last.sign_key);
+            }
+            json(200, &answer)
+        }
+        (None, None, None) => {
+            let rows = store.bundles_of(wallet.as_str()).await?;
+            let keys: Vec<Value> =
+                rows.iter().filter(|r| r.is_listed(now, config.limits.skew_ms)).map(BundleRow::bundle_json).collect();
+            if keys.is_empty() {
+                return Err(none().into());
+            }
+            json(200, &json!({"wallet": wallet.as_str(), "keys": keys}))
+        }
+        (Some(other), _, None) if other != "all" => {
+            refuse(ErrorCode::Malformed, format!("include must be \"all\", got {other:?}"))
+        }
+        _ => refuse(ErrorCode::Malformed, "`after` goes with include=all; `key` goes alone"),
+    }
 }
 
 fn with_status(r: &BundleRow, now: u64) -> Value {

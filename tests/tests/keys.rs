@@ -182,3 +182,43 @@ async fn a_bundle_issued_slightly_ahead_is_listed_but_signs_nothing_before_it_is
     let (status, body) = relay().post(&alice.envelope(&room, b"too early")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
 }
+
+/// Attack (#21): `?include=all` listed every bundle a wallet ever kept (600 revoked
+/// ones made every reader fetch them all). Now it answers 100 per page with `next`,
+/// and a reader that needs one key's bundle asks for that one (`?key=`).
+#[tokio::test]
+async fn a_wallet_with_many_revoked_keys_is_listed_in_pages_and_one_key_is_found_alone() {
+    let mut alice = User::new();
+    let mut keys = Vec::new();
+    for _ in 0..105 {
+        alice.device = denet_e2e::actors::random_key();
+        assert_eq!(relay().put_bundle(&alice, &alice.bundle(30)).await.0, 201);
+        let revoke = format!("/v1/keys/{}/revoke", alice.wallet);
+        let (status, body) = relay().send_json(Method::POST, &revoke, &alice.revocation(alice.sign_key())).await;
+        assert_eq!(status, 200, "{body}");
+        keys.push(alice.sign_key().to_b64());
+    }
+    keys.sort();
+    let (status, first) = relay().get(&format!("/v1/keys/{}?include=all", alice.wallet)).await;
+    assert_eq!(status, 200);
+    let page: Vec<&str> = first["keys"].as_array().unwrap().iter().map(|k| k["sign_key"].as_str().unwrap()).collect();
+    assert_eq!(page, keys[..100], "100 by sign_key");
+    let next = first["next"].as_str().expect("more follow");
+    let (status, second) = relay().get(&format!("/v1/keys/{}?include=all&after={next}", alice.wallet)).await;
+    assert_eq!(status, 200);
+    assert_eq!(second["keys"].as_array().unwrap().len(), 5);
+    assert!(second.get("next").is_none(), "the last page: {second}");
+
+    let (status, one) = relay().get(&format!("/v1/keys/{}?key={}", alice.wallet, keys[7])).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(
+        (one["keys"][0]["sign_key"].as_str(), one["keys"][0]["status"].as_str()),
+        (Some(keys[7].as_str()), Some("revoked"))
+    );
+    let bob = User::new();
+    relay().register(&bob).await;
+    let (status, _) = relay().get(&format!("/v1/keys/{}?key={}", alice.wallet, bob.sign_key().to_b64())).await;
+    assert_eq!(status, 404, "another wallet's key is not alice's");
+    let (status, body) = relay().get(&format!("/v1/keys/{}?key=short", alice.wallet)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed")));
+}

@@ -36,6 +36,10 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The most pages of a wallet's key list a client reads (100 bundles each): a relay
+/// keeps at most 16 active bundles per wallet, the rest are revoked or expired ones.
+pub const MAX_KEY_PAGES: usize = 20;
+
 impl RelayClient {
     pub fn new(base: &str) -> RelayClient {
         RelayClient { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
@@ -61,15 +65,29 @@ impl RelayClient {
         Ok(self.send(self.http.put(url).json(&bundle.to_json())).await?.0)
     }
 
-    /// `GET /v1/keys/{wallet}?include=all` as the relay answered it (`{"keys": []}`
-    /// for a 404), for a session to verify ([`crate::session::Session::take_keys`]).
+    /// `GET /v1/keys/{wallet}?include=all`, every page (`next`, PROTOCOL 1.3 §1.3) in
+    /// one `{"keys": [...]}` (`{"keys": []}` for a 404), for a session to verify
+    /// ([`crate::session::Session::take_keys`]). At most [`MAX_KEY_PAGES`] pages.
     pub async fn key_list(&self, wallet: &Wallet) -> Result<Value> {
-        let url = format!("{}/v1/keys/{wallet}?include=all", self.base);
-        match self.send(self.http.get(url)).await {
-            Ok((_, body)) => Ok(body),
-            Err(ClientError::Relay { status: 404, .. }) => Ok(serde_json::json!({"keys": []})),
-            Err(e) => Err(e),
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_KEY_PAGES {
+            let mut url = format!("{}/v1/keys/{wallet}?include=all", self.base);
+            if let Some(after) = &after {
+                url.push_str(&format!("&after={after}"));
+            }
+            let body = match self.send(self.http.get(url)).await {
+                Ok((_, body)) => body,
+                Err(ClientError::Relay { status: 404, .. }) => break,
+                Err(e) => return Err(e),
+            };
+            keys.extend(body["keys"].as_array().cloned().unwrap_or_default());
+            match body["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
         }
+        Ok(serde_json::json!({"keys": keys}))
     }
 
     pub async fn revoke(&self, revocation: &Revocation) -> Result<Value> {

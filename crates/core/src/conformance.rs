@@ -293,6 +293,22 @@ impl<S: Store> Case<'_, S> {
         let all = self.store.bundles_of(&wallet).await.map_err(err)?;
         ensure!(all.len() == 18, "every bundle is listed, got {}", all.len());
         ensure!(all.windows(2).all(|p| p[0].issued_at <= p[1].issued_at), "oldest first");
+        // Paged by sign_key: every bundle once, in order, pages of at most 5.
+        let (mut paged, mut after) = (Vec::new(), String::new());
+        loop {
+            let page = self.store.bundles_page(&wallet, &after, 5).await.map_err(err)?;
+            ensure!(page.len() <= 5, "a page of at most its limit, got {}", page.len());
+            let Some(last) = page.last() else { break };
+            after = last.sign_key.clone();
+            paged.extend(page);
+        }
+        let mut keys: Vec<&str> = all.iter().map(|b| b.sign_key.as_str()).collect();
+        keys.sort_unstable();
+        ensure!(
+            paged.iter().map(|b| b.sign_key.as_str()).collect::<Vec<_>>() == keys,
+            "pages list every bundle once, by sign_key"
+        );
+        ensure!(self.store.bundles_page(&self.wallet("nobody"), "", 5).await.map_err(err)?.is_empty(), "none");
         Ok(())
     }
 

@@ -23,6 +23,7 @@ pub mod memstore;
 pub mod mesh;
 pub mod query;
 pub mod request;
+pub mod retention;
 pub mod shards;
 pub mod socket;
 pub mod store;

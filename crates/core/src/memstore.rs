@@ -144,6 +144,16 @@ impl Store for MemStore {
         Ok(rows)
     }
 
+    async fn bundles_page(&self, wallet: &str, after: &str, limit: u64) -> StoreResult<Vec<BundleRow>> {
+        self.up()?;
+        let bundles = self.bundles.borrow();
+        let mut rows: Vec<BundleRow> =
+            bundles.values().filter(|b| b.wallet == wallet && b.sign_key.as_str() > after).cloned().collect();
+        rows.sort_by(|a, b| a.sign_key.cmp(&b.sign_key));
+        rows.truncate(limit as usize);
+        Ok(rows)
+    }
+
     async fn revoke(&self, sign_key: &str, revoked_at: u64, sig: &str) -> StoreResult<()> {
         self.up()?;
         if let Some(b) = self.bundles.borrow_mut().get_mut(sign_key)

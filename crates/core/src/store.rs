@@ -223,6 +223,9 @@ pub trait Store {
     async fn bundle(&self, sign_key: &str) -> StoreResult<Option<BundleRow>>;
     /// Every stored bundle of `wallet`, oldest first.
     async fn bundles_of(&self, wallet: &str) -> StoreResult<Vec<BundleRow>>;
+    /// At most `limit` of `wallet`'s bundles whose `sign_key` sorts after `after`
+    /// (`""`: from the first), by `sign_key`: a page of `?include=all`.
+    async fn bundles_page(&self, wallet: &str, after: &str, limit: u64) -> StoreResult<Vec<BundleRow>>;
     /// Records a revocation unless the key is already revoked (the first one stays).
     async fn revoke(&self, sign_key: &str, revoked_at: u64, sig: &str) -> StoreResult<()>;
     /// Deletes up to `budget` bundles that expired before `cutoff`, revoked or not.
