@@ -26,21 +26,34 @@ pub struct Limiter {
 #[derive(Serialize, Deserialize, Default)]
 struct SocketPlaces {
     by_address: HashMap<String, u64>,
-    /// When the places were last recounted, ms.
+    /// Where the next recount starts: the address after the last one recounted.
     #[serde(default)]
-    recounted_at: u64,
+    recounted_to: String,
 }
 
-/// At most one recount per IP in this time: a recount asks every object that holds
-/// the IP's sockets (up to `SOCKETS_PER_IP` calls), so upgrades refused in a row at
-/// the cap must not each pay for one.
-const RECOUNT_EVERY_MS: u64 = 30_000;
+/// Addresses one refused upgrade recounts at most: a recount asks each object
+/// that holds the IP's sockets (64 sockets on 64 addresses were 64 calls per
+/// refused upgrade); the next refusal goes on from where this one stopped.
+const RECOUNT_PER_REFUSAL: usize = 4;
 
 impl SocketPlaces {
-    /// Whether a refused upgrade at `now` recounts the places (places of sockets
-    /// that died without a close, in a crash or restart, come back by a recount).
-    fn recount_due(&self, now: u64) -> bool {
-        now.saturating_sub(self.recounted_at) >= RECOUNT_EVERY_MS
+    /// The addresses an upgrade refused at the cap recounts (places of sockets that
+    /// died without a close, in a crash or restart, come back by a recount): at most
+    /// [`RECOUNT_PER_REFUSAL`], in address order from where the last recount
+    /// stopped, wrapping around. Moves the start on past them.
+    fn next_recount(&mut self) -> Vec<String> {
+        let mut addresses: Vec<&String> = self.by_address.keys().collect();
+        addresses.sort();
+        let start = addresses.iter().position(|a| a.as_str() > self.recounted_to.as_str()).unwrap_or(0);
+        let batch: Vec<String> = addresses
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(RECOUNT_PER_REFUSAL.min(addresses.len()))
+            .map(|a| (*a).clone())
+            .collect();
+        self.recounted_to = batch.last().cloned().unwrap_or_default();
+        batch
     }
 
     fn total(&self) -> u64 {
@@ -70,7 +83,7 @@ impl Limiter {
                     b.take_up_to(capacity, want.max(1), now).map_err(|secs| Error::rate_limited(secs).into()),
                 )
             }
-            LimiterRequest::Acquire { ip, address, max } => objects::reply(self.acquire(&ip, &address, max, now).await),
+            LimiterRequest::Acquire { ip, address, max } => objects::reply(self.acquire(&ip, &address, max).await),
             LimiterRequest::Release { address } => objects::reply(self.release(&address).await),
             LimiterRequest::Wait { until, max } => objects::reply(
                 self.waits.borrow_mut().acquire(until, max, now).map_err(|secs| Error::rate_limited(secs).into()),
@@ -82,28 +95,24 @@ impl Limiter {
         }
     }
 
-    async fn acquire(&self, ip: &str, address: &str, max: u64, now: u64) -> ApiResult<()> {
+    async fn acquire(&self, ip: &str, address: &str, max: u64) -> ApiResult<()> {
         let storage = self.state.storage();
         let mut open: SocketPlaces = storage.get(SOCKETS).await?.unwrap_or_default();
-        if open.total() >= max && open.recount_due(now) {
-            // Places of sockets that died without a close (a crash, a restart) would
-            // lock the IP out for good: ask the objects that should hold them.
-            open.recounted_at = now;
-            for (at, n) in open.by_address.iter_mut() {
+        if open.total() >= max {
+            for at in open.next_recount() {
                 // An object that cannot answer counts as holding none (permissive,
                 // like a limiter that forgot its buckets).
-                *n = mailbox::sockets_of(&self.env, at, ip).await.unwrap_or_else(|e| {
+                let n = mailbox::sockets_of(&self.env, &at, ip).await.unwrap_or_else(|e| {
                     worker::console_error!("socket recount at {at}: {}", e.into_protocol());
                     0
                 });
+                open.by_address.insert(at, n);
             }
             open.by_address.retain(|_, n| *n > 0);
         }
         if open.total() >= max {
             storage.put(SOCKETS, &open).await?;
-            // Retry when a recount is due again (or a socket of the IP closes).
-            let wait_ms = RECOUNT_EVERY_MS.saturating_sub(now.saturating_sub(open.recounted_at));
-            return Err(Error::rate_limited(wait_ms.div_ceil(1000).max(1)).into());
+            return Err(Error::rate_limited(1).into());
         }
         open.add(address);
         storage.put(SOCKETS, &open).await?;
@@ -137,24 +146,25 @@ mod tests {
     use super::*;
 
     /// Attack (#21): with 64 sockets on 64 addresses, every upgrade refused at the
-    /// cap recounted them all: 65 object calls per refused upgrade. Now a recount is
-    /// due at most once per 30 s per IP.
+    /// cap recounted them all: 65 object calls per refused upgrade. Now each refusal
+    /// recounts at most 4 addresses, going round them in turn.
     #[test]
-    fn upgrades_refused_in_a_row_recount_at_most_once_per_interval() {
+    fn an_upgrade_refused_at_the_cap_recounts_at_most_four_addresses_in_turn() {
         let mut places = SocketPlaces::default();
         for i in 0..64 {
-            places.add(&format!("address {i}"));
+            places.add(&format!("address {i:02}"));
         }
-        let now = 1_000_000;
-        let mut recounts = 0;
-        for t in (now..now + RECOUNT_EVERY_MS).step_by(100) {
-            if places.recount_due(t) {
-                places.recounted_at = t;
-                recounts += 1;
-            }
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..16 {
+            let batch = places.next_recount();
+            assert_eq!(batch.len(), RECOUNT_PER_REFUSAL, "object calls for one refused upgrade");
+            seen.extend(batch);
         }
-        assert_eq!(recounts, 1, "one recount for 300 refused upgrades in 30 s");
-        assert!(places.recount_due(now + RECOUNT_EVERY_MS), "and one again after it");
-        assert_eq!(places.total(), 64);
+        assert_eq!(seen.len(), 64, "16 refusals went round every address once");
+        assert_eq!(places.next_recount()[0], "address 00", "and start again");
+        let mut one = SocketPlaces::default();
+        one.add("room");
+        one.add("room");
+        assert_eq!(one.next_recount(), ["room"], "a place lost in a restart comes back at the next try");
     }
 }
