@@ -442,6 +442,33 @@ impl Store for D1Store<'_> {
         .await
     }
 
+    /// The bound by bytes in SQL, so rows past it never leave the database: the
+    /// running size of the (at most `limit`) rows after the cursor, each row's
+    /// estimate no smaller than its JSON ([`MessageRow::json_len`]'s fixed part is 87
+    /// bytes plus the numbers), keeping the rows whose predecessors stay within it.
+    async fn after_within(
+        &self,
+        address: &Address,
+        after: u64,
+        limit: u64,
+        max_bytes: u64,
+    ) -> StoreResult<Vec<MessageRow>> {
+        let Some(db) = self.db_of(address).await? else { return Ok(Vec::new()) };
+        let size = "length(address) + length(id) + length(key) + length(body) + length(sig) \
+                    + coalesce(length(sender), 4) + 160";
+        all_rows(
+            db.prepare(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM (
+                   SELECT {MESSAGE_COLUMNS}, sz, SUM(sz) OVER (ORDER BY seq) AS upto FROM (
+                     SELECT {MESSAGE_COLUMNS}, {size} AS sz FROM messages
+                     WHERE address = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3))
+                 WHERE upto - sz <= ?4 ORDER BY seq"
+            ))
+            .bind(&[text(address.as_str()), num(after), num(limit), num(max_bytes)]),
+        )
+        .await
+    }
+
     async fn seq_before(&self, address: &Address, t: u64) -> StoreResult<u64> {
         let Some(db) = self.db_of(address).await? else { return Ok(0) };
         self.cut(&db, address, t).await

@@ -660,7 +660,10 @@ export class Client {
           handler.onError?.(wasmError(e));
           return;
         }
-        if (frame.type === "ready") {
+        if (frame.type === "more") {
+          // A replay page was read: ask for the next (§4.2, the client paces the replay).
+          ws.send('{"type":"next"}');
+        } else if (frame.type === "ready") {
           attempt = 0;
           states.set(address, "live");
           report();

@@ -4,19 +4,23 @@
 use super::{Mailbox, SocketInfo, ack};
 use crate::admission;
 use crate::config::Config;
-use crate::http::{ApiResult, parse_json};
+use crate::http::{ApiError, ApiResult, parse_json};
 use crate::objects::{limiter, mailbox::Forward};
 use crate::store::D1Store;
-use denet_core::Address;
 use denet_core::admission::{Refusal, Source, require_active};
 use denet_core::query::PageBounds;
 use denet_core::store::{Page, Store, read_after};
 use denet_core::wire::{ClientFrame, ServerFrame};
+use denet_core::{Address, Error};
 use serde_json::Value;
 use worker::{Response, WebSocket, WebSocketPair};
 
-/// Replayed messages are sent in pages of at most this many (and `MAX_PAGE_BYTES`).
+/// Replayed messages are sent in pages of at most this many (and `REPLAY_PAGE_BYTES`).
 const REPLAY_PAGE: u64 = 500;
+/// A replay page's JSON, at most (and `MAX_PAGE_BYTES`): what one replaying socket
+/// can have in flight, since the next page goes out only when the client asks
+/// (§4.2). The runtime's WebSocket tells nothing of what it has buffered.
+const REPLAY_PAGE_BYTES: u64 = 262_144;
 
 /// Who opens a socket: the client's IP and, for an inbox, the key that signed the upgrade.
 pub(super) struct Opener {
@@ -25,12 +29,8 @@ pub(super) struct Opener {
 }
 
 impl Mailbox {
-    /// Opens a hibernatable socket: replay after `after`, `ready`, then live.
-    ///
-    /// The replay is read page by page without the write lock, so commits go on
-    /// meanwhile; only the last page (what was committed during the replay) is
-    /// read under it, and the socket turns live in the same turn: nothing falls
-    /// between the replay and the live stream, and nothing comes twice.
+    /// Opens a hibernatable socket: replay after `after`, one page at a time as the
+    /// client asks (`more` → `next`), then `ready` and live (see [`Mailbox::replay_step`]).
     pub(super) async fn open_socket(
         &self,
         address: &Address,
@@ -40,7 +40,6 @@ impl Mailbox {
     ) -> ApiResult<Response> {
         let config = Config::get(&self.env)?;
         let messages = D1Store::new(&self.env, &config);
-        let bounds = PageBounds { limit: REPLAY_PAGE, max_bytes: config.limits.max_page_bytes };
         let pair = WebSocketPair::new()?;
         // Unique among the sockets held here (ids repeat only past 4096 opens in one ms).
         let sid = loop {
@@ -58,6 +57,7 @@ impl Mailbox {
             key: opener.key,
             expires_at: None,
             live: false,
+            replay: None,
         };
         {
             // A revocation takes the same lock and writes D1 first: either this check
@@ -78,37 +78,45 @@ impl Mailbox {
         }
         // Without `after`: from the address's last seq, the writer's if it is awake.
         let awake = self.writer.get().and_then(|w| w.borrow().last_seq());
-        let mut cursor = match (after, awake) {
+        let cursor = match (after, awake) {
             (Some(after), _) => after,
             (None, Some(last)) => last,
             (None, None) => messages.tail(address, u64::MAX, 0).await?.last.seq,
         };
-        let replaying = after.is_some();
-        loop {
-            if replaying {
-                loop {
-                    let page = read_after(&messages, address, cursor, bounds).await?;
-                    cursor = send_page(&pair.server, &page)?;
-                    if !page.more {
-                        break;
-                    }
-                }
-            }
-            let _turn = self.write_lock.lock().await;
-            let page = read_after(&messages, address, cursor, bounds).await?;
-            cursor = send_page(&pair.server, &page)?;
-            if page.more {
-                continue;
-            }
-            // The hand-off, in the same turn as the last page: the next commit reaches
-            // it. A socket that closed during its replay is gone from the table and
-            // stays gone (its place was given back once, by `socket_gone`).
-            let Some(live) = self.with_sockets(|t| t.go_live(sid).cloned()) else { break };
-            pair.server.send_with_str(ServerFrame::Ready { next: cursor }.encode())?;
-            pair.server.serialize_attachment(&live)?;
-            break;
-        }
+        self.replay_step(&pair.server, sid, address, cursor).await?;
         Ok(Response::from_websocket(pair.client)?)
+    }
+
+    /// Sends a replaying socket its next page from `cursor`. The page is read
+    /// without the write lock, so commits go on meanwhile; if more follow, `more`
+    /// ends it and the client asks for the next with `next` (so one socket never
+    /// has more than two pages in flight, whatever its backlog). Else what was
+    /// committed during the replay is read under the lock and the socket turns live
+    /// in the same turn: nothing falls between the replay and the live stream, and
+    /// nothing comes twice.
+    async fn replay_step(&self, ws: &WebSocket, sid: u64, address: &Address, cursor: u64) -> ApiResult<()> {
+        let config = Config::get(&self.env)?;
+        let messages = D1Store::new(&self.env, &config);
+        let bounds = PageBounds { limit: REPLAY_PAGE, max_bytes: config.limits.max_page_bytes.min(REPLAY_PAGE_BYTES) };
+        let page = read_after(&messages, address, cursor, bounds).await?;
+        let mut cursor = send_page(ws, &page)?;
+        if !page.more {
+            let _turn = self.write_lock.lock().await;
+            let rest = read_after(&messages, address, cursor, bounds).await?;
+            cursor = send_page(ws, &rest)?;
+            if !rest.more {
+                // The hand-off. A socket that closed during its replay is gone from the
+                // table and stays gone (its place was given back once, by `socket_gone`).
+                let Some(live) = self.with_sockets(|t| t.go_live(sid).cloned()) else { return Ok(()) };
+                ws.send_with_str(ServerFrame::Ready { next: cursor }.encode())?;
+                ws.serialize_attachment(&live)?;
+                return Ok(());
+            }
+        }
+        let Some(waiting) = self.with_sockets(|t| t.replay_from(sid, cursor).cloned()) else { return Ok(()) };
+        ws.send_with_str(ServerFrame::More { next: cursor }.encode())?;
+        ws.serialize_attachment(&waiting)?;
+        Ok(())
     }
 
     /// Sets the object's alarm to fire by `at_ms` (the next key expiry).
@@ -139,16 +147,24 @@ impl Mailbox {
             Err(e) => return Some(ServerFrame::error(None, e.into_protocol())),
         };
         match self.on_request(info, &frame, now).await {
-            Ok(reply) => Some(reply),
+            Ok(reply) => reply,
             Err(e) => Some(ServerFrame::error(ClientFrame::reference_of(&frame).as_deref(), e.into_protocol())),
         }
     }
 
     /// A parsed client frame, checked in §4.2 order (the per-IP limit and the
     /// frame size were checked before): shape, `to`, then the rules of a post.
-    async fn on_request(&self, info: &SocketInfo, frame: &Value, now: u64) -> ApiResult<ServerFrame> {
+    async fn on_request(&self, info: &SocketInfo, frame: &Value, now: u64) -> ApiResult<Option<ServerFrame>> {
         match ClientFrame::decode(frame)? {
-            ClientFrame::Ping => Ok(ServerFrame::Pong),
+            ClientFrame::Ping => Ok(Some(ServerFrame::Pong)),
+            ClientFrame::Next => {
+                let Some(cursor) = self.with_sockets(|t| t.take_replay(info.sid)) else {
+                    return Err(Error::malformed("no replay page to ask for: none was announced by `more`").into());
+                };
+                let ws = self.socket(info.sid).ok_or_else(|| ApiError::internal("a replaying socket is not held"))?;
+                self.replay_step(&ws, info.sid, &Address::parse_strict(&info.address)?, cursor).await?;
+                Ok(None)
+            }
             ClientFrame::Send { reference, envelope } => {
                 let address = Address::parse_strict(&info.address)?;
                 let config = Config::get(&self.env)?;
@@ -157,7 +173,7 @@ impl Mailbox {
                     .await
                     .map_err(|r: Refusal| r.error().clone())?;
                 let (id, c) = self.submit(&address, admitted.row, Some(info.sid), Forward::first(), now).await?;
-                Ok(ServerFrame::Ack { reference, ack: ack(&id, &c) })
+                Ok(Some(ServerFrame::Ack { reference, ack: ack(&id, &c) }))
             }
         }
     }

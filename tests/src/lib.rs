@@ -268,6 +268,31 @@ impl Relay {
         panic!("relay did not become ready; wrangler log:\n{}", self.log());
     }
 
+    /// The resident memory of the relay's processes (wrangler and its workerd, one
+    /// process group), bytes: for measuring what load costs the runtime.
+    pub fn rss_bytes(&self) -> u64 {
+        let Some(child) = &self.child else { return 0 };
+        let group = child.id().to_string();
+        let mut total = 0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let dir = entry.path();
+            let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else { continue };
+            // pid (comm) state ppid pgrp …: the fields after the last ')'.
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+            if fields.get(2) != Some(&group.as_str()) {
+                continue;
+            }
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            let kb = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok());
+            total += kb.unwrap_or(0) * 1024;
+        }
+        total
+    }
+
     /// The relay's local state directory (`--persist-to`).
     pub fn state_dir(&self) -> &Path {
         self.state.path()

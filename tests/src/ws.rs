@@ -88,14 +88,24 @@ impl Socket {
         }
     }
 
-    /// Frames up to and including `ready`; returns the messages and `ready.next`.
+    /// Frames up to and including `ready`, asking for every next replay page on
+    /// `more` (§4.2); returns the messages and `ready.next`.
     pub async fn until_ready(&mut self) -> (Vec<Value>, u64) {
-        let mut messages = Vec::new();
+        self.until_ready_counting().await.0
+    }
+
+    /// [`Socket::until_ready`], also counting the `more` frames (replay pages beyond the first).
+    pub async fn until_ready_counting(&mut self) -> ((Vec<Value>, u64), usize) {
+        let (mut messages, mut pages) = (Vec::new(), 0);
         loop {
             let frame = self.recv().await;
             match frame["type"].as_str() {
                 Some("message") => messages.push(frame["message"].clone()),
-                Some("ready") => return (messages, frame["next"].as_u64().expect("next")),
+                Some("more") => {
+                    pages += 1;
+                    self.send_raw(Message::text(denet_core::wire::NEXT)).await;
+                }
+                Some("ready") => return ((messages, frame["next"].as_u64().expect("next")), pages),
                 _ => panic!("unexpected frame before ready: {frame}"),
             }
         }

@@ -221,3 +221,45 @@ async fn a_socket_keeps_working_after_the_object_hibernates() {
         (Some("ack"), Some("after-sleep"), Some(2))
     );
 }
+
+/// Attack (#21): 40 sockets opened with `after=0` on a room of 60 × 60 KB messages,
+/// none reading, grew the runtime by 0.4–0.7 GB: the whole replay was sent before
+/// the upgrade answered. Now a replay goes one page (at most 256 KB) at a time, the
+/// next only when the client asks (`more` → `next`, §4.2): a socket that does not
+/// ask gets no more, and one that asks gets everything once, in order, then live.
+#[tokio::test]
+async fn a_replaying_socket_gets_one_page_at_a_time_as_it_asks() {
+    let room = random_room();
+    let mut ids = Vec::new();
+    for i in 0..30u8 {
+        let env = anonymous_envelope(&room, &vec![b'a' + i % 26; 48_000]);
+        assert_eq!(relay().post(&env).await.0, 201);
+        ids.push(envelope_id(&env));
+    }
+    let url = relay().ws_url(&format!("/v1/rooms/{room}/ws?after=0"));
+    let mut quiet = Socket::connect(&url).await;
+    let mut first_page = 0;
+    loop {
+        let frame = quiet.recv().await;
+        match frame["type"].as_str() {
+            Some("message") => first_page += 1,
+            Some("more") => break,
+            _ => panic!("a page, then `more`: {frame}"),
+        }
+    }
+    assert!((1..30).contains(&first_page), "one page of the 30 (about 256 KB): {first_page}");
+    assert!(quiet.recv_within(Duration::from_secs(2)).await.is_none(), "nothing more until it asks");
+
+    let mut reader = Socket::connect(&url).await;
+    let ((replayed, next), pages) = reader.until_ready_counting().await;
+    let replayed: Vec<String> = replayed.iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(replayed, ids, "every message once, in order");
+    assert_eq!(next, 30);
+    assert!(pages >= 2, "about 2 MB in pages of at most 256 KB: {pages} `more` frames");
+    let live = anonymous_envelope(&room, b"after the replay");
+    assert_eq!(relay().post(&live).await.0, 201);
+    assert_eq!(reader.recv().await["message"]["id"], envelope_id(&live));
+    // A `next` nobody announced is refused, and the socket stays open.
+    reader.send_raw(Message::text(denet_core::wire::NEXT)).await;
+    assert_eq!(reader.recv().await["code"], "malformed");
+}

@@ -17,7 +17,8 @@
 //!
 //! Every scenario checks zero loss. `--quick` runs tiny counts (a smoke test);
 //! `--ingest` only the floors, ingest and the shape's ceiling (to `ingest.json`);
-//! `--fanout` only the fan-out rows (to `fanout.json`).
+//! `--fanout` only the fan-out rows (to `fanout.json`); `--replay` only the replay
+//! memory row (to `replay.json`).
 //! Results go to `bench/results/latest.json` with two SVG charts beside it.
 
 mod chart;
@@ -38,22 +39,29 @@ async fn main() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results"));
     let scale = if quick { scenarios::Scale::quick() } else { scenarios::Scale::full() };
     let fanout_only = std::env::args().any(|a| a == "--fanout");
-    let results =
-        if fanout_only { scenarios::run_fanout(&scale).await } else { scenarios::run_all(&scale, ingest_only).await };
+    let replay_only = std::env::args().any(|a| a == "--replay");
+    let results = if replay_only {
+        scenarios::run_replay(&scale).await
+    } else if fanout_only {
+        scenarios::run_fanout(&scale).await
+    } else {
+        scenarios::run_all(&scale, ingest_only).await
+    };
     let report = json!({
         "machine": machine(),
         "quick": quick,
         "scenarios": results,
     });
     std::fs::create_dir_all(&out_dir).expect("results dir");
-    let name = match (quick, ingest_only, fanout_only) {
+    let name = match (quick, ingest_only, fanout_only || replay_only) {
         (true, _, _) => "quick.json",
+        (false, _, true) if replay_only => "replay.json",
         (false, _, true) => "fanout.json",
         (false, true, false) => "ingest.json",
         (false, false, false) => "latest.json",
     };
     std::fs::write(out_dir.join(name), serde_json::to_string_pretty(&report).unwrap()).expect("write results");
-    if !quick && !ingest_only && !fanout_only {
+    if !quick && !ingest_only && !fanout_only && !replay_only {
         std::fs::write(out_dir.join("latency.svg"), chart::latency(&results)).expect("write chart");
         std::fs::write(out_dir.join("pull.svg"), chart::pull(&results)).expect("write chart");
     }

@@ -25,6 +25,8 @@ pub struct Scale {
     /// Rows per shard at each step of the growth scenario.
     growth_rows: Vec<usize>,
     lifetime_messages: usize,
+    replay_messages: usize,
+    replay_sockets: usize,
 }
 
 impl Scale {
@@ -41,6 +43,8 @@ impl Scale {
             wrk_seconds: 10,
             growth_rows: vec![10_000, 100_000, 1_000_000],
             lifetime_messages: 500,
+            replay_messages: 60,
+            replay_sockets: 40,
         }
     }
 
@@ -57,6 +61,8 @@ impl Scale {
             wrk_seconds: 2,
             growth_rows: vec![2_000],
             lifetime_messages: 20,
+            replay_messages: 3,
+            replay_sockets: 2,
         }
     }
 }
@@ -137,6 +143,15 @@ fn wrk_rate(url: &str, concurrency: usize, seconds: u64) -> Option<f64> {
 
 /// Every scenario, or with `ingest_only` just the floors and the two ingest runs
 /// (`--ingest`: a quick loop while working on the post path).
+/// Only the replay memory row (`denet-bench --replay`).
+pub async fn run_replay(scale: &Scale) -> Vec<Value> {
+    let relay = tokio::task::spawn_blocking(|| Relay::start_with(&[("DENET_TEST_ROUTES", "1")])).await.unwrap();
+    let replay = replay_memory(&relay, scale).await;
+    report(&replay);
+    tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
+    vec![replay]
+}
+
 /// Only the `fanout_N` rows (`make bench-fanout`): post → delivery latency at 10,
 /// 100 and 500 sockets, against a fresh relay.
 pub async fn run_fanout(scale: &Scale) -> Vec<Value> {
@@ -290,6 +305,10 @@ async fn the_other_scenarios(mut relay: Relay, scale: &Scale, results: &mut Vec<
         report(&fanout);
         results.push(fanout);
     }
+
+    let replay = replay_memory(&relay, scale).await;
+    report(&replay);
+    results.push(replay);
 
     let lifetime = lifetime(&relay, scale).await;
     report(&lifetime);
@@ -553,6 +572,32 @@ async fn ws_ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
     json!({"scenario": format!("ws_ingest_{rooms}_room{}", if rooms == 1 { "" } else { "s" }),
            "sockets": sockets, "messages": messages, "rooms": rooms, "pipelined": true,
            "rate_per_s": rate.round(), "latency": summary(latencies), "lost": lost, "client_cpu_share": share})
+}
+
+/// What replaying sockets cost the runtime's memory (#21): a room of 60 messages
+/// of ~64 KB, then 40 sockets opened with `after=0` at once that never read; the
+/// relay's processes' resident memory before and after (the replay goes one page at
+/// a time as the client asks, §4.2: these ask for none).
+async fn replay_memory(relay: &Relay, scale: &Scale) -> Value {
+    let (messages, sockets) = (scale.replay_messages, scale.replay_sockets);
+    let room = random_room();
+    for i in 0..messages {
+        let env = anonymous_envelope(&room, &vec![b'a' + (i % 26) as u8; 48_000]);
+        assert_eq!(relay.post(&env).await.0, 201);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = relay.rss_bytes();
+    let url = relay.ws_url(&format!("/v1/rooms/{room}/ws?after=0"));
+    let opened: Vec<Socket> = futures_util::future::join_all((0..sockets).map(|_| Socket::connect(&url))).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = relay.rss_bytes();
+    for s in opened {
+        s.close().await;
+    }
+    let mb = |b: u64| (b as f64 / 1_048_576.0 * 10.0).round() / 10.0;
+    json!({"scenario": format!("replay_memory_{sockets}_sockets"), "sockets": sockets, "messages": messages,
+           "backlog_mb_per_socket": mb(messages as u64 * 65_600), "rss_before_mb": mb(before), "rss_after_mb": mb(after),
+           "growth_mb": mb(after.saturating_sub(before))})
 }
 
 /// Where a message's cost goes. The local runtime runs the Worker, the objects and

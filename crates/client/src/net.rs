@@ -183,6 +183,13 @@ impl Subscription {
             return Some(Ok(match ServerFrame::decode(&frame) {
                 Ok(ServerFrame::Message(stored)) => Event::Message(stored),
                 Ok(ServerFrame::Ready { next }) => Event::Ready(next),
+                // A replay page was read: ask for the next (§4.2, the client paces it).
+                Ok(ServerFrame::More { .. }) => {
+                    if let Err(e) = self.stream.send(Message::text(denet_core::wire::NEXT)).await {
+                        return Some(Err(transport(e)));
+                    }
+                    continue;
+                }
                 Ok(other) => Event::Other(other),
                 Err(e) => return Some(Err(transport(e.message))),
             }));

@@ -209,6 +209,18 @@ impl<S: Store> Case<'_, S> {
         ensure!(page(7, 3).await?.is_empty() && page(1000, 3).await?.is_empty(), "beyond the last seq");
         let other = self.address("pages-other");
         ensure!(self.store.after(&other, 0, 10).await == Ok(Vec::new()), "an address with nothing");
+        // Bounded by bytes: the rows up to the one that passes the bound, that one
+        // included; never fewer than one.
+        let within = |after, max| async move {
+            self.store.after_within(a, after, 100, max).await.map(seqs).map_err(|e| e.to_string())
+        };
+        let one = self.store.after(a, 0, 1).await.map_err(|e| e.to_string())?[0].json_len();
+        ensure!(within(0, 0).await? == vec![1], "one row even when it alone passes");
+        // (A store may estimate a row's size a little above its JSON: some slack.)
+        let some = within(0, 2 * one + 400).await?;
+        ensure!(some.len() >= 2 && some.len() < 7 && some[0] == 1, "two rows' worth: {some:?}");
+        ensure!(within(0, 1_000_000).await? == vec![1, 2, 3, 4, 5, 6, 7], "everything within a large bound");
+        ensure!(within(6, 0).await? == vec![7], "from the cursor");
         Ok(())
     }
 

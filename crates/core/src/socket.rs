@@ -40,6 +40,10 @@ pub struct SocketInfo {
     /// False while the socket's replay is still being sent: live frames wait.
     #[serde(default = "yes")]
     pub live: bool,
+    /// While replaying: where the next replay page starts, once the client asks
+    /// for it (`next`, §4.2); `None` while a page is being sent, and once live.
+    #[serde(default)]
+    pub replay: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -96,6 +100,20 @@ impl<S> Table<S> {
     pub fn go_live(&mut self, sid: u64) -> Option<&SocketInfo> {
         let (_, info) = self.sockets.get_mut(&sid)?;
         info.live = true;
+        info.replay = None;
+        Some(info)
+    }
+
+    /// Takes the replay cursor of a replaying socket that is waiting for its
+    /// client's `next` (one page at a time: a second `next` meanwhile finds none).
+    pub fn take_replay(&mut self, sid: u64) -> Option<u64> {
+        self.sockets.get_mut(&sid).and_then(|(_, info)| if info.live { None } else { info.replay.take() })
+    }
+
+    /// A replay page went out: the next one starts at `cursor` when the client asks.
+    pub fn replay_from(&mut self, sid: u64, cursor: u64) -> Option<&SocketInfo> {
+        let (_, info) = self.sockets.get_mut(&sid)?;
+        info.replay = Some(cursor);
         Some(info)
     }
 
@@ -177,6 +195,7 @@ mod tests {
             key: key.map(Into::into),
             expires_at,
             live,
+            replay: None,
         }
     }
 
@@ -193,6 +212,19 @@ mod tests {
         t.remove(1);
         assert_eq!(t.fan_out(None, 10).send, [&"b", &"c"]);
         assert!(t.go_live(1).is_none(), "a closed socket does not come back");
+    }
+
+    #[test]
+    fn a_replay_goes_one_page_at_a_time_as_the_client_asks() {
+        let mut t = Table::default();
+        t.insert("a", info(1, "ip", None, None, false));
+        assert_eq!(t.take_replay(1), None, "no page asked for yet");
+        t.replay_from(1, 500);
+        assert_eq!(t.take_replay(1), Some(500));
+        assert_eq!(t.take_replay(1), None, "a second `next` while the page goes out finds none");
+        t.replay_from(1, 1000);
+        t.go_live(1);
+        assert_eq!(t.take_replay(1), None, "a live socket has no replay");
     }
 
     #[test]

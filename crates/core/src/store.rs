@@ -211,6 +211,31 @@ pub trait Store {
     async fn insert(&self, address: &Address, rows: &[MessageRow]) -> StoreResult<()>;
     /// Up to `limit` messages with `seq > after`, ascending.
     async fn after(&self, address: &Address, after: u64, limit: u64) -> StoreResult<Vec<MessageRow>>;
+    /// [`Store::after`], stopping once the rows' JSON ([`MessageRow::json_len`], or a
+    /// store's estimate of it that is never smaller) has passed `max_bytes`: the row
+    /// that passes it comes too, so a caller knows more follow. A page of large
+    /// messages reads no more rows than it can send (a store may read from its disk
+    /// what it likes; what it hands over is bounded).
+    async fn after_within(
+        &self,
+        address: &Address,
+        after: u64,
+        limit: u64,
+        max_bytes: u64,
+    ) -> StoreResult<Vec<MessageRow>> {
+        let mut rows = self.after(address, after, limit).await?;
+        let mut total = 0u64;
+        let keep = rows
+            .iter()
+            .position(|r| {
+                let before = total;
+                total = total.saturating_add(r.json_len() + 1);
+                before > max_bytes
+            })
+            .unwrap_or(rows.len());
+        rows.truncate(keep);
+        Ok(rows)
+    }
     /// The highest seq received before `t` (0 if none).
     async fn seq_before(&self, address: &Address, t: u64) -> StoreResult<u64>;
     /// Deletes up to `budget` messages received before `cutoff`, keeping each
@@ -277,7 +302,7 @@ pub async fn read_after<S: Store>(
     after: u64,
     bounds: crate::query::PageBounds,
 ) -> StoreResult<Page> {
-    let rows = store.after(address, after, bounds.limit + 1).await?;
+    let rows = store.after_within(address, after, bounds.limit + 1, bounds.max_bytes).await?;
     let (messages, next, more) = crate::query::cut_page(rows, bounds, after, |r| r.seq, MessageRow::json_len);
     Ok(Page { messages, next, more })
 }

@@ -61,6 +61,11 @@ pub enum ServerFrame {
     Ready {
         next: u64,
     },
+    /// A replay page was sent and more follow: the client asks for the next page
+    /// with [`ClientFrame::Next`] when it has read this one (§4.2, from 1.3).
+    More {
+        next: u64,
+    },
     Ack {
         reference: String,
         ack: Ack,
@@ -83,6 +88,7 @@ impl ServerFrame {
         match self {
             ServerFrame::Message(stored) => json!({"type": "message", "message": stored}),
             ServerFrame::Ready { next } => json!({"type": "ready", "next": next}),
+            ServerFrame::More { next } => json!({"type": "more", "next": next}),
             ServerFrame::Ack { reference, ack } => {
                 let mut v = ack.to_json();
                 v["type"] = "ack".into();
@@ -112,6 +118,10 @@ impl ServerFrame {
             "ready" => {
                 f.deny_unknown(&["type", "next"])?;
                 ServerFrame::Ready { next: f.u64("next")? }
+            }
+            "more" => {
+                f.deny_unknown(&["type", "next"])?;
+                ServerFrame::More { next: f.u64("next")? }
             }
             "ack" => {
                 let reference = f.str("ref")?.to_owned();
@@ -145,10 +155,14 @@ pub enum ClientFrame {
         envelope: Value,
     },
     Ping,
+    /// The next page of this socket's replay, after a [`ServerFrame::More`].
+    Next,
 }
 
 /// The `ping` frame, byte for byte (the runtime answers it without waking the object).
 pub const PING: &str = r#"{"type":"ping"}"#;
+/// The `next` frame, byte for byte.
+pub const NEXT: &str = r#"{"type":"next"}"#;
 /// The `pong` answer to [`PING`].
 pub const PONG: &str = r#"{"type":"pong"}"#;
 
@@ -159,6 +173,7 @@ impl ClientFrame {
                 json!({"type": "send", "ref": reference, "envelope": envelope}).to_string()
             }
             ClientFrame::Ping => PING.to_owned(),
+            ClientFrame::Next => NEXT.to_owned(),
         }
     }
 
@@ -170,6 +185,10 @@ impl ClientFrame {
             "ping" => {
                 f.deny_unknown(&["type"])?;
                 Ok(ClientFrame::Ping)
+            }
+            "next" => {
+                f.deny_unknown(&["type"])?;
+                Ok(ClientFrame::Next)
             }
             "send" => {
                 let reference = f.str("ref")?;
@@ -302,6 +321,7 @@ mod tests {
         for frame in [
             ServerFrame::Message(stored()),
             ServerFrame::Ready { next: 12 },
+            ServerFrame::More { next: 7 },
             ServerFrame::Ack { reference: "r1".into(), ack: ack.clone() },
             ServerFrame::error(None, Error::rate_limited(3)),
             ServerFrame::error(Some("r2"), Error::malformed("bad")),
@@ -317,7 +337,11 @@ mod tests {
 
     #[test]
     fn client_frames_round_trip_and_bad_ones_are_malformed() {
-        for frame in [ClientFrame::Ping, ClientFrame::Send { reference: "r".into(), envelope: json!({"v": 1}) }] {
+        for frame in [
+            ClientFrame::Ping,
+            ClientFrame::Next,
+            ClientFrame::Send { reference: "r".into(), envelope: json!({"v": 1}) },
+        ] {
             let value: Value = serde_json::from_str(&frame.encode()).unwrap();
             assert_eq!(ClientFrame::decode(&value).unwrap(), frame);
         }
@@ -327,6 +351,7 @@ mod tests {
             json!({"type": "send", "ref": "r"}),
             json!({"type": "send", "ref": "r", "envelope": {}, "extra": 1}),
             json!({"type": "ping", "x": 1}),
+            json!({"type": "next", "x": 1}),
             json!({"type": "pong"}),
             json!([]),
         ] {
