@@ -72,3 +72,47 @@ pub async fn authorize_inbox(
     require_active(row.as_ref(), wallet, now)?;
     Ok((extracted.query, signed.key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use denet_core::memstore::MemStore;
+    use futures::executor::block_on;
+
+    fn row(key: &str) -> BundleRow {
+        BundleRow {
+            sign_key: key.into(),
+            wallet: format!("0x{}", "11".repeat(20)),
+            dh_key: "d".into(),
+            issued_at: 0,
+            expires_at: 1_000_000_000,
+            wallet_sig: "s".into(),
+            revoked_at: None,
+            revocation_sig: None,
+        }
+    }
+
+    /// #21: after a revocation the isolate that records it refuses the key at once;
+    /// another isolate, which looked the key up before, may still see it active for
+    /// up to `CACHE_MS` (the window spec §1.2 states), and not after.
+    #[test]
+    fn the_isolate_that_records_a_revocation_drops_the_key_at_once_others_within_the_window() {
+        let store = MemStore::new();
+        for key in ["elsewhere", "here"] {
+            assert!(block_on(store.put_bundle(&row(key), 16, 0)).unwrap());
+        }
+        let revoked = |key: &str, now| {
+            let Ok(Some(row)) = block_on(lookup(&store, key, now)) else { panic!("{key} is stored") };
+            row.revoked_at.is_some()
+        };
+        // Both looked up (and cached) at t = 1000.
+        assert!(!revoked("elsewhere", 1_000) && !revoked("here", 1_000));
+        // Revoked by another isolate: this one's cached copy holds for the window only.
+        block_on(store.revoke("elsewhere", 2_000, "sig")).unwrap();
+        assert!(!revoked("elsewhere", 1_000 + CACHE_MS - 1), "within the window");
+        assert!(revoked("elsewhere", 1_000 + CACHE_MS), "not after it");
+        // Revoked here: refused at once.
+        assert!(block_on(record_revocation(&store, "here", 2_000, "sig")).is_ok());
+        assert!(revoked("here", 2_001));
+    }
+}

@@ -67,6 +67,19 @@ async fn wait_for(relay: &Relay, room: &str, n: usize, within: Duration) -> Vec<
     }
 }
 
+/// One relay without peers that takes relayed batches (`PEER_TOKEN`), shared by the
+/// tests that post batches to it by hand (one boot for them all).
+fn lone_relay() -> &'static Relay {
+    static RELAY: std::sync::OnceLock<Relay> = std::sync::OnceLock::new();
+    let relay = RELAY.get_or_init(|| {
+        let mut vars: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
+        vars.extend([("RELAY_ID", "b"), ("PEER_TOKEN", TOKEN)]);
+        Relay::start_exactly(&vars)
+    });
+    relay.stop_at_exit();
+    relay
+}
+
 async fn relay_post(relay: &Relay, path: &str, token: &str, body: &Value) -> (u16, Value) {
     let resp = Relay::client()
         .post(relay.url(path))
@@ -323,13 +336,7 @@ async fn a_peer_restarted_mid_stream_ends_with_every_message_once() {
 /// envelope is judged against it: refused, never stored.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relayed_envelope_signed_after_its_keys_revocation_is_refused_even_with_the_key_cached() {
-    let relay = tokio::task::spawn_blocking(|| {
-        let mut vars: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
-        vars.extend([("RELAY_ID", "b"), ("PEER_TOKEN", TOKEN)]);
-        Relay::start_exactly(&vars)
-    })
-    .await
-    .unwrap();
+    let relay: &'static Relay = tokio::task::spawn_blocking(lone_relay).await.unwrap();
     let (alice, room) = (User::new(), random_room());
     relay.register(&alice).await;
     assert_eq!(relay.post(&alice.envelope(&room, b"warms the key cache")).await.0, 201);
@@ -338,11 +345,11 @@ async fn a_relayed_envelope_signed_after_its_keys_revocation_is_refused_even_wit
     let after = revocation["revoked_at"].as_u64().unwrap() + 1_000;
     let late = sign_envelope(&alice.device, &room, Some(&alice.wallet), after, b"signed after the revocation");
     let batch = json!({"relay": "a", "hops": 1, "envelopes": [late], "revocations": [revocation]});
-    let (code, body) = relay_post(&relay, "/v1/relay/messages", TOKEN, &batch).await;
+    let (code, body) = relay_post(relay, "/v1/relay/messages", TOKEN, &batch).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["results"][0]["status"], "refused", "{body}");
     assert_eq!(body["results"][0]["code"], "forbidden", "{body}");
-    assert_eq!(ids_in(&relay, &room).await.len(), 1, "only the message sent before the revocation");
+    assert_eq!(ids_in(relay, &room).await.len(), 1, "only the message sent before the revocation");
 }
 
 /// A peer's copy of a message this relay holds is a `duplicate` (§7), even when its
@@ -350,13 +357,7 @@ async fn a_relayed_envelope_signed_after_its_keys_revocation_is_refused_even_wit
 /// the skew): refusing it would make the sender dead-letter a message that is here.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_copy_is_a_duplicate_even_after_its_key_was_revoked_back_to_before_it() {
-    let relay = tokio::task::spawn_blocking(|| {
-        let mut vars: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
-        vars.extend([("RELAY_ID", "b"), ("PEER_TOKEN", TOKEN)]);
-        Relay::start_exactly(&vars)
-    })
-    .await
-    .unwrap();
+    let relay: &'static Relay = tokio::task::spawn_blocking(lone_relay).await.unwrap();
     let (alice, room) = (User::new(), random_room());
     relay.register(&alice).await;
     let env = alice.envelope(&room, b"held here");
@@ -372,7 +373,7 @@ async fn a_held_copy_is_a_duplicate_even_after_its_key_was_revoked_back_to_befor
     let (code, body) = relay.send_json(reqwest::Method::POST, &path, &revocation.request_json()).await;
     assert_eq!(code, 200, "{body}");
     let batch = json!({"relay": "a", "hops": 1, "envelopes": [env]});
-    let (code, body) = relay_post(&relay, "/v1/relay/messages", TOKEN, &batch).await;
+    let (code, body) = relay_post(relay, "/v1/relay/messages", TOKEN, &batch).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["results"][0]["status"], "duplicate", "{body}");
 }
