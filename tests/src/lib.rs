@@ -209,6 +209,13 @@ impl Relay {
             cmd.arg("--var").arg(format!("{k}:{v}"));
         }
         self.child = Some(cmd.spawn().expect("wrangler starts"));
+        // `DENET_E2E_BOOT_LOG=FILE`: one line per wrangler boot, to count them.
+        if let Ok(file) = std::env::var("DENET_E2E_BOOT_LOG") {
+            use std::io::Write;
+            let line = format!("{}\n", std::env::args().next().unwrap_or_default());
+            let appended = std::fs::OpenOptions::new().create(true).append(true).open(file);
+            let _ = appended.and_then(|mut f| f.write_all(line.as_bytes()));
+        }
         self.wait_ready();
     }
 

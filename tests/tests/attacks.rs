@@ -7,8 +7,6 @@ use denet_e2e::ws::{Socket, send_frame};
 use serde_json::Value;
 use std::time::Duration;
 
-use denet_core::limits::DAY_MS;
-
 /// One relay with small limits for the attacks that need only them (one boot, not
 /// one per test): `IP_REQUESTS_PER_MIN` 20 and `MAX_PAGE_BYTES` 8192. Each test
 /// speaks from its own client IP (`CF-Connecting-IP`), so none shares a bucket.
@@ -76,29 +74,6 @@ async fn the_forged_signature_does_not_read_an_inbox() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-}
-
-#[tokio::test]
-async fn a_revoked_key_does_not_come_back_after_retention() {
-    let relay = Relay::start_with(&[("RETENTION_DAYS", "1")]);
-    let user = User::new();
-    let bundle = user.bundle(30);
-    assert_eq!(relay.put_bundle(&user, &bundle).await.0, 201);
-    let path = format!("/v1/keys/{}/revoke", user.wallet);
-    assert_eq!(relay.send_json(reqwest::Method::POST, &path, &user.revocation(user.sign_key())).await.0, 200);
-    // The revocation is older than the retention period; the bundle has not expired.
-    relay.d1_execute(&format!(
-        "UPDATE bundles SET revoked_at = revoked_at - {} WHERE wallet = '{}'",
-        3 * DAY_MS,
-        user.wallet
-    ));
-    assert_eq!(reqwest::get(relay.url("/__scheduled?cron=17+3+*+*+*")).await.unwrap().status().as_u16(), 200);
-    let (status, body) = relay.put_bundle(&user, &bundle).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
-    let inbox = format!("/v1/inbox/{}/messages", user.wallet);
-    assert_eq!(relay.get_signed(&user, &inbox).await.0, 403);
-    let (_, keys) = relay.get(&format!("/v1/keys/{}?include=all", user.wallet)).await;
-    assert_eq!(keys["keys"][0]["status"], "revoked");
 }
 
 #[tokio::test]
