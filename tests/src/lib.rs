@@ -383,6 +383,13 @@ impl Relay {
     }
 
     /// Registers `user`'s device bundle (valid 30 days); panics unless `201`.
+    /// Posts an anonymous envelope of `text` to `room`; asserts `201`, returns the ack.
+    pub async fn post_text(&self, room: &str, text: &str) -> serde_json::Value {
+        let (status, ack) = self.post(&actors::anonymous_envelope(room, text.as_bytes())).await;
+        assert_eq!(status, 201, "{ack}");
+        ack
+    }
+
     pub async fn register(&self, user: &actors::User) {
         let (status, body) = self.put_bundle(user, &user.bundle(30)).await;
         assert_eq!(status, 201, "{body}");

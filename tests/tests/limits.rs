@@ -26,13 +26,12 @@ fn relay() -> &'static Relay {
 }
 
 async fn post_from(ip: &str, envelope: &Value) -> (u16, Option<String>, Value) {
-    let resp = Relay::client()
-        .post(relay().url("/v1/messages"))
-        .header("cf-connecting-ip", ip)
-        .json(envelope)
-        .send()
-        .await
-        .unwrap();
+    answer(Relay::client().post(relay().url("/v1/messages")).header("cf-connecting-ip", ip).json(envelope)).await
+}
+
+/// The status, `Retry-After` and JSON body of a request.
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Option<String>, Value) {
+    let resp = request.send().await.unwrap();
     let status = resp.status().as_u16();
     let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     (status, retry, resp.json().await.unwrap())
@@ -158,15 +157,8 @@ async fn send_frames_are_limited_like_posts_and_the_socket_stays_open() {
 }
 
 async fn pull_from(ip: &str, room: &str, wait: u64) -> (u16, Option<String>, Value) {
-    let resp = Relay::client()
-        .get(relay().url(&format!("/v1/rooms/{room}/messages?wait={wait}")))
-        .header("cf-connecting-ip", ip)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
-    (status, retry, resp.json().await.unwrap())
+    let url = relay().url(&format!("/v1/rooms/{room}/messages?wait={wait}"));
+    answer(Relay::client().get(url).header("cf-connecting-ip", ip)).await
 }
 
 /// Attack (#21): long-polls were unbounded per IP (of 100 concurrent `wait` pulls

@@ -331,9 +331,12 @@ async fn a_peer_restarted_mid_stream_ends_with_every_message_once() {
 }
 
 /// Attack (review of #20): a peer sends an envelope together with its key's
-/// revocation, the envelope signed after `revoked_at`, to a relay whose isolate has
-/// the key cached from a recent post. The revocation comes first in the batch, so the
-/// envelope is judged against it: refused, never stored.
+/// revocation, the envelope signed after `revoked_at`, to a relay that has the key
+/// cached from a recent post. The batch's revocations are taken before its envelopes
+/// are judged, so the envelope is refused, never stored. (Locally every object shares
+/// the Worker's isolate, so the revocation also clears that isolate's cache: this
+/// test holds the order; that a relayed envelope never reads the cache at all is the
+/// unit test of `denet_core::admission`, `Ask::Key { cached: false }`.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relayed_envelope_signed_after_its_keys_revocation_is_refused_even_with_the_key_cached() {
     let relay: &'static Relay = tokio::task::spawn_blocking(lone_relay).await.unwrap();

@@ -23,12 +23,6 @@ async fn metrics(relay: &Relay) -> Value {
     relay.get("/v1/__metrics").await.1
 }
 
-async fn post_ok(relay: &Relay, room: &str, text: &str) -> Value {
-    let (status, ack) = relay.post(&anonymous_envelope(room, text.as_bytes())).await;
-    assert_eq!(status, 201, "{ack}");
-    ack
-}
-
 #[tokio::test]
 async fn retention_deletes_only_what_is_due() {
     let (relay, _turn) = relay().await;
@@ -99,13 +93,13 @@ async fn a_message_costs_one_written_row_to_store_and_one_to_delete() {
     let (relay, _turn) = relay().await;
     let room = random_room();
     let before = metrics(relay).await;
-    post_ok(relay, &room, "the first: its row and the directory's").await;
+    relay.post_text(&room, "the first: its row and the directory's").await;
     let first = metrics(relay).await;
     let written =
         |a: &Value, b: &Value| b["d1_rows_written"].as_u64().unwrap() - a["d1_rows_written"].as_u64().unwrap();
     assert_eq!(written(&before, &first), 2, "a new address: one message row, one directory row");
     for i in 0..20 {
-        post_ok(relay, &room, &format!("{i}")).await;
+        relay.post_text(&room, &format!("{i}")).await;
     }
     let twenty = metrics(relay).await;
     assert_eq!(written(&first, &twenty), 20, "one written row per message");
@@ -119,5 +113,5 @@ async fn a_message_costs_one_written_row_to_store_and_one_to_delete() {
     assert_eq!(resp.status().as_u16(), 200);
     let after = metrics(relay).await;
     assert_eq!(written(&twenty, &after), 21 + 1, "21 deletes and the directory's last seq");
-    assert_eq!(post_ok(relay, &room, "after").await["seq"], 22);
+    assert_eq!(relay.post_text(&room, "after").await["seq"], 22);
 }

@@ -20,12 +20,6 @@ fn holders(relay: &Relay) -> HashMap<String, Vec<String>> {
     out
 }
 
-async fn post_ok(relay: &Relay, room: &str, text: &str) -> Value {
-    let (status, ack) = relay.post(&anonymous_envelope(room, text.as_bytes())).await;
-    assert_eq!(status, 201, "{ack}");
-    ack
-}
-
 #[tokio::test]
 async fn the_sharded_d1_store_passes_the_conformance_suite() {
     let relay = Relay::start_with(&[("DENET_TEST_ROUTES", "1")]);
@@ -46,7 +40,7 @@ async fn messages_of_many_addresses_spread_over_every_shard_each_in_exactly_one(
     let rooms: Vec<String> = (0..24).map(|_| random_room()).collect();
     for room in &rooms {
         for i in 0..3 {
-            post_ok(&relay, room, &format!("{i}")).await;
+            relay.post_text(room, &format!("{i}")).await;
         }
     }
     let holders = holders(&relay);
@@ -71,8 +65,8 @@ async fn adding_a_shard_keeps_old_messages_readable_and_takes_new_addresses() {
     let old: Vec<String> = (0..6).map(|_| random_room()).collect();
     let mut pages = HashMap::new();
     for room in &old {
-        post_ok(&relay, room, "before").await;
-        post_ok(&relay, room, "before, again").await;
+        relay.post_text(room, "before").await;
+        relay.post_text(room, "before, again").await;
         pages.insert(room.clone(), relay.pull_all(&format!("/v1/rooms/{room}/messages"), 100).await);
     }
     assert!(holders(&relay).values().all(|h| h == &["SHARD_1"]));
@@ -80,12 +74,12 @@ async fn adding_a_shard_keeps_old_messages_readable_and_takes_new_addresses() {
     relay.restart_with(&[("MESSAGE_SHARDS", "DB:full,SHARD_1,SHARD_2")]);
     for room in &old {
         assert_eq!(relay.pull_all(&format!("/v1/rooms/{room}/messages"), 100).await, pages[room], "unchanged");
-        let ack = post_ok(&relay, room, "after").await;
+        let ack = relay.post_text(room, "after").await;
         assert_eq!(ack["seq"], 3, "seq goes on where it was");
     }
     let new: Vec<String> = (0..16).map(|_| random_room()).collect();
     for room in &new {
-        post_ok(&relay, room, "new").await;
+        relay.post_text(room, "new").await;
     }
     let holders = holders(&relay);
     assert!(old.iter().all(|r| holders[r] == ["SHARD_1"]), "old addresses stay where they are");
@@ -96,9 +90,9 @@ async fn adding_a_shard_keeps_old_messages_readable_and_takes_new_addresses() {
     relay.restart_with(&[("MESSAGE_SHARDS", "DB:full,SHARD_1:full,SHARD_2")]);
     let later: Vec<String> = (0..5).map(|_| random_room()).collect();
     for room in &later {
-        post_ok(&relay, room, "later").await;
+        relay.post_text(room, "later").await;
     }
-    assert_eq!(post_ok(&relay, &old[0], "still here").await["seq"], 4);
+    assert_eq!(relay.post_text(&old[0], "still here").await["seq"], 4);
     let holders = self::holders(&relay);
     assert!(later.iter().all(|r| holders[r] == ["SHARD_2"]));
 }
@@ -108,7 +102,7 @@ async fn a_shard_that_is_gone_answers_a_clear_error_and_loses_nothing() {
     let mut relay = Relay::start();
     let rooms: Vec<String> = (0..12).map(|_| random_room()).collect();
     for room in &rooms {
-        post_ok(&relay, room, "first").await;
+        relay.post_text(room, "first").await;
     }
     let holders = holders(&relay);
     let gone = rooms.iter().find(|r| holders[*r] == ["SHARD_2"]).expect("a room on SHARD_2").clone();
@@ -121,13 +115,13 @@ async fn a_shard_that_is_gone_answers_a_clear_error_and_loses_nothing() {
     assert!(body["error"]["message"].as_str().unwrap().contains("unavailable"), "a clear message: {body}");
     let (status, _) = relay.get(&format!("/v1/rooms/{gone}/messages")).await;
     assert_eq!(status, 500, "no empty page pretending the room is empty");
-    assert_eq!(post_ok(&relay, &kept, "still fine").await["seq"], 2);
+    assert_eq!(relay.post_text(&kept, "still fine").await["seq"], 2);
     assert!(self::holders(&relay)[&gone] == ["SHARD_2"], "nothing written to another shard");
 
     relay.restart_with(&[("MESSAGE_SHARDS", "DB:full,SHARD_1,SHARD_2")]);
     let page = relay.pull_all(&format!("/v1/rooms/{gone}/messages"), 100).await;
     assert_eq!(page.len(), 1, "the refused post was not stored, the first one is there");
-    assert_eq!(post_ok(&relay, &gone, "back").await["seq"], 2);
+    assert_eq!(relay.post_text(&gone, "back").await["seq"], 2);
 }
 
 #[tokio::test]
@@ -138,7 +132,7 @@ async fn dedup_is_exact_after_the_relay_restarts() {
     let (status, first) = relay.post(&envelope).await;
     assert_eq!(status, 201);
     for i in 0..5 {
-        post_ok(&relay, &room, &format!("{i}")).await;
+        relay.post_text(&room, &format!("{i}")).await;
     }
     // The object's memory (its filter) is gone; the store still knows.
     relay.restart();

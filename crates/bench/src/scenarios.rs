@@ -469,18 +469,24 @@ async fn ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
     let share = cpu.share_since();
     assert!(statuses.iter().all(|s| *s == 201), "every post committed");
     let acked: HashSet<String> = sigs.into_iter().collect();
+    let lost = lost_of(relay, &room_ids, &acked).await;
+    let rate = scale.ingest_messages as f64 / elapsed.as_secs_f64();
+    json!({"scenario": format!("ingest_{rooms}_room{}", if rooms == 1 { "" } else { "s" }),
+           "concurrency": scale.concurrency, "messages": scale.ingest_messages, "rooms": rooms,
+           "rate_per_s": rate.round(), "latency": summary(latencies), "lost": lost, "client_cpu_share": share})
+}
+
+/// How many of the `acked` signatures no page of `rooms` holds; asserts none.
+async fn lost_of(relay: &Relay, rooms: &[String], acked: &HashSet<String>) -> usize {
     let mut stored = HashSet::new();
-    for room in &room_ids {
+    for room in rooms {
         for m in relay.pull_all(&format!("/v1/rooms/{room}/messages"), 500).await {
             stored.insert(m["sig"].as_str().unwrap().to_owned());
         }
     }
     let lost = acked.difference(&stored).count();
     assert_eq!(lost, 0, "every acknowledged message is pullable");
-    let rate = scale.ingest_messages as f64 / elapsed.as_secs_f64();
-    json!({"scenario": format!("ingest_{rooms}_room{}", if rooms == 1 { "" } else { "s" }),
-           "concurrency": scale.concurrency, "messages": scale.ingest_messages, "rooms": rooms,
-           "rate_per_s": rate.round(), "latency": summary(latencies), "lost": lost, "client_cpu_share": share})
+    lost
 }
 
 /// Ingest over WebSockets (`ws_ingest_N_room(s)`): one socket per poster
@@ -558,14 +564,7 @@ async fn ws_ingest(relay: &Relay, scale: &Scale, rooms: usize) -> Value {
     let share = cpu.share_since();
     let acked = acked.lock().unwrap().clone();
     assert_eq!(acked.len(), sockets * per_socket, "every frame acknowledged");
-    let mut stored = HashSet::new();
-    for room in &room_ids {
-        for m in relay.pull_all(&format!("/v1/rooms/{room}/messages"), 500).await {
-            stored.insert(m["sig"].as_str().unwrap().to_owned());
-        }
-    }
-    let lost = acked.difference(&stored).count();
-    assert_eq!(lost, 0, "every acknowledged message is pullable");
+    let lost = lost_of(relay, &room_ids, &acked).await;
     let messages = sockets * per_socket;
     let rate = messages as f64 / elapsed.as_secs_f64();
     let latencies = latencies.lock().unwrap().clone();
