@@ -36,12 +36,9 @@ pub async fn admit(env: &Env, config: &Config, value: &Value, source: Source, no
                 }
                 pending.key(row.as_ref(), now)?
             }
+            // A limiter that fails refuses as `internal` (its cause logged), like the glue.
             Ask::Limits(takes) => {
-                let taken = limiter::take_all(env, &takes).await;
-                match taken {
-                    Err(ApiError::Internal(cause)) => return Err(glue(ApiError::Internal(cause))),
-                    other => pending.limits(other.map_err(ApiError::into_protocol))?,
-                }
+                pending.limits(limiter::take_all(env, &takes).await.map_err(ApiError::into_protocol))?
             }
             Ask::Nothing => {
                 return pending.admitted().ok_or_else(|| Refusal::Refused(denet_core::Error::internal()));
