@@ -105,15 +105,22 @@ pub fn require_no_query(req: &Request) -> ApiResult<()> {
 /// it is not `application/json`, `400 malformed` if it does not parse or the
 /// request has query parameters (every route with a body takes none).
 pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
+    parse_json(&read_body(req, max_bytes, "application/json").await?)
+}
+
+/// Reads a request body of media type `media`: `413` from its declared or actual
+/// length, `415` for another media type, `400 malformed` if the request has query
+/// parameters.
+pub async fn read_body(req: &mut Request, max_bytes: u64, media: &str) -> ApiResult<Vec<u8>> {
     let too_large = || ApiError::from(Error::too_large(format!("request body is over {max_bytes} bytes")));
     let declared = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_bytes) {
         return Err(too_large());
     }
-    let media = req.headers().get("content-type")?.unwrap_or_default();
-    let essence = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence != "application/json" {
-        return Err(Error::new(ErrorCode::UnsupportedMediaType, "the body must be application/json").into());
+    let given = req.headers().get("content-type")?.unwrap_or_default();
+    let essence = given.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence != media {
+        return Err(Error::new(ErrorCode::UnsupportedMediaType, format!("the body must be {media}")).into());
     }
     if declared.is_some() {
         // A declared length within the limit is the body's length (HTTP framing; a
@@ -124,13 +131,13 @@ pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
         if bytes.len() as u64 > max_bytes {
             return Err(too_large());
         }
-        return parse_json(&bytes);
+        return Ok(bytes);
     }
     // Without a Content-Length (chunked), read chunk by chunk so the body is cut
     // off as soon as it passes the limit, not after it is all in memory.
     let Ok(mut stream) = req.stream() else {
         require_no_query(req)?;
-        return parse_json(b"");
+        return Ok(Vec::new());
     };
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -140,7 +147,7 @@ pub async fn read_json(req: &mut Request, max_bytes: u64) -> ApiResult<Value> {
         }
     }
     require_no_query(req)?;
-    parse_json(&bytes)
+    Ok(bytes)
 }
 
 /// Parses JSON text; anything else is `400 malformed`.

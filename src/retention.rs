@@ -1,5 +1,6 @@
 //! The scheduled retention job: deletes messages older than `RETENTION_DAYS` and
-//! bundles that expired that long ago (revoked or not), in bounded batches.
+//! bundles that expired that long ago (revoked or not), and the backups of wallets
+//! left without an active bundle, in bounded batches.
 
 use crate::config::Config;
 use crate::store::D1Store;
@@ -32,6 +33,17 @@ pub async fn run(env: &Env, now: u64) -> Result<()> {
             break;
         }
     }
-    worker::console_log!("retention: deleted {messages} messages and {bundles} bundles older than {cutoff} ms");
+    // A backup is kept while its wallet has an active bundle (§9), then deleted.
+    let mut backups = 0;
+    for _ in 0..MAX_BATCHES {
+        let n = store.expire_backups(now, BATCH).await.map_err(fail)?;
+        backups += n;
+        if n < BATCH {
+            break;
+        }
+    }
+    worker::console_log!(
+        "retention: deleted {messages} messages and {bundles} bundles older than {cutoff} ms, {backups} backups of wallets without an active key"
+    );
     Ok(())
 }

@@ -8,7 +8,7 @@ use denet_core::Address;
 use denet_core::retention::Plan;
 use denet_core::shards::Shards;
 pub use denet_core::store::BundleRow;
-use denet_core::store::{MessageRow, Store, StoreError, StoreResult, Stored, Tail};
+use denet_core::store::{BackupRow, MessageRow, Store, StoreError, StoreResult, Stored, Tail};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -521,6 +521,56 @@ impl Store for D1Store<'_> {
 
     async fn expire_bundles(&self, cutoff: u64, budget: u64) -> StoreResult<u64> {
         delete_bundles_before(&self.main()?, cutoff, budget).await.map(|n| n as u64).map_err(failed)
+    }
+
+    async fn backup(&self, wallet: &str) -> StoreResult<Option<BackupRow>> {
+        #[derive(Deserialize)]
+        struct Row {
+            version: u64,
+            blob: String,
+            updated_at: u64,
+        }
+        let statement = self.main()?.prepare("SELECT version, blob, updated_at FROM backups WHERE wallet = ?1");
+        let row: Option<Row> =
+            statement.bind(&[text(wallet)]).map_err(failed)?.all().await.and_then(first).map_err(failed)?;
+        row.map(|r| {
+            let blob =
+                denet_core::encoding::b64_decode(&r.blob).ok_or_else(|| failed("a stored backup is not base64"))?;
+            Ok(BackupRow { wallet: wallet.to_owned(), version: r.version, blob, updated_at: r.updated_at })
+        })
+        .transpose()
+    }
+
+    async fn put_backup(&self, row: &BackupRow) -> StoreResult<bool> {
+        let db = self.main()?;
+        let values =
+            [text(&row.wallet), num(row.version), text(&denet_core::encoding::b64(&row.blob)), num(row.updated_at)];
+        // The compare-and-swap is one statement: the first version only where none is
+        // stored, any other only over the version before it.
+        let statement = match denet_core::backup::replaces(row.version) {
+            None => db.prepare(
+                "INSERT INTO backups (wallet, version, blob, updated_at) SELECT ?1, ?2, ?3, ?4 WHERE ?2 = 1
+                 ON CONFLICT (wallet) DO NOTHING",
+            ),
+            Some(_) => db.prepare(
+                "UPDATE backups SET version = ?2, blob = ?3, updated_at = ?4 WHERE wallet = ?1 AND version = ?2 - 1",
+            ),
+        };
+        changes(statement.bind(&values).map_err(failed)?).await.map(|n| n > 0).map_err(failed)
+    }
+
+    async fn expire_backups(&self, now: u64, budget: u64) -> StoreResult<u64> {
+        let statement = self
+            .main()?
+            .prepare(
+                "DELETE FROM backups WHERE wallet IN
+                 (SELECT wallet FROM backups b WHERE NOT EXISTS
+                   (SELECT 1 FROM bundles WHERE bundles.wallet = b.wallet AND revoked_at IS NULL AND expires_at > ?1)
+                  LIMIT ?2)",
+            )
+            .bind(&[num(now), num(budget)])
+            .map_err(failed)?;
+        changes(statement).await.map(|n| n as u64).map_err(failed)
     }
 }
 const BUNDLE_COLUMNS: &str = "sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, revoked_at, revocation_sig";

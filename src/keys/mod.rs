@@ -54,12 +54,13 @@ pub async fn record_revocation(store: &impl Store, key: &str, revoked_at: u64, s
     Ok(())
 }
 
-/// The gate of a signed inbox route (§3.1): returns the query left for the route
-/// and the key that signed, once the request is proven to come from an active key
-/// of `wallet`.
-pub async fn authorize_inbox(
+/// The gate of a signed route (§3.1: an inbox, a backup): returns the query left
+/// for the route and the key that signed, once the request is proven to come from
+/// an active key of `wallet`. A write passes its `body`, which the signature covers.
+pub async fn authorize(
     req: &Request,
     wallet: &Wallet,
+    body: Option<&[u8]>,
     env: &Env,
     config: &Config,
     now: u64,
@@ -67,7 +68,7 @@ pub async fn authorize_inbox(
     let url = req.url()?;
     let extracted = request::extract(url.path(), url.query(), |name| req.headers().get(name).ok().flatten());
     let signed: SignedRequest = extracted.credentials?;
-    signed.verify(req.method().as_ref(), wallet, now, config.limits.skew_ms)?;
+    signed.verify_with_body(req.method().as_ref(), body, wallet, now, config.limits.skew_ms)?;
     let row = lookup(&D1Store::new(env, config), &signed.key.to_b64(), now).await?;
     require_active(row.as_ref(), wallet, now)?;
     Ok((extracted.query, signed.key))

@@ -36,7 +36,7 @@ pub async fn pull_room(req: Request, room: &str, env: &Env, config: &Config, by:
 /// `GET /v1/inbox/{wallet}/messages` (signed): a page, for the wallet only.
 pub async fn pull_inbox(req: Request, wallet: &str, env: &Env, config: &Config, by: Puller<'_>) -> ApiResult<Response> {
     let wallet = Wallet::parse_lenient(wallet)?;
-    let (query, _) = keys::authorize_inbox(&req, &wallet, env, config, by.now).await?;
+    let (query, _) = keys::authorize(&req, &wallet, None, env, config, by.now).await?;
     pull(&Address::Inbox(wallet), &query, env, config, by).await
 }
 

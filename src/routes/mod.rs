@@ -1,6 +1,7 @@
 //! The route table: path patterns → handlers, and the §4 check order for the
 //! parts every route shares (route, then method).
 
+mod backup;
 mod health;
 mod messages;
 mod relay;
@@ -25,6 +26,7 @@ enum Route<'p> {
     InboxSocket(&'p str),
     Keys(&'p str),
     Revoke(&'p str),
+    Backup(&'p str),
     RelayMessages,
     RelayKeys,
     RelayStatus,
@@ -48,6 +50,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
         ["v1", "inbox", wallet, "ws"] => (Route::InboxSocket(wallet), get),
         ["v1", "keys", wallet] => (Route::Keys(wallet), &[Method::Get, Method::Put]),
         ["v1", "keys", wallet, "revoke"] => (Route::Revoke(wallet), &[Method::Post]),
+        ["v1", "backup", wallet] => (Route::Backup(wallet), &[Method::Get, Method::Put]),
         ["v1", "relay", "messages"] => (Route::RelayMessages, &[Method::Post]),
         ["v1", "relay", "keys"] => (Route::RelayKeys, &[Method::Post]),
         ["v1", "relay", "status"] => (Route::RelayStatus, get),
@@ -86,6 +89,8 @@ pub async fn dispatch(req: Request, env: Env, now: u64) -> ApiResult<Response> {
         Route::Keys(wallet) if method == Method::Put => keys::put_bundle(req, wallet, &env, &config, now).await,
         Route::Keys(wallet) => keys::get_bundles(req, wallet, &env, &config, now).await,
         Route::Revoke(wallet) => keys::revoke_key(req, wallet, &env, &config, now).await,
+        Route::Backup(wallet) if method == Method::Put => backup::put_backup(req, wallet, &env, &config, now).await,
+        Route::Backup(wallet) => backup::get_backup(req, wallet, &env, &config, now).await,
         Route::RelayMessages => relay::relay_messages(req, &env, &config, now).await,
         Route::RelayKeys => relay::relay_keys(req, &env, &config, now).await,
         Route::RelayStatus => relay::relay_status(req, &env, &config).await,
@@ -127,6 +132,7 @@ mod tests {
                 Route::InboxSocket(_) => "inbox ws",
                 Route::Keys(_) => "keys",
                 Route::Revoke(_) => "revoke",
+                Route::Backup(_) => "backup",
                 Route::RelayMessages => "relay messages",
                 Route::RelayKeys => "relay keys",
                 Route::RelayStatus => "relay status",
@@ -147,6 +153,7 @@ mod tests {
         assert_eq!(name("/v1/inbox/w/ws").map(|n| n.0), Some("inbox ws"));
         assert_eq!(name("/v1/keys/w"), Some(("keys", vec![Method::Get, Method::Put])));
         assert_eq!(name("/v1/keys/w/revoke"), Some(("revoke", vec![Method::Post])));
+        assert_eq!(name("/v1/backup/w"), Some(("backup", vec![Method::Get, Method::Put])));
         assert_eq!(name("/v1/relay/messages"), Some(("relay messages", vec![Method::Post])));
         assert_eq!(name("/v1/__faults"), Some(("faults", vec![Method::Post])));
     }

@@ -45,7 +45,7 @@ pub async fn inbox_socket(
     limiter::acquire_socket(env, config, ip, &place).await?;
     let opened = async {
         let wallet = Wallet::parse_lenient(wallet)?;
-        let (query, key) = keys::authorize_inbox(&req, &wallet, env, config, now).await?;
+        let (query, key) = keys::authorize(&req, &wallet, None, env, config, now).await?;
         parse_socket_query(&query)?;
         mailbox::open_socket(env, &Address::Inbox(wallet), &query, ip, Some(&key), &req).await
     }

@@ -85,7 +85,18 @@ impl User {
 
     /// The four `Denet-*` headers for `method path_and_query` at `time`.
     pub fn signed_headers(&self, method: &str, path_and_query: &str, time: u64) -> Vec<(&'static str, String)> {
-        let sig = self.device.sign(signing_text(method, path_and_query, time).as_bytes());
+        self.signed_write_headers(method, path_and_query, time, None)
+    }
+
+    /// The four `Denet-*` headers of a request whose `body` is signed too (a write, §3.1).
+    pub fn signed_write_headers(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        time: u64,
+        body: Option<&[u8]>,
+    ) -> Vec<(&'static str, String)> {
+        let sig = self.device.sign(signing_text(method, path_and_query, time, body).as_bytes());
         let [wallet, key, time_h, signature] = denet_core::request::HEADERS;
         vec![
             (wallet, self.wallet.to_string()),
@@ -101,7 +112,7 @@ impl User {
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
         };
-        let sig = self.device.sign(signing_text("GET", &signed, time).as_bytes());
+        let sig = self.device.sign(signing_text("GET", &signed, time, None).as_bytes());
         let [wallet, key, time_p, signature] = denet_core::request::PARAMS;
         let creds = format!(
             "{wallet}={}&{key}={}&{time_p}={time}&{signature}={}",

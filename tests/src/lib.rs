@@ -3,6 +3,7 @@
 //! stops wrangler's whole process group, even when a test fails.
 
 pub mod actors;
+pub mod cli;
 pub mod ws;
 
 use std::net::TcpListener;

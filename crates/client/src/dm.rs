@@ -97,6 +97,27 @@ pub fn seal<R: RngCore + CryptoRng>(
     Ok(body)
 }
 
+/// Opens a body with the first of `dh_secrets` it is addressed to (a device reads
+/// with its own key and with those of its wallet's other devices it holds, §9).
+pub fn open_any(
+    body: &[u8],
+    to: &str,
+    from: Option<(&str, &[u8; 32])>,
+    dh_secrets: &[Zeroizing<[u8; 32]>],
+) -> Result<Vec<u8>> {
+    let addressed = |secret: &[u8; 32]| {
+        let Ok(sk) = private(secret) else { return false };
+        let kid = kid(&Kem::sk_to_pk(&sk).to_bytes().into());
+        let n = body.get(4).copied().unwrap_or(0) as usize;
+        body.len() >= 5 + n * ENTRY && body[5..5 + n * ENTRY].chunks(ENTRY).any(|e| e[..8] == kid)
+    };
+    let secret = dh_secrets.iter().find(|s| addressed(s)).or(dh_secrets.first());
+    match secret {
+        Some(s) => open(body, to, from, s),
+        None => Err(ClientError::Open("direct message: no key to open it with".into())),
+    }
+}
+
 /// Opens a body addressed to this device (`dh_secret`). For a named message give
 /// the sender's wallet and the `dh_key` of the bundle that signed the envelope.
 pub fn open(body: &[u8], to: &str, from: Option<(&str, &[u8; 32])>, dh_secret: &[u8; 32]) -> Result<Vec<u8>> {

@@ -4,6 +4,10 @@
 //! makes, and copies room keys to our own inbox. It decides nothing: the session does.
 //! The `denet` CLI is this driver plus argument parsing and printing.
 
+mod backup;
+
+pub use backup::{RECOVERY_DAYS, Restored, SetUp, Status as BackupStatus, With};
+
 use crate::net::{Ack, Event as NetEvent, RelayClient, now_ms};
 use crate::session::{self, Received, Rekeying, Session, SessionError, SessionState, Settle};
 use denet_core::Wallet;

@@ -136,15 +136,16 @@ impl Device {
         sign_envelope(&self.sign, to, from, ts, body)
     }
 
-    /// The four `Denet-*` values of a signed request (§3.1).
+    /// The four `Denet-*` values of a signed request (§3.1); a write signs its `body` too.
     pub fn request_credentials(
         &self,
         wallet: &Wallet,
         method: &str,
         signed_path: &str,
         time: u64,
+        body: Option<&[u8]>,
     ) -> [(&'static str, String); 4] {
-        let sig = self.sign(signing_text(method, signed_path, time).as_bytes());
+        let sig = self.sign(signing_text(method, signed_path, time, body).as_bytes());
         let [wallet_h, key_h, time_h, sig_h] = denet_core::request::HEADERS;
         [
             (wallet_h, wallet.to_string()),
@@ -163,7 +164,7 @@ impl Device {
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
         };
-        let creds = self.request_credentials(wallet, "GET", &signed, time);
+        let creds = self.request_credentials(wallet, "GET", &signed, time, None);
         let params: Vec<String> =
             denet_core::request::PARAMS.iter().zip(creds.iter()).map(|(n, (_, v))| format!("{n}={v}")).collect();
         let sep = if query.is_some() { '&' } else { '?' };

@@ -3,6 +3,7 @@
 //! - [`identity`]: wallet signers, device keys, bundles and their verification;
 //! - [`pad`], [`content`], [`dm`], [`room`]: PROTOCOL.md §8 — padding, content
 //!   types, HPKE direct messages, room keys and bodies;
+//! - [`backup`]: §9 — the encrypted key backup a new device restores its history from;
 //! - [`session`]: the whole chat session as a pure state machine (what a device
 //!   keeps, what it believes of what arrives, what it sends), driven by the CLI and
 //!   the SDK alike;
@@ -12,6 +13,7 @@
 //! Encrypt functions take their randomness as an argument, so known-answer tests
 //! can fix it; callers pass `rand_core::OsRng`.
 
+pub mod backup;
 pub mod content;
 pub mod dm;
 #[cfg(feature = "net")]

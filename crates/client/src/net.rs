@@ -31,6 +31,19 @@ fn transport(e: impl std::fmt::Display) -> ClientError {
     ClientError::Transport(e.to_string())
 }
 
+/// A refusal as the §6 JSON error says it.
+async fn refusal(status: u16, resp: reqwest::Response) -> ClientError {
+    let body: Value = match resp.json().await {
+        Ok(body) => body,
+        Err(e) => return transport(e),
+    };
+    ClientError::Relay {
+        status,
+        code: body["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
+        message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+    }
+}
+
 /// The relay clock is assumed close to ours (the skew window allows 5 minutes).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -48,14 +61,10 @@ impl RelayClient {
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value)> {
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let body: Value = resp.json().await.map_err(transport)?;
         if status >= 400 {
-            return Err(ClientError::Relay {
-                status,
-                code: body["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
-                message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
-            });
+            return Err(refusal(status, resp).await);
         }
+        let body: Value = resp.json().await.map_err(transport)?;
         Ok((status, body))
     }
 
@@ -121,11 +130,44 @@ impl RelayClient {
     ) -> Result<Page> {
         let path = format!("/v1/inbox/{wallet}/messages?{}", RelayClient::page_query(after, limit, wait));
         let mut req = self.http.get(format!("{}{path}", self.base));
-        for (name, value) in device.request_credentials(wallet, "GET", &path, now_ms()) {
+        for (name, value) in device.request_credentials(wallet, "GET", &path, now_ms(), None) {
             req = req.header(name, value);
         }
         let (_, body) = self.send(req).await?;
         serde_json::from_value(body).map_err(transport)
+    }
+
+    /// `GET /v1/backup/{wallet}` (signed, §9): the blob, or `None` when there is none.
+    pub async fn get_backup(&self, device: &Device, wallet: &Wallet) -> Result<Option<Vec<u8>>> {
+        let path = format!("/v1/backup/{wallet}");
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        for (name, value) in device.request_credentials(wallet, "GET", &path, now_ms(), None) {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await.map_err(transport)?;
+        match resp.status().as_u16() {
+            200 => Ok(Some(resp.bytes().await.map_err(transport)?.to_vec())),
+            status => match refusal(status, resp).await {
+                ClientError::Relay { status: 404, .. } => Ok(None),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// `PUT /v1/backup/{wallet}` (signed with its body, §9): `Ok(true)` when stored,
+    /// `Ok(false)` when the relay holds another version (`409`: read, merge, write again).
+    pub async fn put_backup(&self, device: &Device, wallet: &Wallet, blob: &[u8]) -> Result<bool> {
+        let path = format!("/v1/backup/{wallet}");
+        let mut req = self.http.put(format!("{}{path}", self.base));
+        for (name, value) in device.request_credentials(wallet, "PUT", &path, now_ms(), Some(blob)) {
+            req = req.header(name, value);
+        }
+        let req = req.header("content-type", denet_core::backup::MEDIA_TYPE).body(blob.to_vec());
+        match self.send(req).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Relay { status: 409, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens a WebSocket on a room, or (with `device`) on the wallet's inbox, resuming after `after`.

@@ -34,10 +34,16 @@ pub fn stretch(password: &str, room_id: &str) -> Result<Zeroizing<[u8; 32]>> {
     if id_bytes.len() != 32 {
         return Err(ClientError::Invalid("room id is not 32 bytes".into()));
     }
+    argon2id(password.as_bytes(), &id_bytes[..16])
+}
+
+/// `Argon2id(secret, salt, m = 19456 KiB, t = 2, p = 1)`, 32 bytes: the stretch of a
+/// room password (§8.3) and of a backup's recovery code (§9).
+pub fn argon2id(secret: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
     let params = Params::new(19_456, 2, 1, Some(32)).expect("valid argon2 parameters");
     let mut stretched = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(password.as_bytes(), &id_bytes[..16], stretched.as_mut())
+        .hash_password_into(secret, salt, stretched.as_mut())
         .map_err(|e| ClientError::Invalid(format!("argon2: {e}")))?;
     Ok(stretched)
 }

@@ -10,7 +10,7 @@
 //! touches nothing else.
 
 use crate::encoding::sha256_hex;
-use crate::store::{BundleRow, MessageRow, Store, StoreError};
+use crate::store::{BackupRow, BundleRow, MessageRow, Store, StoreError};
 use crate::writer::{Committed, Entry, Post, Sink, Writer, drive};
 use crate::{Address, RoomId};
 use std::cell::RefCell;
@@ -35,6 +35,7 @@ pub async fn run<S: Store>(store: &S, salt: &str) -> Vec<(&'static str, Result<(
         ("retention", c.retention().await),
         ("the_16_key_cap", c.the_16_key_cap().await),
         ("revocations", c.revocations().await),
+        ("backups", c.backups().await),
     ]
 }
 
@@ -339,6 +340,34 @@ impl<S: Store> Case<'_, S> {
         ensure!(self.store.bundle(&b.sign_key).await.map_err(err)?.is_some(), "kept until it expires");
         self.store.expire_bundles(5_001, 100).await.map_err(err)?;
         ensure!(self.store.bundle(&b.sign_key).await.map_err(err)?.is_none(), "then deleted");
+        Ok(())
+    }
+
+    /// §9: a backup is written by compare-and-swap on its version, read back byte for
+    /// byte, and deleted once its wallet has no active bundle.
+    async fn backups(&self) -> Result<(), String> {
+        let wallet = self.wallet("backups");
+        let err = |e: crate::store::StoreError| e.to_string();
+        let row = |version: u64, fill: u8| BackupRow {
+            wallet: wallet.clone(),
+            version,
+            blob: (0..=255u8).chain([fill]).collect(),
+            updated_at: T0 + version,
+        };
+        ensure!(self.store.backup(&wallet).await.map_err(err)?.is_none(), "none yet");
+        ensure!(!self.store.put_backup(&row(2, 0)).await.map_err(err)?, "the first write is version 1");
+        ensure!(self.store.put_backup(&row(1, 1)).await.map_err(err)?, "version 1 stored");
+        ensure!(!self.store.put_backup(&row(1, 2)).await.map_err(err)?, "version 1 again: stale");
+        ensure!(!self.store.put_backup(&row(3, 3)).await.map_err(err)?, "a skipped version");
+        ensure!(self.store.put_backup(&row(2, 4)).await.map_err(err)?, "version 2 stored");
+        ensure!(self.store.backup(&wallet).await.map_err(err)? == Some(row(2, 4)), "read back as written");
+        // Kept while the wallet has an active bundle, deleted after.
+        let b = self.bundle(&wallet, 0, T0 + 10_000);
+        self.store.put_bundle(&b, 16, T0).await.map_err(err)?;
+        self.store.expire_backups(T0 + 9_999, 100).await.map_err(err)?;
+        ensure!(self.store.backup(&wallet).await.map_err(err)?.is_some(), "kept while a bundle is active");
+        self.store.expire_backups(T0 + 10_000, 100).await.map_err(err)?;
+        ensure!(self.store.backup(&wallet).await.map_err(err)?.is_none(), "deleted once none is");
         Ok(())
     }
 }

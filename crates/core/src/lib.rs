@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod admission;
+pub mod backup;
 pub mod bundle;
 pub mod cache;
 #[cfg(feature = "testing")]

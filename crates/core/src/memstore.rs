@@ -3,7 +3,7 @@
 //! its reads per call, so tests can see that a lookup stays bounded.
 
 use crate::Address;
-use crate::store::{BundleRow, MessageRow, Store, StoreError, StoreResult, Stored, Tail};
+use crate::store::{BackupRow, BundleRow, MessageRow, Store, StoreError, StoreResult, Stored, Tail};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +14,7 @@ pub struct MemStore {
     /// Per address: the last seq given out when retention emptied it.
     floors: RefCell<HashMap<String, Stored>>,
     bundles: RefCell<BTreeMap<String, BundleRow>>,
+    backups: RefCell<BTreeMap<String, BackupRow>>,
     /// Rows examined by the last `find` (to show it is bounded).
     pub last_find_rows: Cell<usize>,
     /// When set, every call fails as an unavailable shard would.
@@ -176,6 +177,34 @@ impl Store for MemStore {
             .collect();
         for key in &due {
             bundles.remove(key);
+        }
+        Ok(due.len() as u64)
+    }
+
+    async fn backup(&self, wallet: &str) -> StoreResult<Option<BackupRow>> {
+        self.up()?;
+        Ok(self.backups.borrow().get(wallet).cloned())
+    }
+
+    async fn put_backup(&self, row: &BackupRow) -> StoreResult<bool> {
+        self.up()?;
+        let mut backups = self.backups.borrow_mut();
+        let stored = backups.get(&row.wallet).map(|b| b.version);
+        if stored != crate::backup::replaces(row.version) {
+            return Ok(false);
+        }
+        backups.insert(row.wallet.clone(), row.clone());
+        Ok(true)
+    }
+
+    async fn expire_backups(&self, now: u64, budget: u64) -> StoreResult<u64> {
+        self.up()?;
+        let bundles = self.bundles.borrow();
+        let active = |w: &str| bundles.values().any(|b| b.wallet == w && b.status(now) == crate::KeyStatus::Active);
+        let mut backups = self.backups.borrow_mut();
+        let due: Vec<String> = backups.keys().filter(|w| !active(w)).take(budget as usize).cloned().collect();
+        for w in &due {
+            backups.remove(w);
         }
         Ok(due.len() as u64)
     }

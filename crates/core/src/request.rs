@@ -30,9 +30,15 @@ pub struct Extracted {
     pub query: String,
 }
 
-/// Builds the text a device signs for a request.
-pub fn signing_text(method: &str, signed_path: &str, time: u64) -> String {
-    format!("denet/v1/request\n{method}\n{signed_path}\n{time}")
+/// Builds the text a device signs for a request. A request with a body (from 1.4:
+/// `PUT /v1/backup/{wallet}`) signs it too, as a fifth line: the hex sha256 of its bytes.
+pub fn signing_text(method: &str, signed_path: &str, time: u64, body: Option<&[u8]>) -> String {
+    match body {
+        Some(bytes) => {
+            format!("denet/v1/request\n{method}\n{signed_path}\n{time}\n{}", crate::encoding::sha256_hex(bytes))
+        }
+        None => format!("denet/v1/request\n{method}\n{signed_path}\n{time}"),
+    }
 }
 
 /// Splits `path?query` into the signed path and the credentials, taken from the
@@ -88,12 +94,24 @@ impl SignedRequest {
     /// for `path_wallet`. Whether `key` is an active key of the wallet is the
     /// caller's lookup.
     pub fn verify(&self, method: &str, path_wallet: &Wallet, now_ms: u64, skew_ms: u64) -> Result<(), Error> {
+        self.verify_with_body(method, None, path_wallet, now_ms, skew_ms)
+    }
+
+    /// [`SignedRequest::verify`] for a request whose `body` is signed too (a write).
+    pub fn verify_with_body(
+        &self,
+        method: &str,
+        body: Option<&[u8]>,
+        path_wallet: &Wallet,
+        now_ms: u64,
+        skew_ms: u64,
+    ) -> Result<(), Error> {
         crate::check_skew(self.time, now_ms, skew_ms, "Denet-Time")?;
         self.key
-            .verify(signing_text(method, &self.signed_path, self.time).as_bytes(), &self.sig)
+            .verify(signing_text(method, &self.signed_path, self.time, body).as_bytes(), &self.sig)
             .map_err(|_| Error::invalid_signature("request signature does not verify"))?;
         if self.wallet != *path_wallet {
-            return Err(Error::forbidden("a signed request may only read its own wallet's inbox"));
+            return Err(Error::forbidden("a signed request may only reach its own wallet's inbox or backup"));
         }
         Ok(())
     }

@@ -255,6 +255,25 @@ pub trait Store {
     async fn revoke(&self, sign_key: &str, revoked_at: u64, sig: &str) -> StoreResult<()>;
     /// Deletes up to `budget` bundles that expired before `cutoff`, revoked or not.
     async fn expire_bundles(&self, cutoff: u64, budget: u64) -> StoreResult<u64>;
+
+    /// The backup blob of `wallet` (§9), if one is stored.
+    async fn backup(&self, wallet: &str) -> StoreResult<Option<BackupRow>>;
+    /// Stores `row` if it is the next version of its wallet's backup (the first when
+    /// none is stored, [`crate::backup::replaces`]); returns whether it was stored.
+    /// One atomic compare-and-swap: two writers of the same version, one wins.
+    async fn put_backup(&self, row: &BackupRow) -> StoreResult<bool>;
+    /// Deletes up to `budget` backups of wallets that have no bundle active at `now`.
+    async fn expire_backups(&self, now: u64, budget: u64) -> StoreResult<u64>;
+}
+
+/// One wallet's backup blob (§9), as stored: opaque bytes, their version and when
+/// they were written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupRow {
+    pub wallet: String,
+    pub version: u64,
+    pub blob: Vec<u8>,
+    pub updated_at: u64,
 }
 
 impl From<StoreError> for String {

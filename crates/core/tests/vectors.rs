@@ -160,7 +160,7 @@ fn signed_request_vector_verifies_by_headers_and_by_query() {
         })
     };
     let req = extract(path, Some(query), header).credentials.unwrap();
-    assert_eq!(signing_text(&v.method, &req.signed_path, req.time), v.signing_bytes);
+    assert_eq!(signing_text(&v.method, &req.signed_path, req.time, None), v.signing_bytes);
     let wallet = Wallet::parse_lenient(&h.wallet).unwrap();
     let now = req.time + 1000;
     req.verify(&v.method, &wallet, now, 300_000).unwrap();

@@ -156,10 +156,19 @@ impl Device {
         Ok(self.inner.envelope(to, from.as_ref(), ts as u64, body).map_err(client_err)?.to_string())
     }
 
-    /// The four `Denet-*` values of a signed request (§3.1), as a JSON object.
+    /// The four `Denet-*` values of a signed request (§3.1), as a JSON object; a
+    /// write (`body` given) signs its body too.
     #[wasm_bindgen(js_name = requestCredentials)]
-    pub fn request_credentials(&self, wallet_s: &str, method: &str, signed_path: &str, time: f64) -> JsResult<String> {
-        let creds = self.inner.request_credentials(&wallet(wallet_s)?, method, signed_path, time as u64);
+    pub fn request_credentials(
+        &self,
+        wallet_s: &str,
+        method: &str,
+        signed_path: &str,
+        time: f64,
+        body: Option<Vec<u8>>,
+    ) -> JsResult<String> {
+        let creds =
+            self.inner.request_credentials(&wallet(wallet_s)?, method, signed_path, time as u64, body.as_deref());
         let map: serde_json::Map<String, Value> = creds.into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
         Ok(Value::Object(map).to_string())
     }

@@ -138,7 +138,7 @@ impl Session {
 
     fn receive_dm(&mut self, mut message: Message, body: &[u8], sender: Option<(Wallet, [u8; 32])>) -> Received {
         let opened =
-            dm::open(body, self.me.as_str(), sender.as_ref().map(|(w, k)| (w.as_str(), k)), &self.device.dh_secret())
+            dm::open_any(body, self.me.as_str(), sender.as_ref().map(|(w, k)| (w.as_str(), k)), &self.dh_secrets())
                 .and_then(|plain| Content::parse(&plain));
         let mut events = Vec::new();
         match opened {

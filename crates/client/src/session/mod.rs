@@ -12,6 +12,7 @@
 //! changing anything; the driver fetches the lists ([`Session::take_keys`]) and calls
 //! it again.
 
+mod backup;
 mod incoming;
 mod keys;
 mod rooms;
@@ -20,9 +21,10 @@ mod state;
 mod tests;
 mod values;
 
+pub use backup::BackupWrite;
 pub use keys::{FRESH_MS, KeyBook, Signer};
 pub use state::{
-    EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_HELD_REKEYS_PER_SENDER, MAX_INVITES_PER_INVITER,
+    BackupHold, EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_HELD_REKEYS_PER_SENDER, MAX_INVITES_PER_INVITER,
     MAX_OPENERS_PER_EPOCH, RoomState, STATE_VERSION, SessionState,
 };
 pub use values::{
@@ -63,6 +65,13 @@ impl Session {
     /// Replaces this device's keys (after [`Registration::NewKeys`]).
     pub fn replace_device(&mut self, device: Device) {
         self.device = device;
+    }
+
+    /// The DH secrets this device opens direct messages with: its own first, then the
+    /// recovery device's and those a backup carried (§9).
+    fn dh_secrets(&self) -> Vec<zeroize::Zeroizing<[u8; 32]>> {
+        let others = self.state.dh_secrets.iter().filter_map(|s| denet_core::encoding::b64_decode_exact::<32>(s));
+        std::iter::once(self.device.dh_secret()).chain(others.map(zeroize::Zeroizing::new)).collect()
     }
 
     /// What to persist.

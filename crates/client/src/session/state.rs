@@ -47,6 +47,23 @@ pub struct SessionState {
     /// judged (§8.3) when the room is joined, against the invite's members.
     #[serde(default)]
     pub held_rekeys: BTreeMap<String, Vec<HeldRekey>>,
+    /// X25519 secrets (b64) of other devices of this wallet whose direct messages this
+    /// device opens: the recovery device's and those a backup carried (§9).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dh_secrets: Vec<String>,
+    /// The backup this device keeps up to date, when it holds its key (§9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupHold>,
+}
+
+/// What a device keeps of the backup it writes: the backup key, the version it last
+/// wrote or read, and a digest of the keys it last wrote (to know when to write again).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct BackupHold {
+    pub key: String,
+    pub version: u64,
+    #[serde(default)]
+    pub synced: String,
 }
 
 /// One room key: the key `K` as invited, the message key derived from it.
@@ -194,6 +211,94 @@ impl SessionState {
     }
 }
 
+impl SessionState {
+    /// Adds a DH secret to open direct messages with (once).
+    pub fn add_dh_secret(&mut self, secret: &str) {
+        if !self.dh_secrets.iter().any(|s| s == secret) {
+            self.dh_secrets.push(secret.to_owned());
+        }
+    }
+
+    /// The digest of every key this state holds (rooms, invites, held rekeys, DH
+    /// secrets; not cursors): a backup is written again when it changes.
+    pub fn key_digest(&self) -> String {
+        let keys = serde_json::json!([self.rooms, self.invites, self.held_rekeys, self.dh_secrets]);
+        denet_core::encoding::sha256_hex(keys.to_string().as_bytes())
+    }
+
+    /// Takes what `other` holds too, losing no key (a backup merged on a conflict, a
+    /// backup restored into a device): every epoch's key and opener of every room, the
+    /// newer epoch's members, invites and held rekeys not held yet, DH secrets, and
+    /// the later cursor.
+    pub fn merge(&mut self, other: &SessionState) {
+        for (address, seq) in &other.cursors {
+            let c = self.cursors.entry(address.clone()).or_default();
+            *c = (*c).max(*seq);
+        }
+        for (id, theirs) in &other.rooms {
+            let Some(mine) = self.rooms.get_mut(id) else {
+                self.rooms.insert(id.clone(), theirs.clone());
+                continue;
+            };
+            for (epoch, key) in &theirs.keys {
+                match mine.keys.get(epoch) {
+                    None => {
+                        mine.keys.insert(*epoch, key.clone());
+                    }
+                    Some(k) if k != key => {
+                        let openers = mine.openers.entry(*epoch).or_default();
+                        if !openers.contains(key) && openers.len() < MAX_OPENERS_PER_EPOCH {
+                            openers.push(key.clone());
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (epoch, keys) in &theirs.openers {
+                let openers = mine.openers.entry(*epoch).or_default();
+                for key in keys {
+                    if !openers.contains(key)
+                        && mine.keys.get(epoch) != Some(key)
+                        && openers.len() < MAX_OPENERS_PER_EPOCH
+                    {
+                        openers.push(key.clone());
+                    }
+                }
+            }
+            if mine.stretched.is_none() {
+                mine.stretched = theirs.stretched.clone();
+            }
+            if theirs.epoch > mine.epoch {
+                mine.epoch = theirs.epoch;
+                mine.members = theirs.members.clone();
+                mine.since = theirs.since.clone();
+                mine.left = theirs.left;
+                mine.name = theirs.name.clone();
+            }
+        }
+        for (room, by) in &other.invites {
+            if self.rooms.get(room).is_some_and(|r| !r.left) {
+                continue;
+            }
+            let mine = self.invites.entry(room.clone()).or_default();
+            for (from, invite) in by {
+                mine.entry(from.clone()).or_insert_with(|| invite.clone());
+            }
+        }
+        for (room, rekeys) in &other.held_rekeys {
+            let held = self.held_rekeys.entry(room.clone()).or_default();
+            for r in rekeys {
+                if !held.contains(r) && held.len() < MAX_HELD_REKEYS {
+                    held.push(r.clone());
+                }
+            }
+        }
+        for secret in &other.dh_secrets {
+            self.add_dh_secret(secret);
+        }
+    }
+}
+
 fn migrate_v0(old: V0) -> Result<SessionState> {
     let mut rooms = BTreeMap::new();
     for (id, r) in old.rooms {
@@ -226,5 +331,13 @@ fn migrate_v0(old: V0) -> Result<SessionState> {
         }
     }
     let held_rekeys = old.held_rekeys.into_iter().filter(|(id, _)| invites.contains_key(id)).collect();
-    Ok(SessionState { version: STATE_VERSION, cursors: old.cursors, rooms, invites, held_rekeys })
+    Ok(SessionState {
+        version: STATE_VERSION,
+        cursors: old.cursors,
+        rooms,
+        invites,
+        held_rekeys,
+        dh_secrets: Vec::new(),
+        backup: None,
+    })
 }

@@ -12,6 +12,7 @@ use rand_core::OsRng;
 use serde_json::{Value, json};
 use std::path::Path;
 
+mod backup;
 mod rooms;
 
 /// How long a registered bundle is valid.

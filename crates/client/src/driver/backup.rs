@@ -1,0 +1,232 @@
+//! The key backup against a relay (§9): set it up (or set it up again: a rotation),
+//! restore it on a new device, keep it written. The session decides what goes in and
+//! what is taken; [`crate::backup`] seals and opens.
+
+use super::{Driver, err};
+use crate::backup::{
+    BY_CODE, BY_WALLET, Blob, RENEW_BEFORE_MS, RecoveryCode, RecoveryKeys, Setup, Unlock, unlock_text,
+};
+use crate::identity::{Device, WalletSigner};
+use crate::net::now_ms;
+use denet_core::Revocation;
+use rand_core::OsRng;
+use zeroize::Zeroizing;
+
+/// How long a recovery device's bundle is valid (the longest §1.1 allows is 400 days).
+pub const RECOVERY_DAYS: u64 = 365;
+/// How many times a write is merged and tried again after a `409`.
+const WRITE_TRIES: usize = 5;
+
+/// A backup set up: the code to show once, and what the relay holds.
+pub struct SetUp {
+    pub code: Zeroizing<String>,
+    pub by_wallet: bool,
+    pub version: u64,
+    pub size: usize,
+    pub recovery_key: String,
+    /// The recovery device of the backup this one replaced, revoked.
+    pub revoked: Option<String>,
+}
+
+/// What a restore read.
+pub struct Restored {
+    pub version: u64,
+    pub rooms: usize,
+    /// Messages read (inbox and rooms), and how many of them could not be opened.
+    pub read: usize,
+    pub unreadable: usize,
+}
+
+/// The backup as the relay holds it, and what this device knows of it.
+pub struct Status {
+    pub version: u64,
+    pub size: usize,
+    pub by_wallet: bool,
+    pub by_code: bool,
+    /// Whether this device holds the backup's key (it set it up or restored it).
+    pub held: bool,
+    pub recovery_key: Option<String>,
+    pub recovery_expires_at: Option<u64>,
+    /// Devices that know the backup's keys and were revoked: set it up again.
+    pub revoked_knowers: Vec<String>,
+}
+
+/// How a restore unlocks.
+pub enum With<'a, W: WalletSigner> {
+    Wallet(&'a W),
+    Code(&'a RecoveryCode),
+}
+
+impl Driver {
+    /// Sets the backup up, or sets it up again (a new recovery device, backup key and
+    /// code; the old recovery device revoked): the wallet signs the new recovery
+    /// device's bundle, the unlock text twice and, when rotating, the revocation.
+    pub async fn backup_setup(&mut self, wallet: &impl WalletSigner) -> Result<SetUp, String> {
+        let me = self.session.me().clone();
+        let current = self.relay.get_backup(self.session.device(), &me).await.map_err(err)?;
+        let previous = match &current {
+            None => None,
+            Some(bytes) => Some((Blob::parse(bytes).map_err(err)?.version, self.session.backup_open(bytes).map_err(|_| {
+                "a backup exists that this device cannot open: restore it here first (`denet backup restore`), then set it up again".to_owned()
+            })?)),
+        };
+        let setup = Setup::new(&mut OsRng);
+        let now = now_ms();
+        let expires_at = now + RECOVERY_DAYS * denet_core::limits::DAY_MS;
+        let bundle = setup.recovery.bundle(wallet, now, expires_at).await.map_err(err)?;
+        self.relay.put_bundle(&bundle).await.map_err(err)?;
+        self.session.forget_keys(&me);
+        let text = setup.unlock_text(&me);
+        let first = wallet.personal_sign(&text).await.map_err(err)?;
+        let second = wallet.personal_sign(&text).await.map_err(err)?;
+        let mut contents = self.session.backup_contents(RecoveryKeys::of(&setup.recovery, expires_at), &[]);
+        if let Some((_, old)) = &previous {
+            contents.state.merge(&old.state);
+            contents.state.add_dh_secret(&old.recovery.dh_secret);
+        }
+        let version = previous.as_ref().map_or(1, |(v, _)| v + 1);
+        let done = setup.finish(&me, Some((&first, &second)), &contents, version, &mut OsRng).map_err(err)?;
+        if !self.relay.put_backup(self.session.device(), &me, &done.blob).await.map_err(err)? {
+            return Err("conflict: another device wrote the backup meanwhile: try again".into());
+        }
+        self.session.hold_backup(&contents, &done.key, version);
+        self.save()?;
+        // The old recovery device ends here: whoever knew its keys reads nothing new.
+        let revoked = match previous {
+            Some((_, old)) if old.recovery.sign_key != contents.recovery.sign_key => {
+                self.revoke_key(wallet, &old.recovery.sign_key).await?;
+                Some(old.recovery.sign_key)
+            }
+            _ => None,
+        };
+        Ok(SetUp {
+            code: done.code,
+            by_wallet: done.by_wallet,
+            version,
+            size: done.blob.len(),
+            recovery_key: contents.recovery.sign_key,
+            revoked,
+        })
+    }
+
+    async fn revoke_key(&mut self, wallet: &impl WalletSigner, sign_key: &str) -> Result<(), String> {
+        let key = denet_core::SignKey::parse(sign_key).ok_or("a recovery key that is not a key")?;
+        let mut r =
+            Revocation { wallet: wallet.wallet(), sign_key: key, revoked_at: now_ms(), wallet_sig: String::new() };
+        r.wallet_sig = wallet.personal_sign(&r.statement()).await.map_err(err)?;
+        match self.relay.revoke(&r).await {
+            Ok(_) | Err(crate::ClientError::Relay { status: 404, .. }) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        self.session.forget_keys(&wallet.wallet());
+        Ok(())
+    }
+
+    /// Restores the backup on this (registered) device: unlocks it, takes its keys,
+    /// reads the whole retained inbox and every room, and writes itself into it.
+    pub async fn backup_restore<W: WalletSigner>(&mut self, with: With<'_, W>) -> Result<Restored, String> {
+        let me = self.session.me().clone();
+        let bytes = self.relay.get_backup(self.session.device(), &me).await.map_err(err)?;
+        let bytes = bytes.ok_or(
+            "no_backup: this wallet has no backup on this relay (set one up on a device that has your history)",
+        )?;
+        let blob = Blob::parse(&bytes).map_err(err)?;
+        let key = match with {
+            With::Wallet(wallet) => {
+                let salt = blob.salt(BY_WALLET).ok_or(
+                    "wrong_unlock: this backup cannot be unlocked by the wallet (its signer was not deterministic at setup): use your recovery code",
+                )?;
+                let signature = wallet.personal_sign(&unlock_text(&me, &salt)).await.map_err(err)?;
+                blob.unlock(&me, Unlock::Wallet(&signature)).map_err(err)?
+            }
+            With::Code(code) => blob.unlock(&me, Unlock::Code(code)).map_err(err)?,
+        };
+        // Opened in full before anything is kept: a damaged blob changes nothing here.
+        let contents = blob.open(&me, &key).map_err(err)?;
+        self.session.take_backup(&contents, &key, blob.version);
+        self.save()?;
+        let (mut read, mut unreadable) = (0usize, 0usize);
+        let mut count = |seen: super::Seen| {
+            if let super::Seen::Message(got) = seen {
+                read += 1;
+                unreadable += usize::from(got.message.error.is_some());
+            }
+        };
+        self.pull(me.as_str(), true, &mut count).await?;
+        let rooms: Vec<String> = self.session.state().rooms.keys().cloned().collect();
+        for room in &rooms {
+            self.pull(room, true, &mut count).await?;
+        }
+        // This device knows the backup now: it is written in (and its DH secret too).
+        self.backup_sync(None::<&crate::identity::LocalWallet>, true).await?;
+        Ok(Restored { version: blob.version, rooms: rooms.len(), read, unreadable })
+    }
+
+    /// Writes the backup again when this device holds keys it lacks (or `force`):
+    /// reads the relay's version, merges, writes the next; on a `409` again. With a
+    /// wallet, a recovery device about to expire is renewed on the way.
+    pub async fn backup_sync(
+        &mut self,
+        wallet: Option<&impl WalletSigner>,
+        force: bool,
+    ) -> Result<Option<u64>, String> {
+        if self.session.state().backup.is_none() || !(force || self.session.backup_due()) {
+            return Ok(None);
+        }
+        let me = self.session.me().clone();
+        for _ in 0..WRITE_TRIES {
+            let current = self.relay.get_backup(self.session.device(), &me).await.map_err(err)?;
+            let current =
+                current.ok_or("no_backup: the relay no longer holds this wallet's backup: set it up again")?;
+            let mut write = self.session.backup_update(&current, None, &mut OsRng).map_err(err)?;
+            let now = now_ms();
+            if let Some(wallet) = wallet
+                && write.contents.recovery.expires_at < now + RENEW_BEFORE_MS
+            {
+                let recovery = Device::generate(&mut OsRng);
+                let expires_at = now + RECOVERY_DAYS * denet_core::limits::DAY_MS;
+                let bundle = recovery.bundle(wallet, now, expires_at).await.map_err(err)?;
+                self.relay.put_bundle(&bundle).await.map_err(err)?;
+                self.session.forget_keys(&me);
+                let renewed = RecoveryKeys::of(&recovery, expires_at);
+                write = self.session.backup_update(&current, Some(renewed), &mut OsRng).map_err(err)?;
+            }
+            if self.relay.put_backup(self.session.device(), &me, &write.blob).await.map_err(err)? {
+                self.session.backup_written(&write);
+                self.save()?;
+                return Ok(Some(write.version));
+            }
+        }
+        Err("the backup keeps changing on the relay: try again".into())
+    }
+
+    /// The backup as the relay holds it, and whether a device that knows it was revoked.
+    pub async fn backup_status(&mut self) -> Result<Option<Status>, String> {
+        let me = self.session.me().clone();
+        let Some(bytes) = self.relay.get_backup(self.session.device(), &me).await.map_err(err)? else {
+            return Ok(None);
+        };
+        let blob = Blob::parse(&bytes).map_err(err)?;
+        let contents = self.session.backup_open(&bytes).ok();
+        let mut revoked_knowers = Vec::new();
+        if let Some(c) = &contents {
+            let keys = self.with_keys(|s, now| s.registration(now).map(|_| s.keys().bundles(&me, now))).await?;
+            for b in keys.into_iter().flatten() {
+                let k = b.bundle.sign_key.to_b64();
+                if b.revoked_at.is_some() && c.knows.contains(&k) {
+                    revoked_knowers.push(k);
+                }
+            }
+        }
+        Ok(Some(Status {
+            version: blob.version,
+            size: bytes.len(),
+            by_wallet: blob.has(BY_WALLET),
+            by_code: blob.has(BY_CODE),
+            held: contents.is_some(),
+            recovery_key: contents.as_ref().map(|c| c.recovery.sign_key.clone()),
+            recovery_expires_at: contents.as_ref().map(|c| c.recovery.expires_at),
+            revoked_knowers,
+        }))
+    }
+}
