@@ -7,7 +7,9 @@
 // WebSocket calls to the relay, storage, tabs, and the API below.
 
 import init, * as w from "./wasm/denet_wasm.js";
-import type { Posting, Step, Message as SessionMessage, Settle } from "./wasm/denet_wasm.js";
+import type { Posting, Step, Message as SessionMessage, Settle, BackupStatus } from "./wasm/denet_wasm.js";
+
+export type { BackupStatus };
 
 declare const process: { versions?: { node?: string } } | undefined;
 
@@ -30,6 +32,10 @@ function loadWasm(): Promise<void> {
 }
 
 const BUNDLE_DAYS = 365;
+/** How long a backup's recovery device is authorized (PROTOCOL.md §9.2). */
+const RECOVERY_DAYS = 365;
+/** How many times a backup write is merged and tried again after a 409. */
+const BACKUP_TRIES = 5;
 const DAY_MS = 86_400_000;
 const PAGE = 500;
 const enc = new TextEncoder();
@@ -247,6 +253,23 @@ export class Client {
   private reopen?: (room: string) => void;
   /** Called when the copy of a sent message or room key for our other devices could not be posted. */
   onCopyError?: (e: DenetError) => void;
+  /** Called when the backup could not be updated with a key this device learned (tried again after the next change). */
+  onBackupError?: (e: DenetError) => void;
+
+  /**
+   * The encrypted key backup (PROTOCOL.md §9): history on a new device.
+   * - `setup()`: authorizes a recovery device and writes the backup (or sets it up again:
+   *   new keys, the old recovery device revoked); the wallet signs three times (four when
+   *   rotating). Returns the recovery code: show it once.
+   * - `restore({ code? })`: on a new device, registers it, unlocks the backup with the
+   *   wallet (one signature) or the code, and reads the retained inbox and every room.
+   * - `status()`: the backup the relay holds (`null` if none) and what this device knows of it.
+   */
+  readonly backup = {
+    setup: () => this.backupSetup(),
+    restore: (opts: { code?: string } = {}) => this.backupRestore(opts),
+    status: () => this.backupStatus(),
+  };
 
   private constructor(relay: string, signer: Signer, wallet: string, store: Store, device: w.Device, session: w.Session) {
     this.relay = relay.replace(/\/+$/, "");
@@ -329,8 +352,8 @@ export class Client {
     return { status: resp.status, json };
   }
 
-  private signedHeaders(method: string, path: string): Record<string, string> {
-    return JSON.parse(call(() => this.dev.requestCredentials(this.wallet, method, path, Date.now())));
+  private signedHeaders(method: string, path: string, body?: Uint8Array): Record<string, string> {
+    return JSON.parse(call(() => this.dev.requestCredentials(this.wallet, method, path, Date.now(), body)));
   }
 
   /** `path` with the §3.1 credentials as query parameters (for WebSockets). */
@@ -420,6 +443,135 @@ export class Client {
     return call(() => this.dev.bundleStatement(this.wallet, now, now + BUNDLE_DAYS * DAY_MS));
   }
 
+  // -- the key backup (§9) --
+
+  private async backupFetch(method: "GET" | "PUT", blob?: Uint8Array): Promise<Response> {
+    const path = `/v1/backup/${this.wallet}`;
+    const headers = this.signedHeaders(method, path, blob);
+    if (blob) headers["content-type"] = "application/octet-stream";
+    try {
+      return await fetch(this.relay + path, { method, headers, body: blob as BodyInit | undefined });
+    } catch (e) {
+      throw new DenetError("offline", `the relay cannot be reached: ${(e as Error)?.message ?? e}`);
+    }
+  }
+
+  private static async refusal(resp: Response): Promise<DenetError> {
+    const json: any = await resp.json().catch(() => null);
+    return new DenetError(json?.error?.code ?? "internal", json?.error?.message ?? `status ${resp.status}`, resp.status);
+  }
+
+  /** The stored blob, or null. */
+  private async getBackup(): Promise<Uint8Array | null> {
+    const resp = await this.backupFetch("GET");
+    if (resp.status === 404) return null;
+    if (!resp.ok) throw await Client.refusal(resp);
+    return new Uint8Array(await resp.arrayBuffer());
+  }
+
+  /** Writes a blob: false when the relay holds another version (409: merge and write again). */
+  private async putBackup(blob: Uint8Array): Promise<boolean> {
+    const resp = await this.backupFetch("PUT", blob);
+    if (resp.status === 409) return false;
+    if (!resp.ok) throw await Client.refusal(resp);
+    return true;
+  }
+
+  private async backupSetup(): Promise<{ code: string; byWallet: boolean; version: number; size: number; recoveryKey: string }> {
+    await this.register();
+    const current = await this.getBackup();
+    const now = Date.now();
+    const expires = now + RECOVERY_DAYS * DAY_MS;
+    const setup = new w.BackupSetup(expires);
+    try {
+      // Refused (backup_exists) before anything is signed when a stored backup cannot be carried over.
+      const plan = call(() => this.session.backupPlan(setup, current ?? undefined));
+      const recovery = setup.recoveryDevice();
+      const sig = await this.signer.signMessage(call(() => recovery.bundleStatement(this.wallet, now, expires)));
+      await this.request("PUT", `/v1/keys/${this.wallet}`, call(() => recovery.bundle(this.wallet, now, expires, sig)));
+      recovery.free();
+      this.session.forgetKeys(this.wallet);
+      const text = call(() => setup.unlockText(this.wallet));
+      const first = await this.signer.signMessage(text);
+      const second = await this.signer.signMessage(text);
+      const sealed = call(() => this.session.backupSeal(setup, first, second));
+      if (!(await this.putBackup(sealed.blob))) {
+        throw new DenetError("conflict", "another device wrote the backup meanwhile: try again");
+      }
+      call(() => this.session.backupHold(setup));
+      await this.save();
+      if (plan.replaces) await this.revokeKey(plan.replaces);
+      return { code: sealed.code, byWallet: sealed.by_wallet, version: sealed.version, size: sealed.blob.length, recoveryKey: sealed.recovery_key };
+    } finally {
+      setup.free();
+    }
+  }
+
+  /** Revokes a device of this wallet by its key (a replaced recovery device). */
+  private async revokeKey(signKey: string): Promise<void> {
+    const at = Date.now();
+    const sig = await this.signer.signMessage(call(() => w.keyRevocationStatement(this.wallet, signKey, at)));
+    await this.request("POST", `/v1/keys/${this.wallet}/revoke`, call(() => w.keyRevocation(this.wallet, signKey, at, sig)));
+    this.session.forgetKeys(this.wallet);
+  }
+
+  private async backupRestore(opts: { code?: string }): Promise<{ version: number; rooms: number; read: number; unreadable: number }> {
+    await this.register();
+    const blob = await this.getBackup();
+    if (!blob) throw new DenetError("no_backup", "this wallet has no backup on this relay (set one up on a device that has your history)");
+    let version: number;
+    if (opts.code !== undefined) {
+      version = call(() => this.session.backupRestore(blob, undefined, opts.code));
+    } else {
+      const signature = await this.signer.signMessage(call(() => this.session.backupWalletText(blob)));
+      version = call(() => this.session.backupRestore(blob, signature, undefined));
+    }
+    await this.save();
+    let read = 0;
+    let unreadable = 0;
+    const count = (ms: Message[]) => {
+      read += ms.length;
+      unreadable += ms.filter((m) => m.error !== undefined).length;
+    };
+    count(await this.pull(this.wallet, `/v1/inbox/${this.wallet}/messages`, true, true));
+    const rooms = await this.rooms();
+    for (const r of rooms) count(await this.pull(r.room, `/v1/rooms/${r.room}/messages`, true, false));
+    // This device knows the backup now: it is written in (and its decryption key too).
+    await this.syncBackup(true);
+    return { version, rooms: rooms.length, read, unreadable };
+  }
+
+  private async backupStatus(): Promise<BackupStatus | null> {
+    const blob = await this.getBackup();
+    if (!blob) return null;
+    return this.withKeys((now) => this.session.backupStatus(blob, now));
+  }
+
+  /** Writes the backup again when this device holds keys it lacks (or `force`); merges and retries on 409. */
+  private async syncBackup(force = false): Promise<void> {
+    if (!force && !this.session.backupDue()) return;
+    for (let i = 0; i < BACKUP_TRIES; i++) {
+      const current = await this.getBackup();
+      if (!current) throw new DenetError("no_backup", "the relay no longer holds this wallet's backup: set it up again");
+      const next = call(() => this.session.backupNext(current, Date.now()));
+      if (await this.putBackup(next.blob)) {
+        this.session.backupWritten();
+        await this.save();
+        return;
+      }
+    }
+    throw new DenetError("conflict", "the backup keeps changing on the relay: try again");
+  }
+
+  /** After a change that may have given this device a key: the backup follows (errors go to onBackupError). */
+  private async backupFollows(): Promise<void> {
+    try {
+      await this.syncBackup();
+    } catch (e) {
+      this.onBackupError?.(wasmError(e));
+    }
+  }
+
   // -- direct messages --
 
   async send(to: string, text: string, opts: { anonymous?: boolean } = {}): Promise<{ id: string; seq: number }> {
@@ -503,7 +655,9 @@ export class Client {
 
   /** New direct messages since the last read (or all); invites and rekeys are applied. */
   async inbox(opts: { all?: boolean } = {}): Promise<Message[]> {
-    return this.pull(this.wallet, `/v1/inbox/${this.wallet}/messages`, !!opts.all, true);
+    const got = await this.pull(this.wallet, `/v1/inbox/${this.wallet}/messages`, !!opts.all, true);
+    await this.backupFollows();
+    return got;
   }
 
   // -- rooms --
@@ -516,6 +670,7 @@ export class Client {
     await this.save();
     await this.copyRoomKey(id);
     this.reopen?.(id);
+    await this.backupFollows();
     return id;
   }
 
@@ -537,6 +692,7 @@ export class Client {
     await this.postAndCommit(await this.withKeys((now) => this.session.join(room, from, stretched, now)));
     await this.copyRoomKey(room);
     this.reopen?.(room);
+    await this.backupFollows();
   }
 
   async sendRoom(room: string, text: string): Promise<{ id: string; seq: number }> {
@@ -547,6 +703,7 @@ export class Client {
     await this.post(call(() => this.session.leave(room, Date.now())));
     this.session.commitLeave(room);
     await this.save();
+    await this.backupFollows();
   }
 
   async rooms(): Promise<Array<{ room: string; name: string; epoch: number; members: string[] }>> {
@@ -565,7 +722,9 @@ export class Client {
     if (!call(() => this.session.rooms()).some((r) => r.room === room)) {
       throw new DenetError("not_found", `unknown room ${room} (create it, or join an invite)`);
     }
-    return this.pull(room, `/v1/rooms/${room}/messages`, !!opts.all, false);
+    const got = await this.pull(room, `/v1/rooms/${room}/messages`, !!opts.all, false);
+    await this.backupFollows();
+    return got;
   }
 
   // -- live --
@@ -678,6 +837,7 @@ export class Client {
               await this.save();
               handler.onMessage(m);
               if (isInbox) for (const r of joined()) if (!sockets.has(r)) open(r);
+              await this.backupFollows();
             })
             .catch((e) => handler.onError?.(wasmError(e)));
         }

@@ -37,8 +37,8 @@ const MAX_WRAPS: usize = 8;
 pub const RENEW_BEFORE_MS: u64 = 30 * denet_core::limits::DAY_MS;
 
 /// A failure a person can act on: each says what to do.
-fn locked(code: &str, why: &str) -> ClientError {
-    ClientError::Invalid(format!("{code}: {why}"))
+pub(crate) fn locked(code: &'static str, why: &str) -> ClientError {
+    ClientError::Backup { code, message: why.to_owned() }
 }
 
 /// The text whose wallet signature unlocks a backup. Its first line is no other denet
@@ -275,6 +275,9 @@ impl Wrap {
     }
 }
 
+const NOT_BY_WALLET: &str =
+    "this backup cannot be unlocked by the wallet (its signer was not deterministic at setup): use your recovery code";
+
 fn corrupt() -> ClientError {
     locked("corrupt_backup", "the backup does not decrypt: it was changed or damaged; nothing was restored")
 }
@@ -315,6 +318,13 @@ impl Blob {
         Ok(Blob { version, wraps, wraps_bytes, nonce, sealed: bytes[end + 12..].to_vec() })
     }
 
+    /// The text the wallet signs to unlock this backup ([`unlock_text`] with its salt),
+    /// or `wrong_unlock` when the wallet cannot unlock it.
+    pub fn wallet_text(&self, wallet: &Wallet) -> Result<String> {
+        let salt = self.salt(BY_WALLET).ok_or_else(|| locked("wrong_unlock", NOT_BY_WALLET))?;
+        Ok(unlock_text(wallet, &salt))
+    }
+
     /// Whether the backup can be unlocked by `method`.
     pub fn has(&self, method: u8) -> bool {
         self.wraps.iter().any(|w| w.method == method)
@@ -332,7 +342,7 @@ impl Blob {
             Unlock::Code(_) => BY_CODE,
         };
         let wrap = self.wraps.iter().find(|w| w.method == method).ok_or_else(|| match method {
-            BY_WALLET => locked("wrong_unlock", "this backup cannot be unlocked by the wallet (its signer was not deterministic at setup): use your recovery code"),
+            BY_WALLET => locked("wrong_unlock", NOT_BY_WALLET),
             _ => locked("wrong_unlock", "this backup has no recovery code"),
         })?;
         let kek = match unlock {

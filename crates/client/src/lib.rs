@@ -38,6 +38,10 @@ pub enum ClientError {
     Relay { status: u16, code: String, message: String },
     #[error("transport: {0}")]
     Transport(String),
+    /// A backup that cannot be set up, unlocked or opened (§9), with a code a person
+    /// or a script can act on (`wrong_unlock`, `bad_recovery_code`, `corrupt_backup`, …).
+    #[error("{code}: {message}")]
+    Backup { code: &'static str, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;

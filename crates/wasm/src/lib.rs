@@ -15,7 +15,9 @@ use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
 
+mod backup;
 mod session;
+pub use backup::BackupSetup;
 pub use session::Session;
 
 type JsResult<T> = Result<T, JsError>;
@@ -27,6 +29,7 @@ fn fail(code: &str, e: impl std::fmt::Display) -> JsError {
 fn client_err(e: denet_client::ClientError) -> JsError {
     match e {
         denet_client::ClientError::Open(m) => fail("open", m),
+        denet_client::ClientError::Backup { code, message } => fail(code, message),
         other => fail("invalid", other),
     }
 }
@@ -75,7 +78,7 @@ pub fn random_room_id() -> String {
 /// One device: Ed25519 to sign, X25519 to decrypt.
 #[wasm_bindgen]
 pub struct Device {
-    inner: identity::Device,
+    pub(crate) inner: identity::Device,
 }
 
 #[wasm_bindgen]

@@ -41,7 +41,7 @@ enum Step<T> {
     NeedKeys(Vec<String>),
 }
 
-fn step<T: Serialize>(r: s::Result<T>) -> JsResult<JsValue> {
+pub(crate) fn step<T: Serialize>(r: s::Result<T>) -> JsResult<JsValue> {
     match r {
         Ok(v) => to_js(&Step::Ok(v)),
         Err(SessionError::NeedKeys(ws)) => to_js(&Step::<()>::NeedKeys(ws.iter().map(|w| w.to_string()).collect())),
@@ -69,6 +69,18 @@ pub struct Session {
     inner: s::Session,
     pending: HashMap<u32, Pending>,
     next: u32,
+    /// A backup write waiting for the relay's answer (`backupNext` → `backupWritten`).
+    pub(crate) written: Option<s::BackupWrite>,
+}
+
+impl Session {
+    pub(crate) fn inner(&self) -> &s::Session {
+        &self.inner
+    }
+
+    pub(crate) fn inner_mut(&mut self) -> &mut s::Session {
+        &mut self.inner
+    }
 }
 
 fn device(sign_seed: &str, dh_secret: &str) -> JsResult<Device> {
@@ -94,7 +106,7 @@ impl Session {
         #[wasm_bindgen(unchecked_param_type = "object | null")] stored: JsValue,
     ) -> JsResult<Session> {
         let inner = s::Session::new(wallet(wallet_s)?, device(sign_seed, dh_secret)?, load(stored)?);
-        Ok(Session { inner, pending: HashMap::new(), next: 0 })
+        Ok(Session { inner, pending: HashMap::new(), next: 0, written: None })
     }
 
     /// Takes the state another tab stored meanwhile.
@@ -103,7 +115,8 @@ impl Session {
         Ok(())
     }
 
-    /// The state to store (versioned; no password, no device secret).
+    /// The state to store (versioned; no password, no device signing key; the DH
+    /// secrets of other devices of the wallet and the backup key when it holds them).
     #[wasm_bindgen(unchecked_return_type = "object")]
     pub fn state(&self) -> JsResult<JsValue> {
         to_js(self.inner.state())

@@ -3,11 +3,10 @@
 //! what is taken; [`crate::backup`] seals and opens.
 
 use super::{Driver, err};
-use crate::backup::{
-    BY_CODE, BY_WALLET, Blob, RENEW_BEFORE_MS, RecoveryCode, RecoveryKeys, Setup, Unlock, unlock_text,
-};
+use crate::backup::{Blob, RecoveryCode, RecoveryKeys, Setup, Unlock};
 use crate::identity::{Device, WalletSigner};
 use crate::net::now_ms;
+use crate::session::BackupStatus;
 use denet_core::Revocation;
 use rand_core::OsRng;
 use zeroize::Zeroizing;
@@ -37,20 +36,6 @@ pub struct Restored {
     pub unreadable: usize,
 }
 
-/// The backup as the relay holds it, and what this device knows of it.
-pub struct Status {
-    pub version: u64,
-    pub size: usize,
-    pub by_wallet: bool,
-    pub by_code: bool,
-    /// Whether this device holds the backup's key (it set it up or restored it).
-    pub held: bool,
-    pub recovery_key: Option<String>,
-    pub recovery_expires_at: Option<u64>,
-    /// Devices that know the backup's keys and were revoked: set it up again.
-    pub revoked_knowers: Vec<String>,
-}
-
 /// How a restore unlocks.
 pub enum With<'a, W: WalletSigner> {
     Wallet(&'a W),
@@ -64,48 +49,35 @@ impl Driver {
     pub async fn backup_setup(&mut self, wallet: &impl WalletSigner) -> Result<SetUp, String> {
         let me = self.session.me().clone();
         let current = self.relay.get_backup(self.session.device(), &me).await.map_err(err)?;
-        let previous = match &current {
-            None => None,
-            Some(bytes) => Some((Blob::parse(bytes).map_err(err)?.version, self.session.backup_open(bytes).map_err(|_| {
-                "a backup exists that this device cannot open: restore it here first (`denet backup restore`), then set it up again".to_owned()
-            })?)),
-        };
         let setup = Setup::new(&mut OsRng);
         let now = now_ms();
         let expires_at = now + RECOVERY_DAYS * denet_core::limits::DAY_MS;
+        // Refused before any signature when a stored backup cannot be carried over.
+        let plan =
+            self.session.backup_plan(RecoveryKeys::of(&setup.recovery, expires_at), current.as_deref()).map_err(err)?;
         let bundle = setup.recovery.bundle(wallet, now, expires_at).await.map_err(err)?;
         self.relay.put_bundle(&bundle).await.map_err(err)?;
         self.session.forget_keys(&me);
         let text = setup.unlock_text(&me);
         let first = wallet.personal_sign(&text).await.map_err(err)?;
         let second = wallet.personal_sign(&text).await.map_err(err)?;
-        let mut contents = self.session.backup_contents(RecoveryKeys::of(&setup.recovery, expires_at), &[]);
-        if let Some((_, old)) = &previous {
-            contents.state.merge(&old.state);
-            contents.state.add_dh_secret(&old.recovery.dh_secret);
-        }
-        let version = previous.as_ref().map_or(1, |(v, _)| v + 1);
-        let done = setup.finish(&me, Some((&first, &second)), &contents, version, &mut OsRng).map_err(err)?;
+        let done = setup.finish(&me, Some((&first, &second)), &plan.contents, plan.version, &mut OsRng).map_err(err)?;
         if !self.relay.put_backup(self.session.device(), &me, &done.blob).await.map_err(err)? {
             return Err("conflict: another device wrote the backup meanwhile: try again".into());
         }
-        self.session.hold_backup(&contents, &done.key, version);
+        self.session.hold_backup(&plan.contents, &done.key, plan.version);
         self.save()?;
         // The old recovery device ends here: whoever knew its keys reads nothing new.
-        let revoked = match previous {
-            Some((_, old)) if old.recovery.sign_key != contents.recovery.sign_key => {
-                self.revoke_key(wallet, &old.recovery.sign_key).await?;
-                Some(old.recovery.sign_key)
-            }
-            _ => None,
-        };
+        if let Some(old) = &plan.replaces {
+            self.revoke_key(wallet, old).await?;
+        }
         Ok(SetUp {
             code: done.code,
             by_wallet: done.by_wallet,
-            version,
+            version: plan.version,
             size: done.blob.len(),
-            recovery_key: contents.recovery.sign_key,
-            revoked,
+            recovery_key: plan.contents.recovery.sign_key,
+            revoked: plan.replaces,
         })
     }
 
@@ -130,20 +102,14 @@ impl Driver {
         let bytes = bytes.ok_or(
             "no_backup: this wallet has no backup on this relay (set one up on a device that has your history)",
         )?;
-        let blob = Blob::parse(&bytes).map_err(err)?;
-        let key = match with {
+        let version = match with {
             With::Wallet(wallet) => {
-                let salt = blob.salt(BY_WALLET).ok_or(
-                    "wrong_unlock: this backup cannot be unlocked by the wallet (its signer was not deterministic at setup): use your recovery code",
-                )?;
-                let signature = wallet.personal_sign(&unlock_text(&me, &salt)).await.map_err(err)?;
-                blob.unlock(&me, Unlock::Wallet(&signature)).map_err(err)?
+                let text = Blob::parse(&bytes).and_then(|b| b.wallet_text(&me)).map_err(err)?;
+                let signature = wallet.personal_sign(&text).await.map_err(err)?;
+                self.session.backup_restore(&bytes, Unlock::Wallet(&signature)).map_err(err)?
             }
-            With::Code(code) => blob.unlock(&me, Unlock::Code(code)).map_err(err)?,
+            With::Code(code) => self.session.backup_restore(&bytes, Unlock::Code(code)).map_err(err)?,
         };
-        // Opened in full before anything is kept: a damaged blob changes nothing here.
-        let contents = blob.open(&me, &key).map_err(err)?;
-        self.session.take_backup(&contents, &key, blob.version);
         self.save()?;
         let (mut read, mut unreadable) = (0usize, 0usize);
         let mut count = |seen: super::Seen| {
@@ -159,7 +125,7 @@ impl Driver {
         }
         // This device knows the backup now: it is written in (and its DH secret too).
         self.backup_sync(None::<&crate::identity::LocalWallet>, true).await?;
-        Ok(Restored { version: blob.version, rooms: rooms.len(), read, unreadable })
+        Ok(Restored { version, rooms: rooms.len(), read, unreadable })
     }
 
     /// Writes the backup again when this device holds keys it lacks (or `force`):
@@ -181,7 +147,7 @@ impl Driver {
             let mut write = self.session.backup_update(&current, None, &mut OsRng).map_err(err)?;
             let now = now_ms();
             if let Some(wallet) = wallet
-                && write.contents.recovery.expires_at < now + RENEW_BEFORE_MS
+                && write.needs_renewal(now)
             {
                 let recovery = Device::generate(&mut OsRng);
                 let expires_at = now + RECOVERY_DAYS * denet_core::limits::DAY_MS;
@@ -201,32 +167,11 @@ impl Driver {
     }
 
     /// The backup as the relay holds it, and whether a device that knows it was revoked.
-    pub async fn backup_status(&mut self) -> Result<Option<Status>, String> {
+    pub async fn backup_status(&mut self) -> Result<Option<BackupStatus>, String> {
         let me = self.session.me().clone();
         let Some(bytes) = self.relay.get_backup(self.session.device(), &me).await.map_err(err)? else {
             return Ok(None);
         };
-        let blob = Blob::parse(&bytes).map_err(err)?;
-        let contents = self.session.backup_open(&bytes).ok();
-        let mut revoked_knowers = Vec::new();
-        if let Some(c) = &contents {
-            let keys = self.with_keys(|s, now| s.registration(now).map(|_| s.keys().bundles(&me, now))).await?;
-            for b in keys.into_iter().flatten() {
-                let k = b.bundle.sign_key.to_b64();
-                if b.revoked_at.is_some() && c.knows.contains(&k) {
-                    revoked_knowers.push(k);
-                }
-            }
-        }
-        Ok(Some(Status {
-            version: blob.version,
-            size: bytes.len(),
-            by_wallet: blob.has(BY_WALLET),
-            by_code: blob.has(BY_CODE),
-            held: contents.is_some(),
-            recovery_key: contents.as_ref().map(|c| c.recovery.sign_key.clone()),
-            recovery_expires_at: contents.as_ref().map(|c| c.recovery.expires_at),
-            revoked_knowers,
-        }))
+        self.with_keys(|s, now| s.backup_status(&bytes, now)).await.map(Some)
     }
 }

@@ -2,11 +2,12 @@
 //! takes from one it restores, and when it must write it again. The format and its
 //! crypto are [`crate::backup`]; the driver (CLI) and the SDK carry the bytes.
 
-use super::{BackupHold, Session};
-use crate::backup::{Blob, Contents, RecoveryKeys, seal};
+use super::{BackupHold, Session, SessionError};
+use crate::backup::{BY_CODE, BY_WALLET, Blob, Contents, RENEW_BEFORE_MS, RecoveryKeys, Unlock, locked, seal};
 use crate::{ClientError, Result};
 use denet_core::encoding::{b64, b64_decode_exact};
 use rand_core::{CryptoRng, RngCore};
+use serde::Serialize;
 use zeroize::Zeroizing;
 
 /// The next version of a backup, ready to write.
@@ -19,7 +20,100 @@ pub struct BackupWrite {
     digest: String,
 }
 
+impl BackupWrite {
+    /// Whether its recovery device's bundle has less than [`RENEW_BEFORE_MS`] left at
+    /// `now`: a client with the wallet at hand renews it ([`Session::backup_update`]).
+    pub fn needs_renewal(&self, now: u64) -> bool {
+        self.contents.recovery.expires_at < now.saturating_add(RENEW_BEFORE_MS)
+    }
+}
+
+/// A setup's contents and the version to write them as.
+pub struct BackupPlan {
+    pub contents: Contents,
+    pub version: u64,
+    /// The recovery device of the backup this one replaces: revoke it once written.
+    pub replaces: Option<String>,
+}
+
+/// The backup as the relay holds it, and what this device knows of it.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
+pub struct BackupStatus {
+    pub version: u64,
+    pub size: usize,
+    pub by_wallet: bool,
+    pub by_code: bool,
+    /// Whether this device holds the backup's key (it set it up, restored or updated it).
+    pub held: bool,
+    pub recovery_key: Option<String>,
+    pub recovery_expires_at: Option<u64>,
+    /// Devices that know the backup's keys and were revoked: set it up again.
+    pub revoked_knowers: Vec<String>,
+}
+
 impl Session {
+    /// What a setup writes: this device's contents with `recovery`, and when a backup
+    /// is stored (`current`), everything it holds too, as its next version. A stored
+    /// backup this device cannot open is refused: restore it here first, so no key it
+    /// holds is lost.
+    pub fn backup_plan(&self, recovery: RecoveryKeys, current: Option<&[u8]>) -> Result<BackupPlan> {
+        let mut contents = self.backup_contents(recovery, &[]);
+        let Some(bytes) = current else {
+            return Ok(BackupPlan { contents, version: 1, replaces: None });
+        };
+        let version = Blob::parse(bytes)?.version + 1;
+        let old = self.backup_open(bytes).map_err(|_| {
+            locked(
+                "backup_exists",
+                "a backup exists that this device cannot open: restore it here first, then set it up again",
+            )
+        })?;
+        contents.state.merge(&old.state);
+        contents.state.add_dh_secret(&old.recovery.dh_secret);
+        let replaces = (old.recovery.sign_key != contents.recovery.sign_key).then_some(old.recovery.sign_key);
+        Ok(BackupPlan { contents, version, replaces })
+    }
+
+    /// Unlocks and opens `bytes` in full, then takes it (a changed byte changes nothing
+    /// here); returns its version.
+    pub fn backup_restore(&mut self, bytes: &[u8], unlock: Unlock) -> Result<u64> {
+        let blob = Blob::parse(bytes)?;
+        let key = blob.unlock(&self.me, unlock)?;
+        let contents = blob.open(&self.me, &key)?;
+        self.take_backup(&contents, &key, blob.version);
+        Ok(blob.version)
+    }
+
+    /// What `bytes` (the stored backup) is, for this device: which of its devices that
+    /// know the backup's keys were revoked (from our own key list, fresh at `now`).
+    pub fn backup_status(&self, bytes: &[u8], now: u64) -> super::Result<BackupStatus> {
+        let invalid = |e: ClientError| super::values::refused("invalid", e.to_string());
+        let blob = Blob::parse(bytes).map_err(invalid)?;
+        let contents = self.backup_open(bytes).ok();
+        let mut revoked_knowers = Vec::new();
+        if let Some(c) = &contents {
+            let own = self.keys.bundles(&self.me, now).ok_or_else(|| SessionError::NeedKeys(vec![self.me.clone()]))?;
+            for b in own {
+                let k = b.bundle.sign_key.to_b64();
+                if b.revoked_at.is_some() && c.knows.contains(&k) {
+                    revoked_knowers.push(k);
+                }
+            }
+            revoked_knowers.sort();
+        }
+        Ok(BackupStatus {
+            version: blob.version,
+            size: bytes.len(),
+            by_wallet: blob.has(BY_WALLET),
+            by_code: blob.has(BY_CODE),
+            held: contents.is_some(),
+            recovery_key: contents.as_ref().map(|c| c.recovery.sign_key.clone()),
+            recovery_expires_at: contents.as_ref().map(|c| c.recovery.expires_at),
+            revoked_knowers,
+        })
+    }
+
     /// What this device puts in a backup: its state's keys (never the backup's own
     /// key), its own DH secret (so messages sealed to it before the recovery device
     /// existed stay readable), the recovery device, and who knows the backup.
@@ -59,9 +153,7 @@ impl Session {
     pub fn backup_open(&self, current: &[u8]) -> Result<Contents> {
         let key = self.backup_key()?;
         Blob::parse(current)?.open(&self.me, &key).map_err(|_| {
-            ClientError::Invalid(
-                "backup_rotated: the backup was set up again on another device: restore it here to unlock it".into(),
-            )
+            locked("backup_rotated", "the backup was set up again on another device: restore it here to unlock it")
         })
     }
 
@@ -71,11 +163,7 @@ impl Session {
     }
 
     fn backup_key(&self) -> Result<Zeroizing<[u8; 32]>> {
-        let hold = self
-            .state
-            .backup
-            .as_ref()
-            .ok_or_else(|| ClientError::Invalid("no_backup: this device holds no backup key".into()))?;
+        let hold = self.state.backup.as_ref().ok_or_else(|| locked("no_backup", "this device holds no backup key"))?;
         b64_decode_exact::<32>(&hold.key)
             .map(Zeroizing::new)
             .ok_or_else(|| ClientError::Invalid("the stored backup key is not 32 bytes".into()))

@@ -92,8 +92,10 @@ impl KeyBook {
         };
         match list.by_key.get(key) {
             Some(b) if b.active_at(ts) => Signer::Found(b),
-            // A key the list does not have yet may be new: look once more, unless fresh.
-            _ if list.fetched_at < now.saturating_sub(FRESH_MS) => Signer::Fetch,
+            // A key the list does not have may be newer than the list: look once more when
+            // the list is not fresh, or was fetched before the message was written (a
+            // device registered a moment ago). A message from our future is judged as is.
+            _ if list.fetched_at < now.saturating_sub(FRESH_MS) || (list.fetched_at < ts && ts <= now) => Signer::Fetch,
             _ => Signer::NotAKey,
         }
     }
@@ -158,6 +160,27 @@ mod tests {
         book.take(&w, &serde_json::json!({ "keys": [active] }), T0 + 20);
         assert_eq!(book.active_dh_keys(&w, T0 + 20).map(|k| k.len()), Some(0));
         assert!(matches!(book.signer(&w, &SignKey(key), T0 + 15, T0 + 20), Signer::NotAKey));
+    }
+
+    #[test]
+    fn a_key_registered_after_a_fresh_list_was_fetched_is_looked_up_not_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let wallet = LocalWallet::generate(&mut rng);
+        let (w, first) = (wallet.wallet(), listed(&wallet, &mut rng));
+        let mut book = KeyBook::default();
+        book.take(&w, &serde_json::json!({ "keys": [first.clone()] }), T0 + 100);
+        // A second device registers at T0 + 200 and writes at T0 + 300; read at T0 + 400,
+        // the list (fetched at T0 + 100) is fresh but older than the message.
+        let second = listed(&wallet, &mut rng);
+        let key = SignKey(crate::identity::key32(second["sign_key"].as_str().unwrap()).unwrap());
+        assert!(matches!(book.signer(&w, &key, T0 + 300, T0 + 400), Signer::Fetch));
+        book.take(&w, &serde_json::json!({ "keys": [first.clone(), second] }), T0 + 401);
+        assert!(matches!(book.signer(&w, &key, T0 + 300, T0 + 402), Signer::Found(_)));
+        // A key no list has, once the list is newer than the message: not a key.
+        let stranger = SignKey([7u8; 32]);
+        assert!(matches!(book.signer(&w, &stranger, T0 + 300, T0 + 402), Signer::NotAKey));
+        // Nor is a message from our future fetched again and again.
+        assert!(matches!(book.signer(&w, &stranger, T0 + 5_000, T0 + 402), Signer::NotAKey));
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod state;
 mod tests;
 mod values;
 
-pub use backup::BackupWrite;
+pub use backup::{BackupPlan, BackupStatus, BackupWrite};
 pub use keys::{FRESH_MS, KeyBook, Signer};
 pub use state::{
     BackupHold, EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_HELD_REKEYS_PER_SENDER, MAX_INVITES_PER_INVITER,

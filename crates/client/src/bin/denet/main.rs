@@ -154,13 +154,14 @@ async fn main() {
 }
 
 /// The error codes the CLI's `--json` names (the §6 ones come in the message).
-const CODES: [&str; 7] = [
+const CODES: [&str; 8] = [
     "wrong_password",
     "wrong_unlock",
     "bad_recovery_code",
     "corrupt_backup",
     "no_backup",
     "backup_rotated",
+    "backup_exists",
     "wallet_unlock_unsupported",
 ];
 

@@ -1,0 +1,190 @@
+//! The key backup (PROTOCOL.md §9) for JavaScript: glue over `denet_client::backup`
+//! and the session's backup steps, which decide everything. The SDK moves the bytes:
+//! it fetches and writes the blob, and asks the wallet for the signatures.
+
+use super::session::Session;
+use super::{Device, JsResult, client_err, fail, wallet};
+use denet_client::backup::{RecoveryCode, RecoveryKeys, Setup, Unlock};
+use denet_client::identity;
+use denet_client::session::{BackupPlan, BackupWrite};
+use rand_core::OsRng;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+use zeroize::Zeroizing;
+
+#[wasm_bindgen(typescript_custom_section)]
+const BACKUP_TS: &str = r#"
+/** A setup's plan: the version it writes, the recovery device it replaces (revoke it after). */
+export interface BackupPlanView { version: number; replaces: string | null }
+/** A sealed setup: the blob to PUT, the recovery code to show once. */
+export interface BackupSealed { blob: Uint8Array; code: string; by_wallet: boolean; version: number; recovery_key: string }
+/** The next version of a backup to PUT; `renew`: its recovery device expires within 30 days. */
+export interface BackupNext { blob: Uint8Array; version: number; renew: boolean }
+"#;
+
+/// A backup being set up (§9.2): its recovery device, backup key, salts and code,
+/// then its plan and its sealed first version, until the session holds it.
+#[wasm_bindgen]
+pub struct BackupSetup {
+    setup: Option<Setup>,
+    recovery: Device,
+    expires_at: u64,
+    plan: Option<BackupPlan>,
+    key: Option<Zeroizing<[u8; 32]>>,
+}
+
+#[wasm_bindgen]
+impl BackupSetup {
+    /// A new recovery device (its bundle valid until `expires_at`), backup key and code.
+    #[wasm_bindgen(constructor)]
+    pub fn new(expires_at: f64) -> BackupSetup {
+        let setup = Setup::new(&mut OsRng);
+        let r = &setup.recovery;
+        let recovery = Device { inner: identity::Device::from_secrets(*r.sign_seed(), *r.dh_secret()) };
+        BackupSetup { setup: Some(setup), recovery, expires_at: expires_at as u64, plan: None, key: None }
+    }
+
+    /// The recovery device, to have its bundle signed (`bundleStatement`, `bundle`).
+    #[wasm_bindgen(js_name = recoveryDevice)]
+    pub fn recovery_device(&self) -> Device {
+        let r = &self.recovery.inner;
+        Device { inner: identity::Device::from_secrets(*r.sign_seed(), *r.dh_secret()) }
+    }
+
+    /// The text the wallet signs twice for the wallet unlock.
+    #[wasm_bindgen(js_name = unlockText)]
+    pub fn unlock_text(&self, wallet_s: &str) -> JsResult<String> {
+        let setup = self.setup.as_ref().ok_or_else(|| fail("invalid", "this setup is finished"))?;
+        Ok(setup.unlock_text(&wallet(wallet_s)?))
+    }
+}
+
+fn to_js<T: Serialize>(v: &T) -> JsResult<JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| fail("internal", e))
+}
+
+fn with_blob(value: JsValue, blob: &[u8]) -> JsResult<JsValue> {
+    js_sys::Reflect::set(&value, &"blob".into(), &js_sys::Uint8Array::from(blob).into())
+        .map_err(|_| fail("internal", "cannot set blob"))?;
+    Ok(value)
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Plans a setup over `current` (the stored blob, or `null`): refuses (`backup_exists`)
+    /// a stored backup this device cannot open, before anything is signed.
+    #[wasm_bindgen(js_name = backupPlan, unchecked_return_type = "BackupPlanView")]
+    pub fn backup_plan(&self, setup: &mut BackupSetup, current: Option<Vec<u8>>) -> JsResult<JsValue> {
+        let recovery = RecoveryKeys::of(&setup.recovery.inner, setup.expires_at);
+        let plan = self.inner().backup_plan(recovery, current.as_deref()).map_err(client_err)?;
+        let view = serde_json::json!({"version": plan.version, "replaces": plan.replaces});
+        setup.plan = Some(plan);
+        to_js(&view)
+    }
+
+    /// Seals the planned contents with the wallet's two signatures of `unlockText` (the
+    /// wallet unlock only when they are one key) and the recovery code.
+    #[wasm_bindgen(js_name = backupSeal, unchecked_return_type = "BackupSealed")]
+    pub fn backup_seal(&self, setup: &mut BackupSetup, first: &str, second: &str) -> JsResult<JsValue> {
+        let plan = setup.plan.as_ref().ok_or_else(|| fail("invalid", "plan the setup first"))?;
+        let s = setup.setup.take().ok_or_else(|| fail("invalid", "this setup is finished"))?;
+        let me = self.inner().me().clone();
+        let done =
+            s.finish(&me, Some((first, second)), &plan.contents, plan.version, &mut OsRng).map_err(client_err)?;
+        setup.key = Some(done.key);
+        let view = serde_json::json!({
+            "code": done.code.as_str(), "by_wallet": done.by_wallet, "version": plan.version,
+            "recovery_key": plan.contents.recovery.sign_key,
+        });
+        with_blob(to_js(&view)?, &done.blob)
+    }
+
+    /// Once the relay stored the sealed blob: this device keeps the backup up to date.
+    #[wasm_bindgen(js_name = backupHold)]
+    pub fn backup_hold(&mut self, setup: &BackupSetup) -> JsResult<()> {
+        let (Some(plan), Some(key)) = (&setup.plan, &setup.key) else {
+            return Err(fail("invalid", "seal the setup first"));
+        };
+        self.inner_mut().hold_backup(&plan.contents, key, plan.version);
+        Ok(())
+    }
+
+    /// The text the wallet signs to unlock the stored `blob`.
+    #[wasm_bindgen(js_name = backupWalletText)]
+    pub fn backup_wallet_text(&self, blob: &[u8]) -> JsResult<String> {
+        let parsed = denet_client::backup::Blob::parse(blob).map_err(client_err)?;
+        parsed.wallet_text(self.inner().me()).map_err(client_err)
+    }
+
+    /// Restores `blob` with the wallet's `signature` of `backupWalletText`, or a recovery
+    /// `code`: opened in full, then its keys taken. Returns its version.
+    #[wasm_bindgen(js_name = backupRestore)]
+    pub fn backup_restore(&mut self, blob: &[u8], signature: Option<String>, code: Option<String>) -> JsResult<f64> {
+        let version = match (signature, code) {
+            (_, Some(code)) => {
+                let code = RecoveryCode::parse(&code).map_err(client_err)?;
+                self.inner_mut().backup_restore(blob, Unlock::Code(&code))
+            }
+            (Some(sig), None) => self.inner_mut().backup_restore(blob, Unlock::Wallet(&sig)),
+            (None, None) => return Err(fail("invalid", "give the wallet's signature or the recovery code")),
+        };
+        version.map(|v| v as f64).map_err(client_err)
+    }
+
+    /// Whether this device holds a backup whose keys are behind its own.
+    #[wasm_bindgen(js_name = backupDue)]
+    pub fn backup_due(&self) -> bool {
+        self.inner().backup_due()
+    }
+
+    /// The next version of `current` (the stored blob) with what this device holds;
+    /// `backupWritten()` once the relay stored it.
+    #[wasm_bindgen(js_name = backupNext, unchecked_return_type = "BackupNext")]
+    pub fn backup_next(&mut self, current: &[u8], now: f64) -> JsResult<JsValue> {
+        let write: BackupWrite = self.inner().backup_update(current, None, &mut OsRng).map_err(client_err)?;
+        let view = serde_json::json!({"version": write.version, "renew": write.needs_renewal(now as u64)});
+        let value = with_blob(to_js(&view)?, &write.blob)?;
+        self.written = Some(write);
+        Ok(value)
+    }
+
+    /// The relay stored the last `backupNext`.
+    #[wasm_bindgen(js_name = backupWritten)]
+    pub fn backup_written(&mut self) {
+        if let Some(write) = self.written.take() {
+            self.inner_mut().backup_written(&write);
+        }
+    }
+
+    /// `{ok: BackupStatus}` of the stored `blob`, or `{need_keys}` (our own key list).
+    #[wasm_bindgen(js_name = backupStatus, unchecked_return_type = "Step<BackupStatus>")]
+    pub fn backup_status(&self, blob: &[u8], now: f64) -> JsResult<JsValue> {
+        super::session::step(self.inner().backup_status(blob, now as u64))
+    }
+}
+
+fn revocation(wallet_s: &str, sign_key: &str, revoked_at: f64) -> JsResult<denet_core::Revocation> {
+    let sign_key = denet_core::SignKey::parse(sign_key).ok_or_else(|| fail("malformed", "not a sign_key"))?;
+    Ok(denet_core::Revocation {
+        wallet: wallet(wallet_s)?,
+        sign_key,
+        revoked_at: revoked_at as u64,
+        wallet_sig: String::new(),
+    })
+}
+
+/// The text the wallet signs to revoke the device of `sign_key` (§1.2): a replaced
+/// recovery device, whose signing key nobody holds.
+#[wasm_bindgen(js_name = keyRevocationStatement)]
+pub fn key_revocation_statement(wallet_s: &str, sign_key: &str, revoked_at: f64) -> JsResult<String> {
+    Ok(revocation(wallet_s, sign_key, revoked_at)?.statement())
+}
+
+/// The body of `POST /v1/keys/{wallet}/revoke`, its signature checked first.
+#[wasm_bindgen(js_name = keyRevocation)]
+pub fn key_revocation(wallet_s: &str, sign_key: &str, revoked_at: f64, wallet_sig: &str) -> JsResult<String> {
+    let mut r = revocation(wallet_s, sign_key, revoked_at)?;
+    r.wallet_sig = wallet_sig.to_owned();
+    r.verify().map_err(super::core_err)?;
+    Ok(r.request_json().to_string())
+}
