@@ -19,6 +19,11 @@ const ERRORS = {
   stale_timestamp: "This device's clock is off; fix the time and try again.",
   wrong_password: "Wrong room password.",
   offline: "The relay cannot be reached.",
+  wrong_unlock: "That does not unlock your backup; use your recovery code.",
+  bad_recovery_code: "That recovery code has a typo.",
+  corrupt_backup: "The backup was changed or damaged; nothing was restored.",
+  no_backup: "This wallet has no backup on this relay.",
+  backup_exists: "A backup exists that this browser cannot open: restore it first.",
   malformed: "The relay refused a malformed request.",
 };
 
@@ -66,14 +71,113 @@ $("authorize-button").onclick = async () => {
   try {
     await client.register();
     $("authorize").hidden = true;
-    await start();
+    await afterFirstRegistration();
   } catch (e) {
+    showError(e);
+  }
+};
+
+// -- the backup (PROTOCOL.md §9): restore on a new device, back up from settings --
+
+/** A device new to this wallet: restore the history if a backup exists, else offer one. */
+async function afterFirstRegistration() {
+  let status = null;
+  try {
+    status = await client.backup.status();
+  } catch (e) {
+    showError(e);
+  }
+  if (status && !status.held) {
+    $("restore-button").hidden = !status.by_wallet;
+    $("restore").hidden = false;
+    return;
+  }
+  await start();
+  if (!status) $("backup-offer").hidden = false;
+}
+
+async function restore(opts) {
+  const progress = $("restore-progress");
+  progress.hidden = false;
+  progress.textContent = opts.code ? "Unlocking with the recovery code…" : "Sign once in your wallet to unlock the backup…";
+  try {
+    const r = await client.backup.restore(opts);
+    $("restore").hidden = true;
+    if ($("chat").hidden) await start();
+    else location.reload(); // already chatting: show the restored history from the start
+    progress.textContent = `Restored ${r.rooms} room(s) and ${r.read} message(s).`;
+  } catch (e) {
+    progress.hidden = true;
+    showError(e);
+  }
+}
+
+$("restore-button").onclick = () => restore({});
+$("restore-code-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  restore({ code: $("restore-code").value });
+};
+$("restore-skip").onclick = async () => {
+  $("restore").hidden = true;
+  if ($("chat").hidden) await start();
+};
+
+async function openBackup() {
+  $("backup-offer").hidden = true;
+  $("backup-result").hidden = true;
+  $("recovery-code").textContent = "";
+  $("backup-setup").hidden = false;
+  $("backup").hidden = false;
+  $("backup-status").textContent = "Checking…";
+  try {
+    const s = await client.backup.status();
+    $("backup-setup").textContent = s ? "Set up again (new recovery code)" : "Back up now";
+    // A backup this browser does not hold: restore it here (setting it up again needs it first).
+    $("backup-restore").hidden = !s || s.held;
+    $("backup-setup").hidden = !!s && !s.held;
+    $("restore-button").hidden = !s?.by_wallet;
+    $("backup-status").textContent = !s
+      ? "No backup yet."
+      : `Backed up (version ${s.version}, ${Math.ceil(s.size / 1024)} KB), unlocked by ${s.by_wallet ? "your wallet or " : ""}your recovery code` +
+        (s.recovery_expires_at ? `; renewed before ${new Date(s.recovery_expires_at).toLocaleDateString()}.` : ".") +
+        (s.revoked_knowers.length ? " A revoked device knew its keys: set it up again." : "");
+  } catch (e) {
+    $("backup-status").textContent = "";
+    showError(e);
+  }
+}
+
+$("backup-open").onclick = openBackup;
+$("backup-restore").onclick = () => {
+  $("backup").hidden = true;
+  $("restore").hidden = false;
+};
+$("backup-offer-button").onclick = openBackup;
+$("backup-offer-dismiss").onclick = () => ($("backup-offer").hidden = true);
+$("backup-close").onclick = () => {
+  $("backup").hidden = true;
+  $("recovery-code").textContent = "";
+};
+$("backup-setup").onclick = async () => {
+  $("backup-status").textContent = "Your wallet signs three times: the recovery key, then the unlock text twice…";
+  try {
+    const done = await client.backup.setup();
+    $("recovery-code").textContent = done.code;
+    $("backup-result").hidden = false;
+    $("backup-setup").hidden = true;
+    $("backup-status").textContent = done.byWallet
+      ? `Backed up (version ${done.version}). A new device restores it with your wallet or the recovery code.`
+      : `Backed up (version ${done.version}). Your wallet does not sign the same way twice, so only the recovery code unlocks it.`;
+  } catch (e) {
+    $("backup-status").textContent = "";
     showError(e);
   }
 };
 
 async function start() {
   $("chat").hidden = false;
+  $("backup-open").hidden = false;
+  client.onBackupError = showError;
   for (const r of await client.rooms()) conversation("room", r.room, r.name || short(r.room));
   // A failure in one conversation never stops the others from loading.
   try {

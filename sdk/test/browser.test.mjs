@@ -34,7 +34,11 @@ after(async () => {
 async function wallet(name, key = generatePrivateKey()) {
   const account = privateKeyToAccount(key);
   const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
-  await context.exposeBinding("__denetSign", async (_source, hex) => account.signMessage({ message: hexToString(hex) }));
+  const signed = { count: 0 };
+  await context.exposeBinding("__denetSign", async (_source, hex) => {
+    signed.count++;
+    return account.signMessage({ message: hexToString(hex) });
+  });
   await context.addInitScript((address) => {
     window.ethereum = {
       request: async ({ method, params }) => {
@@ -49,7 +53,7 @@ async function wallet(name, key = generatePrivateKey()) {
   page.on("console", (m) => {
     if (/Content Security Policy/i.test(m.text())) console.error(`[${name}] CSP: ${m.text()}`);
   });
-  return { name, context, page, address: account.address.toLowerCase(), key, account };
+  return { name, context, page, address: account.address.toLowerCase(), key, account, signed };
 }
 
 let step = 0;
@@ -305,4 +309,69 @@ test("an IndexedDB record stored by the previous SDK loads: its device and its p
   assert.doesNotMatch(stored, /pw-of-old/, "the password is no longer stored");
   await shot(alice, "old-record");
   for (const x of [alice, bob]) await x.context.close();
+});
+
+test("a fresh browser profile restores the history with one wallet signature, and chats on", async () => {
+  const [alice, bob] = [await wallet("alice-backup"), await wallet("bob-backup")];
+  await connect(alice);
+  await connect(bob);
+  // A first registration without a backup: the page offers one.
+  await alice.page.waitForSelector("#backup-offer:not([hidden])");
+  await openDm(alice, bob.address);
+  await say(alice, "before the backup");
+  await openConversation(bob, alice.address.slice(0, 6));
+  await sees(bob, "before the backup");
+  await say(bob, "a reply before it");
+  await sees(alice, "a reply before it");
+
+  await alice.page.click("#backup-offer-button");
+  await alice.page.waitForSelector("#backup:not([hidden])");
+  const before = alice.signed.count;
+  await alice.page.click("#backup-setup");
+  await alice.page.waitForSelector("#backup-result:not([hidden])", { timeout: 30000 });
+  assert.equal(alice.signed.count - before, 3, "the recovery key's authorization and the unlock text twice");
+  const code = (await alice.page.textContent("#recovery-code")).trim();
+  assert.match(code, /^([0-9A-Z]{4}-){7}[0-9A-Z]{4}$/);
+  await shot(alice, "backup-recovery-code");
+  await alice.page.click("#backup-close");
+  assert.equal(await alice.page.textContent("#recovery-code"), "", "the code is shown once");
+
+  // After the backup: a room, and more messages.
+  await alice.page.fill("#room-name", "after the backup");
+  await alice.page.click("#new-room button");
+  await alice.page.waitForSelector('#title:has-text("after the backup")');
+  await alice.page.fill("#invite-to", bob.address);
+  await alice.page.click("#invite-form button");
+  await bob.page.waitForSelector('#invites li:has-text("after the backup") button', { timeout: 20000 });
+  await bob.page.click('#invites li:has-text("after the backup") button');
+  await bob.page.waitForSelector('#title:has-text("after the backup")');
+  await say(bob, "hello in the new room");
+  await sees(alice, "hello in the new room");
+  await openConversation(bob, alice.address.slice(0, 6));
+  await say(bob, "after the backup, in the DM");
+
+  // A fresh profile of alice's wallet: authorize, then one signature restores.
+  const fresh = await wallet("alice-restored", alice.key);
+  await fresh.page.goto(relay.base + "/");
+  await fresh.page.click("#connect-button");
+  await fresh.page.waitForSelector("#authorize:not([hidden])");
+  await fresh.page.click("#authorize-button");
+  await fresh.page.waitForSelector("#restore:not([hidden])");
+  assert.match(await fresh.page.textContent("#restore"), /90 days/);
+  await shot(fresh, "restore-offered");
+  const beforeRestore = fresh.signed.count;
+  await fresh.page.click("#restore-button");
+  await fresh.page.waitForSelector("#chat:not([hidden])", { timeout: 30000 });
+  assert.equal(fresh.signed.count - beforeRestore, 1, "one wallet signature unlocks the backup");
+  await fresh.page.waitForSelector("#conn.live", { timeout: 20000 });
+  await openConversation(fresh, bob.address.slice(0, 6));
+  for (const text of ["before the backup", "a reply before it", "after the backup, in the DM"]) await sees(fresh, text);
+  await openConversation(fresh, "after the backup");
+  await sees(fresh, "hello in the new room");
+  await openConversation(fresh, bob.address.slice(0, 6));
+  await shot(fresh, "restored-conversations");
+  await say(fresh, "from the restored browser");
+  await openConversation(bob, alice.address.slice(0, 6));
+  await sees(bob, "from the restored browser");
+  for (const w of [alice, bob, fresh]) await w.context.close();
 });
