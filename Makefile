@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: setup setup-browser build sdk migrate dev test test-sdk test-browser typecheck fmt lint unit wasm e2e bench bench-ingest bench-fanout fuzz clean
+.PHONY: setup setup-browser build sdk migrate dev test test-sdk test-browser typecheck fmt lint unit wasm e2e bench bench-ingest bench-fanout bench-backup fuzz clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen and npm packages if missing
 setup:
@@ -79,6 +79,7 @@ e2e: build
 	cargo test -p denet-e2e -- --test-threads=2
 	# A smoke run of every benchmark scenario with tiny counts (numbers meaningless).
 	cargo run -q -p denet-bench -- --quick --out target/bench-smoke
+	cargo run -q -p denet-bench -- --quick --backup --out target/bench-smoke
 
 ## bench: every scenario at full size against a fresh local relay (< 10 min);
 ## writes bench/results/latest.json, latency.svg and pull.svg
@@ -88,6 +89,10 @@ bench: build
 ## bench-ingest: only the floors, the two ingest scenarios and the shape's ceiling (~4.5 min); writes bench/results/ingest.json
 bench-ingest: build
 	cargo run --release -q -p denet-bench -- --ingest
+
+## bench-backup: three runs of the backup row (10 rooms, 1,000 DMs: blob size, restore time vs. the pull floor), to bench/results/backup.json
+bench-backup: build
+	cargo run --release -q -p denet-bench -- --backup
 
 ## bench-fanout: only the fan-out rows (10, 100, 500 sockets), to bench/results/fanout.json
 bench-fanout: build

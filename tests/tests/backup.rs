@@ -110,13 +110,23 @@ fn a_new_device_restores_the_history_with_the_wallet_and_another_with_the_recove
         assert_eq!(User::texts(&device.ok(&["inbox"])), ["to every device"]);
     }
 
-    // B is revoked: it knew the backup's keys, so the backup is set up again (a new
-    // recovery device and code), and the old code unlocks nothing any more.
+    // B is revoked: it knew the backup's keys, so alice's next command sets the backup
+    // up again (a new recovery device, the old one revoked, a new code), and the old
+    // code unlocks nothing any more.
+    let before = alice.ok(&["backup", "status"]);
     b.ok(&["revoke"]);
     let status = alice.ok(&["backup", "status"]);
     assert_eq!(status[0]["revoked_knowers"].as_array().map(Vec::len), Some(1), "{status:?}");
+    alice.ok(&["inbox"]);
+    let after = alice.ok(&["backup", "status"]);
+    assert_ne!(after[0]["recovery_key"], before[0]["recovery_key"], "rotated: {after:?}");
+    assert_eq!(after[0]["revoked_knowers"].as_array().map(Vec::len), Some(0), "{after:?}");
+    let keys = Relay::shared().get_blocking(&format!("/v1/keys/{}?include=all", alice.wallet)).1;
+    let old = keys["keys"].as_array().unwrap().iter().find(|k| k["sign_key"] == before[0]["recovery_key"]).cloned();
+    assert_eq!(old.map(|k| k["status"].clone()), Some("revoked".into()), "the old recovery device is revoked");
+    // Set up again by hand too: a code to restore with.
     let again = alice.ok(&["backup", "setup"]);
-    assert_eq!(again[0]["revoked"], status[0]["recovery_key"], "the old recovery device is revoked: {again:?}");
+    assert_eq!(again[0]["revoked"], after[0]["recovery_key"], "{again:?}");
     let d = User::with_wallet_key(Some(&alice.wallet_key()));
     let file = d.home.path().join("code.txt");
     std::fs::write(&file, &code).unwrap();

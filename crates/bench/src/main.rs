@@ -18,9 +18,12 @@
 //! Every scenario checks zero loss. `--quick` runs tiny counts (a smoke test);
 //! `--ingest` only the floors, ingest and the shape's ceiling (to `ingest.json`);
 //! `--fanout` only the fan-out rows (to `fanout.json`); `--replay` only the replay
-//! memory row (to `replay.json`).
+//! memory row (to `replay.json`); `--backup` three runs of the backup row (to
+//! `backup.json`): a user with 10 rooms and 1,000 direct messages, the blob's size and
+//! a new device's restore time against pulling the same pages unopened.
 //! Results go to `bench/results/latest.json` with two SVG charts beside it.
 
+mod backup;
 mod chart;
 mod raw;
 mod scenarios;
@@ -40,7 +43,10 @@ async fn main() {
     let scale = if quick { scenarios::Scale::quick() } else { scenarios::Scale::full() };
     let fanout_only = std::env::args().any(|a| a == "--fanout");
     let replay_only = std::env::args().any(|a| a == "--replay");
-    let results = if replay_only {
+    let backup_only = std::env::args().any(|a| a == "--backup");
+    let results = if backup_only {
+        scenarios::run_backup(&scale, if quick { 1 } else { 3 }).await
+    } else if replay_only {
         scenarios::run_replay(&scale).await
     } else if fanout_only {
         scenarios::run_fanout(&scale).await
@@ -53,15 +59,17 @@ async fn main() {
         "scenarios": results,
     });
     std::fs::create_dir_all(&out_dir).expect("results dir");
-    let name = match (quick, ingest_only, fanout_only || replay_only) {
+    let name = match (quick, ingest_only, fanout_only || replay_only || backup_only) {
+        (true, _, _) if backup_only => "quick-backup.json",
         (true, _, _) => "quick.json",
+        (false, _, true) if backup_only => "backup.json",
         (false, _, true) if replay_only => "replay.json",
         (false, _, true) => "fanout.json",
         (false, true, false) => "ingest.json",
         (false, false, false) => "latest.json",
     };
     std::fs::write(out_dir.join(name), serde_json::to_string_pretty(&report).unwrap()).expect("write results");
-    if !quick && !ingest_only && !fanout_only && !replay_only {
+    if !quick && !ingest_only && !fanout_only && !replay_only && !backup_only {
         std::fs::write(out_dir.join("latency.svg"), chart::latency(&results)).expect("write chart");
         std::fs::write(out_dir.join("pull.svg"), chart::pull(&results)).expect("write chart");
     }

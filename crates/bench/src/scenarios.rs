@@ -27,6 +27,8 @@ pub struct Scale {
     lifetime_messages: usize,
     replay_messages: usize,
     replay_sockets: usize,
+    /// The backup scenario: rooms, messages per room, direct messages.
+    backup: (usize, usize, usize),
 }
 
 impl Scale {
@@ -45,6 +47,7 @@ impl Scale {
             lifetime_messages: 500,
             replay_messages: 60,
             replay_sockets: 40,
+            backup: (10, 20, 1000),
         }
     }
 
@@ -63,6 +66,7 @@ impl Scale {
             lifetime_messages: 20,
             replay_messages: 3,
             replay_sockets: 2,
+            backup: (2, 2, 10),
         }
     }
 }
@@ -150,6 +154,20 @@ pub async fn run_replay(scale: &Scale) -> Vec<Value> {
     report(&replay);
     tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
     vec![replay]
+}
+
+/// Only the backup row (`denet-bench --backup`, `make bench-backup`): several runs on one relay.
+pub async fn run_backup(scale: &Scale, runs: usize) -> Vec<Value> {
+    let relay = tokio::task::spawn_blocking(|| Relay::start_with(&[("DENET_TEST_ROUTES", "1")])).await.unwrap();
+    let mut results = Vec::new();
+    let (rooms, per_room, dms) = scale.backup;
+    for _ in 0..runs {
+        let row = crate::backup::backup_restore(&relay, rooms, per_room, dms).await;
+        report(&row);
+        results.push(row);
+    }
+    tokio::task::spawn_blocking(move || drop(relay)).await.unwrap();
+    results
 }
 
 /// Only the `fanout_N` rows (`make bench-fanout`): post → delivery latency at 10,

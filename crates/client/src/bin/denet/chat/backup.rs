@@ -88,11 +88,33 @@ impl Ctx {
         Ok(())
     }
 
-    /// Writes the backup again when this device learned keys it lacks; a failure is
-    /// said, and tried again after the next command.
+    /// Writes the backup again when this device learned keys it lacks, and sets it up
+    /// again when a device that knew its keys was revoked (a new recovery device and
+    /// code, said on standard error); a failure is said, and tried again after the next
+    /// command.
     pub async fn sync_backup(&mut self) {
+        if self.driver.session.state().backup.is_none() {
+            return;
+        }
         if let Err(e) = self.driver.backup_sync(Some(&self.wallet), false).await {
             eprintln!("denet: the backup could not be updated (tried again next time): {e}");
+            return;
+        }
+        match self.driver.backup_status().await {
+            Ok(Some(s)) if s.held && !s.revoked_knowers.is_empty() => {
+                match self.driver.backup_setup(&self.wallet).await {
+                    Ok(done) => eprintln!(
+                        "denet: a revoked device knew your backup's keys, so it was set up again (version {}; the old recovery code no longer works).\nnew recovery code (shown once, keep it safe):\n\n    {}\n",
+                        done.version,
+                        done.code.as_str()
+                    ),
+                    Err(e) => {
+                        eprintln!("denet: a revoked device knew your backup's keys; setting it up again failed: {e}")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("denet: the backup's status could not be read: {e}"),
         }
     }
 }
