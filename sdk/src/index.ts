@@ -537,7 +537,12 @@ export class Client {
     const rooms = await this.rooms();
     for (const r of rooms) count(await this.pull(r.room, `/v1/rooms/${r.room}/messages`, true, false));
     // This device knows the backup now: it is written in (and its decryption key too).
-    await this.syncBackup(true);
+    // The restore is done either way; a failed write goes to onBackupError.
+    try {
+      await this.syncBackup(true);
+    } catch (e) {
+      this.onBackupError?.(wasmError(e));
+    }
     return { version, rooms: rooms.length, read, unreadable };
   }
 
@@ -553,7 +558,17 @@ export class Client {
     for (let i = 0; i < BACKUP_TRIES; i++) {
       const current = await this.getBackup();
       if (!current) throw new DenetError("no_backup", "the relay no longer holds this wallet's backup: set it up again");
-      const next = call(() => this.session.backupNext(current, Date.now()));
+      const now = Date.now();
+      let next = call(() => this.session.backupNext(current, now));
+      if (next.renew) {
+        // The recovery device expires within 30 days: the wallet authorizes a new one.
+        const expires = now + RECOVERY_DAYS * DAY_MS;
+        const recovery = new w.Device();
+        const sig = await this.signer.signMessage(call(() => recovery.bundleStatement(this.wallet, now, expires)));
+        await this.request("PUT", `/v1/keys/${this.wallet}`, call(() => recovery.bundle(this.wallet, now, expires, sig)));
+        this.session.forgetKeys(this.wallet);
+        next = call(() => this.session.backupNext(current, now, recovery, expires));
+      }
       if (await this.putBackup(next.blob)) {
         this.session.backupWritten();
         await this.save();

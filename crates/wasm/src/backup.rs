@@ -138,10 +138,19 @@ impl Session {
     }
 
     /// The next version of `current` (the stored blob) with what this device holds;
-    /// `backupWritten()` once the relay stored it.
+    /// `backupWritten()` once the relay stored it. With `renewal` (a new device whose
+    /// bundle, valid until `renewal_expires_at`, the relay took), the recovery device is
+    /// replaced, its predecessor's secret kept (`renew` said it expires within 30 days).
     #[wasm_bindgen(js_name = backupNext, unchecked_return_type = "BackupNext")]
-    pub fn backup_next(&mut self, current: &[u8], now: f64) -> JsResult<JsValue> {
-        let write: BackupWrite = self.inner().backup_update(current, None, &mut OsRng).map_err(client_err)?;
+    pub fn backup_next(
+        &mut self,
+        current: &[u8],
+        now: f64,
+        renewal: Option<Device>,
+        renewal_expires_at: Option<f64>,
+    ) -> JsResult<JsValue> {
+        let renewed = renewal.map(|d| RecoveryKeys::of(&d.inner, renewal_expires_at.unwrap_or(0.0) as u64));
+        let write: BackupWrite = self.inner().backup_update(current, renewed, &mut OsRng).map_err(client_err)?;
         let view = serde_json::json!({"version": write.version, "renew": write.needs_renewal(now as u64)});
         let value = with_blob(to_js(&view)?, &write.blob)?;
         self.written = Some(write);

@@ -34,6 +34,8 @@ pub struct Restored {
     /// Messages read (inbox and rooms), and how many of them could not be opened.
     pub read: usize,
     pub unreadable: usize,
+    /// Why this device could not write itself into the backup (tried again later).
+    pub write_error: Option<String>,
 }
 
 /// How a restore unlocks.
@@ -123,9 +125,10 @@ impl Driver {
         for room in &rooms {
             self.pull(room, true, &mut count).await?;
         }
-        // This device knows the backup now: it is written in (and its DH secret too).
-        self.backup_sync(None::<&crate::identity::LocalWallet>, true).await?;
-        Ok(Restored { version, rooms: rooms.len(), read, unreadable })
+        // This device knows the backup now: it is written in (and its DH secret too). The
+        // restore is done either way; a failed write is said and tried again later.
+        let write_error = self.backup_sync(None::<&crate::identity::LocalWallet>, true).await.err();
+        Ok(Restored { version, rooms: rooms.len(), read, unreadable, write_error })
     }
 
     /// Writes the backup again when this device holds keys it lacks (or `force`):

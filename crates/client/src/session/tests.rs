@@ -826,3 +826,79 @@ fn an_old_own_leave_does_not_leave_a_device_that_learned_of_the_rejoin_by_copy()
     assert!(!bob2.s.room(&room).unwrap().left);
     assert_eq!(bob2.epoch(&room), 1);
 }
+
+/// Registers `device` as a device of `user`'s wallet in `relay` (a recovery device).
+fn register_device(relay: &mut Relay, user: &User, device: &Device, expires_at: u64) {
+    let mut bundle = denet_core::Bundle {
+        wallet: user.me(),
+        sign_key: device.sign_key(),
+        dh_key: device.dh_key(),
+        issued_at: relay.now - 1,
+        expires_at,
+        wallet_sig: String::new(),
+    };
+    bundle.wallet_sig = user.wallet.sign_now(&bundle.statement());
+    relay.keys.entry(user.me()).or_default().push(listed_key(&bundle.to_json(), "active", None));
+}
+
+#[test]
+fn a_merged_backup_loses_no_key_of_either_side() {
+    let mut relay = Relay::new();
+    let [mut alice, mut bob] = users(&mut relay, [1, 2]);
+    let room = two_member_room(&mut relay, &mut alice, &mut bob);
+    let mut older = alice.s.state().clone();
+    // Alice rotates; another device of hers still holds only epoch 0 and a room of its own.
+    let rekey = alice.with_keys(&relay, |s, rng, now| s.rekey(&room, now, rng)).unwrap();
+    alice.s.commit_rekey(rekey);
+    let other = Session::fresh_room_id(&mut alice.rng);
+    older.rooms.insert(other.clone(), RoomState { name: "theirs".into(), epoch: 3, ..Default::default() });
+    older.add_dh_secret("c2VjcmV0");
+    let mut merged = alice.s.state().clone();
+    merged.merge(&older);
+    let r = &merged.rooms[&room];
+    assert_eq!((r.epoch, r.keys.len()), (1, 2), "both epochs' keys, the newer epoch");
+    assert_eq!(r.keys[&0], older.rooms[&room].keys[&0]);
+    assert!(merged.rooms.contains_key(&other) && merged.dh_secrets == ["c2VjcmV0"]);
+    // The other way round gives the same keys.
+    let mut back = older.clone();
+    back.merge(alice.s.state());
+    assert_eq!(back.rooms[&room].keys, merged.rooms[&room].keys);
+    assert_eq!(back.rooms[&room].epoch, 1);
+}
+
+#[test]
+fn a_renewed_recovery_device_keeps_the_old_ones_secret_for_what_was_sealed_to_it() {
+    use crate::backup::{Blob, RecoveryCode, RecoveryKeys, Setup, Unlock};
+    let mut relay = Relay::new();
+    let [mut alice, mut bob] = users(&mut relay, [3, 4]);
+    let setup = Setup::new(&mut alice.rng);
+    let expires = relay.now + 40 * denet_core::limits::DAY_MS;
+    register_device(&mut relay, &alice, &setup.recovery, expires);
+    let plan = alice.s.backup_plan(RecoveryKeys::of(&setup.recovery, expires), None).unwrap();
+    let me = alice.me();
+    let done = setup.finish(&me, None, &plan.contents, plan.version, &mut alice.rng).unwrap();
+    assert!(!done.by_wallet, "no signatures: the code only");
+    alice.s.hold_backup(&plan.contents, &done.key, plan.version);
+    // Alice's phone is lost: what bob sends now is sealed to the recovery device only.
+    alice.revoke(&mut relay);
+    relay.tick(FRESH_MS + 1);
+    bob.send(&mut relay, &alice, "for the recovery device");
+    // Ten days later the recovery device is renewed (less than 30 days left).
+    relay.tick(10 * denet_core::limits::DAY_MS);
+    let write = alice.s.backup_update(&done.blob, None, &mut alice.rng).unwrap();
+    assert!(write.needs_renewal(relay.now));
+    let next = Device::generate(&mut alice.rng);
+    let renewed = RecoveryKeys::of(&next, relay.now + 365 * denet_core::limits::DAY_MS);
+    let write = alice.s.backup_update(&done.blob, Some(renewed.clone()), &mut alice.rng).unwrap();
+    assert!(!write.needs_renewal(relay.now));
+    assert_eq!(write.contents.recovery, renewed);
+    // A new device restores the renewed backup and reads what was sealed to the old one.
+    let mut fresh = alice.second_device(&mut relay, 5);
+    let code = RecoveryCode::parse(&done.code).unwrap();
+    assert_eq!(fresh.s.backup_restore(&write.blob, Unlock::Code(&code)).unwrap(), 2);
+    assert_eq!(fresh.texts(&mut relay, &me.to_string()), ["for the recovery device"]);
+    // Without the backup, the same device reads nothing of it.
+    let mut bare = alice.second_device(&mut relay, 6);
+    assert!(bare.texts(&mut relay, &me.to_string()).is_empty());
+    assert_eq!(Blob::parse(&write.blob).unwrap().version, 2);
+}

@@ -69,6 +69,11 @@ impl Ctx {
             None => With::<LocalWallet>::Wallet(&self.wallet),
         };
         let r = self.driver.backup_restore(with).await?;
+        if let Some(e) = &r.write_error {
+            eprintln!(
+                "denet: restored, but this device could not write itself into the backup (tried again later): {e}"
+            );
+        }
         let item = json!({"version": r.version, "rooms": r.rooms, "read": r.read, "unreadable": r.unreadable});
         self.out.emit(item, || {
             format!(
