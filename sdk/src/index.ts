@@ -32,10 +32,7 @@ function loadWasm(): Promise<void> {
 }
 
 const BUNDLE_DAYS = 365;
-/** How long a backup's recovery device is authorized (PROTOCOL.md §9.2). */
-const RECOVERY_DAYS = 365;
-/** How many times a backup write is merged and tried again after a 409. */
-const BACKUP_TRIES = 5;
+
 const DAY_MS = 86_400_000;
 const PAGE = 500;
 const enc = new TextEncoder();
@@ -480,26 +477,26 @@ export class Client {
   private async backupSetup(): Promise<{ code: string; byWallet: boolean; version: number; size: number; recoveryKey: string }> {
     await this.register();
     const current = await this.getBackup();
+    const [recoveryDays] = w.backupLimits();
     const now = Date.now();
-    const expires = now + RECOVERY_DAYS * DAY_MS;
-    const setup = new w.BackupSetup(expires);
+    const setup = new w.BackupSetup(now + recoveryDays * DAY_MS);
     try {
       // Refused (backup_exists) before anything is signed when a stored backup cannot be carried over.
-      const plan = call(() => this.session.backupPlan(setup, current ?? undefined));
-      const recovery = setup.recoveryDevice();
-      const sig = await this.signer.signMessage(call(() => recovery.bundleStatement(this.wallet, now, expires)));
-      await this.request("PUT", `/v1/keys/${this.wallet}`, call(() => recovery.bundle(this.wallet, now, expires, sig)));
-      recovery.free();
-      this.session.forgetKeys(this.wallet);
+      const plan = await this.withKeys((t) => this.session.backupPlan(setup, current ?? undefined, t));
       const text = call(() => setup.unlockText(this.wallet));
       const first = await this.signer.signMessage(text);
       const second = await this.signer.signMessage(text);
+      const bundleSig = await this.signer.signMessage(call(() => setup.recoveryBundleStatement(this.wallet, now)));
+      const bundle = call(() => setup.recoveryBundle(this.wallet, now, bundleSig));
       const sealed = call(() => this.session.backupSeal(setup, first, second));
+      // The blob first: a conflict leaves no recovery device behind in the directory.
       if (!(await this.putBackup(sealed.blob))) {
         throw new DenetError("conflict", "another device wrote the backup meanwhile: try again");
       }
       call(() => this.session.backupHold(setup));
       await this.save();
+      await this.request("PUT", `/v1/keys/${this.wallet}`, bundle);
+      this.session.forgetKeys(this.wallet);
       if (plan.replaces) await this.revokeKey(plan.replaces);
       return { code: sealed.code, byWallet: sealed.by_wallet, version: sealed.version, size: sealed.blob.length, recoveryKey: sealed.recovery_key };
     } finally {
@@ -555,23 +552,32 @@ export class Client {
   /** Writes the backup again when this device holds keys it lacks (or `force`); merges and retries on 409. */
   private async syncBackup(force = false): Promise<void> {
     if (!force && !this.session.backupDue()) return;
-    for (let i = 0; i < BACKUP_TRIES; i++) {
+    const [recoveryDays, tries] = w.backupLimits();
+    // A renewal is made once, whatever the retries, and registered once written.
+    let renewal: { keys: string; bundle: string } | undefined;
+    for (let i = 0; i < tries; i++) {
       const current = await this.getBackup();
       if (!current) throw new DenetError("no_backup", "the relay no longer holds this wallet's backup: set it up again");
       const now = Date.now();
-      let next = call(() => this.session.backupNext(current, now));
-      if (next.renew) {
+      let next = call(() => this.session.backupNext(current, now, renewal?.keys));
+      if (next.renew && !renewal) {
         // The recovery device expires within 30 days: the wallet authorizes a new one.
-        const expires = now + RECOVERY_DAYS * DAY_MS;
-        const recovery = new w.Device();
-        const sig = await this.signer.signMessage(call(() => recovery.bundleStatement(this.wallet, now, expires)));
-        await this.request("PUT", `/v1/keys/${this.wallet}`, call(() => recovery.bundle(this.wallet, now, expires, sig)));
-        this.session.forgetKeys(this.wallet);
-        next = call(() => this.session.backupNext(current, now, recovery, expires));
+        const setup = new w.BackupSetup(now + recoveryDays * DAY_MS);
+        try {
+          const sig = await this.signer.signMessage(call(() => setup.recoveryBundleStatement(this.wallet, now)));
+          renewal = { keys: setup.recoveryKeys(), bundle: call(() => setup.recoveryBundle(this.wallet, now, sig)) };
+        } finally {
+          setup.free();
+        }
+        next = call(() => this.session.backupNext(current, now, renewal?.keys));
       }
       if (await this.putBackup(next.blob)) {
         this.session.backupWritten();
         await this.save();
+        if (renewal) {
+          await this.request("PUT", `/v1/keys/${this.wallet}`, renewal.bundle);
+          this.session.forgetKeys(this.wallet);
+        }
         return;
       }
     }

@@ -35,6 +35,10 @@ const WRAP_LEN: usize = 1 + 16 + 16 + 12 + 48;
 const MAX_WRAPS: usize = 8;
 /// A device renews the recovery device when its bundle has less than this left.
 pub const RENEW_BEFORE_MS: u64 = 30 * denet_core::limits::DAY_MS;
+/// How long a recovery device's bundle is valid (the longest §1.1 allows is 400 days).
+pub const RECOVERY_DAYS: u64 = 365;
+/// How many times a write is merged and tried again after a `409`.
+pub const WRITE_TRIES: usize = 5;
 
 /// A failure a person can act on: each says what to do.
 pub(crate) fn locked(code: &'static str, why: &str) -> ClientError {
@@ -323,6 +327,11 @@ impl Blob {
     pub fn wallet_text(&self, wallet: &Wallet) -> Result<String> {
         let salt = self.salt(BY_WALLET).ok_or_else(|| locked("wrong_unlock", NOT_BY_WALLET))?;
         Ok(unlock_text(wallet, &salt))
+    }
+
+    /// The version a write over this blob carries (a relay's `u64::MAX` is refused).
+    pub fn next_version(&self) -> Result<u64> {
+        self.version.checked_add(1).ok_or_else(corrupt)
     }
 
     /// Whether the backup can be unlocked by `method`.

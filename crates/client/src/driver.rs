@@ -6,7 +6,7 @@
 
 mod backup;
 
-pub use backup::{RECOVERY_DAYS, Restored, SetUp, With};
+pub use backup::{Restored, SetUp, With};
 
 use crate::net::{Ack, Event as NetEvent, RelayClient, now_ms};
 use crate::session::{self, Received, Rekeying, Session, SessionError, SessionState, Settle};

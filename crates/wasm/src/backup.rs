@@ -4,7 +4,7 @@
 
 use super::session::Session;
 use super::{Device, JsResult, client_err, fail, wallet};
-use denet_client::backup::{RecoveryCode, RecoveryKeys, Setup, Unlock};
+use denet_client::backup::{RECOVERY_DAYS, RecoveryCode, RecoveryKeys, Setup, Unlock, WRITE_TRIES};
 use denet_client::identity;
 use denet_client::session::{BackupPlan, BackupWrite};
 use rand_core::OsRng;
@@ -44,11 +44,40 @@ impl BackupSetup {
         BackupSetup { setup: Some(setup), recovery, expires_at: expires_at as u64, plan: None, key: None }
     }
 
-    /// The recovery device, to have its bundle signed (`bundleStatement`, `bundle`).
-    #[wasm_bindgen(js_name = recoveryDevice)]
-    pub fn recovery_device(&self) -> Device {
+    fn unsigned(&self, wallet_s: &str, issued_at: f64) -> JsResult<denet_core::Bundle> {
         let r = &self.recovery.inner;
-        Device { inner: identity::Device::from_secrets(*r.sign_seed(), *r.dh_secret()) }
+        Ok(denet_core::Bundle {
+            wallet: wallet(wallet_s)?,
+            sign_key: r.sign_key(),
+            dh_key: r.dh_key(),
+            issued_at: issued_at as u64,
+            expires_at: self.expires_at,
+            wallet_sig: String::new(),
+        })
+    }
+
+    /// The text the wallet signs to authorize the recovery device (§1.1), issued at
+    /// `issued_at` and valid until this setup's `expires_at`. Its signing key never
+    /// leaves the wasm: the recovery device never signs.
+    #[wasm_bindgen(js_name = recoveryBundleStatement)]
+    pub fn recovery_bundle_statement(&self, wallet_s: &str, issued_at: f64) -> JsResult<String> {
+        Ok(self.unsigned(wallet_s, issued_at)?.statement())
+    }
+
+    /// The recovery device's bundle JSON with the wallet's signature, checked.
+    #[wasm_bindgen(js_name = recoveryBundle)]
+    pub fn recovery_bundle(&self, wallet_s: &str, issued_at: f64, wallet_sig: &str) -> JsResult<String> {
+        let mut bundle = self.unsigned(wallet_s, issued_at)?;
+        bundle.wallet_sig = wallet_sig.to_owned();
+        bundle.verify().map_err(super::core_err)?;
+        Ok(bundle.to_json().to_string())
+    }
+
+    /// The recovery device as a backup holds it (its DH secret, never its signing key),
+    /// for `backupNext` to renew with.
+    #[wasm_bindgen(js_name = recoveryKeys)]
+    pub fn recovery_keys(&self) -> String {
+        serde_json::to_string(&RecoveryKeys::of(&self.recovery.inner, self.expires_at)).expect("serializable")
     }
 
     /// The text the wallet signs twice for the wallet unlock.
@@ -71,15 +100,20 @@ fn with_blob(value: JsValue, blob: &[u8]) -> JsResult<JsValue> {
 
 #[wasm_bindgen]
 impl Session {
-    /// Plans a setup over `current` (the stored blob, or `null`): refuses (`backup_exists`)
-    /// a stored backup this device cannot open, before anything is signed.
-    #[wasm_bindgen(js_name = backupPlan, unchecked_return_type = "BackupPlanView")]
-    pub fn backup_plan(&self, setup: &mut BackupSetup, current: Option<Vec<u8>>) -> JsResult<JsValue> {
+    /// `{ok: {version, replaces}}`, a setup planned over `current` (the stored blob, or
+    /// `null`), or `{need_keys}`; refuses (`backup_exists`) a stored backup this device
+    /// cannot open, before anything is signed.
+    #[wasm_bindgen(js_name = backupPlan, unchecked_return_type = "Step<BackupPlanView>")]
+    pub fn backup_plan(&self, setup: &mut BackupSetup, current: Option<Vec<u8>>, now: f64) -> JsResult<JsValue> {
         let recovery = RecoveryKeys::of(&setup.recovery.inner, setup.expires_at);
-        let plan = self.inner().backup_plan(recovery, current.as_deref()).map_err(client_err)?;
-        let view = serde_json::json!({"version": plan.version, "replaces": plan.replaces});
-        setup.plan = Some(plan);
-        to_js(&view)
+        match self.inner().backup_plan(recovery, current.as_deref(), now as u64) {
+            Ok(plan) => {
+                let view = serde_json::json!({"version": plan.version, "replaces": plan.replaces});
+                setup.plan = Some(plan);
+                super::session::step(Ok(view))
+            }
+            Err(e) => super::session::step(Err::<(), _>(e)),
+        }
     }
 
     /// Seals the planned contents with the wallet's two signatures of `unlockText` (the
@@ -138,18 +172,13 @@ impl Session {
     }
 
     /// The next version of `current` (the stored blob) with what this device holds;
-    /// `backupWritten()` once the relay stored it. With `renewal` (a new device whose
-    /// bundle, valid until `renewal_expires_at`, the relay took), the recovery device is
+    /// `backupWritten()` once the relay stored it. With `renewal` (a new setup's
+    /// `recoveryKeys()`: register its bundle once this is written), the recovery device is
     /// replaced, its predecessor's secret kept (`renew` said it expires within 30 days).
     #[wasm_bindgen(js_name = backupNext, unchecked_return_type = "BackupNext")]
-    pub fn backup_next(
-        &mut self,
-        current: &[u8],
-        now: f64,
-        renewal: Option<Device>,
-        renewal_expires_at: Option<f64>,
-    ) -> JsResult<JsValue> {
-        let renewed = renewal.map(|d| RecoveryKeys::of(&d.inner, renewal_expires_at.unwrap_or(0.0) as u64));
+    pub fn backup_next(&mut self, current: &[u8], now: f64, renewal: Option<String>) -> JsResult<JsValue> {
+        let renewed =
+            renewal.map(|r| serde_json::from_str::<RecoveryKeys>(&r).map_err(|e| fail("malformed", e))).transpose()?;
         let write: BackupWrite = self.inner().backup_update(current, renewed, &mut OsRng).map_err(client_err)?;
         let view = serde_json::json!({"version": write.version, "renew": write.needs_renewal(now as u64)});
         let value = with_blob(to_js(&view)?, &write.blob)?;
@@ -170,6 +199,13 @@ impl Session {
     pub fn backup_status(&self, blob: &[u8], now: f64) -> JsResult<JsValue> {
         super::session::step(self.inner().backup_status(blob, now as u64))
     }
+}
+
+/// How long a recovery device is authorized, in days, and how many times a backup write
+/// is merged and tried again after a `409` (the CLI's numbers, for the SDK).
+#[wasm_bindgen(js_name = backupLimits)]
+pub fn backup_limits() -> Vec<u32> {
+    vec![RECOVERY_DAYS as u32, WRITE_TRIES as u32]
 }
 
 fn revocation(wallet_s: &str, sign_key: &str, revoked_at: f64) -> JsResult<denet_core::Revocation> {

@@ -3,18 +3,13 @@
 //! what is taken; [`crate::backup`] seals and opens.
 
 use super::{Driver, err};
-use crate::backup::{Blob, RecoveryCode, RecoveryKeys, Setup, Unlock};
+use crate::backup::{Blob, RECOVERY_DAYS, RecoveryCode, RecoveryKeys, Setup, Unlock, WRITE_TRIES};
 use crate::identity::{Device, WalletSigner};
 use crate::net::now_ms;
 use crate::session::BackupStatus;
 use denet_core::Revocation;
 use rand_core::OsRng;
 use zeroize::Zeroizing;
-
-/// How long a recovery device's bundle is valid (the longest §1.1 allows is 400 days).
-pub const RECOVERY_DAYS: u64 = 365;
-/// How many times a write is merged and tried again after a `409`.
-const WRITE_TRIES: usize = 5;
 
 /// A backup set up: the code to show once, and what the relay holds.
 pub struct SetUp {
@@ -55,20 +50,23 @@ impl Driver {
         let now = now_ms();
         let expires_at = now + RECOVERY_DAYS * denet_core::limits::DAY_MS;
         // Refused before any signature when a stored backup cannot be carried over.
-        let plan =
-            self.session.backup_plan(RecoveryKeys::of(&setup.recovery, expires_at), current.as_deref()).map_err(err)?;
-        let bundle = setup.recovery.bundle(wallet, now, expires_at).await.map_err(err)?;
-        self.relay.put_bundle(&bundle).await.map_err(err)?;
-        self.session.forget_keys(&me);
+        let recovery = RecoveryKeys::of(&setup.recovery, expires_at);
+        let plan = self.with_keys(|s, now| s.backup_plan(recovery.clone(), current.as_deref(), now)).await?;
         let text = setup.unlock_text(&me);
         let first = wallet.personal_sign(&text).await.map_err(err)?;
         let second = wallet.personal_sign(&text).await.map_err(err)?;
+        let bundle = setup.recovery.bundle(wallet, now, expires_at).await.map_err(err)?;
         let done = setup.finish(&me, Some((&first, &second)), &plan.contents, plan.version, &mut OsRng).map_err(err)?;
+        // The blob first: a conflict leaves no recovery device behind in the directory.
         if !self.relay.put_backup(self.session.device(), &me, &done.blob).await.map_err(err)? {
             return Err("conflict: another device wrote the backup meanwhile: try again".into());
         }
         self.session.hold_backup(&plan.contents, &done.key, plan.version);
         self.save()?;
+        self.relay.put_bundle(&bundle).await.map_err(|e| {
+            format!("the backup is written, but its recovery device could not be registered ({e}): run setup again")
+        })?;
+        self.session.forget_keys(&me);
         // The old recovery device ends here: whoever knew its keys reads nothing new.
         if let Some(old) = &plan.replaces {
             self.revoke_key(wallet, old).await?;
@@ -143,26 +141,27 @@ impl Driver {
             return Ok(None);
         }
         let me = self.session.me().clone();
+        // A renewal is made once, whatever the retries, and registered once written.
+        let mut renewal: Option<(Device, u64)> = None;
         for _ in 0..WRITE_TRIES {
             let current = self.relay.get_backup(self.session.device(), &me).await.map_err(err)?;
             let current =
                 current.ok_or("no_backup: the relay no longer holds this wallet's backup: set it up again")?;
-            let mut write = self.session.backup_update(&current, None, &mut OsRng).map_err(err)?;
+            let renewed = |r: &Option<(Device, u64)>| r.as_ref().map(|(d, at)| RecoveryKeys::of(d, *at));
+            let mut write = self.session.backup_update(&current, renewed(&renewal), &mut OsRng).map_err(err)?;
             let now = now_ms();
-            if let Some(wallet) = wallet
-                && write.needs_renewal(now)
-            {
-                let recovery = Device::generate(&mut OsRng);
-                let expires_at = now + RECOVERY_DAYS * denet_core::limits::DAY_MS;
-                let bundle = recovery.bundle(wallet, now, expires_at).await.map_err(err)?;
-                self.relay.put_bundle(&bundle).await.map_err(err)?;
-                self.session.forget_keys(&me);
-                let renewed = RecoveryKeys::of(&recovery, expires_at);
-                write = self.session.backup_update(&current, Some(renewed), &mut OsRng).map_err(err)?;
+            if renewal.is_none() && wallet.is_some() && write.needs_renewal(now) {
+                renewal = Some((Device::generate(&mut OsRng), now + RECOVERY_DAYS * denet_core::limits::DAY_MS));
+                write = self.session.backup_update(&current, renewed(&renewal), &mut OsRng).map_err(err)?;
             }
             if self.relay.put_backup(self.session.device(), &me, &write.blob).await.map_err(err)? {
                 self.session.backup_written(&write);
                 self.save()?;
+                if let (Some((device, expires_at)), Some(wallet)) = (&renewal, wallet) {
+                    let bundle = device.bundle(wallet, now_ms(), *expires_at).await.map_err(err)?;
+                    self.relay.put_bundle(&bundle).await.map_err(err)?;
+                    self.session.forget_keys(&me);
+                }
                 return Ok(Some(write.version));
             }
         }

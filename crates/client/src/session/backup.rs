@@ -57,22 +57,45 @@ impl Session {
     /// is stored (`current`), everything it holds too, as its next version. A stored
     /// backup this device cannot open is refused: restore it here first, so no key it
     /// holds is lost.
-    pub fn backup_plan(&self, recovery: RecoveryKeys, current: Option<&[u8]>) -> Result<BackupPlan> {
+    pub fn backup_plan(&self, recovery: RecoveryKeys, current: Option<&[u8]>, now: u64) -> super::Result<BackupPlan> {
+        let invalid = super::values::refused_with;
         let mut contents = self.backup_contents(recovery, &[]);
         let Some(bytes) = current else {
             return Ok(BackupPlan { contents, version: 1, replaces: None });
         };
-        let version = Blob::parse(bytes)?.version + 1;
-        let old = self.backup_open(bytes).map_err(|_| {
-            locked(
-                "backup_exists",
-                "a backup exists that this device cannot open: restore it here first, then set it up again",
-            )
-        })?;
+        let version = Blob::parse(bytes).and_then(|b| b.next_version()).map_err(invalid)?;
+        let old = self
+            .backup_open(bytes)
+            .map_err(|_| {
+                locked(
+                    "backup_exists",
+                    "a backup exists that this device cannot open: restore it here first, then set it up again",
+                )
+            })
+            .map_err(invalid)?;
         contents.state.merge(&old.state);
         contents.state.add_dh_secret(&old.recovery.dh_secret);
-        let replaces = (old.recovery.sign_key != contents.recovery.sign_key).then_some(old.recovery.sign_key);
+        let replaces = self.recovery_to_revoke(&old, now)?;
         Ok(BackupPlan { contents, version, replaces })
+    }
+
+    /// The old recovery device a setup revokes, only if it is one: whoever wrote the
+    /// backup chose `recovery`, so the key must not be this device's or any that wrote
+    /// the backup (`knows`), and the directory's bundle of it must carry the DH key of
+    /// the secret the backup holds (a writer naming another device of the wallet does
+    /// not know that device's secret). Anything else is left alone.
+    fn recovery_to_revoke(&self, old: &Contents, now: u64) -> super::Result<Option<String>> {
+        let key = &old.recovery.sign_key;
+        if *key == self.device.sign_key().to_b64() || old.knows.contains(key) {
+            return Ok(None);
+        }
+        let own = self.keys.bundles(&self.me, now).ok_or_else(|| SessionError::NeedKeys(vec![self.me.clone()]))?;
+        let Some(secret) = denet_core::encoding::b64_decode_exact::<32>(&old.recovery.dh_secret) else {
+            return Ok(None);
+        };
+        let dh_key = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret)).to_bytes();
+        let is_it = own.iter().any(|b| b.bundle.sign_key.to_b64() == *key && b.bundle.dh_key == dh_key);
+        Ok(is_it.then(|| key.clone()))
     }
 
     /// Unlocks and opens `bytes` in full, then takes it (a changed byte changes nothing
@@ -136,6 +159,8 @@ impl Session {
     pub fn take_backup(&mut self, contents: &Contents, key: &[u8; 32], version: u64) {
         let mut theirs = contents.state.clone();
         theirs.add_dh_secret(&contents.recovery.dh_secret);
+        // A restore reads from the start; a writer's cursors would only hide messages.
+        theirs.cursors.clear();
         self.state.merge(&theirs);
         self.state.backup = Some(BackupHold { key: b64(key), version, synced: String::new() });
     }
@@ -182,6 +207,16 @@ impl Session {
     ) -> Result<BackupWrite> {
         let key = self.backup_key()?;
         let blob = Blob::parse(current)?;
+        let held = self.state.backup.as_ref().map_or(0, |h| h.version);
+        if blob.version < held {
+            return Err(locked(
+                "stale_backup",
+                &format!(
+                    "the relay served backup version {}, older than version {held} this device wrote or read: it is not written over",
+                    blob.version
+                ),
+            ));
+        }
         let mut contents = self.backup_open(current)?;
         if let Some(new) = renewed {
             let old = std::mem::replace(&mut contents.recovery, new);
@@ -189,7 +224,7 @@ impl Session {
         }
         let mine = self.backup_contents(contents.recovery.clone(), &contents.knows);
         contents.merge(&mine);
-        let version = blob.version + 1;
+        let version = blob.next_version()?;
         let bytes = seal(&contents, &key, &blob.wraps, version, &self.me, rng)?;
         Ok(BackupWrite { blob: bytes, version, contents, digest: self.state.key_digest() })
     }

@@ -874,7 +874,7 @@ fn a_renewed_recovery_device_keeps_the_old_ones_secret_for_what_was_sealed_to_it
     let setup = Setup::new(&mut alice.rng);
     let expires = relay.now + 40 * denet_core::limits::DAY_MS;
     register_device(&mut relay, &alice, &setup.recovery, expires);
-    let plan = alice.s.backup_plan(RecoveryKeys::of(&setup.recovery, expires), None).unwrap();
+    let plan = alice.s.backup_plan(RecoveryKeys::of(&setup.recovery, expires), None, relay.now).unwrap();
     let me = alice.me();
     let done = setup.finish(&me, None, &plan.contents, plan.version, &mut alice.rng).unwrap();
     assert!(!done.by_wallet, "no signatures: the code only");
@@ -901,4 +901,107 @@ fn a_renewed_recovery_device_keeps_the_old_ones_secret_for_what_was_sealed_to_it
     let mut bare = alice.second_device(&mut relay, 6);
     assert!(bare.texts(&mut relay, &me.to_string()).is_empty());
     assert_eq!(Blob::parse(&write.blob).unwrap().version, 2);
+}
+
+/// Alice's backup, set up by her device with a registered recovery device: (the setup's
+/// blob, its recovery code, the recovery device).
+fn backed_up(relay: &mut Relay, alice: &mut User) -> (Vec<u8>, String, Device) {
+    use crate::backup::{RecoveryKeys, Setup};
+    let setup = Setup::new(&mut alice.rng);
+    let expires = relay.now + 365 * denet_core::limits::DAY_MS;
+    register_device(relay, alice, &setup.recovery, expires);
+    let keys = RecoveryKeys::of(&setup.recovery, expires);
+    let recovery = Device::from_secrets(*setup.recovery.sign_seed(), *setup.recovery.dh_secret());
+    let plan = alice.with_keys(relay, |s, _, now| s.backup_plan(keys.clone(), None, now)).unwrap();
+    let me = alice.me();
+    let done = setup.finish(&me, None, &plan.contents, plan.version, &mut alice.rng).unwrap();
+    alice.s.hold_backup(&plan.contents, &done.key, plan.version);
+    (done.blob, done.code.to_string(), recovery)
+}
+
+/// `blob` sealed again as version `u64::MAX - 1` (so that [`rewritten`] makes the last).
+fn last_but_one(s: &Session, blob: &[u8]) -> Vec<u8> {
+    let parsed = crate::backup::Blob::parse(blob).unwrap();
+    let key = denet_core::encoding::b64_decode_exact::<32>(&s.state().backup.as_ref().unwrap().key).unwrap();
+    let contents = parsed.open(s.me(), &key).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(98);
+    crate::backup::seal(&contents, &key, &parsed.wraps, u64::MAX - 1, s.me(), &mut rng).unwrap()
+}
+
+/// `blob` opened with the device's key, changed by `f`, sealed again as the next version:
+/// what a device holding the backup key (a stolen one) can write.
+fn rewritten(s: &Session, blob: &[u8], f: impl FnOnce(&mut crate::backup::Contents)) -> Vec<u8> {
+    let parsed = crate::backup::Blob::parse(blob).unwrap();
+    let key = denet_core::encoding::b64_decode_exact::<32>(&s.state().backup.as_ref().unwrap().key).unwrap();
+    let mut contents = parsed.open(s.me(), &key).unwrap();
+    f(&mut contents);
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    crate::backup::seal(&contents, &key, &parsed.wraps, parsed.version + 1, s.me(), &mut rng).unwrap()
+}
+
+#[test]
+fn attack_a_backup_naming_another_device_as_recovery_revokes_nothing() {
+    use crate::backup::RecoveryKeys;
+    let mut relay = Relay::new();
+    let [mut alice] = users(&mut relay, [7]);
+    let victim = alice.second_device(&mut relay, 8);
+    let (blob, _, recovery) = backed_up(&mut relay, &mut alice);
+    let next = || RecoveryKeys::of(&Device::generate(&mut ChaCha20Rng::seed_from_u64(3)), relay.now + 1);
+    // Set up again over the honest backup: its recovery device is the one to revoke.
+    let plan = alice.with_keys(&relay, |s, _, now| s.backup_plan(next(), Some(&blob), now)).unwrap();
+    assert_eq!(plan.replaces, Some(recovery.sign_key().to_b64()));
+    // A writer names another device of the wallet (or this one) as the recovery device.
+    for named in [victim.s.device().sign_key().to_b64(), alice.s.device().sign_key().to_b64()] {
+        let forged = rewritten(&alice.s, &blob, |c| c.recovery.sign_key = named);
+        let plan = alice.with_keys(&relay, |s, _, now| s.backup_plan(next(), Some(&forged), now)).unwrap();
+        assert_eq!(plan.replaces, None, "nothing is revoked on a forged recovery key");
+    }
+    // Or the victim's key with a DH secret of its own choosing: the directory's dh_key differs.
+    let forged = rewritten(&alice.s, &blob, |c| {
+        c.recovery.sign_key = victim.s.device().sign_key().to_b64();
+        c.recovery.dh_secret = denet_core::encoding::b64(&[5u8; 32]);
+    });
+    let plan = alice.with_keys(&relay, |s, _, now| s.backup_plan(next(), Some(&forged), now)).unwrap();
+    assert_eq!(plan.replaces, None);
+}
+
+#[test]
+fn attack_max_cursors_in_a_backup_do_not_silence_the_inbox() {
+    use crate::backup::{RecoveryCode, Unlock};
+    let mut relay = Relay::new();
+    let [mut alice, mut bob] = users(&mut relay, [9, 10]);
+    let (blob, code, _) = backed_up(&mut relay, &mut alice);
+    let me = alice.me().to_string();
+    let forged = rewritten(&alice.s, &blob, |c| {
+        c.state.cursors.insert(me.clone(), u64::MAX);
+    });
+    bob.send(&mut relay, &alice, "still seen");
+    let mut fresh = alice.second_device(&mut relay, 11);
+    fresh.s.backup_restore(&forged, Unlock::Code(&RecoveryCode::parse(&code).unwrap())).unwrap();
+    assert_eq!(fresh.s.cursor(&me), 0);
+    assert_eq!(fresh.texts(&mut relay, &me), ["still seen"]);
+}
+
+#[test]
+fn attack_a_blob_at_the_last_version_or_an_older_one_is_refused_not_a_panic() {
+    let mut relay = Relay::new();
+    let [mut alice] = users(&mut relay, [12]);
+    let (blob, _, _) = backed_up(&mut relay, &mut alice);
+    let mut last = blob.clone();
+    last[4..12].copy_from_slice(&u64::MAX.to_be_bytes());
+    // The version is bound into the AEAD: a relay's changed header does not open.
+    assert!(alice.s.backup_update(&last, None, &mut alice.rng).is_err());
+    let refused = alice
+        .with_keys(&relay, |s, _, now| s.backup_plan(crate::backup::RecoveryKeys::of(s.device(), 1), Some(&last), now));
+    assert!(matches!(refused, Err(SessionError::Refused { .. })));
+    // Sealed at the last version by a holder of the key: no next version, refused.
+    let sealed_last = rewritten(&alice.s, &last_but_one(&alice.s, &blob), |_| {});
+    let err = alice.s.backup_update(&sealed_last, None, &mut alice.rng).err().expect("refused").to_string();
+    assert!(err.contains("corrupt_backup"), "{err}");
+    // Version 2 written; the relay serves version 1 again: not written over.
+    let write = alice.s.backup_update(&blob, None, &mut alice.rng).unwrap();
+    alice.s.backup_written(&write);
+    let err = alice.s.backup_update(&blob, None, &mut alice.rng).err().expect("refused").to_string();
+    assert!(err.contains("stale_backup"), "{err}");
+    assert!(alice.s.backup_update(&write.blob, None, &mut alice.rng).is_ok());
 }

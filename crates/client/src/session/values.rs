@@ -42,6 +42,14 @@ pub(crate) fn refused(code: &'static str, message: impl Into<String>) -> Session
     SessionError::Refused { code, message: message.into() }
 }
 
+/// A client error as a refusal: a backup's code kept (`wrong_unlock`, …), else `invalid`.
+pub(crate) fn refused_with(e: crate::ClientError) -> SessionError {
+    match e {
+        crate::ClientError::Backup { code, message } => refused(code, message),
+        other => refused("invalid", other.to_string()),
+    }
+}
+
 pub type Result<T> = std::result::Result<T, SessionError>;
 
 /// What the session made of one stored envelope, for a UI. `from` is the envelope's

@@ -154,7 +154,7 @@ async fn main() {
 }
 
 /// The error codes the CLI's `--json` names (the §6 ones come in the message).
-const CODES: [&str; 8] = [
+const CODES: [&str; 9] = [
     "wrong_password",
     "wrong_unlock",
     "bad_recovery_code",
@@ -162,6 +162,7 @@ const CODES: [&str; 8] = [
     "no_backup",
     "backup_rotated",
     "backup_exists",
+    "stale_backup",
     "wallet_unlock_unsupported",
 ];
 
