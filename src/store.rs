@@ -523,6 +523,15 @@ impl Store for D1Store<'_> {
         delete_bundles_before(&self.main()?, cutoff, budget).await.map(|n| n as u64).map_err(failed)
     }
 
+    async fn claim_write(&self, sign_key: &str, time: u64) -> StoreResult<bool> {
+        let statement = self
+            .main()?
+            .prepare("UPDATE bundles SET last_write_at = ?2 WHERE sign_key = ?1 AND COALESCE(last_write_at, 0) < ?2")
+            .bind(&[text(sign_key), num(time)])
+            .map_err(failed)?;
+        changes(statement).await.map(|n| n > 0).map_err(failed)
+    }
+
     async fn backup(&self, wallet: &str) -> StoreResult<Option<BackupRow>> {
         #[derive(Deserialize)]
         struct Row {

@@ -15,7 +15,7 @@ use denet_core::admission::require_active;
 use denet_core::cache::TtlCache;
 use denet_core::request::{self, SignedRequest};
 use denet_core::store::{BundleRow, Store};
-use denet_core::{SignKey, Wallet};
+use denet_core::{Error, SignKey, Wallet};
 use std::cell::RefCell;
 use worker::{Env, Request};
 
@@ -69,8 +69,16 @@ pub async fn authorize(
     let extracted = request::extract(url.path(), url.query(), |name| req.headers().get(name).ok().flatten());
     let signed: SignedRequest = extracted.credentials?;
     signed.verify_with_body(req.method().as_ref(), body, wallet, now, config.limits.skew_ms)?;
-    let row = lookup(&D1Store::new(env, config), &signed.key.to_b64(), now).await?;
+    let store = D1Store::new(env, config);
+    let row = lookup(&store, &signed.key.to_b64(), now).await?;
     require_active(row.as_ref(), wallet, now)?;
+    // A write is accepted once: its time must be later than the key's last write's.
+    if body.is_some() && !store.claim_write(&signed.key.to_b64(), signed.time).await? {
+        return Err(Error::conflict(
+            "this key already made a signed write at or after this Denet-Time (a replay?): sign the request again",
+        )
+        .into());
+    }
     Ok((extracted.query, signed.key))
 }
 

@@ -264,23 +264,39 @@ async fn attacks_on_the_backup_routes_strangers_stale_versions_replays_and_size(
     assert_eq!(put(relay, &stranger, &w, &v2, Some(as_owner)).await.0, 403);
     assert_eq!(put(relay, &stranger, &w, &raw_blob(2, 100), None).await.0, 403, "its own wallet's headers");
 
-    // The same signed write again (a replay): its version is stale now.
+    // The same signed write again (a replay): refused (its time is not later, §3.1 1.5).
     let (status, body) = put(relay, &owner, &w, &v1, Some(signed.clone())).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("replay"), "{body}");
+    // A write signed at the time of an accepted one, which the version alone would take.
+    let v2 = raw_blob(2, 100);
+    let at = now_ms() + 1_000;
+    let first = owner.signed_write_headers("PUT", &path, at, Some(&v2));
+    assert_eq!(put(relay, &owner, &w, &v2, Some(first)).await.0, 200);
+    let v3 = raw_blob(3, 100);
+    let same_time = owner.signed_write_headers("PUT", &path, at, Some(&v3));
+    let (status, body) = put(relay, &owner, &w, &v3, Some(same_time)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("replay"), "{body}");
     // Its signature over another body: the body is signed.
-    assert_eq!(put(relay, &owner, &w, &raw_blob(2, 4_000), Some(signed)).await.0, 401);
-    // A stale or skipped version.
-    assert_eq!(put(relay, &owner, &w, &raw_blob(1, 20), None).await.0, 409);
-    assert_eq!(put(relay, &owner, &w, &raw_blob(3, 20), None).await.0, 409);
-    assert_eq!(put(relay, &owner, &w, &raw_blob(2, 20), None).await.0, 200);
+    assert_eq!(put(relay, &owner, &w, &raw_blob(3, 4_000), Some(signed)).await.0, 401);
+    // A stale or skipped version (each signed a moment later than the last write).
+    let later = |n: u64, dt: u64| Some(owner.signed_write_headers("PUT", &path, at + dt, Some(&raw_blob(n, 20))));
+    assert_eq!(put(relay, &owner, &w, &raw_blob(1, 20), later(1, 1)).await.0, 409);
+    assert_eq!(put(relay, &owner, &w, &raw_blob(4, 20), later(4, 2)).await.0, 409);
+    assert_eq!(put(relay, &owner, &w, &raw_blob(3, 20), later(3, 3)).await.0, 200);
 
     // Over 1 MiB: 413 (its own limit: MAX_REQUEST_BYTES is 128 KiB).
-    let big = raw_blob(3, MAX_BACKUP_BYTES as usize + 1);
+    let big = raw_blob(4, MAX_BACKUP_BYTES as usize + 1);
     let (status, body) = put(relay, &owner, &w, &big, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (413, Some("payload_too_large")), "{body}");
-    assert_eq!(put(relay, &owner, &w, &raw_blob(3, MAX_BACKUP_BYTES as usize), None).await.0, 200, "1 MiB fits");
+    let full = raw_blob(4, MAX_BACKUP_BYTES as usize);
+    let signed = Some(owner.signed_write_headers("PUT", &path, at + 10, Some(&full)));
+    assert_eq!(put(relay, &owner, &w, &full, signed).await.0, 200, "1 MiB fits");
     // Not a blob, or not its media type.
-    assert_eq!(put(relay, &owner, &w, b"{\"not\": \"a blob\"}", None).await.0, 400);
+    let not_a_blob = b"{\"not\": \"a blob\"}";
+    let signed = Some(owner.signed_write_headers("PUT", &path, at + 11, Some(not_a_blob)));
+    assert_eq!(put(relay, &owner, &w, not_a_blob, signed).await.0, 400);
     let json = Relay::client().put(relay.url(&path)).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(json.status().as_u16(), 415);
 

@@ -36,6 +36,7 @@ pub async fn run<S: Store>(store: &S, salt: &str) -> Vec<(&'static str, Result<(
         ("the_16_key_cap", c.the_16_key_cap().await),
         ("revocations", c.revocations().await),
         ("backups", c.backups().await),
+        ("signed_writes", c.signed_writes().await),
     ]
 }
 
@@ -368,6 +369,20 @@ impl<S: Store> Case<'_, S> {
         ensure!(self.store.backup(&wallet).await.map_err(err)?.is_some(), "kept while a bundle is active");
         self.store.expire_backups(T0 + 10_000, 100).await.map_err(err)?;
         ensure!(self.store.backup(&wallet).await.map_err(err)?.is_none(), "deleted once none is");
+        Ok(())
+    }
+
+    /// §3.1 (1.5): a key's signed writes are accepted in strictly increasing time only.
+    async fn signed_writes(&self) -> Result<(), String> {
+        let wallet = self.wallet("writes");
+        let err = |e: crate::store::StoreError| e.to_string();
+        let b = self.bundle(&wallet, 0, T0 + 10_000);
+        ensure!(!self.store.claim_write(&b.sign_key, T0).await.map_err(err)?, "an unknown key writes nothing");
+        self.store.put_bundle(&b, 16, T0).await.map_err(err)?;
+        ensure!(self.store.claim_write(&b.sign_key, T0).await.map_err(err)?, "the first write");
+        ensure!(!self.store.claim_write(&b.sign_key, T0).await.map_err(err)?, "the same time again: a replay");
+        ensure!(!self.store.claim_write(&b.sign_key, T0 - 1).await.map_err(err)?, "an older write");
+        ensure!(self.store.claim_write(&b.sign_key, T0 + 1).await.map_err(err)?, "a later write");
         Ok(())
     }
 }

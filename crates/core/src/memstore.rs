@@ -15,6 +15,8 @@ pub struct MemStore {
     floors: RefCell<HashMap<String, Stored>>,
     bundles: RefCell<BTreeMap<String, BundleRow>>,
     backups: RefCell<BTreeMap<String, BackupRow>>,
+    /// The last signed write's time per key.
+    writes: RefCell<HashMap<String, u64>>,
     /// Rows examined by the last `find` (to show it is bounded).
     pub last_find_rows: Cell<usize>,
     /// When set, every call fails as an unavailable shard would.
@@ -179,6 +181,20 @@ impl Store for MemStore {
             bundles.remove(key);
         }
         Ok(due.len() as u64)
+    }
+
+    async fn claim_write(&self, sign_key: &str, time: u64) -> StoreResult<bool> {
+        self.up()?;
+        if !self.bundles.borrow().contains_key(sign_key) {
+            return Ok(false);
+        }
+        let mut writes = self.writes.borrow_mut();
+        let last = writes.entry(sign_key.to_owned()).or_default();
+        if *last >= time {
+            return Ok(false);
+        }
+        *last = time;
+        Ok(true)
     }
 
     async fn backup(&self, wallet: &str) -> StoreResult<Option<BackupRow>> {

@@ -256,6 +256,10 @@ pub trait Store {
     /// Deletes up to `budget` bundles that expired before `cutoff`, revoked or not.
     async fn expire_bundles(&self, cutoff: u64, budget: u64) -> StoreResult<u64>;
 
+    /// Records a signed write by `sign_key` at `time` if it is later than the key's
+    /// last one (§3.1, 1.5); returns whether it was (a replay, or an older write, is not).
+    async fn claim_write(&self, sign_key: &str, time: u64) -> StoreResult<bool>;
+
     /// The backup blob of `wallet` (§9), if one is stored.
     async fn backup(&self, wallet: &str) -> StoreResult<Option<BackupRow>>;
     /// Stores `row` if it is the next version of its wallet's backup (the first when
