@@ -21,6 +21,8 @@ pub struct Config {
     pub test_routes: bool,
     /// The message databases (`MESSAGE_SHARDS`, see `denet_core::shards`).
     pub shards: denet_core::shards::Shards,
+    /// Where pushes may go (`PUSH_ENDPOINT_HOSTS`, `PUSH_ALLOW_LOOPBACK_HTTP`, §10).
+    pub push: denet_core::push::PushRules,
 }
 
 thread_local! {
@@ -55,7 +57,10 @@ impl Config {
         // Unset: the single-database layout (messages in DB), as before shards.
         let shards = denet_core::shards::Shards::parse(&var("MESSAGE_SHARDS").unwrap_or_else(|| "DB".into()))
             .map_err(|e| format!("invalid configuration: [vars] MESSAGE_SHARDS: {e}"))?;
-        Ok(Config { relay_id, limits, peers, peer_token, test_routes, shards })
+        let hosts = var("PUSH_ENDPOINT_HOSTS").unwrap_or_else(|| denet_core::push::DEFAULT_HOSTS.to_owned());
+        let push = denet_core::push::PushRules::parse(&hosts, &var("PUSH_ALLOW_LOOPBACK_HTTP").unwrap_or_default())
+            .map_err(|e| format!("invalid configuration: [vars] {e}"))?;
+        Ok(Config { relay_id, limits, peers, peer_token, test_routes, shards, push })
     }
 }
 
@@ -68,5 +73,13 @@ mod tests {
         let toml = include_str!("../wrangler.toml");
         let set: Vec<&str> = toml.lines().filter(|l| l.trim_start().starts_with("DENET_TEST_ROUTES")).collect();
         assert_eq!(set, [r#"DENET_TEST_ROUTES = "0""#]);
+    }
+
+    /// Pushes to loopback HTTP are for the tests' fake push service only.
+    #[test]
+    fn the_committed_wrangler_toml_keeps_loopback_pushes_off() {
+        let toml = include_str!("../wrangler.toml");
+        let set: Vec<&str> = toml.lines().filter(|l| l.trim_start().starts_with("PUSH_ALLOW_LOOPBACK_HTTP")).collect();
+        assert_eq!(set, [r#"PUSH_ALLOW_LOOPBACK_HTTP = "0""#]);
     }
 }

@@ -11,6 +11,7 @@ mod mailbox;
 mod metrics;
 mod objects;
 mod outbox;
+mod push;
 mod retention;
 mod routes;
 mod store;

@@ -42,6 +42,10 @@ pub async fn run(env: &Env, now: u64) -> Result<()> {
             break;
         }
     }
+    // A push subscription lives as long as its key (§10).
+    let db = store.main().map_err(fail)?;
+    let subscriptions = crate::store::expire_subscriptions(&db, now).await?;
+    worker::console_log!("retention: deleted {subscriptions} push subscriptions of keys no longer active");
     worker::console_log!(
         "retention: deleted {messages} messages and {bundles} bundles older than {cutoff} ms, {backups} backups of wallets without an active key"
     );

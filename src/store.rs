@@ -122,7 +122,7 @@ impl<'e> D1Store<'e> {
         D1Store { env, shards: &config.shards }
     }
 
-    fn main(&self) -> StoreResult<D1Database> {
+    pub fn main(&self) -> StoreResult<D1Database> {
         self.env.d1("DB").map_err(failed)
     }
 
@@ -516,7 +516,10 @@ impl Store for D1Store<'_> {
     }
 
     async fn revoke(&self, sign_key: &str, revoked_at: u64, sig: &str) -> StoreResult<()> {
-        revoke_bundle(&self.main()?, sign_key, revoked_at, sig).await.map_err(failed)
+        let db = self.main()?;
+        revoke_bundle(&db, sign_key, revoked_at, sig).await.map_err(failed)?;
+        // A revoked key's push subscription goes with it (§10).
+        delete_subscription(&db, sign_key).await.map(|_| ()).map_err(failed)
     }
 
     async fn expire_bundles(&self, cutoff: u64, budget: u64) -> StoreResult<u64> {
@@ -666,4 +669,84 @@ async fn changes(statement: D1PreparedStatement) -> Result<usize> {
 fn first<T: for<'a> Deserialize<'a>>(result: worker::D1Result) -> Result<Option<T>> {
     metrics::d1(&result);
     Ok(result.results::<T>()?.into_iter().next())
+}
+
+/// One device key's push subscription (§10).
+#[derive(Deserialize, Clone, Debug)]
+pub struct SubscriptionRow {
+    pub sign_key: String,
+    pub wallet: String,
+    pub endpoint: String,
+    pub p256dh: String,
+    pub auth: String,
+}
+
+/// Stores `row` as its key's subscription (replacing the key's earlier one) unless its
+/// wallet already has `max` subscriptions of other keys; `None` when full, else
+/// whether it replaced one.
+pub async fn put_subscription(db: &D1Database, row: &SubscriptionRow, max: usize, now: u64) -> Result<Option<bool>> {
+    let existed = db
+        .prepare("SELECT sign_key FROM push_subscriptions WHERE sign_key = ?1")
+        .bind(&[text(&row.sign_key)])?
+        .all()
+        .await?
+        .results::<serde_json::Value>()?
+        .is_empty();
+    let existed = !existed;
+    let result = db
+        .prepare(
+            "INSERT INTO push_subscriptions (sign_key, wallet, endpoint, p256dh, auth, created_at, not_before)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, 0
+             WHERE (SELECT COUNT(*) FROM push_subscriptions WHERE wallet = ?2 AND sign_key != ?1) < ?7
+             ON CONFLICT (sign_key) DO UPDATE SET endpoint = ?3, p256dh = ?4, auth = ?5, created_at = ?6, not_before = 0",
+        )
+        .bind(&[
+            text(&row.sign_key),
+            text(&row.wallet),
+            text(&row.endpoint),
+            text(&row.p256dh),
+            text(&row.auth),
+            num(now),
+            num(max as u64),
+        ])?
+        .run()
+        .await
+        .inspect(metrics::d1)?;
+    let stored = result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0;
+    Ok(stored.then_some(existed))
+}
+
+/// Deletes the push subscription of `sign_key`; returns whether there was one.
+pub async fn delete_subscription(db: &D1Database, sign_key: &str) -> Result<bool> {
+    changes(db.prepare("DELETE FROM push_subscriptions WHERE sign_key = ?1").bind(&[text(sign_key)])?)
+        .await
+        .map(|n| n > 0)
+}
+
+/// Deletes the subscriptions of keys that are no longer active at `now` (expired).
+pub async fn expire_subscriptions(db: &D1Database, now: u64) -> Result<usize> {
+    changes(
+        db.prepare(
+            "DELETE FROM push_subscriptions WHERE sign_key NOT IN
+             (SELECT sign_key FROM bundles WHERE revoked_at IS NULL AND expires_at > ?1)",
+        )
+        .bind(&[num(now)])?,
+    )
+    .await
+}
+
+/// The value of the relay's own key `name`: the stored one, or `made` stored first (of
+/// two isolates making one at once, both read the one that was stored).
+pub async fn relay_key(db: &D1Database, name: &str, made: &str) -> Result<String> {
+    db.prepare("INSERT INTO relay_keys (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")
+        .bind(&[text(name), text(made)])?
+        .run()
+        .await?;
+    #[derive(Deserialize)]
+    struct Row {
+        value: String,
+    }
+    let row: Option<Row> =
+        db.prepare("SELECT value FROM relay_keys WHERE name = ?1").bind(&[text(name)])?.all().await.and_then(first)?;
+    row.map(|r| r.value).ok_or_else(|| worker::Error::RustError("the relay key was not stored".into()))
 }

@@ -4,6 +4,7 @@
 mod backup;
 mod health;
 mod messages;
+mod push;
 mod relay;
 mod sockets;
 
@@ -27,6 +28,8 @@ enum Route<'p> {
     Keys(&'p str),
     Revoke(&'p str),
     Backup(&'p str),
+    PushKey,
+    Push(&'p str),
     RelayMessages,
     RelayKeys,
     RelayStatus,
@@ -51,6 +54,8 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
         ["v1", "keys", wallet] => (Route::Keys(wallet), &[Method::Get, Method::Put]),
         ["v1", "keys", wallet, "revoke"] => (Route::Revoke(wallet), &[Method::Post]),
         ["v1", "backup", wallet] => (Route::Backup(wallet), &[Method::Get, Method::Put]),
+        ["v1", "push", "key"] => (Route::PushKey, get),
+        ["v1", "inbox", wallet, "push"] => (Route::Push(wallet), &[Method::Put, Method::Delete]),
         ["v1", "relay", "messages"] => (Route::RelayMessages, &[Method::Post]),
         ["v1", "relay", "keys"] => (Route::RelayKeys, &[Method::Post]),
         ["v1", "relay", "status"] => (Route::RelayStatus, get),
@@ -75,7 +80,7 @@ pub async fn dispatch(req: Request, env: Env, now: u64) -> ApiResult<Response> {
     if !methods.contains(&method) {
         return refuse(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}"));
     }
-    if matches!(route, Route::Health | Route::OpenApi | Route::Metrics | Route::Panic) {
+    if matches!(route, Route::Health | Route::OpenApi | Route::Metrics | Route::Panic | Route::PushKey) {
         require_no_query(&req)?;
     }
     match route {
@@ -91,6 +96,9 @@ pub async fn dispatch(req: Request, env: Env, now: u64) -> ApiResult<Response> {
         Route::Revoke(wallet) => keys::revoke_key(req, wallet, &env, &config, now).await,
         Route::Backup(wallet) if method == Method::Put => backup::put_backup(req, wallet, &env, &config, now).await,
         Route::Backup(wallet) => backup::get_backup(req, wallet, &env, &config, now).await,
+        Route::PushKey => push::key(&env, &config).await,
+        Route::Push(wallet) if method == Method::Put => push::put(req, wallet, &env, &config, now).await,
+        Route::Push(wallet) => push::delete(req, wallet, &env, &config, now).await,
         Route::RelayMessages => relay::relay_messages(req, &env, &config, now).await,
         Route::RelayKeys => relay::relay_keys(req, &env, &config, now).await,
         Route::RelayStatus => relay::relay_status(req, &env, &config).await,
@@ -133,6 +141,8 @@ mod tests {
                 Route::Keys(_) => "keys",
                 Route::Revoke(_) => "revoke",
                 Route::Backup(_) => "backup",
+                Route::PushKey => "push key",
+                Route::Push(_) => "push",
                 Route::RelayMessages => "relay messages",
                 Route::RelayKeys => "relay keys",
                 Route::RelayStatus => "relay status",
@@ -154,6 +164,8 @@ mod tests {
         assert_eq!(name("/v1/keys/w"), Some(("keys", vec![Method::Get, Method::Put])));
         assert_eq!(name("/v1/keys/w/revoke"), Some(("revoke", vec![Method::Post])));
         assert_eq!(name("/v1/backup/w"), Some(("backup", vec![Method::Get, Method::Put])));
+        assert_eq!(name("/v1/push/key"), Some(("push key", vec![Method::Get])));
+        assert_eq!(name("/v1/inbox/w/push"), Some(("push", vec![Method::Put, Method::Delete])));
         assert_eq!(name("/v1/relay/messages"), Some(("relay messages", vec![Method::Post])));
         assert_eq!(name("/v1/__faults"), Some(("faults", vec![Method::Post])));
     }

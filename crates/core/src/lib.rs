@@ -22,6 +22,7 @@ pub mod limits;
 #[cfg(feature = "testing")]
 pub mod memstore;
 pub mod mesh;
+pub mod push;
 pub mod query;
 pub mod request;
 pub mod retention;

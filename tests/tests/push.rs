@@ -1,0 +1,114 @@
+//! Web Push subscriptions (PROTOCOL.md §10) through a real relay: the relay's VAPID key
+//! (made on first use, kept across restarts), a device key's subscription as a signed
+//! write, and the attacks: endpoints that are not a push service (SSRF), strangers,
+//! replays, and a revoked key's subscription.
+
+use denet_e2e::Relay;
+use denet_e2e::actors::{self, now_ms};
+use serde_json::{Value, json};
+
+fn subscription(endpoint: &str) -> Value {
+    // A real P-256 point (the generator), as a browser's p256dh is.
+    let p256dh = "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU";
+    json!({"endpoint": endpoint, "expirationTime": null, "keys": {"p256dh": p256dh, "auth": "AAECAwQFBgcICQoLDA0ODw"}})
+}
+
+async fn write(relay: &Relay, user: &actors::User, method: reqwest::Method, body: &[u8], at: u64) -> (u16, Value) {
+    let path = format!("/v1/inbox/{}/push", user.wallet);
+    let mut req = Relay::client().request(method, relay.url(&path)).body(body.to_vec());
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    for (name, value) in
+        user.signed_write_headers(if body.is_empty() { "DELETE" } else { "PUT" }, &path, at, Some(body))
+    {
+        req = req.header(name, value);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn put(relay: &Relay, user: &actors::User, sub: &Value, at: u64) -> (u16, Value) {
+    write(relay, user, reqwest::Method::PUT, sub.to_string().as_bytes(), at).await
+}
+
+fn stored(relay: &Relay, user: &actors::User) -> Vec<Value> {
+    relay.d1_query("DB", &format!("SELECT endpoint FROM push_subscriptions WHERE wallet = '{}'", user.wallet))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_signed_writes_to_push_services_only_and_end_with_their_key() {
+    let mut relay = tokio::task::block_in_place(|| Relay::start_with(&[("PUSH_ALLOW_LOOPBACK_HTTP", "0")]));
+    let (alice, stranger) = (actors::User::new(), actors::User::new());
+    relay.register(&alice).await;
+    relay.register(&stranger).await;
+
+    // The relay's VAPID public key: a 65-byte uncompressed P-256 point.
+    let (status, key) = relay.get("/v1/push/key").await;
+    assert_eq!(status, 200, "{key}");
+    let point = denet_core::encoding::b64_decode(key["key"].as_str().unwrap()).unwrap();
+    assert_eq!((point.len(), point[0]), (65, 4));
+
+    // Attack: endpoints that are not a push service, refused at PUT (default config).
+    let t = now_ms();
+    for (i, bad) in [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://169.254.169.254/x",
+        "http://127.0.0.1:9/push",
+        "https://localhost/push",
+        "https://fcm.googleapis.com.attacker.example/x",
+        "https://fcm.googleapis.com:8443/x",
+        "https://u:p@fcm.googleapis.com/x",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = put(&relay, &alice, &subscription(bad), t + i as u64).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed")), "{bad}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("push endpoint refused"), "{body}");
+    }
+    let push_service = "https://fcm.googleapis.com/fcm/send/abc";
+    let (status, body) = put(&relay, &alice, &subscription(push_service), t + 100).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(stored(&relay, &alice).len(), 1);
+
+    // Restarted with loopback pushes allowed (the tests' fake push service): the same key.
+    tokio::task::block_in_place(|| relay.restart_with(&[("PUSH_ALLOW_LOOPBACK_HTTP", "1")]));
+    assert_eq!(relay.get("/v1/push/key").await.1, key, "kept across restarts");
+    let fake = "http://127.0.0.1:9/push/alice";
+    let at = now_ms();
+    let (status, body) = put(&relay, &alice, &subscription(fake), at).await;
+    assert_eq!(status, 200, "one subscription per device key: replaced: {body}");
+    assert_eq!(stored(&relay, &alice), [json!({"endpoint": fake})]);
+    // A replay of that write, and a stranger's: refused.
+    let (status, _) = put(&relay, &alice, &subscription(fake), at).await;
+    assert_eq!(status, 409);
+    let path = format!("/v1/inbox/{}/push", alice.wallet);
+    let body = subscription(fake).to_string();
+    let mut req = Relay::client().put(relay.url(&path)).header("content-type", "application/json").body(body.clone());
+    for (i, (name, value)) in
+        stranger.signed_write_headers("PUT", &path, now_ms(), Some(body.as_bytes())).into_iter().enumerate()
+    {
+        req = req.header(name, if i == 0 { alice.wallet.to_string() } else { value });
+    }
+    assert_eq!(req.send().await.unwrap().status().as_u16(), 403);
+    // Unknown fields and bad keys are malformed.
+    let mut extra = subscription(fake);
+    extra["keys"]["auth"] = "AAEC".into();
+    assert_eq!(put(&relay, &alice, &extra, now_ms()).await.0, 400);
+
+    // DELETE (a signed write of an empty body), then again: nothing left.
+    let (status, body) = write(&relay, &alice, reqwest::Method::DELETE, b"", now_ms()).await;
+    assert_eq!((status, body["deleted"].as_bool()), (200, Some(true)), "{body}");
+    let (status, body) = write(&relay, &alice, reqwest::Method::DELETE, b"", now_ms() + 1).await;
+    assert_eq!((status, body["deleted"].as_bool()), (200, Some(false)), "{body}");
+
+    // Revoking the key deletes its subscription.
+    assert_eq!(put(&relay, &alice, &subscription(fake), now_ms() + 2).await.0, 201);
+    let path = format!("/v1/keys/{}/revoke", alice.wallet);
+    let (status, _) = relay.send_json(reqwest::Method::POST, &path, &alice.revocation(alice.sign_key())).await;
+    assert_eq!(status, 200);
+    assert!(stored(&relay, &alice).is_empty(), "gone with its key");
+    tokio::task::block_in_place(move || drop(relay));
+}
