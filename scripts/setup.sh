@@ -46,6 +46,12 @@ if [ "$(.venv/bin/schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$
   python3 -m venv .venv
   .venv/bin/pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+# The tests' fake push service checks VAPID JWTs with Python's cryptography.
+CRYPTOGRAPHY_VERSION=48.0.0
+if [ "$(.venv/bin/python -c 'import cryptography; print(cryptography.__version__)' 2>/dev/null)" != "$CRYPTOGRAPHY_VERSION" ]; then
+  say "installing cryptography $CRYPTOGRAPHY_VERSION into .venv (the fake push service)"
+  .venv/bin/pip install --quiet "cryptography==$CRYPTOGRAPHY_VERSION"
+fi
 
 # npm packages: reinstall when package-lock.json changed since the last install.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

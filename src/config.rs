@@ -23,6 +23,8 @@ pub struct Config {
     pub shards: denet_core::shards::Shards,
     /// Where pushes may go (`PUSH_ENDPOINT_HOSTS`, `PUSH_ALLOW_LOOPBACK_HTTP`, §10).
     pub push: denet_core::push::PushRules,
+    /// The VAPID `sub` claim (`VAPID_SUBJECT`): a `mailto:` or `https:` contact.
+    pub vapid_subject: String,
 }
 
 thread_local! {
@@ -60,7 +62,11 @@ impl Config {
         let hosts = var("PUSH_ENDPOINT_HOSTS").unwrap_or_else(|| denet_core::push::DEFAULT_HOSTS.to_owned());
         let push = denet_core::push::PushRules::parse(&hosts, &var("PUSH_ALLOW_LOOPBACK_HTTP").unwrap_or_default())
             .map_err(|e| format!("invalid configuration: [vars] {e}"))?;
-        Ok(Config { relay_id, limits, peers, peer_token, test_routes, shards, push })
+        let vapid_subject = var("VAPID_SUBJECT").unwrap_or_else(|| "mailto:relay@denet.invalid".to_owned());
+        if !vapid_subject.starts_with("mailto:") && !vapid_subject.starts_with("https://") {
+            return Err("invalid configuration: [vars] VAPID_SUBJECT must be a mailto: or https: URL".into());
+        }
+        Ok(Config { relay_id, limits, peers, peer_token, test_routes, shards, push, vapid_subject })
     }
 }
 

@@ -42,3 +42,76 @@ pub fn public_key(key: &SecretKey) -> String {
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     b64(key.public_key().to_encoded_point(false).as_bytes())
 }
+
+/// Wakes the device of `sub` through its push service: an empty POST (no payload ever)
+/// with `TTL`, `Urgency`, `Topic` and the VAPID `Authorization`, no redirect followed.
+/// What the answer means for the subscription (a transport failure backs off).
+pub async fn send(
+    config: &Config,
+    key: &SecretKey,
+    sub: &crate::store::SubscriptionRow,
+    now: u64,
+) -> denet_core::push::Outcome {
+    use denet_core::push::{self as p, Outcome};
+    use p256::ecdsa::{Signature, SigningKey, signature::Signer};
+    use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
+    // Checked again here: a row stored under other rules is never followed.
+    if p::check_endpoint(&sub.endpoint, &config.push).is_err() {
+        return Outcome::Gone;
+    }
+    let Some(aud) = p::audience(&sub.endpoint) else { return Outcome::Gone };
+    let input = p::jwt_signing_input(&aud, now, &config.vapid_subject);
+    let sig: Signature = SigningKey::from(key).sign(input.as_bytes());
+    let jwt = format!("{input}.{}", b64(&sig.to_bytes()));
+    let headers = Headers::new();
+    let set = |name: &str, value: &str| headers.set(name, value).is_ok();
+    let ok = set("authorization", &format!("vapid t={jwt}, k={}", public_key(key)))
+        && set("ttl", &p::TTL_SECS.to_string())
+        && set("urgency", "normal")
+        && set("topic", p::TOPIC)
+        && set("content-length", "0");
+    if !ok {
+        return Outcome::NotBefore(now + p::BACKOFF_MS);
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_redirect(RequestRedirect::Manual);
+    let Ok(request) = Request::new_with_init(&sub.endpoint, &init) else { return Outcome::Gone };
+    match Fetch::Request(request).send().await {
+        Ok(resp) => {
+            let retry_after = resp.headers().get("retry-after").ok().flatten();
+            p::outcome(resp.status_code(), retry_after.as_deref(), now)
+        }
+        Err(e) => {
+            worker::console_error!("push to {} failed: {e}", p::audience(&sub.endpoint).unwrap_or_default());
+            Outcome::NotBefore(now + p::BACKOFF_MS)
+        }
+    }
+}
+
+/// Pushes to every subscription of `wallet` due at `now` but those of `skip` (keys with
+/// an open socket: they read the message already), and records each outcome.
+pub async fn push_inbox(
+    env: &Env,
+    config: &Config,
+    wallet: &str,
+    skip: impl Fn(&str) -> bool,
+    now: u64,
+) -> ApiResult<()> {
+    use denet_core::push::Outcome;
+    let db = D1Store::new(env, config).main()?;
+    let due = crate::store::subscriptions_due(&db, wallet, now).await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let key = vapid_key(env, config).await?;
+    for sub in due.iter().filter(|s| !skip(&s.sign_key)) {
+        match send(config, &key, sub, now).await {
+            Outcome::Delivered => {}
+            Outcome::Gone => {
+                crate::store::delete_subscription(&db, &sub.sign_key).await?;
+            }
+            Outcome::NotBefore(at) => crate::store::rest_subscription(&db, &sub.sign_key, at).await?,
+        }
+    }
+    Ok(())
+}

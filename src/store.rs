@@ -723,6 +723,32 @@ pub async fn delete_subscription(db: &D1Database, sign_key: &str) -> Result<bool
         .map(|n| n > 0)
 }
 
+/// The subscriptions of `wallet` to push at `now`: of keys active now, not resting.
+pub async fn subscriptions_due(db: &D1Database, wallet: &str, now: u64) -> Result<Vec<SubscriptionRow>> {
+    db.prepare(
+        "SELECT p.sign_key, p.wallet, p.endpoint, p.p256dh, p.auth FROM push_subscriptions p
+         JOIN bundles b ON b.sign_key = p.sign_key
+         WHERE p.wallet = ?1 AND p.not_before <= ?2 AND b.revoked_at IS NULL AND b.expires_at > ?2",
+    )
+    .bind(&[text(wallet), num(now)])?
+    .all()
+    .await
+    .and_then(|r| {
+        metrics::d1(&r);
+        r.results()
+    })
+}
+
+/// No push to `sign_key`'s subscription before `at` (a push service's Retry-After).
+pub async fn rest_subscription(db: &D1Database, sign_key: &str, at: u64) -> Result<()> {
+    changes(
+        db.prepare("UPDATE push_subscriptions SET not_before = ?2 WHERE sign_key = ?1")
+            .bind(&[text(sign_key), num(at)])?,
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Deletes the subscriptions of keys that are no longer active at `now` (expired).
 pub async fn expire_subscriptions(db: &D1Database, now: u64) -> Result<usize> {
     changes(

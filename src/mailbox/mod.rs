@@ -52,7 +52,21 @@ struct Inner {
     next_token: u64,
     waiters: Vec<oneshot::Sender<()>>,
     next_sid: u64,
+    /// The inbox that a commit just gave a new message: push to its devices (§10).
+    push_for: Option<String>,
+    /// A push is scheduled (in storage, with the alarm).
+    push_pending: bool,
 }
+
+/// A push due for this inbox (§10): for which wallet, and when (a burst makes one).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PushDue {
+    wallet: String,
+    at: u64,
+}
+
+/// The storage key of the pending push.
+const PUSH_KEY: &str = "push";
 
 #[durable_object]
 pub struct Mailbox {
@@ -114,6 +128,7 @@ impl Mailbox {
             let effects = Effects { room: self, config: &config, now };
             writer::drive(writer, address, &D1Store::new(&self.env, &config), &effects).await;
         }
+        self.schedule_push(now).await;
         match answer.await {
             Ok(Ok(committed)) => Ok((id, committed)),
             Ok(Err(e)) => Err(e.into()),
@@ -195,7 +210,8 @@ impl Mailbox {
         Ok(())
     }
 
-    /// Closes the sockets whose key has expired and sets the alarm for the next expiry.
+    /// Closes the sockets whose key has expired and sets the alarm for the next expiry,
+    /// or the pending push if it comes first (one alarm, both duties).
     async fn expire_sockets(&self, now: u64) -> Result<()> {
         let (expired, next) = self.with_sockets(|t| t.expiry(now));
         for sid in expired {
@@ -203,8 +219,53 @@ impl Mailbox {
                 self.close_forbidden(&ws, "the key that opened this socket has expired").await;
             }
         }
-        if let Some(at) = next {
-            self.state.storage().set_alarm(at.saturating_sub(now) as i64).await?;
+        let push = self.state.storage().get::<PushDue>(PUSH_KEY).await.ok().flatten().map(|p| p.at);
+        if let Some(at) = [next, push].into_iter().flatten().min() {
+            self.state.storage().set_alarm(at.saturating_sub(now).max(1) as i64).await?;
+        }
+        Ok(())
+    }
+
+    /// After a commit that gave an inbox a new message: one push, [`DEBOUNCE_MS`] later,
+    /// unless one is pending already (a burst makes one). Nothing here fails a commit.
+    ///
+    /// [`DEBOUNCE_MS`]: denet_core::push::DEBOUNCE_MS
+    async fn schedule_push(&self, now: u64) {
+        let Some(wallet) = self.inner.borrow_mut().push_for.take() else { return };
+        if self.inner.borrow().push_pending {
+            return;
+        }
+        let storage = self.state.storage();
+        let scheduled = async {
+            if storage.get::<PushDue>(PUSH_KEY).await?.is_none() {
+                let at = now + denet_core::push::DEBOUNCE_MS;
+                storage.put(PUSH_KEY, PushDue { wallet, at }).await?;
+                if storage.get_alarm().await?.is_none_or(|a| a.max(0) as u64 > at) {
+                    storage.set_alarm(denet_core::push::DEBOUNCE_MS as i64).await?;
+                }
+            }
+            Ok::<_, worker::Error>(())
+        };
+        match scheduled.await {
+            Ok(()) => self.inner.borrow_mut().push_pending = true,
+            Err(e) => worker::console_error!("scheduling a push failed: {e}"),
+        }
+    }
+
+    /// The alarm's push duty: the pending push, if due, to the inbox's subscribed
+    /// devices that have no socket open here.
+    async fn push_due(&self, now: u64) -> Result<()> {
+        let storage = self.state.storage();
+        let Some(due) = storage.get::<PushDue>(PUSH_KEY).await? else { return Ok(()) };
+        if due.at > now {
+            return Ok(());
+        }
+        storage.delete(PUSH_KEY).await?;
+        self.inner.borrow_mut().push_pending = false;
+        let Ok(config) = Config::get(&self.env) else { return Ok(()) };
+        let open = |key: &str| !self.with_sockets(|t| t.opened_by(key)).is_empty();
+        if let Err(e) = crate::push::push_inbox(&self.env, &config, &due.wallet, open, now).await {
+            worker::console_error!("pushing to {} failed: {}", due.wallet, e.into_protocol());
         }
         Ok(())
     }
@@ -327,7 +388,9 @@ impl DurableObject for Mailbox {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        self.expire_sockets(now_ms()).await?;
+        let now = now_ms();
+        self.push_due(now).await?;
+        self.expire_sockets(now).await?;
         Response::ok("")
     }
 
@@ -372,6 +435,9 @@ impl Sink<Item> for Effects<'_> {
     }
 
     async fn deliver(&self, entry: Entry<Item>) {
+        if let Ok(Address::Inbox(wallet)) = Address::parse_strict(&entry.row.address) {
+            self.room.inner.borrow_mut().push_for = Some(wallet.to_string());
+        }
         let frame = ServerFrame::Message(entry.row.to_json()).encode();
         self.room.broadcast(&frame, entry.payload.origin, self.now).await;
     }

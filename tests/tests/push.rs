@@ -1,11 +1,15 @@
-//! Web Push subscriptions (PROTOCOL.md §10) through a real relay: the relay's VAPID key
-//! (made on first use, kept across restarts), a device key's subscription as a signed
-//! write, and the attacks: endpoints that are not a push service (SSRF), strangers,
-//! replays, and a revoked key's subscription.
+//! Web Push (PROTOCOL.md §10) through a real relay: the relay's VAPID key (made on first
+//! use, kept across restarts), a device key's subscription as a signed write, the attacks
+//! (endpoints that are not a push service, strangers, replays, a revoked key), and the
+//! pushes themselves, received by a fake push service on loopback that checks each one.
 
 use denet_e2e::Relay;
-use denet_e2e::actors::{self, now_ms};
+use denet_e2e::actors::{self, anonymous_envelope, now_ms};
+use denet_e2e::ws::Socket;
 use serde_json::{Value, json};
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 fn subscription(endpoint: &str) -> Value {
     // A real P-256 point (the generator), as a browser's p256dh is.
@@ -110,5 +114,132 @@ async fn subscriptions_are_signed_writes_to_push_services_only_and_end_with_thei
     let (status, _) = relay.send_json(reqwest::Method::POST, &path, &alice.revocation(alice.sign_key())).await;
     assert_eq!(status, 200);
     assert!(stored(&relay, &alice).is_empty(), "gone with its key");
+    tokio::task::block_in_place(move || drop(relay));
+}
+
+/// The fake push service (`tests/fake_push.py`, checking each push with Python's
+/// `cryptography`), on a free loopback port; killed when dropped.
+struct FakePush {
+    child: Child,
+    port: u16,
+}
+
+impl FakePush {
+    fn start() -> FakePush {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut child = Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("tests/fake_push.py"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the fake push service starts (make setup installs its .venv)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT n");
+        FakePush { child, port }
+    }
+
+    fn endpoint(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/push/{name}", self.port)
+    }
+
+    async fn answer(&self, name: &str, how: Value) {
+        let url = format!("http://127.0.0.1:{}/control/{name}", self.port);
+        reqwest::Client::new().post(url).body(how.to_string()).send().await.unwrap();
+    }
+
+    /// The pushes received so far for `name`: (time, whether every check passed, why not).
+    async fn pushes(&self, name: &str) -> Vec<(u64, bool, Value)> {
+        let log: Vec<Value> =
+            reqwest::get(format!("http://127.0.0.1:{}/log", self.port)).await.unwrap().json().await.unwrap();
+        log.into_iter()
+            .filter(|p| p["name"] == name)
+            .map(|p| (p["at"].as_u64().unwrap(), p["ok"].as_bool().unwrap(), p["why"].clone()))
+            .collect()
+    }
+}
+
+impl Drop for FakePush {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A direct message to `user`'s inbox (anonymous: anyone may post to an inbox).
+async fn dm(relay: &Relay, user: &actors::User) {
+    let (status, body) = relay.post(&anonymous_envelope(user.wallet.as_str(), b"sealed")).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Longer than the push debounce (2 s) and the alarm's delivery.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_object_wakes_devices_without_a_socket_once_per_burst_and_obeys_the_push_service() {
+    let relay = tokio::task::block_in_place(|| Relay::start_with(&[("PUSH_ALLOW_LOOPBACK_HTTP", "1")]));
+    let push = FakePush::start();
+    let (alice, bob) = (actors::User::new(), actors::User::new());
+    relay.register(&alice).await;
+    relay.register(&bob).await;
+    assert_eq!(put(&relay, &alice, &subscription(&push.endpoint("a")), now_ms()).await.0, 201);
+    assert_eq!(put(&relay, &bob, &subscription(&push.endpoint("b")), now_ms()).await.0, 201);
+
+    // One message, one push, every check of the fake push service passed (no payload).
+    dm(&relay, &alice).await;
+    settle().await;
+    let got = push.pushes("a").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1, "the push fails a check: {:?}", got[0].2);
+    // A burst of 20: one push.
+    for _ in 0..20 {
+        dm(&relay, &alice).await;
+    }
+    settle().await;
+    assert_eq!(push.pushes("a").await.len(), 2, "one push per burst");
+
+    // A device with a socket open reads it there: no push.
+    let url = relay.ws_url(&alice.signed_query(&format!("/v1/inbox/{}/ws", alice.wallet), None, now_ms()));
+    let socket = Socket::connect(&url).await;
+    dm(&relay, &alice).await;
+    settle().await;
+    assert_eq!(push.pushes("a").await.len(), 2, "no push while its socket is open");
+    socket.close().await;
+
+    // 429 with Retry-After: 5 → no push to it for 5 s.
+    push.answer("a", json!({"status": 429, "retry_after": 5})).await;
+    dm(&relay, &alice).await;
+    settle().await;
+    let got = push.pushes("a").await;
+    assert_eq!(got.len(), 3);
+    push.answer("a", json!({"status": 201})).await;
+    dm(&relay, &alice).await; // ~3.5 s after the 429: the subscription rests
+    settle().await;
+    assert_eq!(push.pushes("a").await.len(), 3, "not before Retry-After");
+    dm(&relay, &alice).await;
+    settle().await;
+    let got = push.pushes("a").await;
+    assert_eq!(got.len(), 4);
+    assert!(got[3].0 - got[2].0 >= 5_000, "{} ms after the 429", got[3].0 - got[2].0);
+    assert!(got.iter().all(|p| p.1), "every push passes the fake service's checks: {got:?}");
+
+    // 410 Gone: the subscription is deleted, and nothing is pushed after.
+    push.answer("a", json!({"status": 410})).await;
+    dm(&relay, &alice).await;
+    settle().await;
+    assert_eq!(push.pushes("a").await.len(), 5);
+    assert!(stored(&relay, &alice).is_empty(), "deleted after 410");
+    dm(&relay, &alice).await;
+    settle().await;
+    assert_eq!(push.pushes("a").await.len(), 5);
+
+    // A revoked key: its subscription is gone, and nothing is pushed.
+    let path = format!("/v1/keys/{}/revoke", bob.wallet);
+    assert_eq!(relay.send_json(reqwest::Method::POST, &path, &bob.revocation(bob.sign_key())).await.0, 200);
+    assert!(stored(&relay, &bob).is_empty());
+    dm(&relay, &bob).await;
+    settle().await;
+    assert!(push.pushes("b").await.is_empty());
     tokio::task::block_in_place(move || drop(relay));
 }

@@ -201,3 +201,75 @@ mod tests {
         assert!(PushRules::parse(DEFAULT_HOSTS, "yes").is_err());
     }
 }
+
+/// A burst of messages to one inbox makes one push: the first schedules it this long after.
+pub const DEBOUNCE_MS: u64 = 2_000;
+/// How long a push service keeps an undelivered push (the `TTL` header), seconds.
+pub const TTL_SECS: u64 = 86_400;
+/// The `Topic` header: a push service keeps only the latest pending push of a topic.
+pub const TOPIC: &str = "denet-inbox";
+/// How long a subscription rests after a push service failed without `Retry-After`.
+pub const BACKOFF_MS: u64 = 60_000;
+/// How long a VAPID JWT is valid (RFC 8292 allows at most 24 h), seconds.
+pub const JWT_SECS: u64 = 12 * 3600;
+
+/// The origin of an endpoint (`scheme://host[:port]`): a VAPID JWT's `aud`.
+pub fn audience(endpoint: &str) -> Option<String> {
+    let (scheme, rest) = endpoint.split_once("://")?;
+    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
+}
+
+/// The ES256 JWT's signing input, `b64url(header) "." b64url(claims)` (RFC 8292 §2):
+/// `aud` the endpoint's origin, `exp` [`JWT_SECS`] from `now_ms`, `sub` the contact.
+pub fn jwt_signing_input(aud: &str, now_ms: u64, subject: &str) -> String {
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256"});
+    let claims = serde_json::json!({"aud": aud, "exp": now_ms / 1000 + JWT_SECS, "sub": subject});
+    format!(
+        "{}.{}",
+        crate::encoding::b64(header.to_string().as_bytes()),
+        crate::encoding::b64(claims.to_string().as_bytes())
+    )
+}
+
+/// What a push service's answer means for the subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// `404`/`410`: the subscription is gone; delete it.
+    Gone,
+    /// No push to it before this time (`429` with `Retry-After`, or a back-off).
+    NotBefore(u64),
+}
+
+/// The outcome of a push answered `status` (with its `Retry-After`, in seconds) at `now`.
+pub fn outcome(status: u16, retry_after: Option<&str>, now: u64) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered,
+        404 | 410 => Outcome::Gone,
+        _ => {
+            let secs = retry_after.and_then(|r| r.trim().parse::<u64>().ok());
+            Outcome::NotBefore(now + secs.map_or(BACKOFF_MS, |s| s.min(86_400) * 1000))
+        }
+    }
+}
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+
+    #[test]
+    fn a_push_services_answer_decides_what_becomes_of_the_subscription() {
+        assert_eq!(outcome(201, None, 0), Outcome::Delivered);
+        assert_eq!(outcome(410, None, 0), Outcome::Gone);
+        assert_eq!(outcome(404, None, 0), Outcome::Gone);
+        assert_eq!(outcome(429, Some("5"), 1_000), Outcome::NotBefore(6_000));
+        assert_eq!(outcome(503, None, 1_000), Outcome::NotBefore(1_000 + BACKOFF_MS));
+        assert_eq!(audience("https://fcm.googleapis.com/fcm/send/x").as_deref(), Some("https://fcm.googleapis.com"));
+        assert_eq!(audience("http://127.0.0.1:9/p").as_deref(), Some("http://127.0.0.1:9"));
+        let input = jwt_signing_input("https://a.example", 10_000, "mailto:x@y.example");
+        let claims = crate::encoding::b64_decode(input.split('.').nth(1).unwrap()).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+        assert_eq!(claims["exp"], 10 + JWT_SECS);
+    }
+}
