@@ -148,6 +148,22 @@ async function openBackup() {
 }
 
 $("backup-open").onclick = openBackup;
+
+// -- notifications while the page is closed (PROTOCOL.md §10): asked on a click only --
+$("notify-button").onclick = async () => {
+  try {
+    if ((await Notification.requestPermission()) !== "granted") {
+      throw new Error("Notifications are blocked for this page in the browser's settings.");
+    }
+    const registration = await navigator.serviceWorker.register("/sw.js", { type: "module" });
+    await navigator.serviceWorker.ready;
+    await client.push.enable(registration);
+    $("notify-button").textContent = "Notifications on";
+    $("notify-button").disabled = true;
+  } catch (e) {
+    showError(e);
+  }
+};
 $("backup-restore").onclick = () => {
   $("backup").hidden = true;
   $("restore").hidden = false;
@@ -177,6 +193,7 @@ $("backup-setup").onclick = async () => {
 async function start() {
   $("chat").hidden = false;
   $("backup-open").hidden = false;
+  $("notify-button").hidden = !("serviceWorker" in navigator) || typeof Notification === "undefined";
   client.onBackupError = showError;
   for (const r of await client.rooms()) conversation("room", r.room, r.name || short(r.room));
   // A failure in one conversation never stops the others from loading.
@@ -191,6 +208,13 @@ async function start() {
     } catch (e) {
       showError(e);
     }
+  }
+  // A notification's click opens its conversation (`/?open=dm:0x…`).
+  const wanted = new URLSearchParams(location.search).get("open");
+  if (wanted?.startsWith("dm:")) {
+    const peer = wanted.slice(3);
+    conversation("dm", peer, peer === "anonymous" ? "anonymous" : short(peer));
+    current = { kind: "dm", id: peer };
   }
   render();
   client.stream({

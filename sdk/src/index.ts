@@ -36,6 +36,8 @@ const BUNDLE_DAYS = 365;
 const DAY_MS = 86_400_000;
 const PAGE = 500;
 const enc = new TextEncoder();
+/** Where a page that enabled notifications leaves the wallet for its service worker. */
+const PUSH_WALLET = "push/wallet";
 
 /** EIP-191 personal_sign of a UTF-8 message; returns 0x + 130 hex. */
 export type Signer = {
@@ -262,6 +264,22 @@ export class Client {
    *   wallet (one signature) or the code, and reads the retained inbox and every room.
    * - `status()`: the backup the relay holds (`null` if none) and what this device knows of it.
    */
+  /**
+   * Notifications while the page is closed (PROTOCOL.md §10): the relay wakes this device
+   * through the browser's push service, with no content; the page's service worker then
+   * reads the inbox and shows the message.
+   * - `enable(registration, { previews })`: subscribes the service worker's push manager
+   *   with the relay's key and stores the subscription for this device key (a signed write);
+   *   `previews: false` makes the worker show "New message" only.
+   * - `disable(registration?)`: deletes it (and unsubscribes).
+   * - `status(registration?)`: whether this browser is subscribed.
+   */
+  readonly push = {
+    enable: (registration: ServiceWorkerRegistration, opts: { previews?: boolean } = {}) => this.pushEnable(registration, opts),
+    disable: (registration?: ServiceWorkerRegistration) => this.pushDisable(registration),
+    status: async (registration?: ServiceWorkerRegistration) => ({ subscribed: !!(await registration?.pushManager.getSubscription()) }),
+  };
+
   readonly backup = {
     setup: () => this.backupSetup(),
     restore: (opts: { code?: string } = {}) => this.backupRestore(opts),
@@ -438,6 +456,59 @@ export class Client {
   authorizationText(): string {
     const now = Date.now();
     return call(() => this.dev.bundleStatement(this.wallet, now, now + BUNDLE_DAYS * DAY_MS));
+  }
+
+  // -- notifications (§10) --
+
+  /** A signed write (§3.1): the body's hash signed; JSON unless empty. */
+  private async signedWrite(method: "PUT" | "DELETE", path: string, body: Uint8Array): Promise<any> {
+    const headers = this.signedHeaders(method, path, body);
+    if (body.length) headers["content-type"] = "application/json";
+    let resp: Response;
+    try {
+      resp = await fetch(this.relay + path, { method, headers, body: body.length ? (body as BodyInit) : undefined });
+    } catch (e) {
+      throw new DenetError("offline", `the relay cannot be reached: ${(e as Error)?.message ?? e}`);
+    }
+    if (!resp.ok) throw await Client.refusal(resp);
+    return resp.json();
+  }
+
+  private async pushEnable(registration: ServiceWorkerRegistration, opts: { previews?: boolean }): Promise<{ endpoint: string }> {
+    // What the service worker needs to read this wallet's inbox, stored first.
+    await this.store.save(PUSH_WALLET, { wallet: this.wallet, previews: opts.previews ?? true });
+    const { json } = await this.request("GET", "/v1/push/key");
+    const key = Uint8Array.from(atob(String(json.key).replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+    const sub =
+      (await registration.pushManager.getSubscription()) ??
+      (await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key }));
+    await this.signedWrite("PUT", `/v1/inbox/${this.wallet}/push`, enc.encode(JSON.stringify(sub.toJSON())));
+    return { endpoint: sub.endpoint };
+  }
+
+  private async pushDisable(registration?: ServiceWorkerRegistration): Promise<void> {
+    await this.signedWrite("DELETE", `/v1/inbox/${this.wallet}/push`, new Uint8Array());
+    await (await registration?.pushManager.getSubscription())?.unsubscribe();
+    await this.store.save(PUSH_WALLET, null);
+  }
+
+  /**
+   * The client a service worker reads the inbox with when a push wakes it: the wallet
+   * and device a page of this origin enabled notifications for (null if none). It never
+   * asks the wallet to sign.
+   */
+  static async forServiceWorker(opts: { relay: string; storage?: Store }): Promise<{ client: Client; previews: boolean } | null> {
+    const store = opts.storage ?? new IndexedDbStore();
+    const saved = (await store.load(PUSH_WALLET)) as { wallet: string; previews: boolean } | null;
+    if (!saved?.wallet) return null;
+    const signer: Signer = {
+      getAddress: async () => saved.wallet,
+      signMessage: async () => {
+        throw new DenetError("forbidden", "a service worker never asks the wallet to sign");
+      },
+    };
+    const client = await Client.create({ relay: opts.relay, signer, storage: store });
+    return { client, previews: saved.previews };
   }
 
   // -- the key backup (§9) --

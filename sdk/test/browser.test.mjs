@@ -375,3 +375,46 @@ test("a fresh browser profile restores the history with one wallet signature, an
   await sees(bob, "from the restored browser");
   for (const w of [alice, bob, fresh]) await w.context.close();
 });
+
+test("notifications: the page's service worker, woken by a push, reads the inbox and shows the sender and the text", async () => {
+  const [alice, bob] = [await wallet("alice-push"), await wallet("bob-push")];
+  await connect(alice);
+  await connect(bob);
+  await alice.context.grantPermissions(["notifications"], { origin: relay.base });
+  await alice.page.click("#notify-button");
+  // Headless Chromium has no push service: the subscription itself fails (said in words),
+  // but the worker is registered and knows the wallet; the push comes through DevTools.
+  await alice.page.evaluate(() => navigator.serviceWorker.ready.then(() => true));
+  await alice.page.waitForSelector("#error:not([hidden])", { timeout: 20000 });
+  // Alice closes the chat (no socket, no tab holding the session): only the worker is left.
+  await alice.page.goto(relay.base + "/?idle");
+  await openDm(bob, alice.address);
+  await say(bob, "are you there?");
+  const cdp = await alice.context.newCDPSession(alice.page);
+  const registered = new Promise((resolve) => {
+    cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => {
+      const r = registrations.find((x) => x.scopeURL === relay.base + "/" && !x.isDeleted);
+      if (r) resolve(r.registrationId);
+    });
+  });
+  await cdp.send("ServiceWorker.enable");
+  const registrationId = await registered;
+  await cdp.send("ServiceWorker.deliverPushMessage", { origin: relay.base, registrationId, data: "" });
+  const shown = await alice.page.evaluate(async () => {
+    const r = await navigator.serviceWorker.ready;
+    for (let i = 0; i < 100; i++) {
+      const got = await r.getNotifications();
+      if (got.length) return got.map((n) => ({ title: n.title, body: n.body, open: n.data?.open }));
+      await new Promise((done) => setTimeout(done, 200));
+    }
+    return [];
+  });
+  assert.deepEqual(shown, [{ title: `${bob.address.slice(0, 6)}…${bob.address.slice(-4)}`, body: "are you there?", open: `dm:${bob.address}` }]);
+  // What the notification says, shown on the page for the screenshot.
+  await alice.page.evaluate((n) => {
+    document.body.insertAdjacentHTML("afterbegin", "<pre id=shown></pre>");
+    document.getElementById("shown").textContent = `notification: ${n.title}\n${n.body}`;
+  }, shown[0]);
+  await shot(alice, "notification-shown");
+  for (const w of [alice, bob]) await w.context.close();
+});
