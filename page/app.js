@@ -157,7 +157,8 @@ $("notify-button").onclick = async () => {
     }
     const registration = await navigator.serviceWorker.register("/sw.js", { type: "module" });
     await navigator.serviceWorker.ready;
-    await client.push.enable(registration);
+    // Without previews the notification says "New message" only.
+    await client.push.enable(registration, { previews: $("notify-previews").checked });
     $("notify-button").textContent = "Notifications on";
     $("notify-button").disabled = true;
   } catch (e) {
@@ -194,6 +195,7 @@ async function start() {
   $("chat").hidden = false;
   $("backup-open").hidden = false;
   $("notify-button").hidden = !("serviceWorker" in navigator) || typeof Notification === "undefined";
+  $("notify-previews-label").hidden = $("notify-button").hidden;
   client.onBackupError = showError;
   for (const r of await client.rooms()) conversation("room", r.room, r.name || short(r.room));
   // A failure in one conversation never stops the others from loading.

@@ -381,6 +381,7 @@ test("notifications: the page's service worker, woken by a push, reads the inbox
   await connect(alice);
   await connect(bob);
   await alice.context.grantPermissions(["notifications"], { origin: relay.base });
+  assert.equal(await alice.page.isChecked("#notify-previews"), true, "previews by default");
   await alice.page.click("#notify-button");
   // Headless Chromium has no push service: the subscription itself fails (said in words),
   // but the worker is registered and knows the wallet; the push comes through DevTools.
