@@ -26,7 +26,8 @@ async function onPush() {
   const read = async (lock) => {
     // A tab holds the lock: it reads the inbox itself (its sockets), the worker only says so.
     if (!lock) return;
-    for (const m of await client.inbox()) {
+    // The read position stays: the page and its stream still show these as new.
+    for (const m of await client.inbox({ advance: false })) {
       if (m.type !== "text" || m.to || m.from === client.wallet) continue;
       const who = m.from ?? "anonymous";
       await self.registration.showNotification(who === "anonymous" ? "Anonymous" : short(who), {
@@ -38,7 +39,7 @@ async function onPush() {
     }
   };
   try {
-    await navigator.locks.request(`denet-stream-${client.wallet}`, { ifAvailable: true }, read);
+    await navigator.locks.request(Client.streamLock(client.wallet), { ifAvailable: true }, read);
   } catch {
     // The inbox could not be read now: still say that something came.
   }

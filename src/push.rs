@@ -78,8 +78,9 @@ pub async fn send(
     let Ok(request) = Request::new_with_init(&sub.endpoint, &init) else { return Outcome::Gone };
     match Fetch::Request(request).send().await {
         Ok(resp) => {
+            // A rest counts from the answer, not from when the push left.
             let retry_after = resp.headers().get("retry-after").ok().flatten();
-            p::outcome(resp.status_code(), retry_after.as_deref(), now)
+            p::outcome(resp.status_code(), retry_after.as_deref(), crate::http::now_ms().max(now))
         }
         Err(e) => {
             worker::console_error!("push to {} failed: {e}", p::audience(&sub.endpoint).unwrap_or_default());
@@ -88,30 +89,41 @@ pub async fn send(
     }
 }
 
-/// Pushes to every subscription of `wallet` due at `now` but those of `skip` (keys with
-/// an open socket: they read the message already), and records each outcome.
+/// Pushes to every subscription of `wallet` that is not resting at `now` but those of
+/// `skip` (keys with an open socket: they read the message there), records each outcome,
+/// and returns when the push is owed again: the end of the earliest rest of a subscription
+/// that did not get it (resting, or refused it for now), if any.
 pub async fn push_inbox(
     env: &Env,
     config: &Config,
     wallet: &str,
     skip: impl Fn(&str) -> bool,
     now: u64,
-) -> ApiResult<()> {
-    use denet_core::push::Outcome;
+) -> ApiResult<Option<u64>> {
+    use denet_core::push::{MIN_GAP_MS, Outcome};
     let db = D1Store::new(env, config).main()?;
-    let due = crate::store::subscriptions_due(&db, wallet, now).await?;
+    let subs: Vec<_> =
+        crate::store::subscriptions_of(&db, wallet, now).await?.into_iter().filter(|s| !skip(&s.sign_key)).collect();
+    let mut owed: Option<u64> = subs.iter().filter(|s| s.not_before > now).map(|s| s.not_before).min();
+    let due: Vec<_> = subs.iter().filter(|s| s.not_before <= now).collect();
     if due.is_empty() {
-        return Ok(());
+        return Ok(owed);
     }
     let key = vapid_key(env, config).await?;
-    for sub in due.iter().filter(|s| !skip(&s.sign_key)) {
+    for sub in due {
         match send(config, &key, sub, now).await {
-            Outcome::Delivered => {}
+            Outcome::Delivered => {
+                let at = crate::http::now_ms().max(now) + MIN_GAP_MS;
+                crate::store::rest_subscription(&db, &sub.sign_key, at).await?
+            }
             Outcome::Gone => {
                 crate::store::delete_subscription(&db, &sub.sign_key).await?;
             }
-            Outcome::NotBefore(at) => crate::store::rest_subscription(&db, &sub.sign_key, at).await?,
+            Outcome::NotBefore(at) => {
+                crate::store::rest_subscription(&db, &sub.sign_key, at).await?;
+                owed = Some(owed.map_or(at, |o| o.min(at)));
+            }
         }
     }
-    Ok(())
+    Ok(owed)
 }

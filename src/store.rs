@@ -679,6 +679,9 @@ pub struct SubscriptionRow {
     pub endpoint: String,
     pub p256dh: String,
     pub auth: String,
+    /// No push to it before this time (ms; 0: now).
+    #[serde(default)]
+    pub not_before: u64,
 }
 
 /// Stores `row` as its key's subscription (replacing the key's earlier one) unless its
@@ -697,7 +700,8 @@ pub async fn put_subscription(db: &D1Database, row: &SubscriptionRow, max: usize
         .prepare(
             "INSERT INTO push_subscriptions (sign_key, wallet, endpoint, p256dh, auth, created_at, not_before)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, 0
-             WHERE (SELECT COUNT(*) FROM push_subscriptions WHERE wallet = ?2 AND sign_key != ?1) < ?7
+             WHERE (SELECT COUNT(*) FROM push_subscriptions p JOIN bundles b ON b.sign_key = p.sign_key
+                    WHERE p.wallet = ?2 AND p.sign_key != ?1 AND b.revoked_at IS NULL AND b.expires_at > ?6) < ?7
              ON CONFLICT (sign_key) DO UPDATE SET endpoint = ?3, p256dh = ?4, auth = ?5, created_at = ?6, not_before = 0",
         )
         .bind(&[
@@ -723,12 +727,12 @@ pub async fn delete_subscription(db: &D1Database, sign_key: &str) -> Result<bool
         .map(|n| n > 0)
 }
 
-/// The subscriptions of `wallet` to push at `now`: of keys active now, not resting.
-pub async fn subscriptions_due(db: &D1Database, wallet: &str, now: u64) -> Result<Vec<SubscriptionRow>> {
+/// The subscriptions of `wallet` whose keys are active at `now` (resting or not).
+pub async fn subscriptions_of(db: &D1Database, wallet: &str, now: u64) -> Result<Vec<SubscriptionRow>> {
     db.prepare(
-        "SELECT p.sign_key, p.wallet, p.endpoint, p.p256dh, p.auth FROM push_subscriptions p
+        "SELECT p.sign_key, p.wallet, p.endpoint, p.p256dh, p.auth, p.not_before FROM push_subscriptions p
          JOIN bundles b ON b.sign_key = p.sign_key
-         WHERE p.wallet = ?1 AND p.not_before <= ?2 AND b.revoked_at IS NULL AND b.expires_at > ?2",
+         WHERE p.wallet = ?1 AND b.revoked_at IS NULL AND b.expires_at > ?2",
     )
     .bind(&[text(wallet), num(now)])?
     .all()

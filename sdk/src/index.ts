@@ -36,6 +36,10 @@ const BUNDLE_DAYS = 365;
 const DAY_MS = 86_400_000;
 const PAGE = 500;
 const enc = new TextEncoder();
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 /** Where a page that enabled notifications leaves the wallet for its service worker. */
 const PUSH_WALLET = "push/wallet";
 
@@ -479,9 +483,14 @@ export class Client {
     await this.store.save(PUSH_WALLET, { wallet: this.wallet, previews: opts.previews ?? true });
     const { json } = await this.request("GET", "/v1/push/key");
     const key = Uint8Array.from(atob(String(json.key).replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
-    const sub =
-      (await registration.pushManager.getSubscription()) ??
-      (await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key }));
+    // A subscription made for another relay key (the relay's changed) can take no push: renew it.
+    let sub = await registration.pushManager.getSubscription();
+    const held = sub?.options?.applicationServerKey;
+    if (sub && held && !sameBytes(new Uint8Array(held), key)) {
+      await sub.unsubscribe();
+      sub = null;
+    }
+    sub ??= await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
     await this.signedWrite("PUT", `/v1/inbox/${this.wallet}/push`, enc.encode(JSON.stringify(sub.toJSON())));
     return { endpoint: sub.endpoint };
   }
@@ -490,6 +499,11 @@ export class Client {
     await this.signedWrite("DELETE", `/v1/inbox/${this.wallet}/push`, new Uint8Array());
     await (await registration?.pushManager.getSubscription())?.unsubscribe();
     await this.store.save(PUSH_WALLET, null);
+  }
+
+  /** The Web Lock under which one tab (or the service worker) reads a wallet's session. */
+  static streamLock(wallet: string): string {
+    return `denet-stream-${wallet}`;
   }
 
   /**
@@ -730,7 +744,7 @@ export class Client {
   }
 
   /** Pages after a cursor; every stored message goes through the session in seq order. */
-  private async pull(address: string, path: string, all: boolean, signed: boolean): Promise<Message[]> {
+  private async pull(address: string, path: string, all: boolean, signed: boolean, advance = true): Promise<Message[]> {
     const out: Message[] = [];
     let after = all ? 0 : this.session.cursor(address);
     for (;;) {
@@ -739,15 +753,19 @@ export class Client {
       const { json } = await this.request("GET", `${path}?${query}`, undefined, headers);
       for (const stored of json.messages) out.push(await this.take(address, stored));
       after = json.next;
-      this.session.advance(address, after);
+      if (advance) this.session.advance(address, after);
       await this.save();
       if (!json.more) return out;
     }
   }
 
-  /** New direct messages since the last read (or all); invites and rekeys are applied. */
-  async inbox(opts: { all?: boolean } = {}): Promise<Message[]> {
-    const got = await this.pull(this.wallet, `/v1/inbox/${this.wallet}/messages`, !!opts.all, true);
+  /**
+   * New direct messages since the last read (or all); invites and rekeys are applied.
+   * `advance: false` leaves the read position where it is (a service worker showing a
+   * notification: the page and `stream` still get the messages as new).
+   */
+  async inbox(opts: { all?: boolean; advance?: boolean } = {}): Promise<Message[]> {
+    const got = await this.pull(this.wallet, `/v1/inbox/${this.wallet}/messages`, !!opts.all, true, opts.advance ?? true);
     await this.backupFollows();
     return got;
   }
@@ -853,7 +871,7 @@ export class Client {
       if (ev.data.message) handler.onMessage(ev.data.message);
       if (ev.data.state) handler.onConnectionChange?.(ev.data.state);
     };
-    navigator.locks.request(`denet-stream-${this.wallet}`, async () => {
+    navigator.locks.request(Client.streamLock(this.wallet), async () => {
       if (stopped) return;
       await this.reload();
       stopSockets = this.openSockets({

@@ -264,8 +264,14 @@ impl Mailbox {
         self.inner.borrow_mut().push_pending = false;
         let Ok(config) = Config::get(&self.env) else { return Ok(()) };
         let open = |key: &str| !self.with_sockets(|t| t.opened_by(key)).is_empty();
-        if let Err(e) = crate::push::push_inbox(&self.env, &config, &due.wallet, open, now).await {
-            worker::console_error!("pushing to {} failed: {}", due.wallet, e.into_protocol());
+        match crate::push::push_inbox(&self.env, &config, &due.wallet, open, now).await {
+            // A device that did not get it (resting) gets it when its rest ends.
+            Ok(Some(at)) => {
+                storage.put(PUSH_KEY, PushDue { wallet: due.wallet, at }).await?;
+                self.inner.borrow_mut().push_pending = true;
+            }
+            Ok(None) => {}
+            Err(e) => worker::console_error!("pushing to {} failed: {}", due.wallet, e.into_protocol()),
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ pub async fn put(mut req: Request, wallet: &str, env: &Env, config: &Config, now
         endpoint: sub.endpoint.clone(),
         p256dh: sub.p256dh,
         auth: sub.auth,
+        not_before: 0,
     };
     let db = D1Store::new(env, config).main()?;
     let Some(replaced) = crate::store::put_subscription(&db, &row, MAX_PER_WALLET, now).await? else {

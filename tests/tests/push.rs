@@ -147,6 +147,19 @@ impl FakePush {
         reqwest::Client::new().post(url).body(how.to_string()).send().await.unwrap();
     }
 
+    /// Waits (up to 20 s) until `name` got `n` pushes; returns them.
+    async fn until(&self, name: &str, n: usize) -> Vec<(u64, bool, Value)> {
+        for _ in 0..100 {
+            let got = self.pushes(name).await;
+            if got.len() >= n {
+                assert_eq!(got.len(), n, "{got:?}");
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{name} got {:?}, not {n} pushes", self.pushes(name).await);
+    }
+
     /// The pushes received so far for `name`: (time, whether every check passed, why not).
     async fn pushes(&self, name: &str) -> Vec<(u64, bool, Value)> {
         let log: Vec<Value> =
@@ -188,14 +201,14 @@ async fn the_inbox_object_wakes_devices_without_a_socket_once_per_burst_and_obey
 
     // One message, one push, every check of the fake push service passed (no payload).
     dm(&relay, &alice).await;
-    settle().await;
-    let got = push.pushes("a").await;
-    assert_eq!(got.len(), 1, "{got:?}");
+    let got = push.until("a", 1).await;
     assert!(got[0].1, "the push fails a check: {:?}", got[0].2);
-    // A burst of 20: one push.
+    // A burst of 20: one push (after the device's rest since the last, MIN_GAP_MS).
     for _ in 0..20 {
         dm(&relay, &alice).await;
     }
+    let got = push.until("a", 2).await;
+    assert!(got[1].0 - got[0].0 >= denet_core::push::MIN_GAP_MS, "{got:?}");
     settle().await;
     assert_eq!(push.pushes("a").await.len(), 2, "one push per burst");
 
@@ -203,32 +216,26 @@ async fn the_inbox_object_wakes_devices_without_a_socket_once_per_burst_and_obey
     let url = relay.ws_url(&alice.signed_query(&format!("/v1/inbox/{}/ws", alice.wallet), None, now_ms()));
     let socket = Socket::connect(&url).await;
     dm(&relay, &alice).await;
-    settle().await;
+    tokio::time::sleep(Duration::from_millis(denet_core::push::MIN_GAP_MS + 3_000)).await;
     assert_eq!(push.pushes("a").await.len(), 2, "no push while its socket is open");
     socket.close().await;
 
-    // 429 with Retry-After: 5 → no push to it for 5 s.
+    // 429 with Retry-After: 5 → no push to it for 5 s; a message during that rest is
+    // pushed when it ends.
     push.answer("a", json!({"status": 429, "retry_after": 5})).await;
     dm(&relay, &alice).await;
-    settle().await;
-    let got = push.pushes("a").await;
-    assert_eq!(got.len(), 3);
+    push.until("a", 3).await;
     push.answer("a", json!({"status": 201})).await;
-    dm(&relay, &alice).await; // ~3.5 s after the 429: the subscription rests
-    settle().await;
-    assert_eq!(push.pushes("a").await.len(), 3, "not before Retry-After");
     dm(&relay, &alice).await;
-    settle().await;
-    let got = push.pushes("a").await;
-    assert_eq!(got.len(), 4);
+    let got = push.until("a", 4).await;
     assert!(got[3].0 - got[2].0 >= 5_000, "{} ms after the 429", got[3].0 - got[2].0);
     assert!(got.iter().all(|p| p.1), "every push passes the fake service's checks: {got:?}");
 
     // 410 Gone: the subscription is deleted, and nothing is pushed after.
     push.answer("a", json!({"status": 410})).await;
     dm(&relay, &alice).await;
+    push.until("a", 5).await;
     settle().await;
-    assert_eq!(push.pushes("a").await.len(), 5);
     assert!(stored(&relay, &alice).is_empty(), "deleted after 410");
     dm(&relay, &alice).await;
     settle().await;

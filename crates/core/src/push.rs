@@ -210,14 +210,17 @@ pub const TTL_SECS: u64 = 86_400;
 pub const TOPIC: &str = "denet-inbox";
 /// How long a subscription rests after a push service failed without `Retry-After`.
 pub const BACKOFF_MS: u64 = 60_000;
+/// How long a subscription rests after a delivered push: a stranger flooding an inbox wakes
+/// each device at most once per this long (what came meanwhile is pushed when it ends).
+pub const MIN_GAP_MS: u64 = 10_000;
 /// How long a VAPID JWT is valid (RFC 8292 allows at most 24 h), seconds.
 pub const JWT_SECS: u64 = 12 * 3600;
 
 /// The origin of an endpoint (`scheme://host[:port]`): a VAPID JWT's `aud`.
 pub fn audience(endpoint: &str) -> Option<String> {
     let (scheme, rest) = endpoint.split_once("://")?;
-    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
+    let host = rest[..rest.find('/').unwrap_or(rest.len())].to_ascii_lowercase();
+    (!host.is_empty()).then(|| format!("{}://{host}", scheme.to_ascii_lowercase()))
 }
 
 /// The ES256 JWT's signing input, `b64url(header) "." b64url(claims)` (RFC 8292 §2):
@@ -236,7 +239,8 @@ pub fn jwt_signing_input(aud: &str, now_ms: u64, subject: &str) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
-    /// `404`/`410`: the subscription is gone; delete it.
+    /// `404`/`410`: the subscription is gone; `401`/`403`: it was made for another
+    /// VAPID key (the relay's changed) and can never take this relay's pushes. Delete it.
     Gone,
     /// No push to it before this time (`429` with `Retry-After`, or a back-off).
     NotBefore(u64),
@@ -246,7 +250,7 @@ pub enum Outcome {
 pub fn outcome(status: u16, retry_after: Option<&str>, now: u64) -> Outcome {
     match status {
         200..=299 => Outcome::Delivered,
-        404 | 410 => Outcome::Gone,
+        401 | 403 | 404 | 410 => Outcome::Gone,
         _ => {
             let secs = retry_after.and_then(|r| r.trim().parse::<u64>().ok());
             Outcome::NotBefore(now + secs.map_or(BACKOFF_MS, |s| s.min(86_400) * 1000))
@@ -267,6 +271,8 @@ mod delivery_tests {
         assert_eq!(outcome(503, None, 1_000), Outcome::NotBefore(1_000 + BACKOFF_MS));
         assert_eq!(audience("https://fcm.googleapis.com/fcm/send/x").as_deref(), Some("https://fcm.googleapis.com"));
         assert_eq!(audience("http://127.0.0.1:9/p").as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(audience("https://FCM.googleapis.com/x").as_deref(), Some("https://fcm.googleapis.com"));
+        assert_eq!(outcome(403, None, 0), Outcome::Gone);
         let input = jwt_signing_input("https://a.example", 10_000, "mailto:x@y.example");
         let claims = crate::encoding::b64_decode(input.split('.').nth(1).unwrap()).unwrap();
         let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
