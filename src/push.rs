@@ -89,9 +89,16 @@ pub async fn send(
     }
 }
 
+/// What a push round left: when the push is owed again, and whether the wallet has any
+/// subscription of an active key at all.
+pub struct Pushed {
+    pub owed: Option<u64>,
+    pub any: bool,
+}
+
 /// Pushes to every subscription of `wallet` that is not resting at `now` but those of
 /// `skip` (keys with an open socket: they read the message there), records each outcome,
-/// and returns when the push is owed again: the end of the earliest rest of a subscription
+/// and says when the push is owed again: the end of the earliest rest of a subscription
 /// that did not get it (resting, or refused it for now), if any.
 pub async fn push_inbox(
     env: &Env,
@@ -99,15 +106,16 @@ pub async fn push_inbox(
     wallet: &str,
     skip: impl Fn(&str) -> bool,
     now: u64,
-) -> ApiResult<Option<u64>> {
+) -> ApiResult<Pushed> {
     use denet_core::push::{MIN_GAP_MS, Outcome};
     let db = D1Store::new(env, config).main()?;
-    let subs: Vec<_> =
-        crate::store::subscriptions_of(&db, wallet, now).await?.into_iter().filter(|s| !skip(&s.sign_key)).collect();
+    let all = crate::store::subscriptions_of(&db, wallet, now).await?;
+    let any = !all.is_empty();
+    let subs: Vec<_> = all.into_iter().filter(|s| !skip(&s.sign_key)).collect();
     let mut owed: Option<u64> = subs.iter().filter(|s| s.not_before > now).map(|s| s.not_before).min();
     let due: Vec<_> = subs.iter().filter(|s| s.not_before <= now).collect();
     if due.is_empty() {
-        return Ok(owed);
+        return Ok(Pushed { owed, any });
     }
     let key = vapid_key(env, config).await?;
     for sub in due {
@@ -125,5 +133,5 @@ pub async fn push_inbox(
             }
         }
     }
-    Ok(owed)
+    Ok(Pushed { owed, any })
 }

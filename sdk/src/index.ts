@@ -105,6 +105,11 @@ export class DenetError extends Error {
   }
 }
 
+/** The §6 error a relay answered `status` with (`json` its body, if it was JSON). */
+function refusalOf(status: number, json: any): DenetError {
+  return new DenetError(json?.error?.code ?? "internal", json?.error?.message ?? `status ${status}`, status);
+}
+
 /** Wraps an error thrown by the wasm (`code: message`) as a DenetError. */
 function wasmError(e: unknown): DenetError {
   if (e instanceof DenetError) return e;
@@ -347,27 +352,30 @@ export class Client {
 
   // -- HTTP --
 
-  private async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-    let resp: Response;
+  /** One fetch to the relay; a network failure is `offline`. */
+  private async fetchRelay(method: string, path: string, headers: Record<string, string>, body?: BodyInit): Promise<Response> {
     try {
-      resp = await fetch(this.relay + path, {
-        method,
-        headers: body === undefined ? headers : { "content-type": "application/json", ...headers },
-        body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-      });
+      return await fetch(this.relay + path, { method, headers, body });
     } catch (e) {
       throw new DenetError("offline", `the relay cannot be reached: ${(e as Error)?.message ?? e}`);
     }
-    const text = await resp.text();
-    let json: any;
-    try {
-      json = JSON.parse(text);
-    } catch {
+  }
+
+  /** A signed request (§3.1); a write's `body` (of media `type`) is signed too. */
+  private async signedFetch(method: string, path: string, body?: Uint8Array, type = "application/json"): Promise<Response> {
+    const headers = this.signedHeaders(method, path, body);
+    if (body?.length) headers["content-type"] = type;
+    return this.fetchRelay(method, path, headers, body?.length ? (body as BodyInit) : undefined);
+  }
+
+  /** A JSON request; a refusal is thrown as its §6 error. */
+  private async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+    const sent = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
+    const resp = await this.fetchRelay(method, path, sent === undefined ? headers : { "content-type": "application/json", ...headers }, sent);
+    const json: any = await resp.json().catch(() => {
       throw new DenetError("internal", `the relay answered ${resp.status} without JSON`, resp.status);
-    }
-    if (!resp.ok) {
-      throw new DenetError(json?.error?.code ?? "internal", json?.error?.message ?? `status ${resp.status}`, resp.status);
-    }
+    });
+    if (!resp.ok) throw refusalOf(resp.status, json);
     return { status: resp.status, json };
   }
 
@@ -466,14 +474,7 @@ export class Client {
 
   /** A signed write (§3.1): the body's hash signed; JSON unless empty. */
   private async signedWrite(method: "PUT" | "DELETE", path: string, body: Uint8Array): Promise<any> {
-    const headers = this.signedHeaders(method, path, body);
-    if (body.length) headers["content-type"] = "application/json";
-    let resp: Response;
-    try {
-      resp = await fetch(this.relay + path, { method, headers, body: body.length ? (body as BodyInit) : undefined });
-    } catch (e) {
-      throw new DenetError("offline", `the relay cannot be reached: ${(e as Error)?.message ?? e}`);
-    }
+    const resp = await this.signedFetch(method, path, body);
     if (!resp.ok) throw await Client.refusal(resp);
     return resp.json();
   }
@@ -527,20 +528,12 @@ export class Client {
 
   // -- the key backup (§9) --
 
-  private async backupFetch(method: "GET" | "PUT", blob?: Uint8Array): Promise<Response> {
-    const path = `/v1/backup/${this.wallet}`;
-    const headers = this.signedHeaders(method, path, blob);
-    if (blob) headers["content-type"] = "application/octet-stream";
-    try {
-      return await fetch(this.relay + path, { method, headers, body: blob as BodyInit | undefined });
-    } catch (e) {
-      throw new DenetError("offline", `the relay cannot be reached: ${(e as Error)?.message ?? e}`);
-    }
+  private backupFetch(method: "GET" | "PUT", blob?: Uint8Array): Promise<Response> {
+    return this.signedFetch(method, `/v1/backup/${this.wallet}`, blob, "application/octet-stream");
   }
 
   private static async refusal(resp: Response): Promise<DenetError> {
-    const json: any = await resp.json().catch(() => null);
-    return new DenetError(json?.error?.code ?? "internal", json?.error?.message ?? `status ${resp.status}`, resp.status);
+    return refusalOf(resp.status, await resp.json().catch(() => null));
   }
 
   /** The stored blob, or null. */

@@ -56,6 +56,9 @@ struct Inner {
     push_for: Option<String>,
     /// A push is scheduled (in storage, with the alarm).
     push_pending: bool,
+    /// The generation of this inbox's "someone subscribed" mark (`SUBS_KEY`; 0: nobody
+    /// did), once read from storage: an inbox nobody subscribed to schedules no push.
+    push_subs: Option<u64>,
 }
 
 /// A push due for this inbox (§10): for which wallet, and when (a burst makes one).
@@ -67,6 +70,9 @@ struct PushDue {
 
 /// The storage key of the pending push.
 const PUSH_KEY: &str = "push";
+/// The storage key of the "someone subscribed" mark: a generation, bumped by each new
+/// subscription, so a push round that found none clears it only if none came meanwhile.
+const SUBS_KEY: &str = "push_subs";
 
 #[durable_object]
 pub struct Mailbox {
@@ -232,7 +238,7 @@ impl Mailbox {
     /// [`DEBOUNCE_MS`]: denet_core::push::DEBOUNCE_MS
     async fn schedule_push(&self, now: u64) {
         let Some(wallet) = self.inner.borrow_mut().push_for.take() else { return };
-        if self.inner.borrow().push_pending {
+        if self.inner.borrow().push_pending || self.subs_generation().await == 0 {
             return;
         }
         let storage = self.state.storage();
@@ -252,6 +258,24 @@ impl Mailbox {
         }
     }
 
+    /// The generation of the "someone subscribed" mark (0: nobody), from memory or storage.
+    async fn subs_generation(&self) -> u64 {
+        if let Some(g) = self.inner.borrow().push_subs {
+            return g;
+        }
+        let g = self.state.storage().get::<u64>(SUBS_KEY).await.ok().flatten().unwrap_or(0);
+        self.inner.borrow_mut().push_subs = Some(g);
+        g
+    }
+
+    /// A device of this inbox subscribed (`MailboxRequest::Subscribed`): commits schedule pushes.
+    async fn subscribed(&self) -> ApiResult<()> {
+        let g = self.subs_generation().await + 1;
+        self.state.storage().put(SUBS_KEY, g).await?;
+        self.inner.borrow_mut().push_subs = Some(g);
+        Ok(())
+    }
+
     /// The alarm's push duty: the pending push, if due, to the inbox's subscribed
     /// devices that have no socket open here.
     async fn push_due(&self, now: u64) -> Result<()> {
@@ -264,13 +288,21 @@ impl Mailbox {
         self.inner.borrow_mut().push_pending = false;
         let Ok(config) = Config::get(&self.env) else { return Ok(()) };
         let open = |key: &str| !self.with_sockets(|t| t.opened_by(key)).is_empty();
+        let generation = self.subs_generation().await;
         match crate::push::push_inbox(&self.env, &config, &due.wallet, open, now).await {
             // A device that did not get it (resting) gets it when its rest ends.
-            Ok(Some(at)) => {
-                storage.put(PUSH_KEY, PushDue { wallet: due.wallet, at }).await?;
-                self.inner.borrow_mut().push_pending = true;
+            Ok(pushed) => {
+                if let Some(at) = pushed.owed {
+                    storage.put(PUSH_KEY, PushDue { wallet: due.wallet, at }).await?;
+                    self.inner.borrow_mut().push_pending = true;
+                }
+                // Nobody subscribed any more (revoked, expired, gone): stop scheduling,
+                // unless a subscription came while this round read the store.
+                if !pushed.any && self.subs_generation().await == generation {
+                    storage.delete(SUBS_KEY).await?;
+                    self.inner.borrow_mut().push_subs = Some(0);
+                }
             }
-            Ok(None) => {}
             Err(e) => worker::console_error!("pushing to {} failed: {}", due.wallet, e.into_protocol()),
         }
         Ok(())
@@ -328,6 +360,7 @@ impl Mailbox {
                 objects::reply(async { self.revoke(&Revocation::parse_relayed(&revocation)?).await }.await)
             }
             MailboxRequest::Sockets { ip, .. } => objects::reply(Ok(self.sockets_of(&ip) as u64)),
+            MailboxRequest::Subscribed { .. } => objects::reply(self.subscribed().await),
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum MailboxRequest {
     Revoke { address: String, revocation: Value },
     /// How many open sockets of `ip` the object holds (the limiter's recount). → u64
     Sockets { address: String, ip: String },
+    /// A device of this inbox's wallet stored a push subscription (§10): from now on a
+    /// commit here schedules a push (an inbox nobody subscribed to schedules none). → ()
+    Subscribed { address: String },
 }
 
 fn stub(env: &Env, name: &str) -> ApiResult<Stub> {
@@ -72,6 +75,12 @@ pub async fn pull(env: &Env, address: &Address, query: &str) -> ApiResult<Value>
 pub async fn revoke(env: &Env, revocation: &Revocation) -> ApiResult<()> {
     let address = Address::Inbox(revocation.wallet.clone()).as_str().to_owned();
     objects::call(stub(env, &address)?, &MailboxRequest::Revoke { address, revocation: revocation.to_json() }).await
+}
+
+/// Tells the inbox object of `wallet` that a device of it subscribed to pushes.
+pub async fn subscribed(env: &Env, wallet: &denet_core::Wallet) -> ApiResult<()> {
+    let address = Address::Inbox(wallet.clone()).as_str().to_owned();
+    objects::call(stub(env, &address)?, &MailboxRequest::Subscribed { address }).await
 }
 
 /// How many sockets of `ip` the object named `address` holds.

@@ -41,6 +41,8 @@ pub async fn put(mut req: Request, wallet: &str, env: &Env, config: &Config, now
             format!("{wallet} has {MAX_PER_WALLET} push subscriptions: delete one first"),
         );
     };
+    // The inbox's object schedules pushes only once it knows someone subscribed.
+    crate::objects::mailbox::subscribed(env, &wallet).await?;
     let answer = serde_json::json!({"wallet": wallet.as_str(), "sign_key": row.sign_key, "endpoint": row.endpoint});
     json(if replaced { 200 } else { 201 }, &answer)
 }

@@ -40,8 +40,22 @@ pub const RECOVERY_DAYS: u64 = 365;
 /// How many times a write is merged and tried again after a `409`.
 pub const WRITE_TRIES: usize = 5;
 
+/// The codes of the backup's failures (`ClientError::Backup`), each one a person can act on.
+pub const CODES: [&str; 9] = [
+    "wrong_unlock",
+    "bad_recovery_code",
+    "corrupt_backup",
+    "no_backup",
+    "backup_rotated",
+    "backup_exists",
+    "stale_backup",
+    "backup_too_large",
+    "wallet_unlock_unsupported",
+];
+
 /// A failure a person can act on: each says what to do.
 pub(crate) fn locked(code: &'static str, why: &str) -> ClientError {
+    debug_assert!(CODES.contains(&code), "{code} is listed in CODES");
     ClientError::Backup { code, message: why.to_owned() }
 }
 

@@ -31,6 +31,22 @@ fn transport(e: impl std::fmt::Display) -> ClientError {
     ClientError::Transport(e.to_string())
 }
 
+/// `req` with the four `Denet-*` headers of a signed request (§3.1) by `device`; a
+/// write's `body` is signed too.
+fn signed(
+    mut req: reqwest::RequestBuilder,
+    device: &Device,
+    wallet: &Wallet,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> reqwest::RequestBuilder {
+    for (name, value) in device.request_credentials(wallet, method, path, now_ms(), body) {
+        req = req.header(name, value);
+    }
+    req
+}
+
 /// A refusal as the §6 JSON error says it.
 async fn refusal(status: u16, resp: reqwest::Response) -> ClientError {
     let body: Value = match resp.json().await {
@@ -129,10 +145,7 @@ impl RelayClient {
         wait: u64,
     ) -> Result<Page> {
         let path = format!("/v1/inbox/{wallet}/messages?{}", RelayClient::page_query(after, limit, wait));
-        let mut req = self.http.get(format!("{}{path}", self.base));
-        for (name, value) in device.request_credentials(wallet, "GET", &path, now_ms(), None) {
-            req = req.header(name, value);
-        }
+        let req = signed(self.http.get(format!("{}{path}", self.base)), device, wallet, "GET", &path, None);
         let (_, body) = self.send(req).await?;
         serde_json::from_value(body).map_err(transport)
     }
@@ -140,10 +153,7 @@ impl RelayClient {
     /// `GET /v1/backup/{wallet}` (signed, §9): the blob, or `None` when there is none.
     pub async fn get_backup(&self, device: &Device, wallet: &Wallet) -> Result<Option<Vec<u8>>> {
         let path = format!("/v1/backup/{wallet}");
-        let mut req = self.http.get(format!("{}{path}", self.base));
-        for (name, value) in device.request_credentials(wallet, "GET", &path, now_ms(), None) {
-            req = req.header(name, value);
-        }
+        let req = signed(self.http.get(format!("{}{path}", self.base)), device, wallet, "GET", &path, None);
         let resp = req.send().await.map_err(transport)?;
         match resp.status().as_u16() {
             200 => Ok(Some(resp.bytes().await.map_err(transport)?.to_vec())),
@@ -158,10 +168,7 @@ impl RelayClient {
     /// `Ok(false)` when the relay holds another version (`409`: read, merge, write again).
     pub async fn put_backup(&self, device: &Device, wallet: &Wallet, blob: &[u8]) -> Result<bool> {
         let path = format!("/v1/backup/{wallet}");
-        let mut req = self.http.put(format!("{}{path}", self.base));
-        for (name, value) in device.request_credentials(wallet, "PUT", &path, now_ms(), Some(blob)) {
-            req = req.header(name, value);
-        }
+        let req = signed(self.http.put(format!("{}{path}", self.base)), device, wallet, "PUT", &path, Some(blob));
         let req = req.header("content-type", denet_core::backup::MEDIA_TYPE).body(blob.to_vec());
         match self.send(req).await {
             Ok(_) => Ok(true),

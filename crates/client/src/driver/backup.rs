@@ -3,7 +3,7 @@
 //! what is taken; [`crate::backup`] seals and opens.
 
 use super::{Driver, err};
-use crate::backup::{Blob, RECOVERY_DAYS, RecoveryCode, RecoveryKeys, Setup, Unlock, WRITE_TRIES};
+use crate::backup::{Blob, RECOVERY_DAYS, RecoveryCode, RecoveryKeys, Setup, Unlock, WRITE_TRIES, locked};
 use crate::identity::{Device, WalletSigner};
 use crate::net::now_ms;
 use crate::session::BackupStatus;
@@ -99,9 +99,13 @@ impl Driver {
     pub async fn backup_restore<W: WalletSigner>(&mut self, with: With<'_, W>) -> Result<Restored, String> {
         let me = self.session.me().clone();
         let bytes = self.relay.get_backup(self.session.device(), &me).await.map_err(err)?;
-        let bytes = bytes.ok_or(
-            "no_backup: this wallet has no backup on this relay (set one up on a device that has your history)",
-        )?;
+        let bytes = bytes.ok_or_else(|| {
+            locked(
+                "no_backup",
+                "this wallet has no backup on this relay (set one up on a device that has your history)",
+            )
+            .to_string()
+        })?;
         let version = match with {
             With::Wallet(wallet) => {
                 let text = Blob::parse(&bytes).and_then(|b| b.wallet_text(&me)).map_err(err)?;
@@ -145,8 +149,9 @@ impl Driver {
         let mut renewal: Option<(Device, u64)> = None;
         for _ in 0..WRITE_TRIES {
             let current = self.relay.get_backup(self.session.device(), &me).await.map_err(err)?;
-            let current =
-                current.ok_or("no_backup: the relay no longer holds this wallet's backup: set it up again")?;
+            let current = current.ok_or_else(|| {
+                locked("no_backup", "the relay no longer holds this wallet's backup: set it up again").to_string()
+            })?;
             let renewed = |r: &Option<(Device, u64)>| r.as_ref().map(|(d, at)| RecoveryKeys::of(d, *at));
             let mut write = self.session.backup_update(&current, renewed(&renewal), &mut OsRng).map_err(err)?;
             let now = now_ms();

@@ -144,7 +144,9 @@ async fn main() {
     };
     if let Err(e) = result {
         if cli.json {
-            let code = e.split_once(':').map(|(c, _)| c).filter(|c| CODES.contains(c));
+            // The client's own codes (the §6 ones come in the message).
+            let known = |c: &&str| *c == "wrong_password" || denet_client::backup::CODES.contains(c);
+            let code = e.split_once(':').map(|(c, _)| c).filter(known);
             println!("{}", serde_json::json!({"error": e, "code": code}));
         } else {
             eprintln!("denet: {e}");
@@ -152,19 +154,6 @@ async fn main() {
         std::process::exit(1);
     }
 }
-
-/// The error codes the CLI's `--json` names (the §6 ones come in the message).
-const CODES: [&str; 9] = [
-    "wrong_password",
-    "wrong_unlock",
-    "bad_recovery_code",
-    "corrupt_backup",
-    "no_backup",
-    "backup_rotated",
-    "backup_exists",
-    "stale_backup",
-    "wallet_unlock_unsupported",
-];
 
 /// A secret given on the command line, or read from a file (`-`: standard input)
 /// without its trailing newline. Wiped from memory when dropped.
