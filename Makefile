@@ -100,7 +100,7 @@ bench-fanout: build
 
 ## fuzz: run each cargo-fuzz target of denet-core for FUZZ_SECONDS (not part of `make test`)
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := envelope bundle signed_request query frame
+FUZZ_TARGETS := envelope bundle signed_request query frame siwe
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
 	# cargo fuzz needs nightly flags (-Zsanitizer); RUSTC_BOOTSTRAP lets the stable toolchain take them.

@@ -62,9 +62,18 @@ async function connect(provider) {
   client = await Client.create({ relay, signer: fromEip1193(provider) });
   $("me").textContent = client.wallet;
   $("connect").hidden = true;
-  $("statement").textContent = client.authorizationText();
+  showAuthorization();
   if (await client.isRegistered()) return start();
   $("authorize").hidden = false;
+}
+
+/** The exact text the wallet will show (SIWE, PROTOCOL.md §1.1), and its dates in words. */
+function showAuthorization() {
+  const a = client.authorization();
+  $("statement").textContent = a.text;
+  const when = (/** @type {number} */ t) => new Date(t).toLocaleString(undefined, { dateStyle: "long", timeStyle: "short" });
+  $("statement-dates").textContent =
+    `Signing in to ${a.domain} on chain ${a.chainId}: this device may read and send as your wallet from ${when(a.issuedAt)} until ${when(a.expiresAt)}, unless you revoke it.`;
 }
 
 $("authorize-button").onclick = async () => {

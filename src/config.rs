@@ -25,6 +25,8 @@ pub struct Config {
     pub push: denet_core::push::PushRules,
     /// The VAPID `sub` claim (`VAPID_SUBJECT`): a `mailto:` or `https:` contact.
     pub vapid_subject: String,
+    /// What a registered bundle's sign-in must be (`REQUIRE_SIWE`, `SIWE_DOMAINS`, §1.1).
+    pub siwe: denet_core::siwe::Policy,
 }
 
 thread_local! {
@@ -66,7 +68,10 @@ impl Config {
         if !vapid_subject.starts_with("mailto:") && !vapid_subject.starts_with("https://") {
             return Err("invalid configuration: [vars] VAPID_SUBJECT must be a mailto: or https: URL".into());
         }
-        Ok(Config { relay_id, limits, peers, peer_token, test_routes, shards, push, vapid_subject })
+        let siwe =
+            denet_core::siwe::Policy::parse(var("REQUIRE_SIWE").as_deref(), &var("SIWE_DOMAINS").unwrap_or_default())
+                .map_err(|e| format!("invalid configuration: [vars] {e}"))?;
+        Ok(Config { relay_id, limits, peers, peer_token, test_routes, shards, push, vapid_subject, siwe })
     }
 }
 
@@ -79,6 +84,14 @@ mod tests {
         let toml = include_str!("../wrangler.toml");
         let set: Vec<&str> = toml.lines().filter(|l| l.trim_start().starts_with("DENET_TEST_ROUTES")).collect();
         assert_eq!(set, [r#"DENET_TEST_ROUTES = "0""#]);
+    }
+
+    /// A deployment refuses new bundles in the v1 text form (§1.1).
+    #[test]
+    fn the_committed_wrangler_toml_requires_siwe() {
+        let toml = include_str!("../wrangler.toml");
+        let set: Vec<&str> = toml.lines().filter(|l| l.trim_start().starts_with("REQUIRE_SIWE")).collect();
+        assert_eq!(set, [r#"REQUIRE_SIWE = "1""#]);
     }
 
     /// Pushes to loopback HTTP are for the tests' fake push service only.

@@ -585,7 +585,8 @@ impl Store for D1Store<'_> {
         changes(statement).await.map(|n| n as u64).map_err(failed)
     }
 }
-const BUNDLE_COLUMNS: &str = "sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, revoked_at, revocation_sig";
+const BUNDLE_COLUMNS: &str =
+    "sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, auth, revoked_at, revocation_sig";
 
 pub async fn bundle_by_key(db: &D1Database, sign_key: &str) -> Result<Option<BundleRow>> {
     db.prepare(format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE sign_key = ?1"))
@@ -613,8 +614,8 @@ pub async fn bundles_of(db: &D1Database, wallet: &str) -> Result<Vec<BundleRow>>
 pub async fn insert_bundle(db: &D1Database, b: &BundleRow, max_active: usize, now_ms: u64) -> Result<bool> {
     let result = db
         .prepare(
-            "INSERT INTO bundles (sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, stored_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+            "INSERT INTO bundles (sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, stored_at, auth)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9
              WHERE (SELECT COUNT(*) FROM bundles
                     WHERE wallet = ?2 AND revoked_at IS NULL AND expires_at > ?7) < ?8
              ON CONFLICT (sign_key) DO NOTHING",
@@ -628,6 +629,7 @@ pub async fn insert_bundle(db: &D1Database, b: &BundleRow, max_active: usize, no
             text(&b.wallet_sig),
             num(now_ms),
             num(max_active as u64),
+            b.auth.as_deref().map(text).unwrap_or(JsValue::NULL),
         ])?
         .run()
         .await

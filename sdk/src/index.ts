@@ -40,14 +40,29 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/** How long an authorization text shown to the user stays the one `register` signs. */
+const SHOWN_MS = 5 * 60_000;
+
 /** Where a page that enabled notifications leaves the wallet for its service worker. */
 const PUSH_WALLET = "push/wallet";
 
-/** EIP-191 personal_sign of a UTF-8 message; returns 0x + 130 hex. */
+/**
+ * EIP-191 personal_sign of a UTF-8 message; returns 0x + hex (130 digits for an EOA; a
+ * contract wallet's ERC-1271 / ERC-6492 signature may be longer). `getChainId`, when
+ * given, names the chain the wallet signs in on (SIWE `Chain ID`, PROTOCOL.md §1.1).
+ */
 export type Signer = {
   getAddress(): Promise<string>;
   signMessage(message: string): Promise<string>;
+  getChainId?(): Promise<number>;
 };
+
+/**
+ * Where a device authorization signs in (the SIWE `domain`, `uri` and `Chain ID`,
+ * PROTOCOL.md §1.1). Defaults: in a browser the page's host and origin, elsewhere the
+ * relay's; the chain the signer names (`getChainId`), else 1.
+ */
+export type SignIn = { domain?: string; uri?: string; chainId?: number };
 
 /** The subset of EIP-1193 the SDK uses. */
 export interface EIP1193Provider {
@@ -146,8 +161,29 @@ export function fromEip1193(provider: EIP1193Provider, address?: string): Signer
       const hex = "0x" + Array.from(enc.encode(message), (b) => b.toString(16).padStart(2, "0")).join("");
       return provider.request({ method: "personal_sign", params: [hex, from] });
     },
+    // The wallet's chain (eth_chainId); 1 when it does not say.
+    async getChainId() {
+      try {
+        const id = Number(BigInt(await provider.request({ method: "eth_chainId" })));
+        return Number.isSafeInteger(id) && id > 0 ? id : 1;
+      } catch {
+        return 1;
+      }
+    },
   };
   return signer;
+}
+
+/** The SIWE `auth` object (JSON) a client signs its bundles in at (§1.1). */
+async function signInAt(relay: string, signer: Signer, signIn: SignIn = {}): Promise<string> {
+  const page = !isNode && typeof location !== "undefined" && location.host ? location : undefined;
+  const relayUrl = new URL(relay);
+  const chainId = signIn.chainId ?? (await signer.getChainId?.()) ?? 1;
+  return JSON.stringify({
+    domain: signIn.domain ?? page?.host ?? relayUrl.host,
+    uri: signIn.uri ?? page?.origin ?? relay.replace(/\/+$/, ""),
+    chain_id: chainId,
+  });
 }
 
 // ---- slow work: a room password's Argon2id, off the main thread in browsers ----
@@ -253,6 +289,10 @@ export class Client {
   private readonly relay: string;
   private readonly signer: Signer;
   private readonly store: Store;
+  /** The SIWE `auth` object every bundle this client makes signs in at (JSON, §1.1). */
+  private readonly auth: string;
+  /** The times of the authorization last shown (`authorization()`), which `register` signs. */
+  private shown?: { issuedAt: number; expiresAt: number };
   private dev: w.Device;
   private readonly session: w.Session;
   private shared = false;
@@ -295,8 +335,9 @@ export class Client {
     status: () => this.backupStatus(),
   };
 
-  private constructor(relay: string, signer: Signer, wallet: string, store: Store, device: w.Device, session: w.Session) {
+  private constructor(relay: string, signer: Signer, wallet: string, store: Store, device: w.Device, session: w.Session, auth: string) {
     this.relay = relay.replace(/\/+$/, "");
+    this.auth = auth;
     this.signer = signer;
     this.wallet = wallet;
     this.store = store;
@@ -304,7 +345,7 @@ export class Client {
     this.session = session;
   }
 
-  static async create(opts: { relay: string; signer: Signer; storage?: "indexeddb" | "memory" | Store }): Promise<Client> {
+  static async create(opts: { relay: string; signer: Signer; storage?: "indexeddb" | "memory" | Store; signIn?: SignIn }): Promise<Client> {
     const { relay, signer, storage } = opts;
     await loadWasm();
     // Your own store: any object with load(key) and save(key, value) (promises).
@@ -316,7 +357,7 @@ export class Client {
     const record = await loadRecord(store, wallet);
     const device = deviceOf(record);
     const session = call(() => new w.Session(wallet, device.signSeed(), device.dhSecret(), record ?? null));
-    const client = new Client(relay, signer, wallet, store, device, session);
+    const client = new Client(relay, signer, wallet, store, device, session, await signInAt(relay, signer, opts.signIn));
     await client.save();
     return client;
   }
@@ -455,19 +496,31 @@ export class Client {
       call(() => this.session.setDevice(this.dev.signSeed(), this.dev.dhSecret()));
       await this.save();
     }
-    const now = Date.now();
-    const expires = now + BUNDLE_DAYS * DAY_MS;
-    const statement = call(() => this.dev.bundleStatement(this.wallet, now, expires));
+    // The times shown by `authorization()`, if it was just asked: the wallet signs exactly that text.
+    const { issuedAt: now, expiresAt: expires, text: statement } = this.authorization();
+    this.shown = undefined;
     const sig = await this.signer.signMessage(statement);
-    const bundle = call(() => this.dev.bundle(this.wallet, now, expires, sig));
+    const bundle = call(() => this.dev.bundle(this.wallet, now, expires, this.auth, sig));
     await this.request("PUT", `/v1/keys/${this.wallet}`, bundle);
     this.session.forgetKeys(this.wallet);
   }
 
-  /** The text `register` asks the wallet to sign, for showing it first. */
-  authorizationText(): string {
+  /**
+   * What `register` asks the wallet to sign (the SIWE form, §1.1) and the times in it,
+   * for showing first: `register` signs this same text if it comes within 5 minutes.
+   */
+  authorization(): { text: string; issuedAt: number; expiresAt: number; domain: string; chainId: number } {
     const now = Date.now();
-    return call(() => this.dev.bundleStatement(this.wallet, now, now + BUNDLE_DAYS * DAY_MS));
+    if (!this.shown || now - this.shown.issuedAt > SHOWN_MS) this.shown = { issuedAt: now, expiresAt: now + BUNDLE_DAYS * DAY_MS };
+    const { issuedAt, expiresAt } = this.shown;
+    const text = call(() => this.dev.bundleStatement(this.wallet, issuedAt, expiresAt, this.auth));
+    const { domain, chain_id } = JSON.parse(this.auth);
+    return { text, issuedAt, expiresAt, domain, chainId: chain_id };
+  }
+
+  /** The text `register` asks the wallet to sign: `authorization().text`. */
+  authorizationText(): string {
+    return this.authorization().text;
   }
 
   // -- notifications (§10) --
@@ -564,8 +617,8 @@ export class Client {
       const text = call(() => setup.unlockText(this.wallet));
       const first = await this.signer.signMessage(text);
       const second = await this.signer.signMessage(text);
-      const bundleSig = await this.signer.signMessage(call(() => setup.recoveryBundleStatement(this.wallet, now)));
-      const bundle = call(() => setup.recoveryBundle(this.wallet, now, bundleSig));
+      const bundleSig = await this.signer.signMessage(call(() => setup.recoveryBundleStatement(this.wallet, now, this.auth)));
+      const bundle = call(() => setup.recoveryBundle(this.wallet, now, this.auth, bundleSig));
       const sealed = call(() => this.session.backupSeal(setup, first, second));
       // The blob first: a conflict leaves no recovery device behind in the directory.
       if (!(await this.putBackup(sealed.blob))) {
@@ -642,8 +695,8 @@ export class Client {
         // The recovery device expires within 30 days: the wallet authorizes a new one.
         const setup = new w.BackupSetup(now + recoveryDays * DAY_MS);
         try {
-          const sig = await this.signer.signMessage(call(() => setup.recoveryBundleStatement(this.wallet, now)));
-          renewal = { keys: setup.recoveryKeys(), bundle: call(() => setup.recoveryBundle(this.wallet, now, sig)) };
+          const sig = await this.signer.signMessage(call(() => setup.recoveryBundleStatement(this.wallet, now, this.auth)));
+          renewal = { keys: setup.recoveryKeys(), bundle: call(() => setup.recoveryBundle(this.wallet, now, this.auth, sig)) };
         } finally {
           setup.free();
         }

@@ -66,8 +66,9 @@ async function forger() {
   const wallet = (await signer.getAddress()).toLowerCase();
   const device = new w.Device();
   const now = Date.now();
-  const sig = await signer.signMessage(device.bundleStatement(wallet, now, now + 86_400_000));
-  await http("PUT", `/v1/keys/${wallet}`, device.bundle(wallet, now, now + 86_400_000, sig));
+  const auth = JSON.stringify({ domain: "forger.test", uri: "https://forger.test", chain_id: 1 });
+  const sig = await signer.signMessage(device.bundleStatement(wallet, now, now + 86_400_000, auth));
+  await http("PUT", `/v1/keys/${wallet}`, device.bundle(wallet, now, now + 86_400_000, auth, sig));
   return {
     wallet,
     /** A direct message of any content, named (authenticated) or anonymous. */

@@ -34,16 +34,18 @@ after(async () => {
 async function wallet(name, key = generatePrivateKey()) {
   const account = privateKeyToAccount(key);
   const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
-  const signed = { count: 0 };
+  const signed = { count: 0, last: "" };
   await context.exposeBinding("__denetSign", async (_source, hex) => {
     signed.count++;
-    return account.signMessage({ message: hexToString(hex) });
+    signed.last = hexToString(hex);
+    return account.signMessage({ message: signed.last });
   });
   await context.addInitScript((address) => {
     window.ethereum = {
       request: async ({ method, params }) => {
         if (method === "eth_requestAccounts" || method === "eth_accounts") return [address];
         if (method === "personal_sign") return window.__denetSign(params[0]);
+        if (method === "eth_chainId") return "0x7a69";
         throw new Error(`unsupported ${method}`);
       },
     };
@@ -67,9 +69,19 @@ async function connect(w) {
   await w.page.click("#connect-button");
   await w.page.waitForSelector("#authorize:not([hidden]), #chat:not([hidden])");
   if (await w.page.isVisible("#authorize")) {
-    assert.match(await w.page.textContent("#statement"), /denet: authorize device key\nwallet: 0x/);
+    // The SIWE text (§1.1) for this page's host and the wallet's chain, its dates in words,
+    // and exactly the text the wallet is then asked to sign.
+    const shown = await w.page.textContent("#statement");
+    const host = new URL(relay.base).host;
+    assert.match(shown, new RegExp(`^${host.replace(/\./g, "\\.")} wants you to sign in with your Ethereum account:\n${w.account.address}\n`));
+    assert.match(shown, /\nChain ID: 31337\n/);
+    assert.match(shown, /\nIssued At: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\nExpiration Time: /);
+    const year = new Date().getFullYear();
+    assert.match(await w.page.textContent("#statement-dates"), new RegExp(`on chain 31337: .*${year}.* until .*${year + 1}`));
     await shot(w, "authorize");
     await w.page.click("#authorize-button");
+    await w.page.waitForSelector("#authorize[hidden]");
+    assert.equal(w.signed.last, shown, "the wallet signs exactly the text the page showed");
   }
   await w.page.waitForSelector("#chat:not([hidden])");
   await w.page.waitForSelector("#conn.live", { timeout: 20000 });

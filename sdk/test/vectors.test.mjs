@@ -20,7 +20,7 @@ test("identity: bundles verify, a forged one does not, keys derive from their se
     const d = w.Device.fromSecrets(u.sign_key_seed, u.dh_private_key);
     assert.equal(d.signKey, u.bundle.sign_key);
     assert.equal(d.dhKey, u.bundle.dh_key);
-    assert.equal(d.bundleStatement(u.bundle.wallet, u.bundle.issued_at, u.bundle.expires_at), u.statement);
+    // The SDK signs only the SIWE form now (1.6, see the siwe test); it still reads v1 bundles.
   }
   const forged = v.forged_bundle_must_fail;
   assert.equal(JSON.parse(w.verifyKeyList(JSON.stringify({ keys: [forged] }), forged.wallet)).length, 0);
@@ -90,6 +90,20 @@ test("weak keys: a bundle with one is never believed, even signed by its wallet"
   assert.equal(believed(await resigned("dh_key", u.bundle.dh_key)), 1, "the re-signing itself is sound");
   for (const k of v.sign_keys) assert.equal(believed(await resigned("sign_key", k.key)), 0, k.what);
   for (const k of v.dh_keys) assert.equal(believed(await resigned("dh_key", k.key)), 0, k.what);
+});
+
+test("siwe: the wasm writes each SIWE text of the vectors byte for byte (§1.1, 1.6)", () => {
+  const users = vector("identity").users;
+  for (const [i, c] of vector("siwe").cases.entries()) {
+    const device = w.Device.fromSecrets(users[i].sign_key_seed, users[i].dh_private_key);
+    const b = c.bundle;
+    const text = device.bundleStatement(b.wallet, b.issued_at, b.expires_at, JSON.stringify(b.auth));
+    assert.equal(text, c.text, c.name);
+    assert.deepEqual(JSON.parse(device.bundle(b.wallet, b.issued_at, b.expires_at, JSON.stringify(b.auth), b.wallet_sig)), b);
+    // The same signature under any other domain is another text: a contract check at best, never an EOA's.
+    const other = JSON.stringify({ ...b.auth, domain: "evil.example" });
+    assert.notEqual(device.bundleStatement(b.wallet, b.issued_at, b.expires_at, other), c.text);
+  }
 });
 
 test("key activity is the core's rule: issued, not expired, not revoked", () => {

@@ -96,6 +96,7 @@ mod tests {
             issued_at: 0,
             expires_at: 1_000_000_000,
             wallet_sig: "s".into(),
+            auth: None,
             revoked_at: None,
             revocation_sig: None,
         }

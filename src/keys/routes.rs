@@ -21,10 +21,16 @@ pub async fn put_bundle(mut req: Request, wallet: &str, env: &Env, config: &Conf
         return refuse(ErrorCode::Malformed, "the bundle's wallet is not the wallet in the path");
     }
     bundle.check_clock(now, config.limits.skew_ms)?;
-    bundle.verify()?;
     let store = D1Store::new(env, config);
     let row = BundleRow::from_bundle(&bundle);
-    let stored = match store.bundle(&row.sign_key).await? {
+    let known = store.bundle(&row.sign_key).await?;
+    // A bundle stored before (v1 or not) registers again as it was; a new one is a
+    // sign-in this relay accepts (§1.1).
+    if known.as_ref().is_none_or(|k| k.bundle_json() != row.bundle_json()) {
+        config.siwe.admit(bundle.auth.as_ref())?;
+    }
+    bundle.verify()?;
+    let stored = match known {
         Some(existing) => existing,
         None if store.put_bundle(&row, MAX_ACTIVE_BUNDLES, now).await? => {
             keys::forget(&row.sign_key);

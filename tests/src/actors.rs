@@ -3,6 +3,7 @@
 
 use denet_core::encoding::b64;
 use denet_core::request::signing_text;
+use denet_core::siwe::Auth;
 use denet_core::{Bundle, Envelope, Revocation, SignKey, Wallet};
 use ed25519_dalek::{Signer, SigningKey};
 use rand::RngCore;
@@ -33,6 +34,11 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64
 }
 
+/// The sign-in the test users make: a site of their own on chain 1.
+pub fn test_auth() -> Auth {
+    Auth { domain: "chat.denet.test".into(), uri: "https://chat.denet.test".into(), chain_id: 1 }
+}
+
 /// Signs `message` with EIP-191 personal_sign, as `0x` + r + s + v(27/28).
 pub fn personal_sign(key: &k256::ecdsa::SigningKey, message: &str) -> String {
     denet_client::identity::LocalWallet::from_key(key.clone()).sign_now(message)
@@ -57,16 +63,28 @@ impl User {
         self.bundle_at(now, now + days * denet_core::limits::DAY_MS)
     }
 
+    /// A bundle in the SIWE form (§1.1), signed in at [`test_auth`].
     pub fn bundle_at(&self, issued_at: u64, expires_at: u64) -> Value {
+        self.bundle_with(issued_at, expires_at, Some(test_auth()))
+    }
+
+    /// A bundle in the v1 text form (no `auth`): refused at `PUT` under `REQUIRE_SIWE`.
+    pub fn bundle_v1(&self, days: u64) -> Value {
+        let now = now_ms();
+        self.bundle_with(now, now + days * denet_core::limits::DAY_MS, None)
+    }
+
+    pub fn bundle_with(&self, issued_at: u64, expires_at: u64, auth: Option<Auth>) -> Value {
         let mut bundle = Bundle {
             wallet: self.wallet.clone(),
             sign_key: self.sign_key(),
             dh_key: self.dh_key,
             issued_at,
             expires_at,
+            auth,
             wallet_sig: String::new(),
         };
-        bundle.wallet_sig = personal_sign(&self.wallet_key, &bundle.statement());
+        bundle.wallet_sig = personal_sign(&self.wallet_key, &bundle.statement().expect("a SIWE time"));
         bundle.to_json()
     }
 

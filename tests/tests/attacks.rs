@@ -33,7 +33,7 @@ fn resigned_bundle_with(user: &User, field: &str, value: &str) -> Value {
         _ => bundle.dh_key = bytes,
     }
     let mut json = bundle.to_json();
-    json["wallet_sig"] = denet_e2e::actors::personal_sign(&user.wallet_key, &bundle.statement()).into();
+    json["wallet_sig"] = denet_e2e::actors::personal_sign(&user.wallet_key, &bundle.statement().unwrap()).into();
     json
 }
 

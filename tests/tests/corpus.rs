@@ -206,6 +206,26 @@ fn http_cases(alice: &User, bob: &User) -> Vec<Case> {
             "malformed",
         ),
         case(
+            "a bundle in the v1 text form (REQUIRE_SIWE)",
+            "PUT",
+            &format!("/v1/keys/{wallet}"),
+            Some(alice.bundle_v1(30).to_string().into_bytes()),
+            400,
+            "malformed",
+        ),
+        case(
+            "a wallet_sig over 4 KiB",
+            "PUT",
+            &format!("/v1/keys/{wallet}"),
+            Some(
+                with(&alice.bundle(30), "wallet_sig", json!(format!("0x{}", "ab".repeat(4097))))
+                    .to_string()
+                    .into_bytes(),
+            ),
+            400,
+            "malformed",
+        ),
+        case(
             "revoking an unknown key",
             "POST",
             &format!("/v1/keys/{}/revoke", bob.wallet),
@@ -217,6 +237,34 @@ fn http_cases(alice: &User, bob: &User) -> Vec<Case> {
     ];
     for field in ["v", "to", "ts", "from", "key", "body", "sig"] {
         cases.push(post(&format!("missing {field}"), without(&good, field), 400, "malformed"));
+    }
+    // Malformed SIWE `auth` objects (§1.1): each refused before any signature check.
+    let keys = format!("/v1/keys/{wallet}");
+    for (label, auth) in [
+        ("auth not an object", json!("chat.denet.test")),
+        ("auth null", Value::Null),
+        (
+            "auth with a statement of its own",
+            json!({"domain": "a.test", "uri": "https://a.test", "chain_id": 1, "statement": "x"}),
+        ),
+        ("auth without chain_id", json!({"domain": "a.test", "uri": "https://a.test"})),
+        ("auth chain_id 0", json!({"domain": "a.test", "uri": "https://a.test", "chain_id": 0})),
+        ("auth chain_id as text", json!({"domain": "a.test", "uri": "https://a.test", "chain_id": "1"})),
+        (
+            "auth chain_id past 2^53",
+            json!({"domain": "a.test", "uri": "https://a.test", "chain_id": 9007199254740992u64}),
+        ),
+        ("auth domain in capitals", json!({"domain": "A.test", "uri": "https://a.test", "chain_id": 1})),
+        (
+            "auth domain with a line break",
+            json!({"domain": "a.test\nURI: https://evil.test", "uri": "https://a.test", "chain_id": 1}),
+        ),
+        ("auth uri with a space", json!({"domain": "a.test", "uri": "https://a.test/ x", "chain_id": 1})),
+        ("auth uri without a scheme", json!({"domain": "a.test", "uri": "a.test", "chain_id": 1})),
+        ("auth uri with a line break", json!({"domain": "a.test", "uri": "https://a.test\nVersion: 2", "chain_id": 1})),
+    ] {
+        let body = with(&alice.bundle(30), "auth", auth).to_string().into_bytes();
+        cases.push(case(label, "PUT", &keys, Some(body), 400, "malformed"));
     }
     for (label, query) in [
         ("negative after", "after=-1"),

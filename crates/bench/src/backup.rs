@@ -20,7 +20,8 @@ fn driver(relay: &Relay, wallet: &LocalWallet) -> Driver {
 
 async fn register(d: &mut Driver, wallet: &LocalWallet) {
     let now = now_ms();
-    let bundle = d.session.device().bundle(wallet, now, now + 365 * denet_core::limits::DAY_MS).await.unwrap();
+    let bundle =
+        d.signed_bundle(d.session.device(), wallet, now, now + 365 * denet_core::limits::DAY_MS).await.unwrap();
     d.relay.put_bundle(&bundle).await.unwrap();
     d.session.forget_keys(&wallet.wallet());
 }

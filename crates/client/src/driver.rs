@@ -38,6 +38,9 @@ pub enum Seen<'a> {
 pub struct Driver {
     pub relay: RelayClient,
     pub session: Session,
+    /// The chain the wallet signs in on (SIWE `Chain ID`, §1.1): a contract wallet's;
+    /// 1 for an EOA, whose signature no chain checks.
+    pub chain_id: u64,
     save: Saver,
 }
 
@@ -47,7 +50,19 @@ fn err(e: impl std::fmt::Display) -> String {
 
 impl Driver {
     pub fn new(relay: RelayClient, session: Session, save: Saver) -> Driver {
-        Driver { relay, session, save }
+        Driver { relay, session, chain_id: 1, save }
+    }
+
+    /// A bundle of `device`, signed by `wallet` as a sign-in at this relay (§1.1).
+    pub async fn signed_bundle(
+        &self,
+        device: &crate::identity::Device,
+        wallet: &impl crate::identity::WalletSigner,
+        issued_at: u64,
+        expires_at: u64,
+    ) -> Result<denet_core::Bundle, String> {
+        let auth = self.relay.sign_in(self.chain_id).map_err(err)?;
+        device.bundle(wallet, &auth, issued_at, expires_at).await.map_err(err)
     }
 
     pub fn save(&self) -> Result<(), String> {

@@ -5,6 +5,7 @@
 use crate::{ClientError, Result};
 use denet_core::encoding::{b64, b64_decode_exact};
 use denet_core::request::signing_text;
+use denet_core::siwe::Auth;
 use denet_core::wallet::eip191_hash;
 use denet_core::{Bundle, Envelope, Revocation, SignKey, Wallet};
 use ed25519_dalek::{Signer, SigningKey};
@@ -109,17 +110,30 @@ impl Device {
         self.sign.sign(message).to_bytes()
     }
 
-    /// A bundle for this device, signed by `wallet`.
-    pub async fn bundle(&self, wallet: &impl WalletSigner, issued_at: u64, expires_at: u64) -> Result<Bundle> {
-        let mut bundle = Bundle {
-            wallet: wallet.wallet(),
+    /// This device's bundle before the wallet signs it: always the SIWE form (§1.1).
+    pub fn unsigned_bundle(&self, wallet: Wallet, auth: &Auth, issued_at: u64, expires_at: u64) -> Bundle {
+        Bundle {
+            wallet,
             sign_key: self.sign_key(),
             dh_key: self.dh_key(),
             issued_at,
             expires_at,
+            auth: Some(auth.clone()),
             wallet_sig: String::new(),
-        };
-        bundle.wallet_sig = wallet.personal_sign(&bundle.statement()).await?;
+        }
+    }
+
+    /// A bundle for this device, signed by `wallet` as a sign-in at `auth`.
+    pub async fn bundle(
+        &self,
+        wallet: &impl WalletSigner,
+        auth: &Auth,
+        issued_at: u64,
+        expires_at: u64,
+    ) -> Result<Bundle> {
+        let mut bundle = self.unsigned_bundle(wallet.wallet(), auth, issued_at, expires_at);
+        let text = bundle.statement().map_err(|e| ClientError::Invalid(e.message))?;
+        bundle.wallet_sig = wallet.personal_sign(&text).await?;
         Ok(bundle)
     }
 
@@ -255,7 +269,8 @@ mod tests {
     fn bundles_and_revocations_we_make_verify_and_others_are_dropped() {
         let wallet = LocalWallet::generate(&mut OsRng);
         let device = Device::generate(&mut OsRng);
-        let bundle = block_on(device.bundle(&wallet, 1_000, 2_000)).unwrap();
+        let auth = Auth::for_url("https://relay.example", 1).unwrap();
+        let bundle = block_on(device.bundle(&wallet, &auth, 1_000, 2_000)).unwrap();
         bundle.verify().unwrap();
         let revocation = block_on(device.revocation(&wallet, 1_500)).unwrap();
         revocation.verify().unwrap();

@@ -74,6 +74,12 @@ impl RelayClient {
         RelayClient { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
     }
 
+    /// The sign-in a client outside a browser asks its wallet for (§1.1): this
+    /// relay's host as the SIWE domain, its URL as the URI.
+    pub fn sign_in(&self, chain_id: u64) -> Result<denet_core::siwe::Auth> {
+        denet_core::siwe::Auth::for_url(&self.base, chain_id).map_err(|e| transport(e.message))
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value)> {
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();

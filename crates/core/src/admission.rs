@@ -285,6 +285,7 @@ mod tests {
             issued_at,
             expires_at: issued_at + 30 * DAY_MS,
             wallet_sig: String::new(),
+            auth: None,
             revoked_at,
             revocation_sig: None,
         }

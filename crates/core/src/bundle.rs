@@ -4,8 +4,10 @@
 use crate::encoding::b64_decode_exact;
 use crate::envelope::SignKey;
 use crate::error::Error;
+use crate::eth::{ContractCheck, Proof};
 use crate::fields::Fields;
-use crate::wallet::{Wallet, parse_wallet_sig, verify_wallet_sig};
+use crate::siwe::Auth;
+use crate::wallet::{Wallet, eip191_hash, parse_sig_bytes, parse_wallet_sig, recover_hash, verify_wallet_sig};
 use serde_json::{Value, json};
 
 /// The longest a bundle may be valid: 400 days.
@@ -21,10 +23,12 @@ pub struct Bundle {
     pub dh_key: [u8; 32],
     pub issued_at: u64,
     pub expires_at: u64,
+    /// Where the wallet signed in (SIWE form, §1.1, 1.6); `None`: the v1 text.
+    pub auth: Option<Auth>,
     pub wallet_sig: String,
 }
 
-const BUNDLE_FIELDS: [&str; 6] = ["wallet", "sign_key", "dh_key", "issued_at", "expires_at", "wallet_sig"];
+const BUNDLE_FIELDS: [&str; 7] = ["wallet", "sign_key", "dh_key", "issued_at", "expires_at", "auth", "wallet_sig"];
 
 /// Where a bundle stands at a moment.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -61,28 +65,47 @@ impl Bundle {
         }
         let issued_at = f.u64("issued_at")?;
         let expires_at = f.u64("expires_at")?;
+        let auth = f.value("auth").ok().map(Auth::parse).transpose()?;
         let wallet_sig = f.str("wallet_sig")?;
-        parse_wallet_sig(wallet_sig).map_err(|e| match e.code {
-            crate::ErrorCode::Malformed => e,
-            _ => Error::malformed(e.message),
-        })?;
+        match auth {
+            // A contract wallet's signature has any length; only the SIWE form names its chain.
+            Some(_) => parse_sig_bytes(wallet_sig).map(|_| ())?,
+            None => parse_wallet_sig(wallet_sig).map(|_| ()).map_err(|e| match e.code {
+                crate::ErrorCode::Malformed => e,
+                _ => Error::malformed(e.message),
+            })?,
+        }
         f.deny_unknown(&BUNDLE_FIELDS)?;
         if expires_at <= issued_at || expires_at - issued_at > MAX_BUNDLE_LIFETIME_MS {
             return Err(Error::malformed("a bundle must expire after it is issued and within 400 days"));
         }
-        Ok(Bundle { wallet, sign_key, dh_key, issued_at, expires_at, wallet_sig: wallet_sig.to_owned() })
+        if auth.is_some() && expires_at > crate::siwe::MAX_TIME_MS {
+            return Err(Error::malformed("a SIWE time must be before the year 10000"));
+        }
+        Ok(Bundle { wallet, sign_key, dh_key, issued_at, expires_at, auth, wallet_sig: wallet_sig.to_owned() })
     }
 
-    /// The text the wallet signs to authorize this bundle.
-    pub fn statement(&self) -> String {
-        format!(
-            "denet: authorize device key\nwallet: {}\nsign_key: {}\ndh_key: {}\nissued_at: {}\nexpires_at: {}",
-            self.wallet,
-            self.sign_key,
-            crate::encoding::b64(&self.dh_key),
-            self.issued_at,
-            self.expires_at
-        )
+    /// The text the wallet signs to authorize this bundle: the SIWE form when it has
+    /// an `auth`, else the v1 text (§1.1). Fails only for a time past the year 9999.
+    pub fn statement(&self) -> Result<String, Error> {
+        match &self.auth {
+            Some(auth) => crate::siwe::message(
+                auth,
+                &self.wallet,
+                &self.sign_key.0,
+                &self.dh_key,
+                self.issued_at,
+                self.expires_at,
+            ),
+            None => Ok(format!(
+                "denet: authorize device key\nwallet: {}\nsign_key: {}\ndh_key: {}\nissued_at: {}\nexpires_at: {}",
+                self.wallet,
+                self.sign_key,
+                crate::encoding::b64(&self.dh_key),
+                self.issued_at,
+                self.expires_at
+            )),
+        }
     }
 
     /// The clock rule for storing a bundle now: not issued in the future (beyond the
@@ -97,9 +120,32 @@ impl Bundle {
         Ok(())
     }
 
-    /// Checks the wallet signature: `401 invalid_signature` if another key made it.
+    /// Checks the wallet signature as far as the core can: [`Proof::Eoa`] when it
+    /// recovers to the wallet; for a SIWE bundle whose signature does not, the
+    /// contract check to make on its chain (§1.1); `401 invalid_signature` for a v1
+    /// bundle another key signed (v1 names no chain: EOAs only).
+    pub fn check(&self) -> Result<Proof, Error> {
+        let text = self.statement()?;
+        let Some(auth) = &self.auth else {
+            return verify_wallet_sig(&self.wallet, &text, &self.wallet_sig).map(|_| Proof::Eoa);
+        };
+        let hash = eip191_hash(&text);
+        let signature = parse_sig_bytes(&self.wallet_sig)?;
+        if signature.len() == 65 && recover_hash(&hash, &self.wallet_sig).is_ok_and(|w| w == self.wallet) {
+            return Ok(Proof::Eoa);
+        }
+        Ok(Proof::Contract(ContractCheck { wallet: self.wallet.clone(), chain_id: auth.chain_id, hash, signature }))
+    }
+
+    /// Checks the wallet signature where no chain can be asked: an EOA's only.
     pub fn verify(&self) -> Result<(), Error> {
-        verify_wallet_sig(&self.wallet, &self.statement(), &self.wallet_sig)
+        match self.check()? {
+            Proof::Eoa => Ok(()),
+            Proof::Contract(c) => Err(Error::invalid_signature(format!(
+                "wallet_sig does not recover to {}: a contract wallet's signature is checked on chain {}",
+                self.wallet, c.chain_id
+            ))),
+        }
     }
 
     /// The status at `now_ms`, given the bundle's revocation time if revoked.
@@ -118,14 +164,18 @@ impl Bundle {
     }
 
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "wallet": self.wallet.as_str(),
             "sign_key": self.sign_key.to_b64(),
             "dh_key": crate::encoding::b64(&self.dh_key),
             "issued_at": self.issued_at,
             "expires_at": self.expires_at,
             "wallet_sig": self.wallet_sig,
-        })
+        });
+        if let Some(auth) = &self.auth {
+            v["auth"] = auth.to_json();
+        }
+        v
     }
 }
 
@@ -192,7 +242,8 @@ impl Revocation {
         Ok(Revocation { wallet, sign_key, revoked_at, wallet_sig: wallet_sig.to_owned() })
     }
 
-    /// The text the wallet signs to revoke the key.
+    /// The text the wallet signs to revoke the key: plain words that say it
+    /// revokes, never a sign-in (§1.2).
     pub fn statement(&self) -> String {
         format!(
             "denet: revoke device key\nwallet: {}\nsign_key: {}\nrevoked_at: {}",

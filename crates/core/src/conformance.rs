@@ -279,6 +279,8 @@ impl<S: Store> Case<'_, S> {
             issued_at: 1_000 + k,
             expires_at,
             wallet_sig: "0xsig".into(),
+            // Every other bundle in the SIWE form: the store keeps its `auth` (1.6).
+            auth: k.is_multiple_of(2).then(|| r#"{"domain":"x.example","uri":"https://x.example","chain_id":1}"#.into()),
             revoked_at: None,
             revocation_sig: None,
         }
@@ -336,6 +338,7 @@ impl<S: Store> Case<'_, S> {
         let row = self.store.bundle(&b.sign_key).await.map_err(err)?.ok_or("the revoked bundle is kept")?;
         ensure!(row.revoked_at == Some(2_000) && row.revocation_sig.as_deref() == Some("0xfirst"), "the first stays");
         ensure!(!row.active_at(2_000) && row.active_at(1_999), "revoked from revoked_at on");
+        ensure!(row.auth == b.auth && row.auth.is_some(), "a SIWE bundle's auth is kept: {:?}", row.auth);
         // Retention: gone only once expired before the cutoff, revoked or not.
         self.store.expire_bundles(5_000, 100).await.map_err(err)?;
         ensure!(self.store.bundle(&b.sign_key).await.map_err(err)?.is_some(), "kept until it expires");

@@ -124,17 +124,24 @@ pub struct BundleRow {
     pub issued_at: u64,
     pub expires_at: u64,
     pub wallet_sig: String,
+    /// The SIWE `auth` object as JSON text (§1.1, 1.6); `None` for a v1 bundle.
+    #[serde(default)]
+    pub auth: Option<String>,
     pub revoked_at: Option<u64>,
     pub revocation_sig: Option<String>,
 }
 
 impl BundleRow {
-    /// The bundle's six signed fields.
+    /// The bundle's signed fields (with `auth` when it has one).
     pub fn bundle_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "wallet": self.wallet, "sign_key": self.sign_key, "dh_key": self.dh_key,
             "issued_at": self.issued_at, "expires_at": self.expires_at, "wallet_sig": self.wallet_sig,
-        })
+        });
+        if let Some(auth) = self.auth.as_deref().and_then(|a| serde_json::from_str::<Value>(a).ok()) {
+            v["auth"] = auth;
+        }
+        v
     }
 
     /// The row of a bundle that is not revoked.
@@ -146,6 +153,7 @@ impl BundleRow {
             issued_at: b.issued_at,
             expires_at: b.expires_at,
             wallet_sig: b.wallet_sig.clone(),
+            auth: b.auth.as_ref().map(|a| a.to_json().to_string()),
             revoked_at: None,
             revocation_sig: None,
         }
@@ -342,6 +350,7 @@ mod tests {
             issued_at,
             expires_at,
             wallet_sig: "s".into(),
+            auth: None,
             revoked_at,
             revocation_sig: revoked_at.map(|_| "r".into()),
         }

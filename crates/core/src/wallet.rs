@@ -102,11 +102,32 @@ pub fn parse_wallet_sig(sig: &str) -> Result<(Signature, RecoveryId), Error> {
 
 /// Recovers the wallet that `personal_sign`ed `message` with `sig`.
 pub fn recover_signer(message: &str, sig: &str) -> Result<Wallet, Error> {
+    recover_hash(&eip191_hash(message), sig)
+}
+
+/// Recovers the wallet whose key signed the 32-byte `hash` with `sig` (65 bytes).
+pub fn recover_hash(hash: &[u8; 32], sig: &str) -> Result<Wallet, Error> {
     let (signature, recid) = parse_wallet_sig(sig)?;
-    let hash = eip191_hash(message);
-    let key = VerifyingKey::recover_from_prehash(&hash, &signature, recid)
+    let key = VerifyingKey::recover_from_prehash(hash, &signature, recid)
         .map_err(|_| Error::invalid_signature("wallet_sig does not recover to a key"))?;
     Ok(Wallet::from_verifying_key(&key))
+}
+
+/// The longest signature a contract wallet may give (an ERC-6492 wrapper carries
+/// the factory call of an undeployed wallet): 4 KiB.
+pub const MAX_CONTRACT_SIG_BYTES: usize = 4096;
+
+/// Parses a signature of any length a contract wallet may give: `0x` + an even
+/// number of lowercase hex digits, 65 (an EOA's length) to [`MAX_CONTRACT_SIG_BYTES`] bytes.
+pub fn parse_sig_bytes(sig: &str) -> Result<Vec<u8>, Error> {
+    let bad = || {
+        Error::malformed(format!("wallet_sig must be 0x + 130 to {} lowercase hex digits", 2 * MAX_CONTRACT_SIG_BYTES))
+    };
+    let digits = sig
+        .strip_prefix("0x")
+        .filter(|d| d.len() >= 130 && d.len() % 2 == 0 && d.len() <= 2 * MAX_CONTRACT_SIG_BYTES && is_lower_hex(d))
+        .ok_or_else(bad)?;
+    hex::decode(digits).map_err(|_| bad())
 }
 
 /// Checks that `wallet` signed `message`: `401 invalid_signature` otherwise.

@@ -44,33 +44,25 @@ impl BackupSetup {
         BackupSetup { setup: Some(setup), recovery, expires_at: expires_at as u64, plan: None, key: None }
     }
 
-    fn unsigned(&self, wallet_s: &str, issued_at: f64) -> JsResult<denet_core::Bundle> {
-        let r = &self.recovery.inner;
-        Ok(denet_core::Bundle {
-            wallet: wallet(wallet_s)?,
-            sign_key: r.sign_key(),
-            dh_key: r.dh_key(),
-            issued_at: issued_at as u64,
-            expires_at: self.expires_at,
-            wallet_sig: String::new(),
-        })
+    fn unsigned(&self, wallet_s: &str, issued_at: f64, auth: &str) -> JsResult<denet_core::Bundle> {
+        let auth = super::auth(auth)?;
+        Ok(self.recovery.inner.unsigned_bundle(wallet(wallet_s)?, &auth, issued_at as u64, self.expires_at))
     }
 
     /// The text the wallet signs to authorize the recovery device (§1.1), issued at
     /// `issued_at` and valid until this setup's `expires_at`. Its signing key never
     /// leaves the wasm: the recovery device never signs.
     #[wasm_bindgen(js_name = recoveryBundleStatement)]
-    pub fn recovery_bundle_statement(&self, wallet_s: &str, issued_at: f64) -> JsResult<String> {
-        Ok(self.unsigned(wallet_s, issued_at)?.statement())
+    pub fn recovery_bundle_statement(&self, wallet_s: &str, issued_at: f64, auth: &str) -> JsResult<String> {
+        self.unsigned(wallet_s, issued_at, auth)?.statement().map_err(super::core_err)
     }
 
     /// The recovery device's bundle JSON with the wallet's signature, checked.
     #[wasm_bindgen(js_name = recoveryBundle)]
-    pub fn recovery_bundle(&self, wallet_s: &str, issued_at: f64, wallet_sig: &str) -> JsResult<String> {
-        let mut bundle = self.unsigned(wallet_s, issued_at)?;
+    pub fn recovery_bundle(&self, wallet_s: &str, issued_at: f64, auth: &str, wallet_sig: &str) -> JsResult<String> {
+        let mut bundle = self.unsigned(wallet_s, issued_at, auth)?;
         bundle.wallet_sig = wallet_sig.to_owned();
-        bundle.verify().map_err(super::core_err)?;
-        Ok(bundle.to_json().to_string())
+        super::signed(bundle)
     }
 
     /// The recovery device as a backup holds it (its DH secret, never its signing key),

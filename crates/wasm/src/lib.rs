@@ -38,6 +38,21 @@ fn core_err(e: denet_core::Error) -> JsError {
     fail(e.code.as_str(), e.message)
 }
 
+/// A SIWE `auth` object from JSON text (§1.1).
+fn auth(json: &str) -> JsResult<denet_core::siwe::Auth> {
+    let value: Value = serde_json::from_str(json).map_err(|e| fail("malformed", e))?;
+    denet_core::siwe::Auth::parse(&value).map_err(core_err)
+}
+
+/// A bundle with its wallet signature, as JSON once it parses and its signature
+/// holds: an EOA's recovers to the wallet; a contract wallet's (it does not) is
+/// left to the relay's and readers' check on its chain (§1.1).
+fn signed(bundle: Bundle) -> JsResult<String> {
+    let bundle = Bundle::parse(&bundle.to_json()).map_err(core_err)?;
+    bundle.check().map_err(core_err)?;
+    Ok(bundle.to_json().to_string())
+}
+
 fn wallet(s: &str) -> JsResult<Wallet> {
     Wallet::parse_lenient(s).map_err(core_err)
 }
@@ -115,30 +130,29 @@ impl Device {
         b64(&self.inner.dh_key())
     }
 
-    fn unsigned_bundle(&self, wallet_s: &str, issued_at: f64, expires_at: f64) -> JsResult<Bundle> {
-        Ok(Bundle {
-            wallet: wallet(wallet_s)?,
-            sign_key: self.inner.sign_key(),
-            dh_key: self.inner.dh_key(),
-            issued_at: issued_at as u64,
-            expires_at: expires_at as u64,
-            wallet_sig: String::new(),
-        })
+    fn unsigned_bundle(&self, wallet_s: &str, issued_at: f64, expires_at: f64, auth_json: &str) -> JsResult<Bundle> {
+        Ok(self.inner.unsigned_bundle(wallet(wallet_s)?, &auth(auth_json)?, issued_at as u64, expires_at as u64))
     }
 
-    /// The text the wallet signs (EIP-191) to authorize this device (§1.1).
+    /// The text the wallet signs (EIP-191) to authorize this device: the SIWE form
+    /// (§1.1) for `auth` = `{"domain", "uri", "chain_id"}` as JSON.
     #[wasm_bindgen(js_name = bundleStatement)]
-    pub fn bundle_statement(&self, wallet: &str, issued_at: f64, expires_at: f64) -> JsResult<String> {
-        Ok(self.unsigned_bundle(wallet, issued_at, expires_at)?.statement())
+    pub fn bundle_statement(&self, wallet: &str, issued_at: f64, expires_at: f64, auth: &str) -> JsResult<String> {
+        self.unsigned_bundle(wallet, issued_at, expires_at, auth)?.statement().map_err(core_err)
     }
 
     /// The bundle JSON with the wallet's signature, checked before it is returned.
-    pub fn bundle(&self, wallet: &str, issued_at: f64, expires_at: f64, wallet_sig: &str) -> JsResult<String> {
-        let mut bundle = self.unsigned_bundle(wallet, issued_at, expires_at)?;
+    pub fn bundle(
+        &self,
+        wallet: &str,
+        issued_at: f64,
+        expires_at: f64,
+        auth: &str,
+        wallet_sig: &str,
+    ) -> JsResult<String> {
+        let mut bundle = self.unsigned_bundle(wallet, issued_at, expires_at, auth)?;
         bundle.wallet_sig = wallet_sig.to_owned();
-        let bundle = Bundle::parse(&bundle.to_json()).map_err(core_err)?;
-        bundle.verify().map_err(core_err)?;
-        Ok(bundle.to_json().to_string())
+        signed(bundle)
     }
 
     /// The text the wallet signs to revoke this device (§1.2).

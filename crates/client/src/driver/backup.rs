@@ -55,7 +55,7 @@ impl Driver {
         let text = setup.unlock_text(&me);
         let first = wallet.personal_sign(&text).await.map_err(err)?;
         let second = wallet.personal_sign(&text).await.map_err(err)?;
-        let bundle = setup.recovery.bundle(wallet, now, expires_at).await.map_err(err)?;
+        let bundle = self.signed_bundle(&setup.recovery, wallet, now, expires_at).await?;
         let done = setup.finish(&me, Some((&first, &second)), &plan.contents, plan.version, &mut OsRng).map_err(err)?;
         // The blob first: a conflict leaves no recovery device behind in the directory.
         if !self.relay.put_backup(self.session.device(), &me, &done.blob).await.map_err(err)? {
@@ -163,7 +163,7 @@ impl Driver {
                 self.session.backup_written(&write);
                 self.save()?;
                 if let (Some((device, expires_at)), Some(wallet)) = (&renewal, wallet) {
-                    let bundle = device.bundle(wallet, now_ms(), *expires_at).await.map_err(err)?;
+                    let bundle = self.signed_bundle(device, wallet, now_ms(), *expires_at).await?;
                     self.relay.put_bundle(&bundle).await.map_err(err)?;
                     self.session.forget_keys(&me);
                 }

@@ -129,9 +129,10 @@ mod tests {
             dh_key: d.dh_key(),
             issued_at: T0,
             expires_at: T0 + 300 * denet_core::limits::DAY_MS,
+            auth: None,
             wallet_sig: String::new(),
         };
-        b.wallet_sig = wallet.sign_now(&b.statement());
+        b.wallet_sig = wallet.sign_now(&b.statement().unwrap());
         denet_core::wire::listed_key(&b.to_json(), "active", None)
     }
 

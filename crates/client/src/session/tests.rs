@@ -87,9 +87,10 @@ impl User {
             dh_key: d.dh_key(),
             issued_at: relay.now - 1,
             expires_at: relay.now + 365 * denet_core::limits::DAY_MS,
+            auth: None,
             wallet_sig: String::new(),
         };
-        bundle.wallet_sig = self.wallet.sign_now(&bundle.statement());
+        bundle.wallet_sig = self.wallet.sign_now(&bundle.statement().unwrap());
         relay.keys.entry(self.me()).or_default().push(listed_key(&bundle.to_json(), "active", None));
     }
 
@@ -835,9 +836,10 @@ fn register_device(relay: &mut Relay, user: &User, device: &Device, expires_at: 
         dh_key: device.dh_key(),
         issued_at: relay.now - 1,
         expires_at,
+        auth: None,
         wallet_sig: String::new(),
     };
-    bundle.wallet_sig = user.wallet.sign_now(&bundle.statement());
+    bundle.wallet_sig = user.wallet.sign_now(&bundle.statement().unwrap());
     relay.keys.entry(user.me()).or_default().push(listed_key(&bundle.to_json(), "active", None));
 }
 

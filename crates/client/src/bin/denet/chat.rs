@@ -88,13 +88,8 @@ impl Ctx {
             self.driver.session.replace_device(device);
         }
         let now = now_ms();
-        let bundle = self
-            .driver
-            .session
-            .device()
-            .bundle(&self.wallet, now, now + BUNDLE_DAYS * denet_core::limits::DAY_MS)
-            .await
-            .map_err(err)?;
+        let expires_at = now + BUNDLE_DAYS * denet_core::limits::DAY_MS;
+        let bundle = self.driver.signed_bundle(self.driver.session.device(), &self.wallet, now, expires_at).await?;
         let status = self.driver.relay.put_bundle(&bundle).await.map_err(err)?;
         let (w, k) = (&self.me, bundle.sign_key.to_b64());
         self.out.emit(
