@@ -55,9 +55,12 @@ fi
 
 # npm packages: reinstall when package-lock.json changed since the last install.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  say "installing npm packages (wrangler, node 22, binaryen)"
+  say "installing npm packages (wrangler, node 22, binaryen, anvil, solc)"
   npm ci --no-audit --no-fund
 fi
+# The local chain of the contract-wallet tests: npm may install anvil without its mode.
+anvil=node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+[ -x "$anvil" ] || chmod +x "$anvil"
 
 # `setup.sh browser` (make setup-browser): Debian's Chromium for the browser tests,
 # whose major version must be the one the pinned playwright-core drives.

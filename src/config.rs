@@ -27,6 +27,11 @@ pub struct Config {
     pub vapid_subject: String,
     /// What a registered bundle's sign-in must be (`REQUIRE_SIWE`, `SIWE_DOMAINS`, §1.1).
     pub siwe: denet_core::siwe::Policy,
+    /// The chains contract wallets are checked on, with their RPC URLs
+    /// (`CONTRACT_WALLET_CHAINS`, the secret `ETH_RPC_URLS`, §1.1).
+    pub chains: denet_core::eth::Chains,
+    /// Contract-wallet checks (`eth_call`s) one IP may cause per minute (`ETH_CALLS_PER_MIN_PER_IP`).
+    pub eth_calls_per_min_per_ip: u64,
 }
 
 thread_local! {
@@ -71,7 +76,31 @@ impl Config {
         let siwe =
             denet_core::siwe::Policy::parse(var("REQUIRE_SIWE").as_deref(), &var("SIWE_DOMAINS").unwrap_or_default())
                 .map_err(|e| format!("invalid configuration: [vars] {e}"))?;
-        Ok(Config { relay_id, limits, peers, peer_token, test_routes, shards, push, vapid_subject, siwe })
+        let rpc_urls = env.secret("ETH_RPC_URLS").ok().map(|s| s.to_string()).or_else(|| var("ETH_RPC_URLS"));
+        let chains = denet_core::eth::Chains::parse(
+            &var("CONTRACT_WALLET_CHAINS").unwrap_or_default(),
+            &rpc_urls.unwrap_or_default(),
+        )
+        .map_err(|e| format!("invalid configuration: {e}"))?;
+        let eth_calls_per_min_per_ip = match var("ETH_CALLS_PER_MIN_PER_IP") {
+            None => 30,
+            Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("invalid configuration: [vars] ETH_CALLS_PER_MIN_PER_IP must be a positive integer, got {v:?}")
+            })?,
+        };
+        Ok(Config {
+            relay_id,
+            limits,
+            peers,
+            peer_token,
+            test_routes,
+            shards,
+            push,
+            vapid_subject,
+            siwe,
+            chains,
+            eth_calls_per_min_per_ip,
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod admission;
 mod config;
+mod eth;
 mod http;
 mod keys;
 mod limiter;

@@ -11,6 +11,8 @@ use worker::{Env, Result};
 const BATCH: u64 = 10_000;
 /// Steps per run and kind; what is left waits for the next run.
 const MAX_BATCHES: usize = 100;
+/// Contract-wallet bundles re-checked per page.
+const RECHECK_PAGE: u64 = 100;
 
 pub async fn run(env: &Env, now: u64) -> Result<()> {
     let config = Config::get(env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
@@ -42,6 +44,33 @@ pub async fn run(env: &Env, now: u64) -> Result<()> {
             break;
         }
     }
+    // Contract wallets (§1.1, 1.6): each active bundle is checked again on its chain; one
+    // the wallet no longer accepts (an owner changed) is `invalid` from now on. A chain
+    // that cannot be asked leaves its bundles as they are until the next run.
+    let (mut rechecked, mut invalid, mut after) = (0, 0, String::new());
+    for _ in 0..MAX_BATCHES {
+        let rows = store.contract_bundles(&after, RECHECK_PAGE, now).await.map_err(fail)?;
+        for row in &rows {
+            match crate::keys::recheck(&config, row).await {
+                Ok(Some(block)) => store.record_check(&row.sign_key, block, None).await.map_err(fail)?,
+                Ok(None) => {
+                    store
+                        .record_check(&row.sign_key, row.checked_block.unwrap_or_default(), Some(now))
+                        .await
+                        .map_err(fail)?;
+                    crate::keys::forget(&row.sign_key);
+                    invalid += 1;
+                }
+                Err(why) => worker::console_error!("retention: {} not re-checked: {why}", row.sign_key),
+            }
+            rechecked += 1;
+        }
+        match rows.last() {
+            Some(last) if rows.len() as u64 == RECHECK_PAGE => after = last.sign_key.clone(),
+            _ => break,
+        }
+    }
+    worker::console_log!("retention: re-checked {rechecked} contract-wallet bundles, {invalid} no longer valid");
     // A push subscription lives as long as its key (§10).
     let db = store.main().map_err(fail)?;
     let subscriptions = crate::store::expire_subscriptions(&db, now).await?;

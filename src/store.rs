@@ -584,9 +584,50 @@ impl Store for D1Store<'_> {
             .map_err(failed)?;
         changes(statement).await.map(|n| n as u64).map_err(failed)
     }
+
+    async fn wallet_chain(&self, wallet: &str) -> StoreResult<Option<u64>> {
+        #[derive(Deserialize)]
+        struct Row {
+            chain_id: u64,
+        }
+        let statement = self.main()?.prepare("SELECT chain_id FROM wallet_chains WHERE wallet = ?1");
+        let row: Option<Row> =
+            statement.bind(&[text(wallet)]).map_err(failed)?.all().await.and_then(first).map_err(failed)?;
+        Ok(row.map(|r| r.chain_id))
+    }
+
+    async fn pin_chain(&self, wallet: &str, chain_id: u64, now: u64) -> StoreResult<u64> {
+        let statement = self
+            .main()?
+            .prepare(
+                "INSERT INTO wallet_chains (wallet, chain_id, pinned_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (wallet) DO NOTHING",
+            )
+            .bind(&[text(wallet), num(chain_id), num(now)])
+            .map_err(failed)?;
+        changes(statement).await.map_err(failed)?;
+        Ok(self.wallet_chain(wallet).await?.unwrap_or(chain_id))
+    }
+
+    async fn contract_bundles(&self, after: &str, limit: u64, now: u64) -> StoreResult<Vec<BundleRow>> {
+        let sql = format!(
+            "SELECT {BUNDLE_COLUMNS} FROM bundles WHERE sign_key > ?1 AND checked_block IS NOT NULL
+             AND revoked_at IS NULL AND invalid_at IS NULL AND expires_at > ?3 ORDER BY sign_key LIMIT ?2"
+        );
+        all_rows(self.main()?.prepare(sql).bind(&[text(after), num(limit), num(now)])).await
+    }
+
+    async fn record_check(&self, sign_key: &str, block: u64, invalid_at: Option<u64>) -> StoreResult<()> {
+        let statement = self
+            .main()?
+            .prepare("UPDATE bundles SET checked_block = ?2, invalid_at = COALESCE(invalid_at, ?3) WHERE sign_key = ?1")
+            .bind(&[text(sign_key), num(block), invalid_at.map(num).unwrap_or(JsValue::NULL)])
+            .map_err(failed)?;
+        changes(statement).await.map(|_| ()).map_err(failed)
+    }
 }
-const BUNDLE_COLUMNS: &str =
-    "sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, auth, revoked_at, revocation_sig";
+const BUNDLE_COLUMNS: &str = "sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, auth, revoked_at, \
+     revocation_sig, checked_block, invalid_at";
 
 pub async fn bundle_by_key(db: &D1Database, sign_key: &str) -> Result<Option<BundleRow>> {
     db.prepare(format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE sign_key = ?1"))
@@ -614,10 +655,10 @@ pub async fn bundles_of(db: &D1Database, wallet: &str) -> Result<Vec<BundleRow>>
 pub async fn insert_bundle(db: &D1Database, b: &BundleRow, max_active: usize, now_ms: u64) -> Result<bool> {
     let result = db
         .prepare(
-            "INSERT INTO bundles (sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, stored_at, auth)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9
+            "INSERT INTO bundles (sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, stored_at, auth, checked_block)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10
              WHERE (SELECT COUNT(*) FROM bundles
-                    WHERE wallet = ?2 AND revoked_at IS NULL AND expires_at > ?7) < ?8
+                    WHERE wallet = ?2 AND revoked_at IS NULL AND invalid_at IS NULL AND expires_at > ?7) < ?8
              ON CONFLICT (sign_key) DO NOTHING",
         )
         .bind(&[
@@ -630,6 +671,7 @@ pub async fn insert_bundle(db: &D1Database, b: &BundleRow, max_active: usize, no
             num(now_ms),
             num(max_active as u64),
             b.auth.as_deref().map(text).unwrap_or(JsValue::NULL),
+            b.checked_block.map(num).unwrap_or(JsValue::NULL),
         ])?
         .run()
         .await

@@ -80,7 +80,7 @@ async function connect(w) {
     assert.match(await w.page.textContent("#statement-dates"), new RegExp(`on chain 31337: .*${year}.* until .*${year + 1}`));
     await shot(w, "authorize");
     await w.page.click("#authorize-button");
-    await w.page.waitForSelector("#authorize[hidden]");
+    await w.page.waitForSelector("#authorize", { state: "hidden" });
     assert.equal(w.signed.last, shown, "the wallet signs exactly the text the page showed");
   }
   await w.page.waitForSelector("#chat:not([hidden])");

@@ -13,6 +13,7 @@ use crate::http::ApiResult;
 use crate::store::D1Store;
 use denet_core::admission::require_active;
 use denet_core::cache::TtlCache;
+use denet_core::eth::Proof;
 use denet_core::request::{self, SignedRequest};
 use denet_core::store::{BundleRow, Store};
 use denet_core::{Error, SignKey, Wallet};
@@ -39,6 +40,56 @@ pub async fn lookup(store: &impl Store, sign_key: &str, now_ms: u64) -> ApiResul
         CACHE.with(|c| c.borrow_mut().insert(sign_key, row.clone(), now_ms));
     }
     Ok(row)
+}
+
+/// Checks a bundle's wallet signature (§1.1): an EOA's here; a contract wallet's on
+/// the chain its sign-in names (one `eth_call`, counted against `ip`'s budget when a
+/// client caused it), once the wallet is pinned to no other chain. Returns the row to
+/// store, with the block a contract wallet's signature was checked at.
+pub async fn verify_bundle(
+    env: &Env,
+    config: &Config,
+    store: &impl Store,
+    bundle: &denet_core::Bundle,
+    ip: Option<&str>,
+    now: u64,
+) -> ApiResult<BundleRow> {
+    let mut row = BundleRow::from_bundle(bundle);
+    let check = match bundle.check()? {
+        Proof::Eoa => return Ok(row),
+        Proof::Contract(_) if config.chains.is_empty() => return Err(bundle.verify().unwrap_err().into()),
+        Proof::Contract(check) => check,
+    };
+    let wallet = bundle.wallet.as_str();
+    denet_core::eth::check_pin(store.wallet_chain(wallet).await?, check.chain_id, &bundle.wallet)?;
+    config.chains.url(check.chain_id)?;
+    if let Some(ip) = ip {
+        crate::objects::limiter::take_eth_call(env, config, ip).await?;
+    }
+    let block = crate::eth::check(config, &check).await?;
+    // Pinned by its first valid bundle; a race with another chain loses here.
+    denet_core::eth::check_pin(
+        Some(store.pin_chain(wallet, check.chain_id, now).await?),
+        check.chain_id,
+        &bundle.wallet,
+    )?;
+    row.checked_block = Some(block);
+    Ok(row)
+}
+
+/// Checks a stored contract-wallet bundle again on its chain (the daily cron):
+/// `Ok(Some(block))` still valid, `Ok(None)` no longer accepted by the wallet, `Err`
+/// when the chain could not be asked (nothing decided).
+pub async fn recheck(config: &Config, row: &BundleRow) -> Result<Option<u64>, String> {
+    let bundle = denet_core::Bundle::parse(&row.bundle_json()).map_err(|e| e.message)?;
+    let Proof::Contract(check) = bundle.check().map_err(|e| e.message)? else { return Ok(row.checked_block) };
+    match crate::eth::check(config, &check).await {
+        Ok(block) => Ok(Some(block)),
+        Err(e) => match e.into_protocol() {
+            e if e.code == denet_core::ErrorCode::InvalidSignature => Ok(None),
+            e => Err(e.to_string()),
+        },
+    }
 }
 
 /// Drops a key from this isolate's cache (after a revocation or a new bundle).
@@ -99,6 +150,8 @@ mod tests {
             auth: None,
             revoked_at: None,
             revocation_sig: None,
+            checked_block: None,
+            invalid_at: None,
         }
     }
 

@@ -8,8 +8,9 @@ use crate::http::{ApiError, ApiResult};
 use crate::objects::{mailbox, outbox};
 use crate::store::D1Store;
 use denet_core::store::{BundleRow, Store};
-use denet_core::{Bundle, Revocation, Wallet};
+use denet_core::{Bundle, Error, Revocation, Wallet};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use worker::{Env, Fetch};
 
 /// Asks the peers for the bundle of `key` (`GET /v1/keys/{wallet}?key=`, one bundle,
@@ -26,14 +27,16 @@ pub async fn fetch_key(env: &Env, config: &Config, wallet: &Wallet, key: &str, n
         }
         let Ok(answer) = resp.json::<Value>().await else { continue };
         for entry in answer["keys"].as_array().into_iter().flatten() {
-            let Ok((bundle, revocation)) = denet_core::bundle::parse_listed(entry) else { continue };
+            let Ok((bundle, revocation)) = denet_core::bundle::parse_listed_with(entry, |_| Ok(())) else { continue };
             // Not another wallet's, and not one expired beyond the retention period
             // (that one could only come back as a key this relay forgot).
             let oldest = now.saturating_sub(config.limits.retention_ms());
             if bundle.wallet != *wallet || bundle.sign_key.to_b64() != key || bundle.expires_at < oldest {
                 continue;
             }
-            if store_bundle(&store, &bundle, now).await? {
+            // Its wallet signature: an EOA's, or a contract wallet's on its chain.
+            let Ok(row) = super::verify_bundle(env, config, &store, &bundle, None, now).await else { continue };
+            if store_row(&store, &row, now).await? {
                 stored += 1;
             }
             if let Some(r) = revocation {
@@ -48,14 +51,13 @@ pub async fn fetch_key(env: &Env, config: &Config, wallet: &Wallet, key: &str, n
 }
 
 /// Stores a bundle that verified by its wallet signature; true if it was new.
-async fn store_bundle(store: &impl Store, bundle: &Bundle, now: u64) -> ApiResult<bool> {
-    let row = BundleRow::from_bundle(bundle);
+async fn store_row(store: &impl Store, row: &BundleRow, now: u64) -> ApiResult<bool> {
     if store.bundle(&row.sign_key).await?.is_some() {
         return Ok(false);
     }
     // Keys learned from peers are not held to this relay's 16-key cap: the wallet
     // signed them, and refusing one would only make this relay disagree with its peers.
-    Ok(store.put_bundle(&row, usize::MAX / 2, now).await?)
+    Ok(store.put_bundle(row, usize::MAX / 2, now).await?)
 }
 
 /// Applies a verified revocation to a stored bundle (through the inbox's object,
@@ -72,10 +74,19 @@ async fn apply_revocation(env: &Env, store: &impl Store, r: &Revocation) -> ApiR
     }
 }
 
+/// The bundles and revocations a peer sent, as taken.
+pub struct Taken {
+    /// `{stored, revoked, refused}`, the answer of `POST /v1/relay/keys`.
+    pub answer: Value,
+    /// Why each bundle that was not taken was not, by `sign_key`: an envelope of that
+    /// key is then `refused` with the code (`retry` for `unavailable`), §7.
+    pub refused: HashMap<String, Error>,
+}
+
 /// Stores the bundles and revocations a peer sent that verify by their wallet
 /// signatures (never a weak key, never a revoked key as new, never a bundle
-/// expired beyond the retention period), and forwards the new ones on. Returns
-/// `{stored, revoked, refused}`.
+/// expired beyond the retention period; a contract wallet's checked on its chain),
+/// and forwards the new ones on.
 pub async fn take_keys(
     env: &Env,
     config: &Config,
@@ -84,28 +95,42 @@ pub async fn take_keys(
     relay: &str,
     hops: u64,
     now: u64,
-) -> ApiResult<Value> {
+) -> ApiResult<Taken> {
     let store = D1Store::new(env, config);
     let oldest = now.saturating_sub(config.limits.retention_ms());
-    let (mut new_bundles, mut new_revocations, mut refused) = (Vec::new(), Vec::new(), 0);
+    let (mut new_bundles, mut new_revocations, mut refused) = (Vec::new(), Vec::new(), HashMap::new());
     for b in bundles {
-        match Bundle::parse(b).and_then(|bundle| bundle.verify().map(|_| bundle)) {
-            Ok(bundle) if bundle.expires_at < oldest => refused += 1,
-            Ok(bundle) if store_bundle(&store, &bundle, now).await? => new_bundles.push(bundle.to_json()),
+        let Ok(bundle) = Bundle::parse(b) else {
+            refused.insert(b["sign_key"].as_str().unwrap_or_default().to_owned(), Error::malformed("a bundle"));
+            continue;
+        };
+        let key = bundle.sign_key.to_b64();
+        if bundle.expires_at < oldest {
+            refused.insert(key, Error::stale("the bundle expired beyond the retention period"));
+            continue;
+        }
+        if store.bundle(&key).await?.is_some() {
+            continue;
+        }
+        match super::verify_bundle(env, config, &store, &bundle, None, now).await {
+            Ok(row) if store_row(&store, &row, now).await? => new_bundles.push(bundle.to_json()),
             Ok(_) => {}
-            Err(_) => refused += 1,
+            Err(e) => {
+                refused.insert(key, e.into_protocol());
+            }
         }
     }
+    let mut refused_revocations = 0;
     for r in revocations {
         match Revocation::parse_relayed(r).and_then(|rev| rev.verify().map(|_| rev)) {
             Ok(rev) if apply_revocation(env, &store, &rev).await? => new_revocations.push(rev.to_json()),
             Ok(_) => {}
-            Err(_) => refused += 1,
+            Err(_) => refused_revocations += 1,
         }
     }
-    let answer = json!({"stored": new_bundles.len(), "revoked": new_revocations.len(), "refused": refused});
+    let answer = json!({"stored": new_bundles.len(), "revoked": new_revocations.len(), "refused": refused.len() + refused_revocations});
     use outbox::Kind;
     outbox::enqueue(env, config, Kind::Bundle, hops + 1, Some(relay), new_bundles).await?;
     outbox::enqueue(env, config, Kind::Revocation, hops + 1, Some(relay), new_revocations).await?;
-    Ok(answer)
+    Ok(Taken { answer, refused })
 }

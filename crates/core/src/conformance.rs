@@ -37,6 +37,7 @@ pub async fn run<S: Store>(store: &S, salt: &str) -> Vec<(&'static str, Result<(
         ("revocations", c.revocations().await),
         ("backups", c.backups().await),
         ("signed_writes", c.signed_writes().await),
+        ("contract_wallets", c.contract_wallets().await),
     ]
 }
 
@@ -280,9 +281,13 @@ impl<S: Store> Case<'_, S> {
             expires_at,
             wallet_sig: "0xsig".into(),
             // Every other bundle in the SIWE form: the store keeps its `auth` (1.6).
-            auth: k.is_multiple_of(2).then(|| r#"{"domain":"x.example","uri":"https://x.example","chain_id":1}"#.into()),
+            auth: k
+                .is_multiple_of(2)
+                .then(|| r#"{"domain":"x.example","uri":"https://x.example","chain_id":1}"#.into()),
             revoked_at: None,
             revocation_sig: None,
+            checked_block: None,
+            invalid_at: None,
         }
     }
 
@@ -386,6 +391,45 @@ impl<S: Store> Case<'_, S> {
         ensure!(!self.store.claim_write(&b.sign_key, T0).await.map_err(err)?, "the same time again: a replay");
         ensure!(!self.store.claim_write(&b.sign_key, T0 - 1).await.map_err(err)?, "an older write");
         ensure!(self.store.claim_write(&b.sign_key, T0 + 1).await.map_err(err)?, "a later write");
+        Ok(())
+    }
+
+    /// §1.1 (1.6): a contract wallet is pinned to its first chain; its checked bundles
+    /// are listed for the re-check until one is found invalid, which ends it (not
+    /// active, not counted in the cap) and keeps the first `invalid_at`.
+    async fn contract_wallets(&self) -> Result<(), String> {
+        let wallet = self.wallet("contract wallets");
+        let err = |e: crate::store::StoreError| e.to_string();
+        ensure!(self.store.wallet_chain(&wallet).await.map_err(err)?.is_none(), "not pinned yet");
+        ensure!(self.store.pin_chain(&wallet, 31337, T0).await.map_err(err)? == 31337, "the first chain pins");
+        ensure!(self.store.pin_chain(&wallet, 1, T0).await.map_err(err)? == 31337, "and stays");
+        ensure!(self.store.wallet_chain(&wallet).await.map_err(err)? == Some(31337), "read back");
+        let checked = BundleRow { checked_block: Some(7), ..self.bundle(&wallet, 0, T0 + 10_000) };
+        let eoa = self.bundle(&wallet, 1, T0 + 10_000);
+        for b in [&checked, &eoa] {
+            ensure!(self.store.put_bundle(b, 16, T0).await.map_err(err)?, "stored");
+        }
+        let listed = |rows: Vec<BundleRow>| rows.iter().any(|r| r.sign_key == checked.sign_key);
+        let page = self.store.contract_bundles("", 1000, T0).await.map_err(err)?;
+        ensure!(listed(page.clone()), "a checked bundle is re-checked");
+        ensure!(!page.iter().any(|r| r.sign_key == eoa.sign_key), "an EOA's is not");
+        self.store.record_check(&checked.sign_key, 9, None).await.map_err(err)?;
+        let row = self.store.bundle(&checked.sign_key).await.map_err(err)?.ok_or("kept")?;
+        ensure!(row.checked_block == Some(9) && row.invalid_at.is_none(), "a valid re-check moves the block");
+        self.store.record_check(&checked.sign_key, 10, Some(T0 + 5)).await.map_err(err)?;
+        self.store.record_check(&checked.sign_key, 11, Some(T0 + 9)).await.map_err(err)?;
+        let row = self.store.bundle(&checked.sign_key).await.map_err(err)?.ok_or("kept")?;
+        ensure!(row.invalid_at == Some(T0 + 5), "the first invalid_at stays: {:?}", row.invalid_at);
+        ensure!(row.status(T0 + 6) == crate::KeyStatus::Invalid && !row.active_at(T0 + 6), "invalid ends it");
+        ensure!(row.active_at(T0 + 4), "what it signed before stays readable");
+        ensure!(!listed(self.store.contract_bundles("", 1000, T0 + 6).await.map_err(err)?), "no longer re-checked");
+        // The cap counts active keys only: 15 more fit beside the EOA's.
+        for k in 2..17 {
+            ensure!(
+                self.store.put_bundle(&self.bundle(&wallet, k, T0 + 10_000), 16, T0).await.map_err(err)?,
+                "key {k}"
+            );
+        }
         Ok(())
     }
 }

@@ -18,6 +18,10 @@ pub enum ErrorCode {
     UpgradeRequired,
     RateLimited,
     Internal,
+    /// A contract wallet's signature on a chain this relay does not check (§1.1, 1.6).
+    UnknownChain,
+    /// The chain a contract wallet's signature is checked on could not be asked (retry).
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -37,13 +41,15 @@ impl ErrorCode {
             ErrorCode::UpgradeRequired => "upgrade_required",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::UnknownChain => "unknown_chain",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
     /// The HTTP status that carries this code.
     pub fn status(self) -> u16 {
         match self {
-            ErrorCode::Malformed | ErrorCode::StaleTimestamp => 400,
+            ErrorCode::Malformed | ErrorCode::StaleTimestamp | ErrorCode::UnknownChain => 400,
             ErrorCode::InvalidSignature | ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
@@ -54,6 +60,7 @@ impl ErrorCode {
             ErrorCode::UpgradeRequired => 426,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
         }
     }
 
@@ -63,7 +70,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 13] = [
+const ALL: [ErrorCode; 15] = [
     ErrorCode::Malformed,
     ErrorCode::StaleTimestamp,
     ErrorCode::InvalidSignature,
@@ -77,6 +84,8 @@ const ALL: [ErrorCode; 13] = [
     ErrorCode::UpgradeRequired,
     ErrorCode::RateLimited,
     ErrorCode::Internal,
+    ErrorCode::UnknownChain,
+    ErrorCode::Unavailable,
 ];
 
 impl fmt::Display for ErrorCode {

@@ -17,6 +17,8 @@ pub struct MemStore {
     backups: RefCell<BTreeMap<String, BackupRow>>,
     /// The last signed write's time per key.
     writes: RefCell<HashMap<String, u64>>,
+    /// The chain each contract wallet is pinned to.
+    chains: RefCell<HashMap<String, u64>>,
     /// Rows examined by the last `find` (to show it is bounded).
     pub last_find_rows: Cell<usize>,
     /// When set, every call fails as an unavailable shard would.
@@ -126,8 +128,12 @@ impl Store for MemStore {
     async fn put_bundle(&self, row: &BundleRow, max_active: usize, now: u64) -> StoreResult<bool> {
         self.up()?;
         let mut bundles = self.bundles.borrow_mut();
-        let active =
-            bundles.values().filter(|b| b.wallet == row.wallet && b.revoked_at.is_none() && b.expires_at > now).count();
+        let active = bundles
+            .values()
+            .filter(|b| {
+                b.wallet == row.wallet && b.revoked_at.is_none() && b.invalid_at.is_none() && b.expires_at > now
+            })
+            .count();
         if bundles.contains_key(&row.sign_key) || active >= max_active {
             return Ok(false);
         }
@@ -223,5 +229,33 @@ impl Store for MemStore {
             backups.remove(w);
         }
         Ok(due.len() as u64)
+    }
+
+    async fn wallet_chain(&self, wallet: &str) -> StoreResult<Option<u64>> {
+        self.up()?;
+        Ok(self.chains.borrow().get(wallet).copied())
+    }
+
+    async fn pin_chain(&self, wallet: &str, chain_id: u64, _now: u64) -> StoreResult<u64> {
+        self.up()?;
+        Ok(*self.chains.borrow_mut().entry(wallet.to_owned()).or_insert(chain_id))
+    }
+
+    async fn contract_bundles(&self, after: &str, limit: u64, now: u64) -> StoreResult<Vec<BundleRow>> {
+        self.up()?;
+        let bundles = self.bundles.borrow();
+        let rows = bundles.values().filter(|b| {
+            b.sign_key.as_str() > after && b.checked_block.is_some() && b.status(now) == crate::KeyStatus::Active
+        });
+        Ok(rows.take(limit as usize).cloned().collect())
+    }
+
+    async fn record_check(&self, sign_key: &str, block: u64, invalid_at: Option<u64>) -> StoreResult<()> {
+        self.up()?;
+        if let Some(b) = self.bundles.borrow_mut().get_mut(sign_key) {
+            b.checked_block = Some(block);
+            b.invalid_at = b.invalid_at.or(invalid_at);
+        }
+        Ok(())
     }
 }

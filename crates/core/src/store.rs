@@ -129,6 +129,12 @@ pub struct BundleRow {
     pub auth: Option<String>,
     pub revoked_at: Option<u64>,
     pub revocation_sig: Option<String>,
+    /// A contract wallet's bundle: the block its signature was last found valid at.
+    #[serde(default)]
+    pub checked_block: Option<u64>,
+    /// When a re-check found the contract wallet no longer accepts it (status `invalid`).
+    #[serde(default)]
+    pub invalid_at: Option<u64>,
 }
 
 impl BundleRow {
@@ -156,6 +162,17 @@ impl BundleRow {
             auth: b.auth.as_ref().map(|a| a.to_json().to_string()),
             revoked_at: None,
             revocation_sig: None,
+            checked_block: None,
+            invalid_at: None,
+        }
+    }
+
+    /// When the key stopped being usable by the wallet's word or its contract's:
+    /// the earlier of its revocation and its invalidation.
+    pub fn ended_at(&self) -> Option<u64> {
+        match (self.revoked_at, self.invalid_at) {
+            (Some(r), Some(i)) => Some(r.min(i)),
+            (r, i) => r.or(i),
         }
     }
 
@@ -171,12 +188,16 @@ impl BundleRow {
 
     /// Whether the key was active at `t_ms` (§7): issued, not yet expired or revoked.
     pub fn active_at(&self, t_ms: u64) -> bool {
-        key_active_at(self.issued_at, self.expires_at, self.revoked_at, t_ms)
+        key_active_at(self.issued_at, self.expires_at, self.ended_at(), t_ms)
     }
 
-    /// The key's status at `now_ms` (§1.3).
+    /// The key's status at `now_ms` (§1.3): `revoked` first, then `invalid`.
     pub fn status(&self, now_ms: u64) -> KeyStatus {
-        key_status(self.expires_at, self.revoked_at, now_ms)
+        match key_status(self.expires_at, self.revoked_at, now_ms) {
+            KeyStatus::Revoked => KeyStatus::Revoked,
+            _ if self.invalid_at.is_some() => KeyStatus::Invalid,
+            other => other,
+        }
     }
 
     /// Whether the key may be used at `now_ms`: issued, not expired, not revoked.
@@ -198,6 +219,9 @@ impl BundleRow {
     pub fn register_again(&self, new: &BundleRow) -> Result<(), crate::Error> {
         if self.revoked_at.is_some() {
             return Err(crate::Error::conflict("this sign_key was revoked"));
+        }
+        if self.invalid_at.is_some() {
+            return Err(crate::Error::conflict("this sign_key's contract wallet no longer accepts its signature"));
         }
         if self.bundle_json() != new.bundle_json() {
             return Err(crate::Error::conflict("this sign_key belongs to another bundle"));
@@ -276,6 +300,18 @@ pub trait Store {
     async fn put_backup(&self, row: &BackupRow) -> StoreResult<bool>;
     /// Deletes up to `budget` backups of wallets that have no bundle active at `now`.
     async fn expire_backups(&self, now: u64, budget: u64) -> StoreResult<u64>;
+
+    /// The chain a contract wallet is pinned to (§1.1, 1.6), if any.
+    async fn wallet_chain(&self, wallet: &str) -> StoreResult<Option<u64>>;
+    /// Pins `wallet` to `chain_id` unless it is pinned already; returns the chain it
+    /// is pinned to now (the first one stays).
+    async fn pin_chain(&self, wallet: &str, chain_id: u64, now: u64) -> StoreResult<u64>;
+    /// At most `limit` contract-wallet bundles (checked at a block) still active at
+    /// `now`, by `sign_key` after `after`: the daily re-check's pages.
+    async fn contract_bundles(&self, after: &str, limit: u64, now: u64) -> StoreResult<Vec<BundleRow>>;
+    /// Records a re-check of a contract-wallet bundle: the block it was checked at
+    /// and, when the wallet no longer accepts it, `invalid_at` (the first one stays).
+    async fn record_check(&self, sign_key: &str, block: u64, invalid_at: Option<u64>) -> StoreResult<()>;
 }
 
 /// One wallet's backup blob (§9), as stored: opaque bytes, their version and when
@@ -353,6 +389,8 @@ mod tests {
             auth: None,
             revoked_at,
             revocation_sig: revoked_at.map(|_| "r".into()),
+            checked_block: None,
+            invalid_at: None,
         }
     }
 

@@ -240,5 +240,5 @@ fn the_in_memory_store_passes_the_conformance_suite() {
     let results = block_on(denet_core::conformance::run(&store, "native"));
     let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
     assert!(failed.is_empty(), "{failed:?}");
-    assert_eq!(results.len(), 12);
+    assert_eq!(results.len(), 13);
 }
