@@ -363,3 +363,79 @@ async fn a_relayed_envelope_of_a_contract_wallet_on_an_unknown_chain_is_refused_
     assert_eq!(results["results"][0]["status"], "refused", "{results}");
     assert_eq!(results["results"][0]["code"], "unknown_chain", "{results}");
 }
+
+// ---- clients: the CLI checks contract wallets itself ----
+
+/// `denet --json ARGS` against this file's relay, with `DENET_RPC_URLS` = `rpc` (none when empty).
+fn denet(home: &std::path::Path, rpc: &str, args: &[&str]) -> Result<Vec<Value>, String> {
+    let out = std::process::Command::new(denet_e2e::cli::denet_binary())
+        .arg("--home")
+        .arg(home)
+        .args(["--relay", &relay().base, "--json"])
+        .args(args)
+        .env("DENET_RPC_URLS", rpc)
+        .output()
+        .expect("denet runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
+    if out.status.success() { Ok(lines) } else { Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))) }
+}
+
+fn texts(lines: &[Value]) -> Vec<String> {
+    lines.iter().filter_map(|l| l["text"].as_str().map(str::to_owned)).collect()
+}
+
+/// A contract-wallet user (the CLI signs as its owner, ERC-1271) and an EOA user chat
+/// both ways; each CLI checks the other's devices on the chain itself.
+#[tokio::test]
+async fn the_cli_chats_both_ways_between_a_contract_wallet_and_an_eoa() {
+    let w = world();
+    let smart = smart_wallet(&w.a, true);
+    let rpc = format!("31337={}", w.a.rpc);
+    let (s_home, e_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let owner_key = hex::encode(smart.owner.to_bytes());
+    let address = smart.user.wallet.to_string();
+    let init = ["init", "--wallet-key", &owner_key, "--contract-wallet", &address, "--chain-id", "31337"];
+    assert_eq!(denet(s_home.path(), &rpc, &init).unwrap()[0]["wallet"], address);
+    denet(s_home.path(), &rpc, &["register"]).unwrap();
+    let eoa = denet(e_home.path(), &rpc, &["init"]).unwrap()[0]["wallet"].as_str().unwrap().to_owned();
+    denet(e_home.path(), &rpc, &["register"]).unwrap();
+
+    denet(e_home.path(), &rpc, &["send", &address, "hello contract wallet"]).unwrap();
+    assert_eq!(texts(&denet(s_home.path(), &rpc, &["inbox"]).unwrap()), ["hello contract wallet"]);
+    denet(s_home.path(), &rpc, &["send", &eoa, "hello from a Safe-like wallet"]).unwrap();
+    let read = denet(e_home.path(), &rpc, &["inbox"]).unwrap();
+    assert_eq!(texts(&read), ["hello from a Safe-like wallet"]);
+    let got = read.iter().find(|m| m["type"] == "text").unwrap();
+    assert_eq!(got["from"], address.as_str(), "authenticated as the contract wallet: {read:?}");
+}
+
+/// The relay is not trusted: a client that cannot check a contract wallet's chain seals
+/// nothing to its devices and says why, and does not believe its messages.
+#[tokio::test]
+async fn attack_a_client_without_an_rpc_for_the_chain_seals_nothing_to_an_unchecked_contract_wallet() {
+    let w = world();
+    let smart = smart_wallet(&w.a, true);
+    let rpc = format!("31337={}", w.a.rpc);
+    let (s_home, e_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let owner_key = hex::encode(smart.owner.to_bytes());
+    let address = smart.user.wallet.to_string();
+    denet(
+        s_home.path(),
+        &rpc,
+        &["init", "--wallet-key", &owner_key, "--contract-wallet", &address, "--chain-id", "31337"],
+    )
+    .unwrap();
+    denet(s_home.path(), &rpc, &["register"]).unwrap();
+    let eoa = denet(e_home.path(), "", &["init"]).unwrap()[0]["wallet"].as_str().unwrap().to_owned();
+    denet(e_home.path(), "", &["register"]).unwrap();
+    let refused = denet(e_home.path(), "", &["send", &address, "to whom?"]).unwrap_err();
+    assert!(refused.contains("unverified") && refused.contains("31337"), "{refused}");
+    // Its message arrives but is not believed without the check.
+    denet(s_home.path(), &rpc, &["send", &eoa, "believe me"]).unwrap();
+    let read = denet(e_home.path(), "", &["inbox"]).unwrap();
+    assert!(texts(&read).is_empty(), "{read:?}");
+    assert!(read.iter().any(|m| m["error"].as_str().is_some_and(|e| e.starts_with("unverified"))), "{read:?}");
+    // With the RPC it is read.
+    assert_eq!(texts(&denet(e_home.path(), &rpc, &["inbox", "--all"]).unwrap()), ["believe me"]);
+}

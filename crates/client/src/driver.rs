@@ -41,6 +41,9 @@ pub struct Driver {
     /// The chain the wallet signs in on (SIWE `Chain ID`, §1.1): a contract wallet's;
     /// 1 for an EOA, whose signature no chain checks.
     pub chain_id: u64,
+    /// The RPC of each chain whose contract wallets this client checks itself (the relay
+    /// is not trusted): `DENET_RPC_URLS` in the CLI (`chain=url,…`).
+    pub rpc_urls: denet_core::eth::Chains,
     save: Saver,
 }
 
@@ -50,7 +53,7 @@ fn err(e: impl std::fmt::Display) -> String {
 
 impl Driver {
     pub fn new(relay: RelayClient, session: Session, save: Saver) -> Driver {
-        Driver { relay, session, chain_id: 1, save }
+        Driver { relay, session, chain_id: 1, rpc_urls: denet_core::eth::Chains::default(), save }
     }
 
     /// A bundle of `device`, signed by `wallet` as a sign-in at this relay (§1.1).
@@ -74,9 +77,18 @@ impl Driver {
         &mut self,
         mut op: impl FnMut(&mut Session, u64) -> session::Result<T>,
     ) -> Result<T, String> {
-        for _ in 0..3 {
+        for _ in 0..4 {
             match op(&mut self.session, now_ms()) {
                 Err(SessionError::NeedKeys(wallets)) => {
+                    // Lists fetched already may wait on contract wallets' chains.
+                    let checks = self.session.contract_checks(&wallets);
+                    if !checks.is_empty() {
+                        for check in checks {
+                            let answer = self.ask_chain(&check).await;
+                            self.session.contract_verdict(&check.id, answer.as_ref(), now_ms());
+                        }
+                        continue;
+                    }
                     for w in wallets {
                         let answer = self.relay.key_list(&w).await.map_err(err)?;
                         self.session.take_keys(&w, &answer, now_ms());
@@ -86,6 +98,13 @@ impl Driver {
             }
         }
         Err("the relay's key lists keep changing: try again".into())
+    }
+
+    /// Sends a contract wallet's check to an RPC of its chain (`rpc_urls`); `None`
+    /// when there is none here or it gave no JSON answer (the device stays unverified).
+    async fn ask_chain(&self, check: &session::PendingCheck) -> Option<Value> {
+        let url = self.rpc_urls.url(check.chain_id).ok()?;
+        self.relay.json_rpc(url, &check.call).await.ok()
     }
 
     pub async fn post(&self, envelope: &Value) -> Result<Ack, String> {

@@ -4,6 +4,7 @@
 
 use crate::{ClientError, Result};
 use denet_core::encoding::{b64, b64_decode_exact};
+use denet_core::eth::{ContractCheck, Proof};
 use denet_core::request::signing_text;
 use denet_core::siwe::Auth;
 use denet_core::wallet::eip191_hash;
@@ -70,6 +71,24 @@ impl WalletSigner for LocalWallet {
 impl fmt::Debug for LocalWallet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LocalWallet({}, key: <redacted>)", self.wallet())
+    }
+}
+
+/// The wallet a local key signs for: the key's own address (an EOA), or an
+/// owner-based contract wallet (ERC-1271) whose `isValidSignature` takes its owner's
+/// EIP-191 signature, the key being that owner (the CLI's `init --contract-wallet`).
+pub struct KeyWallet {
+    pub key: LocalWallet,
+    pub contract: Option<Wallet>,
+}
+
+impl WalletSigner for KeyWallet {
+    fn wallet(&self) -> Wallet {
+        self.contract.clone().unwrap_or_else(|| self.key.wallet())
+    }
+
+    async fn personal_sign(&self, message: &str) -> Result<String> {
+        Ok(self.key.sign_now(message))
     }
 }
 
@@ -222,16 +241,29 @@ impl VerifiedBundle {
 }
 
 /// Reads a `GET /v1/keys/{wallet}` answer and keeps only bundles of `wallet`
-/// whose wallet signature (and, when revoked, whose revocation) verifies.
+/// whose wallet signature (and, when revoked, whose revocation) verifies here: an
+/// EOA's (a contract wallet's needs its chain: [`read_listed`]).
 pub fn verify_key_list(answer: &Value, wallet: &Wallet) -> Vec<VerifiedBundle> {
-    answer["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| denet_core::bundle::parse_listed(entry).ok())
-        .filter(|(bundle, _)| bundle.wallet == *wallet)
-        .map(|(bundle, revocation)| VerifiedBundle { bundle, revoked_at: revocation.map(|r| r.revoked_at) })
-        .collect()
+    let entries = answer["keys"].as_array().into_iter().flatten();
+    entries.filter_map(|e| read_listed(e, wallet)).filter(|(_, contract)| contract.is_none()).map(|(b, _)| b).collect()
+}
+
+/// One listed entry of `wallet`: the bundle when its signature holds as far as the
+/// client can check alone, with the check to make on its chain when it is a contract
+/// wallet's (§1.1, 1.6); `None` for anything else (another wallet's, a forged or
+/// malformed one, a revocation that does not verify). A relay's `invalid` status ends
+/// the key at `invalid_at`: a relay can always hide a key, so that word is taken.
+pub fn read_listed(entry: &Value, wallet: &Wallet) -> Option<(VerifiedBundle, Option<ContractCheck>)> {
+    let (bundle, revocation) = denet_core::bundle::parse_listed_with(entry, |_| Ok(())).ok()?;
+    if bundle.wallet != *wallet {
+        return None;
+    }
+    let contract = match bundle.check().ok()? {
+        Proof::Eoa => None,
+        Proof::Contract(check) => Some(check),
+    };
+    let ended = [revocation.map(|r| r.revoked_at), entry["invalid_at"].as_u64()].into_iter().flatten().min();
+    Some((VerifiedBundle { bundle, revoked_at: ended }, contract))
 }
 
 /// Decodes a b64 X25519 or Ed25519 key.

@@ -74,6 +74,14 @@ impl RelayClient {
         RelayClient { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
     }
 
+    /// One JSON-RPC request to a chain's `url` (a contract wallet's check, §1.1): its
+    /// JSON answer, whatever it says; an error when there is none.
+    pub async fn json_rpc(&self, url: &str, body: &Value) -> Result<Value> {
+        let resp = self.http.post(url).json(body).timeout(std::time::Duration::from_secs(10)).send().await;
+        let resp = resp.map_err(|e| transport(e.to_string()))?;
+        resp.json::<Value>().await.map_err(|e| transport(e.to_string()))
+    }
+
     /// The sign-in a client outside a browser asks its wallet for (§1.1): this
     /// relay's host as the SIWE domain, its URL as the URI.
     pub fn sign_in(&self, chain_id: u64) -> Result<denet_core::siwe::Auth> {

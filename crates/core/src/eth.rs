@@ -207,6 +207,12 @@ impl Chains {
         Ok(Chains { rpc })
     }
 
+    /// Every chain of `urls` (`chain=url`, comma-separated): a client's own RPCs.
+    pub fn from_urls(urls: &str) -> Result<Chains, String> {
+        let ids: Vec<&str> = urls.split(',').filter_map(|p| p.split_once('=')).map(|(id, _)| id.trim()).collect();
+        Chains::parse(&ids.join(","), urls)
+    }
+
     /// The RPC URL of `chain_id`, or `400 unknown_chain` when this relay checks no
     /// contract wallets there.
     pub fn url(&self, chain_id: u64) -> Result<&str, Error> {

@@ -122,7 +122,12 @@ impl Session {
             Some(from) => match self.keys.signer(from, &env.key, env.ts, now) {
                 Signer::Fetch => return Err(SessionError::NeedKeys(vec![from.clone()])),
                 Signer::NotAKey => {
-                    message.error = Some(format!("the key of this message is not a key of {from}"));
+                    message.error = Some(match self.keys.unverified_chains(from).as_slice() {
+                        [] => format!("the key of this message is not a key of {from}"),
+                        chains => format!(
+                            "unverified: {from} is a contract wallet on chain {chains:?}, which this client could not check (no RPC for it, or it did not answer)"
+                        ),
+                    });
                     return Ok(received(message));
                 }
                 Signer::Found(b) => Some(b.bundle.dh_key),

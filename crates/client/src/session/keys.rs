@@ -3,8 +3,10 @@
 //! The session never fetches: when a list is missing or too old for what it must
 //! decide, it says which wallets to look up ([`super::SessionError::NeedKeys`]).
 
-use crate::identity::{VerifiedBundle, verify_key_list};
+use crate::identity::{VerifiedBundle, read_listed};
+use denet_core::eth::ContractCheck;
 use denet_core::{SignKey, Wallet};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -12,13 +14,51 @@ use std::collections::HashMap;
 /// a device revoked or registered more than this long ago is known at the send.
 pub const FRESH_MS: u64 = 10_000;
 
+/// How long a contract wallet's bundle this client could not check (no RPC for its
+/// chain, or the chain did not answer) stays unverified before a new list asks again.
+pub const UNVERIFIED_MS: u64 = 60_000;
+
 struct KeyList {
     fetched_at: u64,
     by_key: HashMap<SignKey, VerifiedBundle>,
     /// Each entry as the relay listed it (JSON text) → what it verified to (or not):
     /// a list fetched again re-verifies only what changed, so a wallet with hundreds
     /// of bundles costs their signature checks once, not on every fetch.
-    seen: HashMap<String, Option<VerifiedBundle>>,
+    seen: HashMap<String, Option<Listed>>,
+}
+
+/// An entry whose wallet signature holds as far as the client can check alone: an
+/// EOA's, or a contract wallet's still to check on its chain.
+#[derive(Clone)]
+struct Listed {
+    bundle: VerifiedBundle,
+    contract: Option<ContractCheck>,
+}
+
+/// A contract wallet's bundle the session needs checked on its chain (§1.1, 1.6):
+/// the driver sends `call` (a JSON-RPC `eth_call`) to an RPC of `chain_id` and gives
+/// the answer to [`super::Session::contract_verdict`] under `id`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PendingCheck {
+    pub id: String,
+    pub wallet: String,
+    pub chain_id: u64,
+    pub call: Value,
+}
+
+/// What a client made of a contract wallet's signature.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verdict {
+    Valid,
+    Invalid,
+    /// Not checked: no RPC for its chain here, or it did not answer (at `since`).
+    Unverified {
+        since: u64,
+    },
+}
+
+fn check_id(b: &VerifiedBundle) -> String {
+    format!("{}/{}", b.bundle.sign_key.to_b64(), b.bundle.wallet_sig)
 }
 
 /// What a key list says of an envelope's signing key.
@@ -35,6 +75,8 @@ pub enum Signer<'a> {
 #[derive(Default)]
 pub struct KeyBook {
     lists: HashMap<Wallet, KeyList>,
+    /// Contract wallets' signatures checked on their chains, by check id.
+    verdicts: HashMap<String, Verdict>,
 }
 
 impl KeyBook {
@@ -49,16 +91,21 @@ impl KeyBook {
         let (mut seen, mut verified) = (HashMap::new(), 0);
         for entry in answer["keys"].as_array().into_iter().flatten() {
             let text = entry.to_string();
-            let bundle = before.remove(&text).unwrap_or_else(|| {
+            let listed = before.remove(&text).unwrap_or_else(|| {
                 verified += 1;
-                verify_key_list(&serde_json::json!({ "keys": [entry] }), wallet).pop()
+                read_listed(entry, wallet).map(|(bundle, contract)| Listed { bundle, contract })
             });
-            seen.insert(text, bundle);
+            seen.insert(text, listed);
         }
+        // A new list asks again about signatures it could not check a while ago.
+        self.verdicts
+            .retain(|_, v| !matches!(v, Verdict::Unverified { since } if now.saturating_sub(*since) >= UNVERIFIED_MS));
         // A revocation, once verified, is never undone (§1.2): not by a list that omits
-        // it, nor by an "active" entry for the same key beside it.
+        // it, nor by an "active" entry for the same key beside it. A contract wallet's
+        // bundle counts once its chain said it is valid.
         let mut by_key: HashMap<SignKey, VerifiedBundle> = HashMap::new();
-        for b in seen.values().flatten().chain(known.values()) {
+        let valid = seen.values().flatten().filter(|l| self.holds(l)).map(|l| &l.bundle);
+        for b in valid.chain(known.values()) {
             let entry = by_key.entry(b.bundle.sign_key).or_insert_with(|| b.clone());
             if let Some(at) = b.revoked_at {
                 entry.revoked_at = Some(entry.revoked_at.map_or(at, |held| held.min(at)));
@@ -68,9 +115,66 @@ impl KeyBook {
         verified
     }
 
-    /// The list of `wallet` if it was fetched at or after `since`.
+    /// Whether an entry's wallet signature holds: an EOA's always, a contract
+    /// wallet's once its chain said so.
+    fn holds(&self, l: &Listed) -> bool {
+        l.contract.is_none() || self.verdicts.get(&check_id(&l.bundle)) == Some(&Verdict::Valid)
+    }
+
+    /// The list of `wallet` if it was fetched at or after `since` and no contract
+    /// wallet's signature on it waits for its chain (else the driver asks the chain:
+    /// [`KeyBook::pending`], and the list is whole after).
     fn fetched_since(&self, wallet: &Wallet, since: u64) -> Option<&KeyList> {
-        self.lists.get(wallet).filter(|l| l.fetched_at >= since)
+        self.lists.get(wallet).filter(|l| l.fetched_at >= since && !self.waits(l))
+    }
+
+    fn waits(&self, list: &KeyList) -> bool {
+        list.seen.values().flatten().any(|l| l.contract.is_some() && !self.verdicts.contains_key(&check_id(&l.bundle)))
+    }
+
+    /// The contract wallets' signatures on the lists of `wallets` still to check on
+    /// their chains.
+    pub fn pending(&self, wallets: &[Wallet]) -> Vec<PendingCheck> {
+        let mut out: Vec<PendingCheck> = Vec::new();
+        for list in wallets.iter().filter_map(|w| self.lists.get(w)) {
+            for l in list.seen.values().flatten() {
+                let (Some(check), id) = (&l.contract, check_id(&l.bundle)) else { continue };
+                if !self.verdicts.contains_key(&id) && !out.iter().any(|p| p.id == id) {
+                    let call = check.eth_call("latest");
+                    out.push(PendingCheck { id, wallet: check.wallet.to_string(), chain_id: check.chain_id, call });
+                }
+            }
+        }
+        out
+    }
+
+    /// Records what a chain said of the check `id`; a valid one joins its list.
+    pub fn set_verdict(&mut self, id: &str, verdict: Verdict) {
+        self.verdicts.insert(id.to_owned(), verdict);
+        if verdict != Verdict::Valid {
+            return;
+        }
+        for list in self.lists.values_mut() {
+            let found = list.seen.values().flatten().find(|l| l.contract.is_some() && check_id(&l.bundle) == id);
+            if let Some(l) = found.cloned() {
+                list.by_key.entry(l.bundle.bundle.sign_key).or_insert(l.bundle);
+            }
+        }
+    }
+
+    /// The chains of `wallet`'s contract-wallet devices this client could not check.
+    pub fn unverified_chains(&self, wallet: &Wallet) -> Vec<u64> {
+        let Some(list) = self.lists.get(wallet) else { return Vec::new() };
+        let mut chains: Vec<u64> = list
+            .seen
+            .values()
+            .flatten()
+            .filter(|l| matches!(self.verdicts.get(&check_id(&l.bundle)), Some(Verdict::Unverified { .. })))
+            .filter_map(|l| l.contract.as_ref().map(|c| c.chain_id))
+            .collect();
+        chains.sort_unstable();
+        chains.dedup();
+        chains
     }
 
     /// The DH keys of the devices of `wallet` active at `now`, from a list at most
@@ -202,5 +306,48 @@ mod tests {
         assert_eq!(book.take(&wallet.wallet(), &serde_json::json!({ "keys": keys }), T0 + 3), 1);
         assert_eq!(book.take(&wallet.wallet(), &serde_json::json!({ "keys": keys }), T0 + 4), 0);
         assert_eq!(book.active_dh_keys(&wallet.wallet(), T0 + 4).map(|k| k.len()), Some(4));
+    }
+
+    /// A bundle of the contract wallet `wallet`, signed in on chain 31337 by `owner`
+    /// (whose signature does not recover to `wallet`: only the chain can say).
+    fn contract_listed(wallet: &Wallet, owner: &LocalWallet, rng: &mut ChaCha20Rng) -> Value {
+        let d = Device::generate(rng);
+        let auth = denet_core::siwe::Auth { domain: "a.test".into(), uri: "https://a.test".into(), chain_id: 31337 };
+        let mut b = d.unsigned_bundle(wallet.clone(), &auth, T0, T0 + 300 * denet_core::limits::DAY_MS);
+        b.wallet_sig = owner.sign_now(&b.statement().unwrap());
+        denet_core::wire::listed_key(&b.to_json(), "active", None)
+    }
+
+    /// §1.1 (1.6): a contract wallet's device counts only once its chain said so; the
+    /// relay's listing alone never makes it a recipient.
+    #[test]
+    fn attack_a_relay_listing_a_contract_wallet_device_is_not_believed_until_its_chain_says_so() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let owner = LocalWallet::generate(&mut rng);
+        let w = Wallet::parse_strict("0x00000000000000000000000000000000000c0de1").unwrap();
+        let entry = contract_listed(&w, &owner, &mut rng);
+        let mut book = KeyBook::default();
+        book.take(&w, &serde_json::json!({ "keys": [entry.clone()] }), T0);
+        assert_eq!(book.active_dh_keys(&w, T0), None, "the list waits on the chain");
+        let pending = book.pending(std::slice::from_ref(&w));
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].chain_id, pending[0].call["method"].as_str()), (31337, Some("eth_call")));
+        // The chain says no: never a recipient.
+        book.set_verdict(&pending[0].id, Verdict::Invalid);
+        assert_eq!(book.active_dh_keys(&w, T0).map(|k| k.len()), Some(0));
+        assert!(book.unverified_chains(&w).is_empty());
+        // Another client could not ask the chain: unverified, and asked again a minute later.
+        let mut other = KeyBook::default();
+        other.take(&w, &serde_json::json!({ "keys": [entry.clone()] }), T0);
+        other.set_verdict(&pending[0].id, Verdict::Unverified { since: T0 });
+        assert_eq!(other.active_dh_keys(&w, T0).map(|k| k.len()), Some(0));
+        assert_eq!(other.unverified_chains(&w), vec![31337]);
+        other.take(&w, &serde_json::json!({ "keys": [entry.clone()] }), T0 + 1_000);
+        assert!(other.pending(std::slice::from_ref(&w)).is_empty(), "not within the minute");
+        other.take(&w, &serde_json::json!({ "keys": [entry.clone()] }), T0 + UNVERIFIED_MS);
+        assert_eq!(other.pending(std::slice::from_ref(&w)).len(), 1, "after it");
+        // The chain says yes: a recipient.
+        other.set_verdict(&pending[0].id, Verdict::Valid);
+        assert_eq!(other.active_dh_keys(&w, T0 + UNVERIFIED_MS).map(|k| k.len()), Some(1));
     }
 }

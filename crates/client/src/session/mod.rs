@@ -22,7 +22,7 @@ mod tests;
 mod values;
 
 pub use backup::{BackupPlan, BackupStatus, BackupWrite};
-pub use keys::{FRESH_MS, KeyBook, Signer};
+pub use keys::{FRESH_MS, KeyBook, PendingCheck, Signer, UNVERIFIED_MS, Verdict};
 pub use state::{
     BackupHold, EpochKey, HeldRekey, Invite, MAX_HELD_REKEYS, MAX_HELD_REKEYS_PER_SENDER, MAX_INVITES_PER_INVITER,
     MAX_OPENERS_PER_EPOCH, RoomState, STATE_VERSION, SessionState,
@@ -119,6 +119,27 @@ impl Session {
         self.keys.take(wallet, answer, now);
     }
 
+    /// The contract wallets' signatures on the key lists of `wallets` still to check
+    /// on their chains (§1.1, 1.6). A driver asks this when an operation says
+    /// [`SessionError::NeedKeys`] for lists it already fetched: those lists wait on it.
+    pub fn contract_checks(&self, wallets: &[Wallet]) -> Vec<PendingCheck> {
+        self.keys.pending(wallets)
+    }
+
+    /// What the chain answered to the check `id` (the JSON-RPC answer to its `call`),
+    /// or `None` when the driver could not ask it (no RPC for that chain): read by the
+    /// core's one rule (`denet_core::eth::read_call`). A chain that did not answer
+    /// leaves the device unverified: nothing is sealed to it, its messages are not
+    /// believed, and a list fetched a minute later asks again.
+    pub fn contract_verdict(&mut self, id: &str, answer: Option<&Value>, now: u64) {
+        let verdict = match answer.map(denet_core::eth::read_call) {
+            Some(Ok(denet_core::eth::Verdict::Valid)) => Verdict::Valid,
+            Some(Ok(denet_core::eth::Verdict::Invalid)) => Verdict::Invalid,
+            Some(Err(_)) | None => Verdict::Unverified { since: now },
+        };
+        self.keys.set_verdict(id, verdict);
+    }
+
     pub fn keys(&self) -> &KeyBook {
         &self.keys
     }
@@ -178,7 +199,15 @@ impl Session {
         }
         let mut recipients = self.keys.active_dh_keys(to, now).unwrap_or_default();
         if recipients.is_empty() {
-            return Err(refused("not_found", format!("{to} has no registered device key")));
+            return Err(match self.keys.unverified_chains(to).as_slice() {
+                [] => refused("not_found", format!("{to} has no registered device key")),
+                chains => refused(
+                    "unverified",
+                    format!(
+                        "{to} is a contract wallet on chain {chains:?}, whose devices this client could not check (no RPC for that chain, or it did not answer): nothing was sealed to them"
+                    ),
+                ),
+            });
         }
         let bytes = content.to_bytes();
         let invalid = |e: crate::ClientError| refused("invalid", e.to_string());

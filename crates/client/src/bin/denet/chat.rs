@@ -4,7 +4,7 @@
 use crate::state::Home;
 use denet_client::content::Content;
 use denet_client::driver::{Driver, Seen};
-use denet_client::identity::{Device, LocalWallet};
+use denet_client::identity::{Device, KeyWallet, LocalWallet};
 use denet_client::net::{RelayClient, now_ms};
 use denet_client::session::{Event, Message, Registration, Session};
 use denet_core::Wallet;
@@ -44,17 +44,26 @@ fn time(ms: u64) -> String {
 }
 
 /// `denet init`: a new (or imported) wallet key and fresh device keys.
-pub fn init(home: &Path, wallet_key: Option<&str>, out: &Out) -> Result<(), String> {
+/// A contract wallet the wallet key owns (`init --contract-wallet`), on `chain_id`.
+pub struct Contract {
+    pub wallet: String,
+    pub chain_id: u64,
+}
+
+pub fn init(home: &Path, wallet_key: Option<&str>, contract: Option<Contract>, out: &Out) -> Result<(), String> {
     let home = Home::new(home.to_path_buf());
     if home.has_identity() {
         return Err("this home already has an identity (use another --home)".into());
     }
-    let wallet = match wallet_key {
+    let key = match wallet_key {
         Some(hex) => LocalWallet::from_hex(hex).map_err(err)?,
         None => LocalWallet::generate(&mut OsRng),
     };
+    let chain_id = contract.as_ref().map_or(1, |c| c.chain_id);
+    let contract = contract.map(|c| Wallet::parse_lenient(&c.wallet)).transpose().map_err(|e| e.message)?;
+    let wallet = KeyWallet { key, contract };
     let device = Device::generate(&mut OsRng);
-    home.save_identity(&wallet, &device).map_err(err)?;
+    home.save_identity(&wallet, chain_id, &device).map_err(err)?;
     let (w, k) = (denet_client::identity::WalletSigner::wallet(&wallet), device.sign_key());
     out.emit(json!({"wallet": w.as_str(), "sign_key": k.to_b64()}), || format!("{w}"));
     Ok(())
@@ -64,7 +73,8 @@ pub struct Ctx {
     home: Home,
     driver: Driver,
     out: Out,
-    wallet: LocalWallet,
+    wallet: KeyWallet,
+    chain_id: u64,
     me: Wallet,
 }
 
@@ -77,14 +87,19 @@ impl Ctx {
         let me = id.address();
         let session = Session::new(me.clone(), id.device, state);
         let driver = Driver::new(RelayClient::new(relay), session, Box::new(move |s| saver.save_state(s)));
-        Ok(Ctx { home, driver, out, wallet: id.wallet, me })
+        let mut driver = driver;
+        driver.chain_id = id.chain_id;
+        // The chains whose contract wallets this CLI checks itself (never the relay's word).
+        let urls = std::env::var("DENET_RPC_URLS").unwrap_or_default();
+        driver.rpc_urls = denet_core::eth::Chains::from_urls(&urls).map_err(|e| format!("DENET_RPC_URLS: {e}"))?;
+        Ok(Ctx { home, driver, out, wallet: id.wallet, chain_id: id.chain_id, me })
     }
 
     pub async fn register(&mut self) -> Result<(), String> {
         // A device whose key was revoked can never register it again: new keys.
         if self.driver.with_keys(|s, now| s.registration(now)).await? == Registration::NewKeys {
             let device = Device::generate(&mut OsRng);
-            self.home.save_identity(&self.wallet, &device).map_err(err)?;
+            self.home.save_identity(&self.wallet, self.chain_id, &device).map_err(err)?;
             self.driver.session.replace_device(device);
         }
         let now = now_ms();

@@ -36,6 +36,12 @@ enum Command {
         /// Read the wallet key from FILE (`-` for standard input)
         #[arg(long, value_name = "FILE")]
         wallet_key_file: Option<PathBuf>,
+        /// Sign in as this owner-based contract wallet (ERC-1271), owned by the wallet key
+        #[arg(long, value_name = "ADDRESS", requires = "chain_id")]
+        contract_wallet: Option<String>,
+        /// The contract wallet's chain (the SIWE Chain ID)
+        #[arg(long, requires = "contract_wallet")]
+        chain_id: Option<u64>,
     },
     /// Publish this device's key bundle to the relay
     Register,
@@ -135,8 +141,11 @@ async fn main() {
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".denet"));
     let out = chat::Out { json: cli.json };
     let result = match cli.command {
-        Command::Init { wallet_key, wallet_key_file } => secret(wallet_key, wallet_key_file)
-            .and_then(|key| chat::init(&home, key.as_deref().map(|k| k.as_str()), &out)),
+        Command::Init { wallet_key, wallet_key_file, contract_wallet, chain_id } => {
+            let contract = contract_wallet.zip(chain_id).map(|(wallet, chain_id)| chat::Contract { wallet, chain_id });
+            secret(wallet_key, wallet_key_file)
+                .and_then(|key| chat::init(&home, key.as_deref().map(|k| k.as_str()), contract, &out))
+        }
         command => match chat::Ctx::open(home, &cli.relay, out) {
             Ok(mut ctx) => run(&mut ctx, command).await,
             Err(e) => Err(e),

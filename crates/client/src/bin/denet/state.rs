@@ -2,7 +2,7 @@
 //! session's state (`state.json`, [`SessionState`], migrated from older versions on
 //! load). Files are written with mode 0600 (they hold secret keys).
 
-use denet_client::identity::{Device, LocalWallet, WalletSigner};
+use denet_client::identity::{Device, KeyWallet, LocalWallet, WalletSigner};
 use denet_client::session::SessionState;
 use denet_core::Wallet;
 use denet_core::encoding::b64;
@@ -18,6 +18,11 @@ struct IdentityFile {
     wallet_key: String,
     sign_seed: String,
     dh_secret: String,
+    /// An owner-based contract wallet (ERC-1271) the wallet key owns, and its chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    contract_wallet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain_id: Option<u64>,
 }
 
 impl Drop for IdentityFile {
@@ -30,8 +35,10 @@ impl Drop for IdentityFile {
 }
 
 pub struct Identity {
-    pub wallet: LocalWallet,
+    pub wallet: KeyWallet,
     pub device: Device,
+    /// The chain the wallet signs in on (SIWE `Chain ID`): a contract wallet's, else 1.
+    pub chain_id: u64,
 }
 
 impl Identity {
@@ -69,12 +76,14 @@ impl Home {
         self.identity_path().exists()
     }
 
-    pub fn save_identity(&self, wallet: &LocalWallet, device: &Device) -> std::io::Result<()> {
+    pub fn save_identity(&self, wallet: &KeyWallet, chain_id: u64, device: &Device) -> std::io::Result<()> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
         let file = IdentityFile {
-            wallet_key: wallet.to_hex().to_string(),
+            wallet_key: wallet.key.to_hex().to_string(),
             sign_seed: b64(device.sign_seed().as_ref()),
             dh_secret: b64(device.dh_secret().as_ref()),
+            contract_wallet: wallet.contract.as_ref().map(|w| w.to_string()),
+            chain_id: wallet.contract.as_ref().map(|_| chain_id),
         };
         write_private(&self.identity_path(), serde_json::to_string_pretty(&file)?.as_bytes())
     }
@@ -84,9 +93,11 @@ impl Home {
             .map_err(|_| format!("no identity in {}: run `denet init` first", self.dir.display()))?;
         let file: IdentityFile = serde_json::from_str(&text).map_err(|e| format!("identity.json: {e}"))?;
         let key = |s: &str| denet_client::identity::key32(s).map_err(|e| e.to_string());
+        let contract = file.contract_wallet.as_deref().map(Wallet::parse_lenient).transpose().map_err(|e| e.message)?;
         Ok(Identity {
-            wallet: LocalWallet::from_hex(&file.wallet_key).map_err(|e| e.to_string())?,
+            wallet: KeyWallet { key: LocalWallet::from_hex(&file.wallet_key).map_err(|e| e.to_string())?, contract },
             device: Device::from_secrets(key(&file.sign_seed)?, key(&file.dh_secret)?),
+            chain_id: file.chain_id.unwrap_or(1),
         })
     }
 

@@ -4,7 +4,7 @@
 use super::{Ctx, err, time};
 use denet_client::backup::RecoveryCode;
 use denet_client::driver::With;
-use denet_client::identity::LocalWallet;
+use denet_client::identity::KeyWallet;
 use denet_client::session::Registration;
 use serde_json::json;
 
@@ -66,7 +66,7 @@ impl Ctx {
         let code = code.map(RecoveryCode::parse).transpose().map_err(err)?;
         let with = match &code {
             Some(code) => With::Code(code),
-            None => With::<LocalWallet>::Wallet(&self.wallet),
+            None => With::<KeyWallet>::Wallet(&self.wallet),
         };
         let r = self.driver.backup_restore(with).await?;
         if let Some(e) = &r.write_error {
