@@ -53,7 +53,7 @@ typecheck: build
 ## test-sdk: the SDK under Node: spec/vectors through the wasm, flows, the §8.3 attacks and the §9 backup against a real relay
 test-sdk: build
 	cargo build -q -p denet-client --bin denet
-	node --test --test-concurrency=1 sdk/test/vectors.test.mjs sdk/test/sdk.test.mjs sdk/test/attacks.test.mjs sdk/test/backup.test.mjs sdk/test/push.test.mjs
+	node --test --test-concurrency=1 sdk/test/vectors.test.mjs sdk/test/sdk.test.mjs sdk/test/attacks.test.mjs sdk/test/backup.test.mjs sdk/test/push.test.mjs sdk/test/wallets.test.mjs
 
 ## test-browser: the page in headless Chromium, two wallets chatting (screenshots in target/browser/)
 test-browser: build setup-browser

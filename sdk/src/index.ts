@@ -55,6 +55,13 @@ export type Signer = {
   getAddress(): Promise<string>;
   signMessage(message: string): Promise<string>;
   getChainId?(): Promise<number>;
+  /**
+   * Sends a JSON-RPC request to chain `chainId` and returns its JSON-RPC answer
+   * (`{result}` or `{error}`), or `undefined` when it cannot reach that chain: how the
+   * SDK checks a contract wallet's signature itself (PROTOCOL.md §1.1). `fromEip1193`
+   * asks the wallet's own provider while it is on that chain.
+   */
+  chainRequest?(chainId: number, request: { method: string; params: unknown[] }): Promise<object | undefined>;
 };
 
 /**
@@ -160,6 +167,17 @@ export function fromEip1193(provider: EIP1193Provider, address?: string): Signer
       const from = await signer.getAddress();
       const hex = "0x" + Array.from(enc.encode(message), (b) => b.toString(16).padStart(2, "0")).join("");
       return provider.request({ method: "personal_sign", params: [hex, from] });
+    },
+    // A contract wallet's check through the wallet's own provider, on its current chain only.
+    async chainRequest(chainId, request) {
+      if ((await signer.getChainId!()) !== chainId) return undefined;
+      try {
+        return { jsonrpc: "2.0", id: 1, result: await provider.request(request) };
+      } catch (e: any) {
+        // A revert is a verdict (the core reads it); a provider that cannot answer is not.
+        if (typeof e?.code !== "number") return undefined;
+        return { jsonrpc: "2.0", id: 1, error: { code: e.code, message: String(e.message ?? "") } };
+      }
     },
     // The wallet's chain (eth_chainId); 1 when it does not say.
     async getChainId() {
@@ -291,6 +309,8 @@ export class Client {
   private readonly store: Store;
   /** The SIWE `auth` object every bundle this client makes signs in at (JSON, §1.1). */
   private readonly auth: string;
+  /** RPC URLs by chain id, for checking contract wallets' signatures (before the signer's provider). */
+  private rpc: Record<number, string> = {};
   /** The times of the authorization last shown (`authorization()`), which `register` signs. */
   private shown?: { issuedAt: number; expiresAt: number };
   private dev: w.Device;
@@ -345,7 +365,14 @@ export class Client {
     this.session = session;
   }
 
-  static async create(opts: { relay: string; signer: Signer; storage?: "indexeddb" | "memory" | Store; signIn?: SignIn }): Promise<Client> {
+  static async create(opts: {
+    relay: string;
+    signer: Signer;
+    storage?: "indexeddb" | "memory" | Store;
+    signIn?: SignIn;
+    /** RPC URLs by chain id: where the SDK checks contract wallets' signatures itself (§1.1). */
+    rpc?: Record<number, string>;
+  }): Promise<Client> {
     const { relay, signer, storage } = opts;
     await loadWasm();
     // Your own store: any object with load(key) and save(key, value) (promises).
@@ -358,6 +385,7 @@ export class Client {
     const device = deviceOf(record);
     const session = call(() => new w.Session(wallet, device.signSeed(), device.dhSecret(), record ?? null));
     const client = new Client(relay, signer, wallet, store, device, session, await signInAt(relay, signer, opts.signIn));
+    client.rpc = { ...(opts.rpc ?? {}) };
     await client.save();
     return client;
   }
@@ -450,15 +478,38 @@ export class Client {
 
   /** Runs a session step, fetching the key lists it asks for (verified in the wasm) and trying again. */
   private async withKeys<T>(f: (now: number) => Step<T>): Promise<T> {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 4; i++) {
       const step = call(() => f(Date.now()));
       if ("ok" in step) return step.ok;
+      // Lists fetched already may wait on contract wallets' chains (§1.1): ask them.
+      const checks = call(() => this.session.contractChecks(step.need_keys));
+      if (checks.length) {
+        for (const c of checks) {
+          const answer = await this.askChain(c);
+          call(() => this.session.contractVerdict(c.id, answer, Date.now()));
+        }
+        continue;
+      }
       for (const wallet of step.need_keys) {
         const answer = await this.keyList(wallet);
         call(() => this.session.takeKeys(wallet, answer, Date.now()));
       }
     }
     throw new DenetError("internal", "the relay's key lists keep changing: try again");
+  }
+
+  /** A contract wallet's check (a JSON-RPC `eth_call`) sent to its chain: `rpc[chainId]`, else the signer's provider; undefined if neither can. */
+  private async askChain(c: { chain_id: number; call: { method: string; params: unknown[] } }): Promise<object | undefined> {
+    const url = this.rpc[c.chain_id];
+    if (url) {
+      try {
+        const resp = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(c.call) });
+        return resp.ok ? await resp.json() : undefined;
+      } catch {
+        return undefined;
+      }
+    }
+    return this.signer.chainRequest?.(c.chain_id, c.call);
   }
 
   /** Every page of a wallet's key list (`?include=all`, following `next`, at most 20 pages), as one `{keys}`; `{keys: []}` for a 404. */

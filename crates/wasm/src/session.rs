@@ -141,6 +141,35 @@ impl Session {
         Ok(())
     }
 
+    /// The contract wallets' signatures on the key lists of `wallets` still to check on
+    /// their chains (§1.1, 1.6): `[{id, wallet, chain_id, call}]`, `call` a JSON-RPC
+    /// `eth_call` to send to an RPC of `chain_id`. Asked when a step needs keys already
+    /// fetched.
+    #[wasm_bindgen(js_name = contractChecks, unchecked_return_type = "{ id: string; wallet: string; chain_id: number; call: { method: string; params: unknown[] } }[]")]
+    pub fn contract_checks(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string[]")] wallets: JsValue,
+    ) -> JsResult<JsValue> {
+        let wallets: Vec<String> = from_js(wallets)?;
+        let wallets: Vec<denet_core::Wallet> = wallets.iter().map(|w| wallet(w)).collect::<JsResult<_>>()?;
+        to_js(&self.inner.contract_checks(&wallets))
+    }
+
+    /// The chain's JSON-RPC answer to the check `id` (`undefined`: it could not be
+    /// asked, and the device stays unverified), judged by the core's rule.
+    #[wasm_bindgen(js_name = contractVerdict)]
+    pub fn contract_verdict(
+        &mut self,
+        id: &str,
+        #[wasm_bindgen(unchecked_param_type = "object | undefined")] answer: JsValue,
+        now: f64,
+    ) -> JsResult<()> {
+        let answer: Option<Value> =
+            if answer.is_undefined() || answer.is_null() { None } else { Some(from_js(answer)?) };
+        self.inner.contract_verdict(id, answer.as_ref(), now as u64);
+        Ok(())
+    }
+
     /// Forgets the key list of `wallet` (after registering or revoking one of its devices).
     #[wasm_bindgen(js_name = forgetKeys)]
     pub fn forget_keys(&mut self, wallet_s: &str) -> JsResult<()> {

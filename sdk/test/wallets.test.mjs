@@ -1,0 +1,119 @@
+// Contract wallets in the SDK (PROTOCOL.md §1.1, 1.6), against a real relay and a local
+// anvil chain: an owner-based ERC-1271 wallet (tests/chain/OwnerWallet.sol, compiled by
+// solc-js, deployed by viem) signs in through the SDK and chats both ways with an EOA
+// user; each SDK checks the other's devices on the chain itself (through `rpc`, or the
+// wallet's own EIP-1193 provider), and one that cannot check seals nothing.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { createPublicClient, createWalletClient, encodeFunctionData, http, parseAbi } from "viem";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import { Client, DenetError } from "../dist/index.js";
+import { freePort, root, startRelay, viemSigner } from "./relay.mjs";
+
+const CHAIN = 31337;
+let relay, anvil, rpc, factory;
+const chain = { id: CHAIN, name: "anvil", nativeCurrency: { name: "E", symbol: "E", decimals: 18 }, rpcUrls: { default: { http: [] } } };
+const abi = parseAbi(["function deploy(address owner, bytes32 salt) returns (address)", "function addressOf(address owner, bytes32 salt) view returns (address)"]);
+
+before(async () => {
+  const port = await freePort();
+  anvil = spawn(join(root, "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"),
+    ["--host", "127.0.0.1", "--port", String(port), "--chain-id", String(CHAIN), "--accounts", "1", "--silent"], { stdio: "ignore", detached: true });
+  rpc = `http://127.0.0.1:${port}`;
+  chain.rpcUrls.default.http = [rpc];
+  const pub = createPublicClient({ chain, transport: http(rpc) });
+  for (let i = 0; ; i++) {
+    try {
+      await pub.getChainId();
+      break;
+    } catch (e) {
+      if (i > 100) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const compiled = JSON.parse(spawnSync(process.execPath, [join(root, "tests/chain/compile.mjs")], { encoding: "utf8" }).stdout);
+  const [funder] = await pub.request({ method: "eth_accounts" });
+  const wallet = createWalletClient({ chain, transport: http(rpc), account: funder });
+  const hash = await wallet.sendTransaction({ data: compiled.WalletFactory.bytecode });
+  factory = (await pub.waitForTransactionReceipt({ hash })).contractAddress;
+  relay = await startRelay({ CONTRACT_WALLET_CHAINS: String(CHAIN), ETH_RPC_URLS: `${CHAIN}=${rpc}` });
+});
+after(async () => {
+  await relay?.stop();
+  try {
+    process.kill(-anvil.pid, "SIGTERM");
+  } catch {}
+});
+
+/** A deployed OwnerWallet of a fresh owner key, and a Signer that signs for it as its owner. */
+async function contractSigner(salt) {
+  const owner = privateKeyToAccount(generatePrivateKey());
+  const pub = createPublicClient({ chain, transport: http(rpc) });
+  const [funder] = await pub.request({ method: "eth_accounts" });
+  const wallet = createWalletClient({ chain, transport: http(rpc), account: funder });
+  const hash = await wallet.sendTransaction({ to: factory, data: encodeFunctionData({ abi, functionName: "deploy", args: [owner.address, salt] }) });
+  await pub.waitForTransactionReceipt({ hash });
+  const address = await pub.readContract({ address: factory, abi, functionName: "addressOf", args: [owner.address, salt] });
+  return { address, getAddress: async () => address, signMessage: (message) => owner.signMessage({ message }), getChainId: async () => CHAIN };
+}
+
+const texts = (ms) => ms.filter((m) => m.type === "text").map((m) => m.text);
+const salt = (n) => `0x${n.toString(16).padStart(64, "0")}`;
+
+test("a contract wallet (ERC-1271) signs in through the SDK and chats both ways with an EOA", async () => {
+  const signer = await contractSigner(salt(1));
+  const smart = await Client.create({ relay: relay.base, signer, storage: "memory", rpc: { [CHAIN]: rpc } });
+  await smart.register();
+  const listed = await (await fetch(`${relay.base}/v1/keys/${smart.wallet}`)).json();
+  assert.equal(listed.keys[0].auth.chain_id, CHAIN);
+  const eoa = await Client.create({ relay: relay.base, signer: viemSigner(), storage: "memory", rpc: { [CHAIN]: rpc } });
+  await eoa.register();
+  await eoa.send(smart.wallet, "hello contract wallet");
+  assert.deepEqual(texts(await smart.inbox()), ["hello contract wallet"]);
+  await smart.send(eoa.wallet, "hello from the contract wallet");
+  const got = (await eoa.inbox()).filter((m) => m.type === "text" && !m.to);
+  assert.deepEqual(got.map((m) => [m.from, m.text]), [[smart.wallet, "hello from the contract wallet"]]);
+});
+
+test("the wallet's own EIP-1193 provider checks a contract wallet when it is on that chain", async () => {
+  const signer = await contractSigner(salt(2));
+  const smart = await Client.create({ relay: relay.base, signer, storage: "memory", rpc: { [CHAIN]: rpc } });
+  await smart.register();
+  // An EOA whose wallet (EIP-1193) is on the chain, no rpc option: the provider answers eth_call.
+  const base = viemSigner();
+  const provider = (chainId) => ({
+    request: async ({ method, params }) => {
+      if (method === "eth_chainId") return `0x${chainId.toString(16)}`;
+      const resp = await fetch(rpc, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }) });
+      const answer = await resp.json();
+      if (answer.error) throw Object.assign(new Error(answer.error.message), { code: answer.error.code });
+      return answer.result;
+    },
+  });
+  const { fromEip1193 } = await import("../dist/index.js");
+  const onChain = { ...base, chainRequest: fromEip1193(provider(CHAIN), "0x0000000000000000000000000000000000000001").chainRequest };
+  const eoa = await Client.create({ relay: relay.base, signer: onChain, storage: "memory" });
+  await eoa.register();
+  await eoa.send(smart.wallet, "checked through the wallet");
+  assert.deepEqual(texts(await smart.inbox()), ["checked through the wallet"]);
+  // On another chain the provider cannot say: unverified, nothing sealed.
+  const elsewhere = { ...viemSigner(), chainRequest: fromEip1193(provider(1), "0x0000000000000000000000000000000000000001").chainRequest };
+  const other = await Client.create({ relay: relay.base, signer: elsewhere, storage: "memory" });
+  await other.register();
+  await assert.rejects(other.send(smart.wallet, "to whom?"), (e) => e instanceof DenetError && e.code === "unverified" && /31337/.test(e.message));
+});
+
+test("attack: an SDK that cannot check a contract wallet seals nothing to it and does not believe its messages", async () => {
+  const signer = await contractSigner(salt(3));
+  const smart = await Client.create({ relay: relay.base, signer, storage: "memory", rpc: { [CHAIN]: rpc } });
+  await smart.register();
+  const eoa = await Client.create({ relay: relay.base, signer: viemSigner(), storage: "memory" });
+  await eoa.register();
+  await assert.rejects(eoa.send(smart.wallet, "to whom?"), (e) => e instanceof DenetError && e.code === "unverified");
+  await smart.send(eoa.wallet, "believe me");
+  const got = await eoa.inbox();
+  assert.deepEqual(texts(got), []);
+  assert.ok(got.some((m) => m.type === "unreadable" && /^unverified/.test(m.error)), JSON.stringify(got));
+});
