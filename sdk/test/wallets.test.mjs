@@ -7,7 +7,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { createPublicClient, createWalletClient, encodeFunctionData, http, parseAbi } from "viem";
+import { createPublicClient, createWalletClient, encodeFunctionData, http, parseAbi, serializeErc6492Signature } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { Client, DenetError } from "../dist/index.js";
 import { freePort, root, startRelay, viemSigner } from "./relay.mjs";
@@ -57,6 +57,16 @@ async function contractSigner(salt) {
   await pub.waitForTransactionReceipt({ hash });
   const address = await pub.readContract({ address: factory, abi, functionName: "addressOf", args: [owner.address, salt] });
   return { address, getAddress: async () => address, signMessage: (message) => owner.signMessage({ message }), getChainId: async () => CHAIN };
+}
+
+/** An OwnerWallet not deployed yet: its Signer wraps the owner's signature for ERC-6492 (viem) with the factory call. */
+async function undeployedSigner(salt) {
+  const owner = privateKeyToAccount(generatePrivateKey());
+  const pub = createPublicClient({ chain, transport: http(rpc) });
+  const address = await pub.readContract({ address: factory, abi, functionName: "addressOf", args: [owner.address, salt] });
+  const data = encodeFunctionData({ abi, functionName: "deploy", args: [owner.address, salt] });
+  const signMessage = async (message) => serializeErc6492Signature({ address: factory, data, signature: await owner.signMessage({ message }) });
+  return { address, owner, getAddress: async () => address, signMessage, getChainId: async () => CHAIN, code: () => pub.getCode({ address }) };
 }
 
 const texts = (ms) => ms.filter((m) => m.type === "text").map((m) => m.text);
@@ -116,4 +126,18 @@ test("attack: an SDK that cannot check a contract wallet seals nothing to it and
   const got = await eoa.inbox();
   assert.deepEqual(texts(got), []);
   assert.ok(got.some((m) => m.type === "unreadable" && /^unverified/.test(m.error)), JSON.stringify(got));
+});
+
+test("an undeployed contract wallet (ERC-6492) signs in through the SDK and chats both ways with an EOA", async () => {
+  const signer = await undeployedSigner(salt(4));
+  const smart = await Client.create({ relay: relay.base, signer, storage: "memory", rpc: { [CHAIN]: rpc } });
+  await smart.register();
+  assert.equal(await signer.code(), undefined, "still not deployed: the checks were eth_calls");
+  const eoa = await Client.create({ relay: relay.base, signer: viemSigner(), storage: "memory", rpc: { [CHAIN]: rpc } });
+  await eoa.register();
+  await eoa.send(smart.wallet, "hello counterfactual wallet");
+  assert.deepEqual(texts(await smart.inbox()), ["hello counterfactual wallet"]);
+  await smart.send(eoa.wallet, "hello before my deployment");
+  const got = (await eoa.inbox()).filter((m) => m.type === "text" && !m.to);
+  assert.deepEqual(got.map((m) => [m.from, m.text]), [[smart.wallet, "hello before my deployment"]]);
 });

@@ -77,6 +77,28 @@ pub async fn verify_bundle(
     Ok(row)
 }
 
+/// Checks a revocation's wallet signature (§1.2): an EOA's here; a contract wallet's on
+/// the chain the wallet is pinned to (one `eth_call`, counted against `ip` when a client
+/// caused it).
+pub async fn verify_revocation(
+    env: &Env,
+    config: &Config,
+    store: &impl Store,
+    revocation: &denet_core::Revocation,
+    ip: Option<&str>,
+) -> ApiResult<()> {
+    let pinned = store.wallet_chain(revocation.wallet.as_str()).await?;
+    let check = match revocation.check(pinned.filter(|_| !config.chains.is_empty()))? {
+        Proof::Eoa => return Ok(()),
+        Proof::Contract(check) => check,
+    };
+    config.chains.url(check.chain_id)?;
+    if let Some(ip) = ip {
+        crate::objects::limiter::take_eth_call(env, config, ip).await?;
+    }
+    crate::eth::check(config, &check).await.map(|_| ())
+}
+
 /// Checks a stored contract-wallet bundle again on its chain (the daily cron):
 /// `Ok(Some(block))` still valid, `Ok(None)` no longer accepted by the wallet, `Err`
 /// when the chain could not be asked (nothing decided).

@@ -27,7 +27,7 @@ pub async fn fetch_key(env: &Env, config: &Config, wallet: &Wallet, key: &str, n
         }
         let Ok(answer) = resp.json::<Value>().await else { continue };
         for entry in answer["keys"].as_array().into_iter().flatten() {
-            let Ok((bundle, revocation)) = denet_core::bundle::parse_listed_with(entry, |_| Ok(())) else { continue };
+            let Ok((bundle, revocation)) = denet_core::bundle::read_entry(entry) else { continue };
             // Not another wallet's, and not one expired beyond the retention period
             // (that one could only come back as a key this relay forgot).
             let oldest = now.saturating_sub(config.limits.retention_ms());
@@ -39,7 +39,9 @@ pub async fn fetch_key(env: &Env, config: &Config, wallet: &Wallet, key: &str, n
             if store_row(&store, &row, now).await? {
                 stored += 1;
             }
-            if let Some(r) = revocation {
+            if let Some(r) = revocation
+                && super::verify_revocation(env, config, &store, &r, None).await.is_ok()
+            {
                 apply_revocation(env, &store, &r).await?;
             }
         }
@@ -122,9 +124,13 @@ pub async fn take_keys(
     }
     let mut refused_revocations = 0;
     for r in revocations {
-        match Revocation::parse_relayed(r).and_then(|rev| rev.verify().map(|_| rev)) {
-            Ok(rev) if apply_revocation(env, &store, &rev).await? => new_revocations.push(rev.to_json()),
-            Ok(_) => {}
+        let Ok(rev) = Revocation::parse_relayed(r) else {
+            refused_revocations += 1;
+            continue;
+        };
+        match super::verify_revocation(env, config, &store, &rev, None).await {
+            Ok(()) if apply_revocation(env, &store, &rev).await? => new_revocations.push(rev.to_json()),
+            Ok(()) => {}
             Err(_) => refused_revocations += 1,
         }
     }

@@ -126,8 +126,9 @@ pub async fn revoke_key(mut req: Request, wallet: &str, env: &Env, config: &Conf
     let wallet = Wallet::parse_lenient(wallet)?;
     let revocation = Revocation::parse_request(&value, wallet.clone())?;
     check_skew(revocation.revoked_at, now, config.limits.skew_ms, "revoked_at")?;
-    revocation.verify()?;
     let store = D1Store::new(env, config);
+    let ip = crate::objects::limiter::client_ip(&req);
+    keys::verify_revocation(env, config, &store, &revocation, Some(&ip)).await?;
     let sign_key = revocation.sign_key.to_b64();
     let Some(row) = store.bundle(&sign_key).await?.filter(|r| r.wallet == wallet.as_str()) else {
         return Err(Error::not_found(format!("{sign_key} is not a key of {wallet}")).into());

@@ -408,6 +408,32 @@ async fn the_cli_chats_both_ways_between_a_contract_wallet_and_an_eoa() {
     assert_eq!(texts(&read), ["hello from a Safe-like wallet"]);
     let got = read.iter().find(|m| m["type"] == "text").unwrap();
     assert_eq!(got["from"], address.as_str(), "authenticated as the contract wallet: {read:?}");
+    // The contract wallet revokes its device: the relay checks the owner's signature on chain.
+    denet(s_home.path(), &rpc, &["revoke"]).unwrap();
+    assert_eq!(relay().get(&format!("/v1/keys/{address}")).await.0, 404, "no active key left");
+}
+
+/// Only the contract wallet revokes its devices: a revocation signed by another key
+/// (not its owner) is refused after the check on its chain.
+#[tokio::test]
+async fn attack_a_stranger_cannot_revoke_a_contract_wallets_device() {
+    let w = world();
+    let ivy = smart_wallet(&w.a, true);
+    let (bundle, _) = ivy.bundle(31337, false);
+    assert_eq!(relay().put_bundle(&ivy.user, &bundle).await.0, 201);
+    let stranger = User::new();
+    let mut r = denet_core::Revocation {
+        wallet: ivy.user.wallet.clone(),
+        sign_key: ivy.user.sign_key(),
+        revoked_at: now_ms(),
+        wallet_sig: String::new(),
+    };
+    r.wallet_sig = personal_sign(&stranger.wallet_key, &r.statement());
+    let path = format!("/v1/keys/{}/revoke", ivy.user.wallet);
+    let answer = relay().send_json(reqwest::Method::POST, &path, &r.request_json()).await;
+    assert_eq!(code(&answer), (401, Some("invalid_signature")), "{}", answer.1);
+    r.wallet_sig = personal_sign(&ivy.owner, &r.statement());
+    assert_eq!(relay().send_json(reqwest::Method::POST, &path, &r.request_json()).await.0, 200, "its owner can");
 }
 
 /// The relay is not trusted: a client that cannot check a contract wallet's chain seals

@@ -251,10 +251,12 @@ pub fn verify_key_list(answer: &Value, wallet: &Wallet) -> Vec<VerifiedBundle> {
 /// One listed entry of `wallet`: the bundle when its signature holds as far as the
 /// client can check alone, with the check to make on its chain when it is a contract
 /// wallet's (§1.1, 1.6); `None` for anything else (another wallet's, a forged or
-/// malformed one, a revocation that does not verify). A relay's `invalid` status ends
-/// the key at `invalid_at`: a relay can always hide a key, so that word is taken.
+/// malformed one, an EOA's revocation that does not verify). A relay's `invalid`
+/// status ends the key at `invalid_at`, and a contract wallet's revocation ends it at
+/// `revoked_at` unchecked: either can only take a key away, which a relay can always
+/// do by hiding it.
 pub fn read_listed(entry: &Value, wallet: &Wallet) -> Option<(VerifiedBundle, Option<ContractCheck>)> {
-    let (bundle, revocation) = denet_core::bundle::parse_listed_with(entry, |_| Ok(())).ok()?;
+    let (bundle, revocation) = denet_core::bundle::read_entry(entry).ok()?;
     if bundle.wallet != *wallet {
         return None;
     }
@@ -262,6 +264,9 @@ pub fn read_listed(entry: &Value, wallet: &Wallet) -> Option<(VerifiedBundle, Op
         Proof::Eoa => None,
         Proof::Contract(check) => Some(check),
     };
+    if contract.is_none() && revocation.as_ref().is_some_and(|r| r.verify().is_err()) {
+        return None;
+    }
     let ended = [revocation.map(|r| r.revoked_at), entry["invalid_at"].as_u64()].into_iter().flatten().min();
     Some((VerifiedBundle { bundle, revoked_at: ended }, contract))
 }

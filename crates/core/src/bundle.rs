@@ -242,7 +242,8 @@ impl Revocation {
             SignKey::parse(f.str("sign_key")?).ok_or_else(|| f.bad("sign_key", "must be 32 bytes of base64url"))?;
         let revoked_at = f.u64("revoked_at")?;
         let wallet_sig = f.str("wallet_sig")?;
-        parse_wallet_sig(wallet_sig).map_err(|e| Error::malformed(e.message))?;
+        // 65 bytes for an EOA; a contract wallet's may be longer (§1.2, 1.6).
+        parse_sig_bytes(wallet_sig)?;
         Ok(Revocation { wallet, sign_key, revoked_at, wallet_sig: wallet_sig.to_owned() })
     }
 
@@ -257,6 +258,24 @@ impl Revocation {
 
     pub fn verify(&self) -> Result<(), Error> {
         verify_wallet_sig(&self.wallet, &self.statement(), &self.wallet_sig)
+    }
+
+    /// Checks the signature as far as the core can (§1.2, 1.6): [`Proof::Eoa`] when it
+    /// recovers to the wallet; when it does not and the wallet is a contract wallet
+    /// pinned to `chain` (the chain of its bundles), the check to make there; else
+    /// `401 invalid_signature`.
+    pub fn check(&self, chain: Option<u64>) -> Result<Proof, Error> {
+        let hash = eip191_hash(&self.statement());
+        let signature = parse_sig_bytes(&self.wallet_sig)?;
+        if signature.len() == 65 && recover_hash(&hash, &self.wallet_sig).is_ok_and(|w| w == self.wallet) {
+            return Ok(Proof::Eoa);
+        }
+        match chain {
+            Some(chain_id) => {
+                Ok(Proof::Contract(ContractCheck { wallet: self.wallet.clone(), chain_id, hash, signature }))
+            }
+            None => Err(Error::invalid_signature(format!("the revocation was not signed by {}", self.wallet))),
+        }
     }
 
     /// The body of `POST /v1/keys/{wallet}/revoke` (the wallet is in the path).
@@ -279,15 +298,18 @@ impl Revocation {
 /// when it is revoked, its revocation. Both are checked by the wallet's signature,
 /// so an entry from any relay can be trusted only as far as it verifies.
 pub fn parse_listed(entry: &Value) -> Result<(Bundle, Option<Revocation>), Error> {
-    parse_listed_with(entry, Bundle::verify)
+    let (bundle, revocation) = read_entry(entry)?;
+    bundle.verify()?;
+    if let Some(r) = &revocation {
+        r.verify()?;
+    }
+    Ok((bundle, revocation))
 }
 
-/// [`parse_listed`] with the bundle's signature checked by `verify` (a reader that can
-/// ask a contract wallet's chain checks it there, after).
-pub fn parse_listed_with(
-    entry: &Value,
-    verify: impl Fn(&Bundle) -> Result<(), Error>,
-) -> Result<(Bundle, Option<Revocation>), Error> {
+/// Reads one listed entry (a bundle and, when revoked, its revocation) checking
+/// shape only: the caller checks the signatures (a reader that can ask a contract
+/// wallet's chain checks them there).
+pub fn read_entry(entry: &Value) -> Result<(Bundle, Option<Revocation>), Error> {
     let mut fields = entry.clone();
     let obj = fields.as_object_mut().ok_or_else(|| Error::malformed("a key entry must be an object"))?;
     obj.remove("status");
@@ -295,19 +317,14 @@ pub fn parse_listed_with(
     let revocation_sig = obj.remove("revocation_sig");
     obj.remove("invalid_at");
     let bundle = Bundle::parse(&fields)?;
-    verify(&bundle)?;
     let revocation =
         match (revoked_at.as_ref().and_then(Value::as_u64), revocation_sig.as_ref().and_then(Value::as_str)) {
-            (Some(revoked_at), Some(sig)) => {
-                let r = Revocation {
-                    wallet: bundle.wallet.clone(),
-                    sign_key: bundle.sign_key,
-                    revoked_at,
-                    wallet_sig: sig.to_owned(),
-                };
-                r.verify()?;
-                Some(r)
-            }
+            (Some(revoked_at), Some(sig)) => Some(Revocation {
+                wallet: bundle.wallet.clone(),
+                sign_key: bundle.sign_key,
+                revoked_at,
+                wallet_sig: sig.to_owned(),
+            }),
             _ => None,
         };
     Ok((bundle, revocation))
