@@ -13,6 +13,8 @@ const BATCH: u64 = 10_000;
 const MAX_BATCHES: usize = 100;
 /// Contract-wallet bundles re-checked per page.
 const RECHECK_PAGE: u64 = 100;
+/// How long one run re-checks contract-wallet bundles (two RPC calls each).
+const RECHECK_BUDGET_MS: u64 = 5 * 60_000;
 
 pub async fn run(env: &Env, now: u64) -> Result<()> {
     let config = Config::get(env).map_err(|_| worker::Error::RustError("invalid configuration".into()))?;
@@ -44,33 +46,6 @@ pub async fn run(env: &Env, now: u64) -> Result<()> {
             break;
         }
     }
-    // Contract wallets (§1.1, 1.6): each active bundle is checked again on its chain; one
-    // the wallet no longer accepts (an owner changed) is `invalid` from now on. A chain
-    // that cannot be asked leaves its bundles as they are until the next run.
-    let (mut rechecked, mut invalid, mut after) = (0, 0, String::new());
-    for _ in 0..MAX_BATCHES {
-        let rows = store.contract_bundles(&after, RECHECK_PAGE, now).await.map_err(fail)?;
-        for row in &rows {
-            match crate::keys::recheck(&config, row).await {
-                Ok(Some(block)) => store.record_check(&row.sign_key, block, None).await.map_err(fail)?,
-                Ok(None) => {
-                    store
-                        .record_check(&row.sign_key, row.checked_block.unwrap_or_default(), Some(now))
-                        .await
-                        .map_err(fail)?;
-                    crate::keys::forget(&row.sign_key);
-                    invalid += 1;
-                }
-                Err(why) => worker::console_error!("retention: {} not re-checked: {why}", row.sign_key),
-            }
-            rechecked += 1;
-        }
-        match rows.last() {
-            Some(last) if rows.len() as u64 == RECHECK_PAGE => after = last.sign_key.clone(),
-            _ => break,
-        }
-    }
-    worker::console_log!("retention: re-checked {rechecked} contract-wallet bundles, {invalid} no longer valid");
     // A push subscription lives as long as its key (§10).
     let db = store.main().map_err(fail)?;
     let subscriptions = crate::store::expire_subscriptions(&db, now).await?;
@@ -78,5 +53,50 @@ pub async fn run(env: &Env, now: u64) -> Result<()> {
     worker::console_log!(
         "retention: deleted {messages} messages and {bundles} bundles older than {cutoff} ms, {backups} backups of wallets without an active key"
     );
+    // Contract wallets (§1.1, 1.6), last: each active bundle is checked again on its
+    // chain; one the wallet no longer accepts (an owner changed) is `invalid` from now
+    // on and its sockets close. A chain that cannot be asked leaves its bundles as they
+    // are until the next run. Each run starts at another place of the key space (the
+    // day's) and stops after RECHECK_BUDGET_MS, so no set of keys is always first.
+    let start = recheck_start(now);
+    let (mut rechecked, mut invalid) = (0, 0);
+    let deadline = crate::http::now_ms() + RECHECK_BUDGET_MS;
+    'passes: for (from, until) in [(start.clone(), None), (String::new(), Some(start))] {
+        let mut after = from;
+        loop {
+            let rows = store.contract_bundles(&after, RECHECK_PAGE, now).await.map_err(fail)?;
+            for row in &rows {
+                if until.as_ref().is_some_and(|u| row.sign_key >= *u) || crate::http::now_ms() > deadline {
+                    break 'passes;
+                }
+                match crate::keys::recheck(&config, row).await {
+                    Ok(Some(block)) => store.record_check(&row.sign_key, block, None).await.map_err(fail)?,
+                    Ok(None) => {
+                        let wallet = denet_core::Wallet::parse_strict(&row.wallet)
+                            .map_err(|e| worker::Error::RustError(e.message))?;
+                        let block = row.checked_block.unwrap_or_default();
+                        crate::objects::mailbox::invalidate(env, &wallet, &row.sign_key, block, now)
+                            .await
+                            .map_err(|e| worker::Error::RustError(e.into_protocol().message))?;
+                        invalid += 1;
+                    }
+                    Err(why) => worker::console_error!("retention: {} not re-checked: {why}", row.sign_key),
+                }
+                rechecked += 1;
+            }
+            match rows.last() {
+                Some(last) if rows.len() as u64 == RECHECK_PAGE => after = last.sign_key.clone(),
+                _ => break,
+            }
+        }
+    }
+    worker::console_log!("retention: re-checked {rechecked} contract-wallet bundles, {invalid} no longer valid");
     Ok(())
+}
+
+/// Where the day's re-check starts: a `sign_key` prefix that moves every day.
+fn recheck_start(now: u64) -> String {
+    const B64URL: &[u8] = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+    let day = now / denet_core::limits::DAY_MS;
+    (B64URL[(day % 64) as usize] as char).to_string()
 }

@@ -745,7 +745,7 @@ pub async fn put_subscription(db: &D1Database, row: &SubscriptionRow, max: usize
             "INSERT INTO push_subscriptions (sign_key, wallet, endpoint, p256dh, auth, created_at, not_before)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, 0
              WHERE (SELECT COUNT(*) FROM push_subscriptions p JOIN bundles b ON b.sign_key = p.sign_key
-                    WHERE p.wallet = ?2 AND p.sign_key != ?1 AND b.revoked_at IS NULL AND b.expires_at > ?6) < ?7
+                    WHERE p.wallet = ?2 AND p.sign_key != ?1 AND b.revoked_at IS NULL AND b.invalid_at IS NULL AND b.expires_at > ?6) < ?7
              ON CONFLICT (sign_key) DO UPDATE SET endpoint = ?3, p256dh = ?4, auth = ?5, created_at = ?6, not_before = 0",
         )
         .bind(&[
@@ -776,7 +776,7 @@ pub async fn subscriptions_of(db: &D1Database, wallet: &str, now: u64) -> Result
     db.prepare(
         "SELECT p.sign_key, p.wallet, p.endpoint, p.p256dh, p.auth, p.not_before FROM push_subscriptions p
          JOIN bundles b ON b.sign_key = p.sign_key
-         WHERE p.wallet = ?1 AND b.revoked_at IS NULL AND b.expires_at > ?2",
+         WHERE p.wallet = ?1 AND b.revoked_at IS NULL AND b.invalid_at IS NULL AND b.expires_at > ?2",
     )
     .bind(&[text(wallet), num(now)])?
     .all()
@@ -802,7 +802,7 @@ pub async fn expire_subscriptions(db: &D1Database, now: u64) -> Result<usize> {
     changes(
         db.prepare(
             "DELETE FROM push_subscriptions WHERE sign_key NOT IN
-             (SELECT sign_key FROM bundles WHERE revoked_at IS NULL AND expires_at > ?1)",
+             (SELECT sign_key FROM bundles WHERE revoked_at IS NULL AND invalid_at IS NULL AND expires_at > ?1)",
         )
         .bind(&[num(now)])?,
     )

@@ -503,7 +503,12 @@ export class Client {
     const url = this.rpc[c.chain_id];
     if (url) {
       try {
-        const resp = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(c.call) });
+        const resp = await fetch(url, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(c.call),
+          signal: AbortSignal.timeout(10_000),
+        });
         return resp.ok ? await resp.json() : undefined;
       } catch {
         return undefined;

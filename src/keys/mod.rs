@@ -105,13 +105,18 @@ pub async fn verify_revocation(
 pub async fn recheck(config: &Config, row: &BundleRow) -> Result<Option<u64>, String> {
     let bundle = denet_core::Bundle::parse(&row.bundle_json()).map_err(|e| e.message)?;
     let Proof::Contract(check) = bundle.check().map_err(|e| e.message)? else { return Ok(row.checked_block) };
-    match crate::eth::check(config, &check).await {
-        Ok(block) => Ok(Some(block)),
-        Err(e) => match e.into_protocol() {
-            e if e.code == denet_core::ErrorCode::InvalidSignature => Ok(None),
-            e => Err(e.to_string()),
-        },
+    // Invalid is for good (the key can never register again): asked twice.
+    for attempt in 0..2 {
+        match crate::eth::check(config, &check).await {
+            Ok(block) => return Ok(Some(block)),
+            Err(e) => match e.into_protocol() {
+                e if e.code == denet_core::ErrorCode::InvalidSignature && attempt == 1 => return Ok(None),
+                e if e.code == denet_core::ErrorCode::InvalidSignature => continue,
+                e => return Err(e.to_string()),
+            },
+        }
     }
+    Ok(None)
 }
 
 /// Drops a key from this isolate's cache (after a revocation or a new bundle).

@@ -216,6 +216,26 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Records a key invalid (its contract wallet no longer accepts it) and closes the
+    /// sockets it opened, under the write lock as a revocation is.
+    async fn invalidate(&self, key: &str, block: u64, at: u64) -> ApiResult<()> {
+        let _turn = self.write_lock.lock().await;
+        let config = Config::get(&self.env)?;
+        let store = D1Store::new(&self.env, &config);
+        store.record_check(key, block, Some(at)).await?;
+        keys::forget(key);
+        for sid in self.with_sockets(|t| t.opened_by(key)) {
+            if let Some(ws) = self.socket(sid) {
+                self.close_forbidden(
+                    &ws,
+                    "the contract wallet of the key that opened this socket no longer accepts it",
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes the sockets whose key has expired and sets the alarm for the next expiry,
     /// or the pending push if it comes first (one alarm, both duties).
     async fn expire_sockets(&self, now: u64) -> Result<()> {
@@ -358,6 +378,9 @@ impl Mailbox {
             ),
             MailboxRequest::Revoke { revocation, .. } => {
                 objects::reply(async { self.revoke(&Revocation::parse_relayed(&revocation)?).await }.await)
+            }
+            MailboxRequest::Invalidate { sign_key, block, at, .. } => {
+                objects::reply(self.invalidate(&sign_key, block, at).await)
             }
             MailboxRequest::Sockets { ip, .. } => objects::reply(Ok(self.sockets_of(&ip) as u64)),
             MailboxRequest::Subscribed { .. } => objects::reply(self.subscribed().await),

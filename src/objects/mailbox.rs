@@ -41,6 +41,9 @@ pub enum MailboxRequest {
     Pull { address: String, query: String },
     /// A verified revocation of a key of this inbox: record it, close its sockets. → ()
     Revoke { address: String, revocation: Value },
+    /// A re-check found the contract wallet no longer accepts this inbox's key
+    /// `sign_key` (§1.1, 1.6): record it `invalid` at `at`, close its sockets. → ()
+    Invalidate { address: String, sign_key: String, block: u64, at: u64 },
     /// How many open sockets of `ip` the object holds (the limiter's recount). → u64
     Sockets { address: String, ip: String },
     /// A device of this inbox's wallet stored a push subscription (§10): from now on a
@@ -75,6 +78,15 @@ pub async fn pull(env: &Env, address: &Address, query: &str) -> ApiResult<Value>
 pub async fn revoke(env: &Env, revocation: &Revocation) -> ApiResult<()> {
     let address = Address::Inbox(revocation.wallet.clone()).as_str().to_owned();
     objects::call(stub(env, &address)?, &MailboxRequest::Revoke { address, revocation: revocation.to_json() }).await
+}
+
+/// Records through the inbox's object that `sign_key` of `wallet` is invalid from `at`
+/// (its contract wallet no longer accepts it), closing the sockets it opened in the
+/// same turn, as a revocation does.
+pub async fn invalidate(env: &Env, wallet: &denet_core::Wallet, sign_key: &str, block: u64, at: u64) -> ApiResult<()> {
+    let address = Address::Inbox(wallet.clone()).as_str().to_owned();
+    let stub = stub(env, &address)?;
+    objects::call(stub, &MailboxRequest::Invalidate { address, sign_key: sign_key.to_owned(), block, at }).await
 }
 
 /// Tells the inbox object of `wallet` that a device of it subscribed to pushes.

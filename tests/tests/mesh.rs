@@ -282,7 +282,7 @@ async fn a_peer_that_does_not_list_the_sender_still_judges_its_named_envelopes()
     let (a, b) = (&relays[0], &relays[1]);
     let alice = User::new();
     // Alice's bundle is on A from before B was its peer: it was never forwarded.
-    let bundle = alice.bundle(30);
+    let bundle = alice.bundle_v1(30);
     a.d1_execute(&format!(
         "INSERT INTO bundles (sign_key, wallet, dh_key, issued_at, expires_at, wallet_sig, stored_at)
          VALUES ('{}', '{}', '{}', {}, {}, '{}', 0)",

@@ -304,10 +304,19 @@ async fn a_wallet_whose_owner_changed_has_its_bundle_marked_invalid_by_the_reche
     assert_eq!(relay().put_bundle(&fred.user, &bundle).await.0, 201);
     let before = fred.user.envelope(fred.user.wallet.as_str(), b"before the owner changed");
     assert_eq!(relay().post(&before).await.0, 201);
+    // A stolen device listening on its inbox socket.
+    let path = format!("/v1/inbox/{}/ws", fred.user.wallet);
+    let signed = fred.user.signed_query(&path, Some("after=0"), now_ms());
+    let mut socket = denet_e2e::ws::Socket::connect(&relay().ws_url(&signed)).await;
+    socket.until_ready().await;
     w.a.set_owner(&fred.user.wallet, &fred.owner_wallet(), &User::new().wallet);
     assert!(!chain::viem_verdict(&w.a.rpc, &fred.user.wallet, &text, bundle["wallet_sig"].as_str().unwrap()));
     let scheduled = reqwest::get(relay().url("/__scheduled?cron=17+3+*+*+*")).await.unwrap();
     assert!(scheduled.status().is_success());
+    // The re-check closes the sockets the key opened, as a revocation does.
+    let frame = socket.recv_within(std::time::Duration::from_secs(10)).await.expect("an error frame");
+    assert_eq!((frame["type"].as_str(), frame["code"].as_str()), (Some("error"), Some("forbidden")), "{frame}");
+    assert_eq!(socket.close_code(std::time::Duration::from_secs(10)).await, Some(1008));
     let key = bundle["sign_key"].as_str().unwrap();
     let (_, one) = relay().get(&format!("/v1/keys/{}?key={key}", fred.user.wallet)).await;
     assert_eq!(one["keys"][0]["status"], "invalid", "{one}");

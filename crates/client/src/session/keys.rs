@@ -57,8 +57,31 @@ pub enum Verdict {
     },
 }
 
-fn check_id(b: &VerifiedBundle) -> String {
-    format!("{}/{}", b.bundle.sign_key.to_b64(), b.bundle.wallet_sig)
+/// A contract wallet's check is known by everything the chain judged: the chain, the
+/// wallet, the hash of the signed text (every field of the bundle) and the signature.
+/// A verdict is never reused for another bundle, wallet or chain.
+fn check_id(c: &ContractCheck) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(c.chain_id.to_be_bytes());
+    h.update(c.wallet.as_str().as_bytes());
+    h.update(c.hash);
+    h.update(&c.signature);
+    hex::encode(h.finalize())
+}
+
+/// The most contract-wallet bundles of one wallet a client asks chains about (the
+/// newest): a stranger's wallet with thousands of kept bundles costs a reader at most
+/// this many checks; older ones stay unverified.
+pub const MAX_CHECKS_PER_WALLET: usize = 32;
+
+/// Adds `b` to a list's keys: a revocation, once verified, is never undone (§1.2),
+/// not by a list that omits it, nor by an "active" entry for the same key beside it.
+fn merge(by_key: &mut HashMap<SignKey, VerifiedBundle>, b: &VerifiedBundle) {
+    let entry = by_key.entry(b.bundle.sign_key).or_insert_with(|| b.clone());
+    if let Some(at) = b.revoked_at {
+        entry.revoked_at = Some(entry.revoked_at.map_or(at, |held| held.min(at)));
+    }
 }
 
 /// What a key list says of an envelope's signing key.
@@ -77,6 +100,9 @@ pub struct KeyBook {
     lists: HashMap<Wallet, KeyList>,
     /// Contract wallets' signatures checked on their chains, by check id.
     verdicts: HashMap<String, Verdict>,
+    /// The chain each contract wallet was first found valid on: one chain per wallet
+    /// here too (§1.1), whatever a relay lists.
+    pins: HashMap<Wallet, u64>,
 }
 
 impl KeyBook {
@@ -100,25 +126,26 @@ impl KeyBook {
         // A new list asks again about signatures it could not check a while ago.
         self.verdicts
             .retain(|_, v| !matches!(v, Verdict::Unverified { since } if now.saturating_sub(*since) >= UNVERIFIED_MS));
-        // A revocation, once verified, is never undone (§1.2): not by a list that omits
-        // it, nor by an "active" entry for the same key beside it. A contract wallet's
-        // bundle counts once its chain said it is valid.
+        // A contract wallet's bundle counts once its chain said it is valid.
         let mut by_key: HashMap<SignKey, VerifiedBundle> = HashMap::new();
         let valid = seen.values().flatten().filter(|l| self.holds(l)).map(|l| &l.bundle);
         for b in valid.chain(known.values()) {
-            let entry = by_key.entry(b.bundle.sign_key).or_insert_with(|| b.clone());
-            if let Some(at) = b.revoked_at {
-                entry.revoked_at = Some(entry.revoked_at.map_or(at, |held| held.min(at)));
-            }
+            merge(&mut by_key, b);
         }
         self.lists.insert(wallet.clone(), KeyList { fetched_at: now, by_key, seen });
         verified
     }
 
     /// Whether an entry's wallet signature holds: an EOA's always, a contract
-    /// wallet's once its chain said so.
+    /// wallet's once its chain said so, on the one chain of that wallet.
     fn holds(&self, l: &Listed) -> bool {
-        l.contract.is_none() || self.verdicts.get(&check_id(&l.bundle)) == Some(&Verdict::Valid)
+        match &l.contract {
+            None => true,
+            Some(c) => {
+                self.verdicts.get(&check_id(c)) == Some(&Verdict::Valid)
+                    && self.pins.get(&c.wallet).is_none_or(|chain| *chain == c.chain_id)
+            }
+        }
     }
 
     /// The list of `wallet` if it was fetched at or after `since` and no contract
@@ -128,8 +155,16 @@ impl KeyBook {
         self.lists.get(wallet).filter(|l| l.fetched_at >= since && !self.waits(l))
     }
 
+    /// The contract checks of a list a client makes: its newest [`MAX_CHECKS_PER_WALLET`].
+    fn checks(list: &KeyList) -> Vec<&ContractCheck> {
+        let mut contract: Vec<(&Listed, &ContractCheck)> =
+            list.seen.values().flatten().filter_map(|l| l.contract.as_ref().map(|c| (l, c))).collect();
+        contract.sort_by_key(|(l, _)| std::cmp::Reverse(l.bundle.bundle.issued_at));
+        contract.into_iter().take(MAX_CHECKS_PER_WALLET).map(|(_, c)| c).collect()
+    }
+
     fn waits(&self, list: &KeyList) -> bool {
-        list.seen.values().flatten().any(|l| l.contract.is_some() && !self.verdicts.contains_key(&check_id(&l.bundle)))
+        KeyBook::checks(list).iter().any(|c| !self.verdicts.contains_key(&check_id(c)))
     }
 
     /// The contract wallets' signatures on the lists of `wallets` still to check on
@@ -137,8 +172,8 @@ impl KeyBook {
     pub fn pending(&self, wallets: &[Wallet]) -> Vec<PendingCheck> {
         let mut out: Vec<PendingCheck> = Vec::new();
         for list in wallets.iter().filter_map(|w| self.lists.get(w)) {
-            for l in list.seen.values().flatten() {
-                let (Some(check), id) = (&l.contract, check_id(&l.bundle)) else { continue };
+            for check in KeyBook::checks(list) {
+                let id = check_id(check);
                 if !self.verdicts.contains_key(&id) && !out.iter().any(|p| p.id == id) {
                     let call = check.eth_call("latest");
                     out.push(PendingCheck { id, wallet: check.wallet.to_string(), chain_id: check.chain_id, call });
@@ -148,16 +183,31 @@ impl KeyBook {
         out
     }
 
-    /// Records what a chain said of the check `id`; a valid one joins its list.
+    /// Records what a chain said of the check `id`; a valid one joins its list (and
+    /// pins its wallet to its chain, if none was).
     pub fn set_verdict(&mut self, id: &str, verdict: Verdict) {
         self.verdicts.insert(id.to_owned(), verdict);
         if verdict != Verdict::Valid {
             return;
         }
+        let checked = self.lists.values().flat_map(|l| l.seen.values().flatten());
+        let Some(c) = checked.filter_map(|l| l.contract.as_ref()).find(|c| check_id(c) == id).cloned() else { return };
+        self.pins.entry(c.wallet.clone()).or_insert(c.chain_id);
+        let pins = &self.pins;
         for list in self.lists.values_mut() {
-            let found = list.seen.values().flatten().find(|l| l.contract.is_some() && check_id(&l.bundle) == id);
-            if let Some(l) = found.cloned() {
-                list.by_key.entry(l.bundle.bundle.sign_key).or_insert(l.bundle);
+            let valid: Vec<VerifiedBundle> = list
+                .seen
+                .values()
+                .flatten()
+                .filter(|l| {
+                    l.contract
+                        .as_ref()
+                        .is_some_and(|lc| check_id(lc) == id && pins.get(&lc.wallet) == Some(&lc.chain_id))
+                })
+                .map(|l| l.bundle.clone())
+                .collect();
+            for b in &valid {
+                merge(&mut list.by_key, b);
             }
         }
     }
@@ -165,12 +215,10 @@ impl KeyBook {
     /// The chains of `wallet`'s contract-wallet devices this client could not check.
     pub fn unverified_chains(&self, wallet: &Wallet) -> Vec<u64> {
         let Some(list) = self.lists.get(wallet) else { return Vec::new() };
-        let mut chains: Vec<u64> = list
-            .seen
-            .values()
-            .flatten()
-            .filter(|l| matches!(self.verdicts.get(&check_id(&l.bundle)), Some(Verdict::Unverified { .. })))
-            .filter_map(|l| l.contract.as_ref().map(|c| c.chain_id))
+        let mut chains: Vec<u64> = KeyBook::checks(list)
+            .into_iter()
+            .filter(|c| matches!(self.verdicts.get(&check_id(c)), Some(Verdict::Unverified { .. })))
+            .map(|c| c.chain_id)
             .collect();
         chains.sort_unstable();
         chains.dedup();
@@ -349,5 +397,61 @@ mod tests {
         // The chain says yes: a recipient.
         other.set_verdict(&pending[0].id, Verdict::Valid);
         assert_eq!(other.active_dh_keys(&w, T0 + UNVERIFIED_MS).map(|k| k.len()), Some(1));
+    }
+
+    /// A verdict covers exactly what the chain judged: a relay that lists the same
+    /// `sign_key` and signature with its own `dh_key`, or under another wallet, gets
+    /// nothing from a device the client already checked.
+    #[test]
+    fn attack_a_relay_reuses_a_checked_contract_signature_for_a_forged_twin() {
+        let mut rng = ChaCha20Rng::seed_from_u64(10);
+        let owner = LocalWallet::generate(&mut rng);
+        let w = Wallet::parse_strict("0x00000000000000000000000000000000000c0de1").unwrap();
+        let real = contract_listed(&w, &owner, &mut rng);
+        let mut book = KeyBook::default();
+        book.take(&w, &serde_json::json!({ "keys": [real.clone()] }), T0);
+        let id = book.pending(std::slice::from_ref(&w))[0].id.clone();
+        book.set_verdict(&id, Verdict::Valid);
+        assert_eq!(book.active_dh_keys(&w, T0).map(|k| k.len()), Some(1));
+        // The relay's own dh_key under the checked signature: another text, another check.
+        let mut twin = real.clone();
+        twin["dh_key"] = denet_core::encoding::b64(&[7u8; 32]).into();
+        let mut fresh = KeyBook::default();
+        fresh.take(&w, &serde_json::json!({ "keys": [real.clone()] }), T0);
+        fresh.set_verdict(&id, Verdict::Valid);
+        fresh.take(&w, &serde_json::json!({ "keys": [twin.clone()] }), T0 + 1);
+        let pending = fresh.pending(std::slice::from_ref(&w));
+        assert_eq!(pending.len(), 1, "the twin must be checked itself");
+        assert_ne!(pending[0].id, id);
+        // The same entry listed under another wallet (an EOA's): not that wallet's device.
+        let b = Wallet::parse_strict("0x00000000000000000000000000000000000000bb").unwrap();
+        let mut other = real.clone();
+        other["wallet"] = b.as_str().into();
+        fresh.take(&b, &serde_json::json!({ "keys": [other] }), T0 + 2);
+        assert!(fresh.pending(std::slice::from_ref(&b)).iter().all(|p| p.id != id));
+        assert_eq!(fresh.active_dh_keys(&b, T0 + 2), None, "it waits on its own check");
+    }
+
+    /// One chain per contract wallet on the client too: once valid on one chain, a
+    /// bundle on another chain counts for nothing, whatever that chain says.
+    #[test]
+    fn attack_the_same_address_on_another_chain_is_not_the_same_wallet_for_a_client() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let owner = LocalWallet::generate(&mut rng);
+        let w = Wallet::parse_strict("0x00000000000000000000000000000000000c0de1").unwrap();
+        let first = contract_listed(&w, &owner, &mut rng);
+        let d = Device::generate(&mut rng);
+        let auth = denet_core::siwe::Auth { domain: "a.test".into(), uri: "https://a.test".into(), chain_id: 8453 };
+        let mut b = d.unsigned_bundle(w.clone(), &auth, T0, T0 + 300 * denet_core::limits::DAY_MS);
+        b.wallet_sig = owner.sign_now(&b.statement().unwrap());
+        let elsewhere = denet_core::wire::listed_key(&b.to_json(), "active", None);
+        let mut book = KeyBook::default();
+        book.take(&w, &serde_json::json!({ "keys": [first, elsewhere] }), T0);
+        let pending = book.pending(std::slice::from_ref(&w));
+        assert_eq!(pending.len(), 2);
+        for p in &pending {
+            book.set_verdict(&p.id, Verdict::Valid);
+        }
+        assert_eq!(book.active_dh_keys(&w, T0).map(|k| k.len()), Some(1), "only the first chain's device");
     }
 }
