@@ -9,8 +9,12 @@ import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { createPublicClient, createWalletClient, encodeFunctionData, http, parseAbi, serializeErc6492Signature } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import { readFileSync } from "node:fs";
+import init, * as w from "../dist/wasm/denet_wasm.js";
 import { Client, DenetError } from "../dist/index.js";
 import { freePort, root, startRelay, viemSigner } from "./relay.mjs";
+
+await init({ module_or_path: readFileSync(join(root, "sdk/dist/wasm/denet_wasm_bg.wasm")) });
 
 const CHAIN = 31337;
 let relay, anvil, rpc, factory;
@@ -140,4 +144,36 @@ test("an undeployed contract wallet (ERC-6492) signs in through the SDK and chat
   await smart.send(eoa.wallet, "hello before my deployment");
   const got = (await eoa.inbox()).filter((m) => m.type === "text" && !m.to);
   assert.deepEqual(got.map((m) => [m.from, m.text]), [[smart.wallet, "hello before my deployment"]]);
+});
+
+test("attack: a relay that lists a checked contract wallet's signature with its own dh_key gets nothing sealed to it", async () => {
+  const signer = await contractSigner(salt(5));
+  const smart = await Client.create({ relay: relay.base, signer, storage: "memory", rpc: { [CHAIN]: rpc } });
+  await smart.register();
+  const eoa = await Client.create({ relay: relay.base, signer: viemSigner(), storage: "memory", rpc: { [CHAIN]: rpc } });
+  await eoa.register();
+  await eoa.send(smart.wallet, "to the real device"); // its signature checked on the chain: valid
+  // From now on the relay lists the same sign_key and wallet_sig with a dh_key of its own,
+  // and keeps what the client posts.
+  const attacker = new w.Device();
+  const posted = [];
+  const real = globalThis.fetch;
+  globalThis.fetch = async (url, init) => {
+    if (String(url).endsWith("/v1/messages") && init?.method === "POST") posted.push(JSON.parse(init.body));
+    const resp = await real(url, init);
+    if (!String(url).includes(`/v1/keys/${smart.wallet}`) || !resp.ok) return resp;
+    const answer = await resp.json();
+    answer.keys = answer.keys.map((k) => ({ ...k, dh_key: attacker.dhKey }));
+    return new Response(JSON.stringify(answer), { status: 200, headers: resp.headers });
+  };
+  try {
+    await new Promise((r) => setTimeout(r, 10_500)); // the key list is fetched again after 10 s
+    await eoa.send(smart.wallet, "for the real device only");
+  } finally {
+    globalThis.fetch = real;
+  }
+  const dm = posted.find((e) => e.to === smart.wallet);
+  const eoaDh = (await (await fetch(`${relay.base}/v1/keys/${eoa.wallet}`)).json()).keys[0].dh_key;
+  assert.throws(() => attacker.openDm(Buffer.from(dm.body, "base64url"), smart.wallet, eoa.wallet, eoaDh), "not sealed to the relay's key");
+  assert.deepEqual(texts(await smart.inbox()), ["to the real device", "for the real device only"]);
 });
