@@ -62,11 +62,7 @@ pub async fn verify_bundle(
     };
     let wallet = bundle.wallet.as_str();
     denet_core::eth::check_pin(store.wallet_chain(wallet).await?, check.chain_id, &bundle.wallet)?;
-    config.chains.url(check.chain_id)?;
-    if let Some(ip) = ip {
-        crate::objects::limiter::take_eth_call(env, config, ip).await?;
-    }
-    let block = crate::eth::check(config, &check).await?;
+    let block = check_on_chain(env, config, &check, ip).await?;
     // Pinned by its first valid bundle; a race with another chain loses here.
     denet_core::eth::check_pin(
         Some(store.pin_chain(wallet, check.chain_id, now).await?),
@@ -92,11 +88,22 @@ pub async fn verify_revocation(
         Proof::Eoa => return Ok(()),
         Proof::Contract(check) => check,
     };
+    check_on_chain(env, config, &check, ip).await.map(|_| ())
+}
+
+/// One contract-wallet check on its chain (`unknown_chain` before anything is spent),
+/// counted against `ip`'s budget when a client caused it; the block it held at.
+async fn check_on_chain(
+    env: &Env,
+    config: &Config,
+    check: &denet_core::eth::ContractCheck,
+    ip: Option<&str>,
+) -> ApiResult<u64> {
     config.chains.url(check.chain_id)?;
     if let Some(ip) = ip {
         crate::objects::limiter::take_eth_call(env, config, ip).await?;
     }
-    crate::eth::check(config, &check).await.map(|_| ())
+    crate::eth::check(config, check).await
 }
 
 /// Checks a stored contract-wallet bundle again on its chain (the daily cron):

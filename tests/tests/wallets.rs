@@ -182,6 +182,12 @@ fn smart_wallet(chain: &Chain, deploy: bool) -> Smart {
 }
 
 impl Smart {
+    /// Another device of the same wallet, signing as the same owner.
+    fn another_device(&self) -> Smart {
+        let user = User { wallet: self.user.wallet.clone(), ..User::new() };
+        Smart { user, owner: self.owner.clone(), salt: self.salt }
+    }
+
     fn owner_wallet(&self) -> Wallet {
         Wallet::from_verifying_key(self.owner.verifying_key())
     }
@@ -239,11 +245,7 @@ async fn an_undeployed_erc6492_wallet_signs_in_and_stays_valid_once_deployed() {
     assert!(!w.a.has_code(&bob.user.wallet), "the check deployed nothing (an eth_call)");
     // Deployed now: its next device signs the plain ERC-1271 way, and the first stays.
     w.a.deploy_wallet(&w.factory, &bob.owner_wallet(), bob.salt);
-    let next = Smart {
-        user: User { wallet: bob.user.wallet.clone(), ..User::new() },
-        owner: bob.owner.clone(),
-        salt: bob.salt,
-    };
+    let next = bob.another_device();
     let (bundle2, text2) = next.bundle(31337, false);
     assert_eq!(put_and_compare(&w.a, &next.user, &bundle2, &text2).await.0, 201);
     let (_, listed) = relay().get(&format!("/v1/keys/{}", bob.user.wallet)).await;
@@ -279,11 +281,7 @@ async fn attack_the_same_address_on_a_second_chain_cannot_sign_for_a_pinned_wall
     assert_eq!(relay().put_bundle(&erin.user, &first).await.0, 201);
     // The same factory, owner and salt on chain B give the same address there.
     assert_eq!(w.b.deploy_wallet(&w.factory, &erin.owner_wallet(), erin.salt), erin.user.wallet);
-    let other = Smart {
-        user: User { wallet: erin.user.wallet.clone(), ..User::new() },
-        owner: erin.owner.clone(),
-        salt: erin.salt,
-    };
+    let other = erin.another_device();
     let (second, text) = other.bundle(31338, false);
     assert!(
         chain::viem_verdict(&w.b.rpc, &other.user.wallet, &text, second["wallet_sig"].as_str().unwrap()),
@@ -394,25 +392,39 @@ fn texts(lines: &[Value]) -> Vec<String> {
     lines.iter().filter_map(|l| l["text"].as_str().map(str::to_owned)).collect()
 }
 
+/// Two CLI users, registered: a contract wallet on chain A (the CLI signs as its owner,
+/// ERC-1271) whose CLI checks chains with `smart_rpc`, and an EOA whose CLI uses `eoa_rpc`.
+struct CliPair {
+    smart_home: tempfile::TempDir,
+    eoa_home: tempfile::TempDir,
+    smart: String,
+    eoa: String,
+}
+
+fn cli_pair(smart_rpc: &str, eoa_rpc: &str) -> CliPair {
+    let smart = smart_wallet(&world().a, true);
+    let (smart_home, eoa_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let owner_key = hex::encode(smart.owner.to_bytes());
+    let address = smart.user.wallet.to_string();
+    let init = ["init", "--wallet-key", &owner_key, "--contract-wallet", &address, "--chain-id", "31337"];
+    assert_eq!(denet(smart_home.path(), smart_rpc, &init).unwrap()[0]["wallet"], address);
+    denet(smart_home.path(), smart_rpc, &["register"]).unwrap();
+    let eoa = denet(eoa_home.path(), eoa_rpc, &["init"]).unwrap()[0]["wallet"].as_str().unwrap().to_owned();
+    denet(eoa_home.path(), eoa_rpc, &["register"]).unwrap();
+    CliPair { smart_home, eoa_home, smart: address, eoa }
+}
+
 /// A contract-wallet user (the CLI signs as its owner, ERC-1271) and an EOA user chat
 /// both ways; each CLI checks the other's devices on the chain itself.
 #[tokio::test]
 async fn the_cli_chats_both_ways_between_a_contract_wallet_and_an_eoa() {
-    let w = world();
-    let smart = smart_wallet(&w.a, true);
-    let rpc = format!("31337={}", w.a.rpc);
-    let (s_home, e_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let owner_key = hex::encode(smart.owner.to_bytes());
-    let address = smart.user.wallet.to_string();
-    let init = ["init", "--wallet-key", &owner_key, "--contract-wallet", &address, "--chain-id", "31337"];
-    assert_eq!(denet(s_home.path(), &rpc, &init).unwrap()[0]["wallet"], address);
-    denet(s_home.path(), &rpc, &["register"]).unwrap();
-    let eoa = denet(e_home.path(), &rpc, &["init"]).unwrap()[0]["wallet"].as_str().unwrap().to_owned();
-    denet(e_home.path(), &rpc, &["register"]).unwrap();
+    let rpc = format!("31337={}", world().a.rpc);
+    let pair = cli_pair(&rpc, &rpc);
+    let (s_home, e_home, address, eoa) = (&pair.smart_home, &pair.eoa_home, &pair.smart, &pair.eoa);
 
-    denet(e_home.path(), &rpc, &["send", &address, "hello contract wallet"]).unwrap();
+    denet(e_home.path(), &rpc, &["send", address, "hello contract wallet"]).unwrap();
     assert_eq!(texts(&denet(s_home.path(), &rpc, &["inbox"]).unwrap()), ["hello contract wallet"]);
-    denet(s_home.path(), &rpc, &["send", &eoa, "hello from a Safe-like wallet"]).unwrap();
+    denet(s_home.path(), &rpc, &["send", eoa, "hello from a Safe-like wallet"]).unwrap();
     let read = denet(e_home.path(), &rpc, &["inbox"]).unwrap();
     assert_eq!(texts(&read), ["hello from a Safe-like wallet"]);
     let got = read.iter().find(|m| m["type"] == "text").unwrap();
@@ -449,25 +461,13 @@ async fn attack_a_stranger_cannot_revoke_a_contract_wallets_device() {
 /// nothing to its devices and says why, and does not believe its messages.
 #[tokio::test]
 async fn attack_a_client_without_an_rpc_for_the_chain_seals_nothing_to_an_unchecked_contract_wallet() {
-    let w = world();
-    let smart = smart_wallet(&w.a, true);
-    let rpc = format!("31337={}", w.a.rpc);
-    let (s_home, e_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let owner_key = hex::encode(smart.owner.to_bytes());
-    let address = smart.user.wallet.to_string();
-    denet(
-        s_home.path(),
-        &rpc,
-        &["init", "--wallet-key", &owner_key, "--contract-wallet", &address, "--chain-id", "31337"],
-    )
-    .unwrap();
-    denet(s_home.path(), &rpc, &["register"]).unwrap();
-    let eoa = denet(e_home.path(), "", &["init"]).unwrap()[0]["wallet"].as_str().unwrap().to_owned();
-    denet(e_home.path(), "", &["register"]).unwrap();
-    let refused = denet(e_home.path(), "", &["send", &address, "to whom?"]).unwrap_err();
+    let rpc = format!("31337={}", world().a.rpc);
+    let pair = cli_pair(&rpc, "");
+    let (s_home, e_home, address, eoa) = (&pair.smart_home, &pair.eoa_home, &pair.smart, &pair.eoa);
+    let refused = denet(e_home.path(), "", &["send", address, "to whom?"]).unwrap_err();
     assert!(refused.contains("unverified") && refused.contains("31337"), "{refused}");
     // Its message arrives but is not believed without the check.
-    denet(s_home.path(), &rpc, &["send", &eoa, "believe me"]).unwrap();
+    denet(s_home.path(), &rpc, &["send", eoa, "believe me"]).unwrap();
     let read = denet(e_home.path(), "", &["inbox"]).unwrap();
     assert!(texts(&read).is_empty(), "{read:?}");
     assert!(read.iter().any(|m| m["error"].as_str().is_some_and(|e| e.starts_with("unverified"))), "{read:?}");

@@ -35,7 +35,8 @@ for (const [i, user] of identity.users.entries()) {
   const b = user.bundle;
   const issued_at = b.issued_at + sites[i % 2].shift;
   const expires_at = b.expires_at + sites[i % 2].shift;
-  const text = createSiweMessage({
+  // The fields of the SIWE text as PROTOCOL.md §1.1 names them.
+  const fields = {
     domain: auth.domain,
     address: getAddress(b.wallet),
     statement: STATEMENT,
@@ -46,7 +47,8 @@ for (const [i, user] of identity.users.entries()) {
     issuedAt: new Date(issued_at),
     expirationTime: new Date(expires_at),
     resources: [`urn:denet:sign_key:${b.sign_key}`, `urn:denet:dh_key:${b.dh_key}`],
-  });
+  };
+  const text = createSiweMessage(fields);
   const account = privateKeyToAccount(user.wallet_private_key);
   const wallet_sig = await account.signMessage({ message: text });
   if ((await recoverMessageAddress({ message: text, signature: wallet_sig })) !== account.address) throw new Error("recover");
@@ -54,18 +56,7 @@ for (const [i, user] of identity.users.entries()) {
   // Both parsers read back what was written.
   const spruce = new ParsedMessage(text);
   const viemParsed = parseSiweMessage(text);
-  const want = {
-    domain: auth.domain,
-    address: getAddress(b.wallet),
-    statement: STATEMENT,
-    uri: auth.uri,
-    version: "1",
-    chainId: auth.chain_id,
-    nonce: nonce(b),
-    issuedAt: new Date(issued_at).toISOString(),
-    expirationTime: new Date(expires_at).toISOString(),
-    resources: [`urn:denet:sign_key:${b.sign_key}`, `urn:denet:dh_key:${b.dh_key}`],
-  };
+  const want = { ...fields, issuedAt: fields.issuedAt.toISOString(), expirationTime: fields.expirationTime.toISOString() };
   for (const [k, v] of Object.entries(want)) {
     const fromViem = viemParsed[k] instanceof Date ? viemParsed[k].toISOString() : viemParsed[k];
     if (JSON.stringify(spruce[k]) !== JSON.stringify(v)) throw new Error(`siwe-parser ${k}: ${spruce[k]} != ${v}`);
