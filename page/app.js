@@ -1,6 +1,7 @@
 // The chat page served by the relay at `/`. Everything private happens in the
 // SDK (and so in the Rust client compiled to wasm); this file is the UI only.
 import { Client, fromEip1193 } from "/sdk/index.js";
+import { short } from "/names.js";
 
 /** @type {(id: string) => any} the page's own elements, by id */
 const $ = (id) => document.getElementById(id);
@@ -36,8 +37,66 @@ function showError(e) {
   errorTimer = setTimeout(() => (el.hidden = true), 6000);
 }
 
-function short(w) {
-  return w && w.length > 14 ? `${w.slice(0, 6)}…${w.slice(-4)}` : w ?? "anonymous";
+
+const SVG = "http://www.w3.org/2000/svg";
+
+/**
+ * An identicon of the whole address: a 5×5 mirrored pattern from its middle digits and a
+ * color from its first and last ones, so a lookalike that matches the digits shown still
+ * looks different. Decorative: the address itself is beside it.
+ */
+function identicon(address) {
+  const hex = address.replace(/^0x/, "");
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 5 5");
+  svg.setAttribute("class", "identicon");
+  svg.setAttribute("aria-hidden", "true");
+  const digit = (i) => parseInt(hex[i % hex.length], 16);
+  const hue = ((digit(0) << 8) | (digit(1) << 4) | digit(hex.length - 1)) % 360;
+  const light = 38 + (digit(hex.length - 2) % 4) * 5;
+  const color = `hsl(${hue} 65% ${light}%)`;
+  for (let y = 0; y < 5; y++) {
+    for (let x = 0; x < 3; x++) {
+      // 15 cells, each from its own digit of the middle of the address.
+      if (digit(8 + y * 3 + x) % 2 === 0) continue;
+      for (const cx of x === 2 ? [2] : [x, 4 - x]) {
+        const r = document.createElementNS(SVG, "rect");
+        r.setAttribute("x", String(cx));
+        r.setAttribute("y", String(y));
+        r.setAttribute("width", "1");
+        r.setAttribute("height", "1");
+        r.setAttribute("fill", color);
+        svg.append(r);
+      }
+    }
+  }
+  return svg;
+}
+
+/**
+ * Who: the identicon, the address shortened as text inside <bdi> (so nothing around it
+ * can reorder it), the full address on hover and focus and in a copy.
+ */
+function who(address) {
+  const span = document.createElement("span");
+  span.className = "who";
+  if (!address || address === "anonymous") {
+    span.textContent = "anonymous";
+    return span;
+  }
+  span.title = address;
+  span.dataset.address = address;
+  const text = document.createElement("bdi");
+  text.textContent = short(address);
+  span.append(identicon(address), text);
+  return span;
+}
+
+/** User-supplied words (a room's name), isolated from the page's own text. */
+function bdi(text) {
+  const b = document.createElement("bdi");
+  b.textContent = text;
+  return b;
 }
 
 // -- wallets: EIP-6963 discovery, window.ethereum as a fallback --
@@ -275,9 +334,12 @@ function render() {
     const li = document.createElement("li");
     li.className = current && current.kind === c.kind && current.id === c.id ? "active" : "";
     li.dataset.key = `${c.kind}:${c.id}`;
+    li.dataset.testid = "conversation";
+    li.dataset.address = c.id;
     const name = document.createElement("span");
     name.className = "name";
-    name.textContent = (c.kind === "room" ? "# " : "") + c.name;
+    if (c.kind === "room") name.append("# ", bdi(c.name));
+    else name.append(c.id === "anonymous" ? "anonymous" : who(c.id));
     li.append(name);
     if (c.unread) {
       const u = document.createElement("span");
@@ -286,19 +348,47 @@ function render() {
       li.append(u);
     }
     li.onclick = () => open(c.kind, c.id);
+    // Reachable and openable by keyboard.
+    li.tabIndex = 0;
+    li.setAttribute("role", "button");
+    li.onkeydown = (ev) => {
+      if (ev.key === "Enter" || ev.key === " ") {
+        ev.preventDefault();
+        open(c.kind, c.id);
+      }
+    };
     list.append(li);
   }
   const inv = $("invites");
   inv.replaceChildren();
   for (const i of client.invites()) {
     const li = document.createElement("li");
-    // The inviter's full address: a shortened one is easy to imitate.
-    li.textContent = `${i.name || short(i.room)} from ${i.from}${i.password ? " 🔒" : ""}`;
+    li.dataset.testid = "invite";
+    li.dataset.room = i.room;
+    li.dataset.from = i.from;
+    // The room's name is the inviter's words: isolated, and apart from who invited.
+    const what = document.createElement("span");
+    what.className = "invite-what";
+    what.append("# ", bdi(i.name || short(i.room)), i.password ? " (password)" : "");
+    const from = document.createElement("span");
+    from.className = "invite-from";
+    from.append("from ", who(i.from));
+    li.append(what, from);
+    // A password room's password is typed here, masked (never a prompt in clear text).
+    const pw = document.createElement("input");
+    if (i.password) {
+      pw.type = "password";
+      pw.placeholder = "room password";
+      pw.setAttribute("aria-label", `password of the room ${i.name || i.room}`);
+      pw.dataset.testid = "invite-password";
+      li.append(pw);
+    }
     const b = document.createElement("button");
     b.textContent = "Join";
+    b.dataset.testid = "invite-join";
     b.onclick = async () => {
       try {
-        const password = i.password ? prompt("Room password") ?? "" : undefined;
+        const password = i.password ? pw.value : undefined;
         await client.joinRoom(i.room, { password, from: i.from });
         conversation("room", i.room, i.name || short(i.room));
         for (const m of await client.readRoom(i.room, { all: true })) take(m, false);
@@ -324,12 +414,23 @@ function renderMessages() {
     return;
   }
   const c = conversations.get(`${current.kind}:${current.id}`);
-  $("title").textContent = c.kind === "room" ? `# ${c.name}` : c.name === "anonymous" ? "anonymous" : c.id;
+  const title = $("title");
+  title.replaceChildren();
+  if (c.kind === "room") title.append("# ", bdi(c.name));
+  else if (c.id === "anonymous") title.append("anonymous");
+  else {
+    // The full address, selectable and copyable, beside its identicon.
+    const full = document.createElement("bdi");
+    full.textContent = c.id;
+    title.append(identicon(c.id), full);
+  }
   $("room-tools").hidden = c.kind !== "room";
   $("composer").hidden = c.kind === "dm" && c.id === "anonymous";
   $("anon-label").hidden = c.kind === "room";
   for (const m of c.messages) {
     const li = document.createElement("li");
+    li.dataset.testid = "message";
+    li.dataset.from = m.from ?? "anonymous";
     const when = new Date(m.sentAt).toLocaleString();
     if (m.type === "text") {
       li.className = m.from === client.wallet || m.mine ? "mine" : "";
@@ -337,11 +438,11 @@ function renderMessages() {
     } else {
       li.className = "event";
       const what = { invite: `invited you to ${m.room}`, join: "joined", leave: "left", rekey: "rotated the room key" }[m.type];
-      li.textContent = `${short(m.from)} ${what ?? (m.error ? `[cannot read: ${m.error}]` : m.type)}`;
+      li.append(who(m.from), ` ${what ?? (m.error ? `[cannot read: ${m.error}]` : m.type)}`);
     }
     const meta = document.createElement("span");
     meta.className = "meta";
-    meta.textContent = `${short(m.from)} · ${when}`;
+    meta.append(who(m.from), ` · ${when}`);
     li.prepend(meta);
     ol.append(li);
   }
@@ -350,6 +451,7 @@ function renderMessages() {
 
 function open(kind, id) {
   current = { kind, id };
+  $("leave-confirm").hidden = true;
   const c = conversations.get(`${kind}:${id}`);
   if (c) c.unread = 0;
   render();
@@ -387,8 +489,18 @@ $("invite-form").onsubmit = async (ev) => {
   }
 };
 
-$("leave-button").onclick = async () => {
+// Leaving asks first: what follows in the room is then unreadable to this wallet.
+$("leave-button").onclick = () => {
+  $("leave-confirm").hidden = false;
+  $("leave-yes").focus();
+};
+$("leave-no").onclick = () => {
+  $("leave-confirm").hidden = true;
+  $("leave-button").focus();
+};
+$("leave-yes").onclick = async () => {
   try {
+    $("leave-confirm").hidden = true;
     await client.leaveRoom(current.id);
     conversations.delete(`room:${current.id}`);
     current = null;
@@ -398,22 +510,38 @@ $("leave-button").onclick = async () => {
   }
 };
 
+let sending = false;
 $("composer").onsubmit = async (ev) => {
   ev.preventDefault();
+  // One send at a time: Enter pressed twice sends once.
+  if (sending) return;
   const text = $("text").value;
+  if (!text.trim()) return;
+  const target = current;
+  sending = true;
+  $("send-button").disabled = true;
+  $("send-state").textContent = "Sending…";
   try {
     const anonymous = $("anonymous").checked;
-    const sent = current.kind === "room" ? await client.sendRoom(current.id, text) : await client.send(current.id, text, { anonymous });
-    $("text").value = "";
-    if (current.kind === "dm") {
+    const sent = target.kind === "room" ? await client.sendRoom(target.id, text) : await client.send(target.id, text, { anonymous });
+    // What was typed meanwhile stays: only the text that was sent is cleared.
+    if ($("text").value === text) $("text").value = "";
+    else if ($("text").value.startsWith(text)) $("text").value = $("text").value.slice(text.length).trimStart();
+    $("send-state").textContent = "Sent";
+    if (target.kind === "dm") {
       // A direct message is stored in the recipient's inbox: keep our own copy here.
-      const c = conversations.get(`dm:${current.id}`);
-      c.messages.push({ id: sent.id, seq: sent.seq, address: current.id, from: anonymous ? null : client.wallet,
+      const c = conversations.get(`dm:${target.id}`);
+      c.messages.push({ id: sent.id, seq: sent.seq, address: target.id, from: anonymous ? null : client.wallet,
                         type: "text", text, sentAt: Date.now(), receivedAt: Date.now() });
       if (anonymous) c.messages.at(-1).mine = true;
     }
     render();
   } catch (e) {
+    // The text stays in the box: press Send again to retry.
+    $("send-state").textContent = "Not sent: press Send to try again";
     showError(e);
+  } finally {
+    sending = false;
+    $("send-button").disabled = false;
   }
 };

@@ -2,6 +2,7 @@
 // A push carries nothing: it wakes this worker, which reads the inbox with this browser's
 // device key through the SDK (the Rust client in wasm) and shows who wrote and what.
 import { Client } from "/sdk/index.js";
+import { short } from "/names.js";
 
 const relay = self.location.origin;
 
@@ -13,9 +14,6 @@ self.addEventListener("notificationclick", (event) => {
   event.waitUntil(openPage(event.notification.data?.open));
 });
 
-function short(w) {
-  return w && w.length > 14 ? `${w.slice(0, 6)}…${w.slice(-4)}` : w ?? "anonymous";
-}
 
 /** Reads what is new and shows it; under the tabs' lock, so the session never forks. */
 async function onPush() {

@@ -168,13 +168,14 @@ test("two wallets chat: DMs both ways, an anonymous DM, a password room, a reloa
   await alice.page.click("#invite-form button");
   assert.ok(workers.some((u) => u.endsWith("/sdk/stretch.js")), `the password was stretched in a worker: ${workers}`);
   await bob.page.waitForSelector('#invites li:has-text("plans")', { timeout: 20000 });
-  bob.page.once("dialog", (d) => d.accept("wrong"));
-  await bob.page.click('#invites li:has-text("plans") button');
+  // The room password is typed in the page, masked (no prompt in clear text).
+  await bob.page.fill('#invites li:has-text("plans") [data-testid=invite-password]', "wrong");
+  await bob.page.click('#invites li:has-text("plans") [data-testid=invite-join]');
   await bob.page.waitForSelector("#error:not([hidden])");
   assert.match(await bob.page.textContent("#error"), /Wrong room password/);
   await shot(bob, "wrong-password");
-  bob.page.once("dialog", (d) => d.accept("hunter2"));
-  await bob.page.click('#invites li:has-text("plans") button');
+  await bob.page.fill('#invites li:has-text("plans") [data-testid=invite-password]', "hunter2");
+  await bob.page.click('#invites li:has-text("plans") [data-testid=invite-join]');
   await bob.page.waitForSelector('#title:has-text("plans")');
   await say(alice, "meet at noon");
   await sees(bob, "meet at noon");
@@ -308,8 +309,8 @@ test("an IndexedDB record stored by the previous SDK loads: its device and its p
   await alice.page.fill("#invite-to", bob.address);
   await alice.page.click("#invite-form button");
   await bob.page.waitForSelector('#invites li:has-text("old room")', { timeout: 20000 });
-  bob.page.once("dialog", (d) => d.accept("pw-of-old"));
-  await bob.page.click('#invites li:has-text("old room") button');
+  await bob.page.fill('#invites li:has-text("old room") [data-testid=invite-password]', "pw-of-old");
+  await bob.page.click('#invites li:has-text("old room") [data-testid=invite-join]');
   await bob.page.waitForSelector('#title:has-text("old room")');
   await say(alice, "from an old record");
   await sees(bob, "from an old record");
@@ -355,7 +356,7 @@ test("a fresh browser profile restores the history with one wallet signature, an
   await alice.page.fill("#invite-to", bob.address);
   await alice.page.click("#invite-form button");
   await bob.page.waitForSelector('#invites li:has-text("after the backup") button', { timeout: 20000 });
-  await bob.page.click('#invites li:has-text("after the backup") button');
+  await bob.page.click('#invites li:has-text("after the backup") [data-testid=invite-join]');
   await bob.page.waitForSelector('#title:has-text("after the backup")');
   await say(bob, "hello in the new room");
   await sees(alice, "hello in the new room");
@@ -422,7 +423,7 @@ test("notifications: the page's service worker, woken by a push, reads the inbox
     }
     return [];
   });
-  assert.deepEqual(shown, [{ title: `${bob.address.slice(0, 6)}…${bob.address.slice(-4)}`, body: "are you there?", open: `dm:${bob.address}` }]);
+  assert.deepEqual(shown, [{ title: `${bob.address.slice(0, 10)}…${bob.address.slice(-8)}`, body: "are you there?", open: `dm:${bob.address}` }]);
   // What the notification says, shown on the page for the screenshot.
   await alice.page.evaluate((n) => {
     document.body.insertAdjacentHTML("afterbegin", "<pre id=shown></pre>");
@@ -430,4 +431,93 @@ test("notifications: the page's service worker, woken by a push, reads the inbox
   }, shown[0]);
   await shot(alice, "notification-shown");
   for (const w of [alice, bob]) await w.context.close();
+});
+
+test("people are told apart, a leave asks first, a room password is typed in the page, and typing is never lost", async () => {
+  const [kim, lee] = [await wallet("kim"), await wallet("lee")];
+  await connect(kim);
+  await connect(lee);
+  // The open DM's title is the whole address, beside its identicon.
+  await openDm(kim, lee.address);
+  assert.equal((await kim.page.textContent("#title")).trim(), lee.address);
+  assert.ok((await kim.page.locator("#title svg.identicon rect").count()) > 0, "an identicon");
+  await say(kim, "hi lee");
+  // Lee's row for Kim: 8 leading and 8 trailing digits, the full address on hover, a
+  // message row naming its sender.
+  const row = lee.page.locator(`[data-testid=conversation][data-address="${kim.address}"]`);
+  await row.waitFor({ timeout: 20000 });
+  assert.equal(await row.locator("bdi").textContent(), `${kim.address.slice(0, 10)}…${kim.address.slice(-8)}`);
+  assert.equal(await row.locator(".who").getAttribute("title"), kim.address);
+  // A lookalike with the same 8 + 8 digits shown has another identicon.
+  const middle = [...kim.address.slice(10, -8)].map((d) => (parseInt(d, 16) ^ 1).toString(16)).join("");
+  const lookalike = kim.address.slice(0, 10) + middle + kim.address.slice(-8);
+  await openDm(lee, lookalike);
+  const icon = (a) => lee.page.locator(`[data-testid=conversation][data-address="${a}"] svg.identicon`).innerHTML();
+  assert.notEqual(await icon(lookalike), await icon(kim.address), "a lookalike does not look alike");
+  // Rows are reached and opened by keyboard.
+  await row.focus();
+  await lee.page.keyboard.press("Enter");
+  await lee.page.waitForFunction((a) => document.getElementById("title").textContent.trim() === a, kim.address);
+  await sees(lee, "hi lee");
+  assert.equal(await lee.page.getAttribute(`[data-testid=message][data-from="${kim.address}"]`, "data-from"), kim.address);
+  await shot(lee, "told-apart");
+
+  // Typing during a send is kept; Enter twice sends once; a failed send keeps the text.
+  await kim.context.route("**/v1/messages", async (r) => {
+    await new Promise((res) => setTimeout(res, 800));
+    await r.continue();
+  });
+  await kim.page.fill("#text", "first");
+  await kim.page.press("#text", "Enter");
+  await kim.page.press("#text", "Enter");
+  assert.equal(await kim.page.textContent("[data-testid=send-state]"), "Sending…");
+  await kim.page.type("#text", " and more");
+  await kim.page.waitForFunction(() => document.querySelector("[data-testid=send-state]").textContent === "Sent");
+  assert.equal(await kim.page.inputValue("#text"), "and more", "what was typed meanwhile stays");
+  await sees(lee, "first");
+  await kim.context.unroute("**/v1/messages");
+  await kim.context.route("**/v1/messages", (r) => r.abort());
+  await kim.page.fill("#text", "will fail once");
+  await kim.page.click("[data-testid=composer-send]");
+  await kim.page.waitForFunction(() => document.querySelector("[data-testid=send-state]").textContent.startsWith("Not sent"));
+  assert.equal(await kim.page.inputValue("#text"), "will fail once", "a failed send keeps the text");
+  await kim.context.unroute("**/v1/messages");
+  await kim.page.click("[data-testid=composer-send]");
+  await sees(lee, "will fail once");
+  const firsts = await lee.page.locator('#messages li:has-text("first")').count();
+  assert.equal(firsts, 1, "Enter twice sent once");
+
+  // A room whose name tries to reorder the text around it: isolated. Its password is typed
+  // in the page, masked.
+  const name = "\u202Eevil";
+  await kim.page.fill("[data-testid=room-name]", name);
+  await kim.page.fill("[data-testid=room-password]", "pw1");
+  await kim.page.click("[data-testid=room-create]");
+  await kim.page.waitForSelector("#room-tools:not([hidden])");
+  const room = await kim.page.getAttribute("[data-testid=conversation].active", "data-address");
+  await kim.page.fill("[data-testid=invite-to]", lee.address);
+  await kim.page.click("[data-testid=invite-send]");
+  const invite = lee.page.locator(`[data-testid=invite][data-from="${kim.address}"]`);
+  await invite.waitFor({ timeout: 20000 });
+  assert.equal(await invite.locator(".invite-what bdi").textContent(), name, "the name sits in its own <bdi>");
+  assert.equal(await invite.locator(".invite-from .who").getAttribute("title"), kim.address);
+  assert.equal(await invite.locator("[data-testid=invite-password]").getAttribute("type"), "password");
+  await shot(lee, "invite");
+  await invite.locator("[data-testid=invite-password]").fill("pw1");
+  await invite.locator("[data-testid=invite-join]").click();
+  await lee.page.waitForSelector("#room-tools:not([hidden])", { timeout: 20000 });
+
+  // Leaving asks first; staying changes nothing.
+  await lee.page.click("[data-testid=leave]");
+  assert.ok(await lee.page.isVisible("[data-testid=leave-confirm]"));
+  await shot(lee, "leave-confirm");
+  await lee.page.click("[data-testid=leave-no]");
+  assert.equal(await lee.page.isVisible("[data-testid=leave-confirm]"), false);
+  assert.ok(await lee.page.isVisible("#room-tools"), "still in the room");
+  await lee.page.click("[data-testid=leave]");
+  await lee.page.click("[data-testid=leave-yes]");
+  await lee.page.waitForSelector("#room-tools", { state: "hidden" });
+  assert.equal(await lee.page.locator(`[data-testid=conversation][data-address="${room}"]`).count(), 0, "the room is gone");
+  await kim.context.close();
+  await lee.context.close();
 });
