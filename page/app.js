@@ -336,27 +336,25 @@ function render() {
     li.dataset.key = `${c.kind}:${c.id}`;
     li.dataset.testid = "conversation";
     li.dataset.address = c.id;
+    // A button per row: reached by Tab, opened by Enter or Space, named for screen readers.
+    const row = document.createElement("button");
+    row.type = "button";
+    row.className = "row";
     const name = document.createElement("span");
     name.className = "name";
     if (c.kind === "room") name.append("# ", bdi(c.name));
     else name.append(c.id === "anonymous" ? "anonymous" : who(c.id));
-    li.append(name);
+    row.append(name);
     if (c.unread) {
       const u = document.createElement("span");
       u.className = "unread";
       u.textContent = c.unread;
-      li.append(u);
+      u.setAttribute("aria-label", `${c.unread} unread`);
+      row.append(u);
     }
-    li.onclick = () => open(c.kind, c.id);
-    // Reachable and openable by keyboard.
-    li.tabIndex = 0;
-    li.setAttribute("role", "button");
-    li.onkeydown = (ev) => {
-      if (ev.key === "Enter" || ev.key === " ") {
-        ev.preventDefault();
-        open(c.kind, c.id);
-      }
-    };
+    if (li.className === "active") row.setAttribute("aria-current", "true");
+    row.onclick = () => open(c.kind, c.id);
+    li.append(row);
     list.append(li);
   }
   const inv = $("invites");

@@ -455,7 +455,7 @@ test("people are told apart, a leave asks first, a room password is typed in the
   const icon = (a) => lee.page.locator(`[data-testid=conversation][data-address="${a}"] svg.identicon`).innerHTML();
   assert.notEqual(await icon(lookalike), await icon(kim.address), "a lookalike does not look alike");
   // Rows are reached and opened by keyboard.
-  await row.focus();
+  await row.locator("button").focus();
   await lee.page.keyboard.press("Enter");
   await lee.page.waitForFunction((a) => document.getElementById("title").textContent.trim() === a, kim.address);
   await sees(lee, "hi lee");
@@ -521,3 +521,51 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await kim.context.close();
   await lee.context.close();
 });
+
+/** axe-core (npm, run in the page through the DevTools protocol, which the page's CSP does not govern): the serious and critical violations on this screen. */
+async function axeViolations(w) {
+  if (!(await w.page.evaluate(() => "axe" in window))) await w.page.evaluate(readFileSync(join(root, "node_modules/axe-core/axe.min.js"), "utf8"));
+  const result = await w.page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
+  return result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}
+
+for (const [label, viewport] of [["desktop", { width: 1280, height: 800 }], ["phone", { width: 390, height: 844 }]]) {
+  test(`axe-core: no serious or critical violation on any screen (${label})`, async () => {
+    const [ann, ben] = [await wallet(`ann-${label}`), await wallet(`ben-${label}`)];
+    await ann.page.setViewportSize(viewport);
+    const screens = {};
+    await ann.page.goto(relay.base + "/");
+    screens.welcome = await axeViolations(ann);
+    await ann.page.click("#connect-button");
+    await ann.page.waitForSelector("#authorize:not([hidden])");
+    screens.authorize = await axeViolations(ann);
+    await ann.page.click("#authorize-button");
+    await ann.page.waitForSelector("#conn.live", { timeout: 20000 });
+    screens.chat = await axeViolations(ann);
+    await connect(ben);
+    await openDm(ben, ann.address);
+    await say(ben, "hello ann");
+    await ann.page.waitForSelector(`[data-testid=conversation][data-address="${ben.address}"]`, { timeout: 20000 });
+    await ann.page.click(`[data-testid=conversation][data-address="${ben.address}"]`);
+    await sees(ann, "hello ann");
+    screens.dm = await axeViolations(ann);
+    await ann.page.fill("[data-testid=room-name]", "axe room");
+    await ann.page.click("[data-testid=room-create]");
+    await ann.page.waitForSelector("#room-tools:not([hidden])");
+    await ann.page.click("[data-testid=leave]");
+    screens.room = await axeViolations(ann);
+    await ben.page.fill("[data-testid=room-name]", "for ann");
+    await ben.page.click("[data-testid=room-create]");
+    await ben.page.waitForSelector("#room-tools:not([hidden])");
+    await ben.page.fill("[data-testid=invite-to]", ann.address);
+    await ben.page.click("[data-testid=invite-send]");
+    await ann.page.waitForSelector("[data-testid=invite]", { timeout: 20000 });
+    screens.invite = await axeViolations(ann);
+    await shot(ann, `axe-${label}`);
+    assert.deepEqual(screens, Object.fromEntries(Object.keys(screens).map((k) => [k, []])), label);
+    await ann.context.close();
+    await ben.context.close();
+  });
+}
