@@ -447,8 +447,18 @@ function renderMessages() {
   ol.scrollTop = ol.scrollHeight;
 }
 
+/** On a phone the page shows the list or one conversation: `open` switches to it, Back returns. */
+function showList() {
+  current = null;
+  $("chat").classList.remove("reading");
+  render();
+  $("conversations").querySelector("button")?.focus();
+}
+$("back-button").onclick = showList;
+
 function open(kind, id) {
   current = { kind, id };
+  $("chat").classList.add("reading");
   $("leave-confirm").hidden = true;
   const c = conversations.get(`${kind}:${id}`);
   if (c) c.unread = 0;
@@ -501,8 +511,7 @@ $("leave-yes").onclick = async () => {
     $("leave-confirm").hidden = true;
     await client.leaveRoom(current.id);
     conversations.delete(`room:${current.id}`);
-    current = null;
-    render();
+    showList();
   } catch (e) {
     showError(e);
   }

@@ -522,6 +522,11 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await lee.context.close();
 });
 
+/** Back to the list of conversations (a phone shows one or the other). */
+async function toList(w) {
+  if (await w.page.isVisible("[data-testid=back]")) await w.page.click("[data-testid=back]");
+}
+
 /** axe-core (npm, run in the page through the DevTools protocol, which the page's CSP does not govern): the serious and critical violations on this screen. */
 async function axeViolations(w) {
   if (!(await w.page.evaluate(() => "axe" in window))) await w.page.evaluate(readFileSync(join(root, "node_modules/axe-core/axe.min.js"), "utf8"));
@@ -551,6 +556,7 @@ for (const [label, viewport] of [["desktop", { width: 1280, height: 800 }], ["ph
     await ann.page.click(`[data-testid=conversation][data-address="${ben.address}"]`);
     await sees(ann, "hello ann");
     screens.dm = await axeViolations(ann);
+    await toList(ann);
     await ann.page.fill("[data-testid=room-name]", "axe room");
     await ann.page.click("[data-testid=room-create]");
     await ann.page.waitForSelector("#room-tools:not([hidden])");
@@ -561,6 +567,7 @@ for (const [label, viewport] of [["desktop", { width: 1280, height: 800 }], ["ph
     await ben.page.waitForSelector("#room-tools:not([hidden])");
     await ben.page.fill("[data-testid=invite-to]", ann.address);
     await ben.page.click("[data-testid=invite-send]");
+    await toList(ann);
     await ann.page.waitForSelector("[data-testid=invite]", { timeout: 20000 });
     screens.invite = await axeViolations(ann);
     await shot(ann, `axe-${label}`);
@@ -569,3 +576,30 @@ for (const [label, viewport] of [["desktop", { width: 1280, height: 800 }], ["ph
     await ben.context.close();
   });
 }
+
+test("phone: the list or one conversation, with a way back, and the composer on screen", async () => {
+  const [pat, quinn] = [await wallet("pat"), await wallet("quinn")];
+  await pat.page.setViewportSize({ width: 390, height: 844 });
+  await connect(pat);
+  await connect(quinn);
+  assert.ok(await pat.page.isVisible("#sidebar"), "the list first");
+  assert.equal(await pat.page.isVisible("#conversation"), false);
+  await openDm(pat, quinn.address);
+  assert.equal(await pat.page.isVisible("#sidebar"), false, "then the conversation alone");
+  const box = await pat.page.locator("[data-testid=composer-text]").boundingBox();
+  assert.ok(box && box.y >= 0 && box.y + box.height <= 844, `the composer is on screen: ${JSON.stringify(box)}`);
+  await say(pat, "from a phone");
+  await sees(pat, "from a phone");
+  await shot(pat, "phone-conversation");
+  await pat.page.click("[data-testid=back]");
+  assert.ok(await pat.page.isVisible("#sidebar"), "Back shows the list");
+  assert.equal(await pat.page.isVisible("#conversation"), false);
+  await shot(pat, "phone-list");
+  // On a desktop both stand side by side and Back is not shown.
+  await pat.page.setViewportSize({ width: 1280, height: 800 });
+  await pat.page.click(`[data-testid=conversation][data-address="${quinn.address}"]`);
+  assert.ok((await pat.page.isVisible("#sidebar")) && (await pat.page.isVisible("#conversation")));
+  assert.equal(await pat.page.isVisible("[data-testid=back]"), false);
+  await pat.context.close();
+  await quinn.context.close();
+});
