@@ -117,9 +117,21 @@ $("connect-button").onclick = () => {
   connect(provider).catch(showError);
 };
 
+$("copy-address").onclick = async () => {
+  try {
+    await navigator.clipboard.writeText(client.wallet);
+    $("copy-address").textContent = "Copied";
+    setTimeout(() => ($("copy-address").textContent = "Copy address"), 2000);
+  } catch (e) {
+    showError(e);
+  }
+};
+
 async function connect(provider) {
   client = await Client.create({ relay, signer: fromEip1193(provider) });
-  $("me").textContent = client.wallet;
+  $("me").replaceChildren(who(client.wallet));
+  $("me").title = client.wallet;
+  $("copy-address").hidden = false;
   $("connect").hidden = true;
   showAuthorization();
   if (await client.isRegistered()) return start();
@@ -327,10 +339,24 @@ function take(m, live) {
   if (live && !(current && current.kind === c.kind && current.id === c.id) && m.from !== client.wallet) c.unread++;
 }
 
+/** When a conversation last moved: its newest message, else when it was opened here. */
+const lastAt = (c) => Math.max(c.openedAt ?? 0, ...c.messages.map((m) => m.receivedAt ?? m.sentAt ?? 0));
+
+/** A message's text for a row preview: its words, or what happened. */
+function preview(m) {
+  if (!m) return "";
+  if (m.type === "text") return m.text ?? "";
+  return { invite: "invited you to a room", join: "joined", leave: "left", rekey: "rotated the room key" }[m.type] ?? (m.error ? "cannot be read" : m.type);
+}
+
 function render() {
   const list = $("conversations");
   list.replaceChildren();
-  for (const c of conversations.values()) {
+  // The most recent conversation first; the tab's title counts what is unread.
+  const ordered = [...conversations.values()].sort((a, b) => lastAt(b) - lastAt(a));
+  const unread = ordered.reduce((n, c) => n + c.unread, 0);
+  document.title = unread ? `(${unread}) denet` : "denet";
+  for (const c of ordered) {
     const li = document.createElement("li");
     li.className = current && current.kind === c.kind && current.id === c.id ? "active" : "";
     li.dataset.key = `${c.kind}:${c.id}`;
@@ -344,7 +370,22 @@ function render() {
     name.className = "name";
     if (c.kind === "room") name.append("# ", bdi(c.name));
     else name.append(c.id === "anonymous" ? "anonymous" : who(c.id));
-    row.append(name);
+    const last = c.messages.at(-1);
+    const line = document.createElement("span");
+    line.className = "preview";
+    line.dataset.testid = "preview";
+    line.textContent = preview(last);
+    const when = document.createElement("time");
+    when.className = "when";
+    if (last) when.textContent = new Date(last.sentAt).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+    // The name on its own line (all 16 digits shown), the preview and time below it.
+    const below = document.createElement("span");
+    below.className = "below";
+    below.append(line, when);
+    const text = document.createElement("span");
+    text.className = "text";
+    text.append(name, below);
+    row.append(text);
     if (c.unread) {
       const u = document.createElement("span");
       u.className = "unread";
@@ -401,8 +442,14 @@ function render() {
   renderMessages();
 }
 
+let shownKey = null;
 function renderMessages() {
   const ol = $("messages");
+  // Stay where the reader is, unless they were at the bottom or opened another conversation.
+  const key = current && `${current.kind}:${current.id}`;
+  const atBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight < 40;
+  const keepAt = key === shownKey && !atBottom ? ol.scrollTop : null;
+  shownKey = key;
   ol.replaceChildren();
   if (!current) {
     // Nothing selected (before the first choice, after leaving a room): no tools to press.
@@ -423,6 +470,7 @@ function renderMessages() {
     title.append(identicon(c.id), full);
   }
   $("room-tools").hidden = c.kind !== "room";
+  showMembers(c).catch(showError);
   $("composer").hidden = c.kind === "dm" && c.id === "anonymous";
   $("anon-label").hidden = c.kind === "room";
   for (const m of c.messages) {
@@ -444,7 +492,23 @@ function renderMessages() {
     li.prepend(meta);
     ol.append(li);
   }
-  ol.scrollTop = ol.scrollHeight;
+  ol.scrollTop = keepAt ?? ol.scrollHeight;
+}
+
+/** A room's members as this device knows them, each told apart. */
+async function showMembers(c) {
+  const ul = $("members");
+  if (c.kind !== "room") return ul.replaceChildren();
+  const room = (await client.rooms()).find((r) => r.room === c.id);
+  const items = (room?.members ?? []).map((m) => {
+    const li = document.createElement("li");
+    li.dataset.testid = "member";
+    li.dataset.address = m;
+    li.append(who(m), m === client.wallet ? " (you)" : "");
+    return li;
+  });
+  ul.replaceChildren(...items);
+  $("members-count").textContent = `${items.length} member${items.length === 1 ? "" : "s"}`;
 }
 
 /** On a phone the page shows the list or one conversation: `open` switches to it, Back returns. */
@@ -458,6 +522,8 @@ $("back-button").onclick = showList;
 
 function open(kind, id) {
   current = { kind, id };
+  const opened = conversations.get(`${kind}:${id}`);
+  if (opened && !opened.messages.length) opened.openedAt = Date.now();
   $("chat").classList.add("reading");
   $("leave-confirm").hidden = true;
   const c = conversations.get(`${kind}:${id}`);

@@ -603,3 +603,42 @@ test("phone: the list or one conversation, with a way back, and the composer on 
   await pat.context.close();
   await quinn.context.close();
 });
+
+test("something happened: unread in the tab title, the newest conversation first with a preview, the reader's place kept, members listed, the address copied", async () => {
+  const [rae, sam, tia] = [await wallet("rae"), await wallet("sam"), await wallet("tia")];
+  await rae.context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: relay.base });
+  await connect(rae);
+  await connect(sam);
+  await connect(tia);
+  // Rae reads a long conversation with Sam, scrolled up to its start.
+  await openDm(sam, rae.address);
+  for (let i = 0; i < 25; i++) await say(sam, `line ${i}`);
+  const samRow = `[data-testid=conversation][data-address="${sam.address}"]`;
+  await rae.page.waitForSelector(samRow, { timeout: 20000 });
+  await rae.page.click(samRow);
+  await sees(rae, "line 24");
+  await rae.page.$eval("#messages", (ol) => (ol.scrollTop = 0));
+  // Tia writes: the tab counts it, Tia's conversation comes first with a preview, and
+  // Rae's place in Sam's conversation stays.
+  await openDm(tia, rae.address);
+  await say(tia, "are you free later?");
+  await rae.page.waitForFunction(() => document.title === "(1) denet", null, { timeout: 20000 });
+  const first = rae.page.locator("[data-testid=conversation]").first();
+  assert.equal(await first.getAttribute("data-address"), tia.address, "the newest conversation first");
+  assert.equal(await first.locator("[data-testid=preview]").textContent(), "are you free later?");
+  assert.equal(await rae.page.$eval("#messages", (ol) => ol.scrollTop), 0, "the reader's place is kept");
+  await rae.page.click(`[data-testid=conversation][data-address="${tia.address}"]`);
+  await rae.page.waitForFunction(() => document.title === "denet");
+  // A room lists its members, each told apart.
+  await rae.page.fill("[data-testid=room-name]", "trio");
+  await rae.page.click("[data-testid=room-create]");
+  await rae.page.waitForSelector("#room-tools:not([hidden])");
+  await rae.page.click("[data-testid=members-count]");
+  assert.equal(await rae.page.textContent("[data-testid=members-count]"), "1 member");
+  assert.equal(await rae.page.getAttribute("[data-testid=member] .who", "title"), rae.address);
+  // Copy address puts the full address on the clipboard.
+  await rae.page.click("[data-testid=copy-address]");
+  assert.equal(await rae.page.evaluate(() => navigator.clipboard.readText()), rae.address);
+  await shot(rae, "something-happened");
+  for (const w of [rae, sam, tia]) await w.context.close();
+});
