@@ -102,8 +102,9 @@ async function sees(w, text) {
   await w.page.waitForSelector(`#messages li:has-text("${text}")`, { timeout: 20000 });
 }
 
+/** Opens the conversation whose name (not its preview) shows `label`. */
 async function openConversation(w, label) {
-  await w.page.click(`#conversations li:has-text("${label}")`);
+  await w.page.click(`#conversations li:has(.name:has-text("${label}"))`);
 }
 
 test("the installed Chromium is the major version playwright-core drives", () => {
