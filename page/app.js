@@ -117,6 +117,62 @@ $("connect-button").onclick = () => {
   connect(provider).catch(showError);
 };
 
+// -- this wallet's devices: revoke a lost one, or sign out of this browser --
+
+async function showDevices() {
+  const ul = $("devices");
+  const items = (await client.devices()).map((d) => {
+    const li = document.createElement("li");
+    li.dataset.testid = "device";
+    li.dataset.signKey = d.sign_key;
+    const until = new Date(d.expires_at).toLocaleDateString(undefined, { dateStyle: "medium" });
+    const since = new Date(d.issued_at).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    const what = d.this ? "This browser" : d.recovery ? "Backup recovery key" : "Another device";
+    const label = document.createElement("span");
+    label.append(`${what} · signed in `, d.domain ? bdi(d.domain) : "", ` on ${since}, until ${until}`);
+    li.append(label);
+    if (!d.this && !d.recovery) {
+      const b = document.createElement("button");
+      b.className = "danger";
+      b.textContent = "Revoke";
+      b.dataset.testid = "device-revoke";
+      b.onclick = async () => {
+        try {
+          await client.revokeDevice(d.sign_key);
+          await showDevices();
+        } catch (e) {
+          showError(e);
+        }
+      };
+      li.append(b);
+    }
+    return li;
+  });
+  ul.replaceChildren(...items);
+}
+
+$("settings-open").onclick = async () => {
+  try {
+    $("settings").hidden = false;
+    await showDevices();
+    $("settings-close").focus();
+  } catch (e) {
+    showError(e);
+  }
+};
+$("settings-close").onclick = () => {
+  $("settings").hidden = true;
+  $("settings-open").focus();
+};
+$("sign-out").onclick = async () => {
+  try {
+    await client.signOut();
+    location.assign("/");
+  } catch (e) {
+    showError(e);
+  }
+};
+
 $("copy-address").onclick = async () => {
   try {
     await navigator.clipboard.writeText(client.wallet);
@@ -132,6 +188,7 @@ async function connect(provider) {
   $("me").replaceChildren(who(client.wallet));
   $("me").title = client.wallet;
   $("copy-address").hidden = false;
+  $("settings-open").hidden = false;
   $("connect").hidden = true;
   showAuthorization();
   if (await client.isRegistered()) return start();

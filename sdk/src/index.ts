@@ -691,6 +691,27 @@ export class Client {
     }
   }
 
+  /** This wallet's active devices, newest first: which is this one, which is the backup's recovery device, where each signed in. */
+  async devices(): Promise<{ sign_key: string; issued_at: number; expires_at: number; this: boolean; recovery: boolean; domain?: string | null }[]> {
+    return (await this.withKeys((now) => this.session.devices(now))) as any;
+  }
+
+  /** Revokes another device of this wallet (one wallet signature): it can no longer read or send. */
+  async revokeDevice(signKey: string): Promise<void> {
+    if (signKey === this.dev.signKey) throw new DenetError("invalid", "use signOut() to revoke this device");
+    await this.revokeKey(signKey);
+  }
+
+  /**
+   * Signs out: revokes this device (one wallet signature, so it no longer holds one of the
+   * wallet's 16 device places) and forgets its keys and state in this browser.
+   */
+  async signOut(): Promise<void> {
+    await this.revokeKey(this.dev.signKey);
+    for (const key of [this.wallet, ...this.written.keys()]) await this.store.save(key, null);
+    this.written.clear();
+  }
+
   /** Revokes a device of this wallet by its key (a replaced recovery device). */
   private async revokeKey(signKey: string): Promise<void> {
     const at = Date.now();

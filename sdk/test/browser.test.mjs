@@ -643,3 +643,37 @@ test("something happened: unread in the tab title, the newest conversation first
   await shot(rae, "something-happened");
   for (const w of [rae, sam, tia]) await w.context.close();
 });
+
+test("devices: this wallet's devices listed, a lost one revoked, sign out revokes this one; dark mode follows the system", async () => {
+  const key = generatePrivateKey();
+  const [uma, uma2] = [await wallet("uma", key), await wallet("uma-2", key)];
+  await connect(uma);
+  await connect(uma2);
+  await uma.page.click("[data-testid=settings-open]");
+  await uma.page.waitForSelector("[data-testid=device] >> nth=1", { timeout: 20000 });
+  const devices = uma.page.locator("[data-testid=device]");
+  assert.equal(await devices.count(), 2);
+  assert.equal(await uma.page.locator('[data-testid=device]:has-text("This browser")').count(), 1);
+  await shot(uma, "devices");
+  // The other browser is lost: revoke it (one signature).
+  const before = uma.signed.count;
+  await uma.page.click('[data-testid=device]:has-text("Another device") [data-testid=device-revoke]');
+  await uma.page.waitForFunction(() => document.querySelectorAll("[data-testid=device]").length === 1, null, { timeout: 20000 });
+  assert.equal(uma.signed.count, before + 1, "one signature");
+  // Sign out: this browser's device is revoked too, and the page starts over.
+  await uma.page.click("[data-testid=sign-out]");
+  await uma.page.waitForSelector("#connect-button", { timeout: 20000 });
+  const listed = await fetch(`${relay.base}/v1/keys/${uma.address}`);
+  assert.equal(listed.status, 404, "no active device left");
+  // Connecting again asks to authorize a new device (its keys were forgotten here).
+  await uma.page.click("#connect-button");
+  await uma.page.waitForSelector("#authorize:not([hidden])");
+  for (const w of [uma, uma2]) await w.context.close();
+  // Dark mode, as the system asks.
+  const dark = await browser.newContext({ colorScheme: "dark" });
+  const page = await dark.newPage();
+  await page.goto(relay.base + "/");
+  const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(bg, "rgb(13, 17, 23)");
+  await dark.close();
+});

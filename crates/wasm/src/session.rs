@@ -122,6 +122,12 @@ impl Session {
         to_js(self.inner.state())
     }
 
+    /// This wallet's active devices, newest first (`{sign_key, issued_at, expires_at, this, recovery, domain}`).
+    #[wasm_bindgen(unchecked_return_type = "Step<DeviceView[]>")]
+    pub fn devices(&self, now: f64) -> JsResult<JsValue> {
+        step(self.inner.devices(now as u64))
+    }
+
     /// New device keys for this session (after `registration` said `new_keys`).
     #[wasm_bindgen(js_name = setDevice)]
     pub fn set_device(&mut self, sign_seed: &str, dh_secret: &str) -> JsResult<()> {

@@ -28,8 +28,8 @@ pub use state::{
     MAX_OPENERS_PER_EPOCH, RoomState, STATE_VERSION, SessionState,
 };
 pub use values::{
-    Event, InviteView, Inviting, Joining, Message, Received, Registration, Rekeying, Result, RoomView, Sending,
-    SessionError, Settle,
+    DeviceView, Event, InviteView, Inviting, Joining, Message, Received, Registration, Rekeying, Result, RoomView,
+    Sending, SessionError, Settle,
 };
 
 use values::refused;
@@ -169,6 +169,29 @@ impl Session {
             Some(b) if b.active_at(now) => Registration::Active,
             _ => Registration::Register,
         })
+    }
+
+    /// This wallet's active devices as its key list shows them, newest first: which is
+    /// this one, which is the backup's recovery device, where each signed in.
+    pub fn devices(&self, now: u64) -> Result<Vec<DeviceView>> {
+        let own = self.keys.bundles(&self.me, now).ok_or_else(|| SessionError::NeedKeys(vec![self.me.clone()]))?;
+        let this = self.device.sign_key();
+        let held: Vec<[u8; 32]> =
+            self.dh_secrets().iter().map(|s| x25519_dalek::PublicKey::from(**s).to_bytes()).collect();
+        let mut out: Vec<DeviceView> = own
+            .iter()
+            .filter(|b| b.revoked_at.is_none() && now < b.bundle.expires_at)
+            .map(|b| DeviceView {
+                sign_key: b.bundle.sign_key.to_b64(),
+                issued_at: b.bundle.issued_at,
+                expires_at: b.bundle.expires_at,
+                this: b.bundle.sign_key == this,
+                recovery: b.bundle.sign_key != this && held.contains(&b.bundle.dh_key),
+                domain: b.bundle.auth.as_ref().map(|a| a.domain.clone()),
+            })
+            .collect();
+        out.sort_by_key(|d| std::cmp::Reverse(d.issued_at));
+        Ok(out)
     }
 
     /// The wallets among `wallets` whose key lists are not fresh at `now`.

@@ -148,6 +148,21 @@ pub struct InviteView {
     pub password: bool,
 }
 
+/// One device of this wallet, for a settings screen (`Session::devices`).
+#[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeviceView {
+    pub sign_key: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    /// This device.
+    pub this: bool,
+    /// A device whose DH secret this one holds: the backup's recovery device (§9).
+    pub recovery: bool,
+    /// Where it signed in (the SIWE domain), when it did.
+    pub domain: Option<String>,
+}
+
 /// What a device should do about its registration.
 #[cfg_attr(feature = "ts", derive(tsify_next::Tsify))]
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
