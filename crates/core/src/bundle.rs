@@ -4,10 +4,10 @@
 use crate::encoding::b64_decode_exact;
 use crate::envelope::SignKey;
 use crate::error::Error;
-use crate::eth::{ContractCheck, Proof};
+use crate::eth::Proof;
 use crate::fields::Fields;
 use crate::siwe::Auth;
-use crate::wallet::{Wallet, eip191_hash, parse_sig_bytes, parse_wallet_sig, recover_hash, verify_wallet_sig};
+use crate::wallet::{Wallet, parse_sig_bytes, parse_wallet_sig, verify_wallet_sig};
 use serde_json::{Value, json};
 
 /// The longest a bundle may be valid: 400 days.
@@ -133,12 +133,7 @@ impl Bundle {
         let Some(auth) = &self.auth else {
             return verify_wallet_sig(&self.wallet, &text, &self.wallet_sig).map(|_| Proof::Eoa);
         };
-        let hash = eip191_hash(&text);
-        let signature = parse_sig_bytes(&self.wallet_sig)?;
-        if signature.len() == 65 && recover_hash(&hash, &self.wallet_sig).is_ok_and(|w| w == self.wallet) {
-            return Ok(Proof::Eoa);
-        }
-        Ok(Proof::Contract(ContractCheck { wallet: self.wallet.clone(), chain_id: auth.chain_id, hash, signature }))
+        crate::eth::proof(&self.wallet, &text, &self.wallet_sig, auth.chain_id)
     }
 
     /// Checks the wallet signature where no chain can be asked: an EOA's only.
@@ -265,16 +260,11 @@ impl Revocation {
     /// pinned to `chain` (the chain of its bundles), the check to make there; else
     /// `401 invalid_signature`.
     pub fn check(&self, chain: Option<u64>) -> Result<Proof, Error> {
-        let hash = eip191_hash(&self.statement());
-        let signature = parse_sig_bytes(&self.wallet_sig)?;
-        if signature.len() == 65 && recover_hash(&hash, &self.wallet_sig).is_ok_and(|w| w == self.wallet) {
-            return Ok(Proof::Eoa);
-        }
-        match chain {
-            Some(chain_id) => {
-                Ok(Proof::Contract(ContractCheck { wallet: self.wallet.clone(), chain_id, hash, signature }))
+        match (crate::eth::proof(&self.wallet, &self.statement(), &self.wallet_sig, chain.unwrap_or(0))?, chain) {
+            (Proof::Contract(_), None) => {
+                Err(Error::invalid_signature(format!("the revocation was not signed by {}", self.wallet)))
             }
-            None => Err(Error::invalid_signature(format!("the revocation was not signed by {}", self.wallet))),
+            (proof, _) => Ok(proof),
         }
     }
 

@@ -27,6 +27,19 @@ pub struct ContractCheck {
     pub signature: Vec<u8>,
 }
 
+/// What `wallet`'s signature `sig` of `text` proves (§1.1, §1.2): [`Proof::Eoa`] when it
+/// is 65 bytes and recovers to the wallet; else the check to make on chain `chain_id`.
+/// `400 malformed` for a signature of no acceptable shape. The one rule for bundles
+/// and revocations alike.
+pub fn proof(wallet: &Wallet, text: &str, sig: &str, chain_id: u64) -> Result<Proof, Error> {
+    let hash = crate::wallet::eip191_hash(text);
+    let signature = crate::wallet::parse_sig_bytes(sig)?;
+    if signature.len() == 65 && crate::wallet::recover_hash(&hash, sig).is_ok_and(|w| w == *wallet) {
+        return Ok(Proof::Eoa);
+    }
+    Ok(Proof::Contract(ContractCheck { wallet: wallet.clone(), chain_id, hash, signature }))
+}
+
 /// The ERC-6492 universal signature validator's creation code (the reference
 /// `ValidateSigOffchain` of ERC-6492, as viem ships it): run as a deployless
 /// `eth_call`, its constructor answers `0x01` when `isValidSignature` of the wallet
