@@ -389,7 +389,10 @@ function take(m, live) {
     const peer = m.to ?? m.from ?? "anonymous";
     c = conversation("dm", peer, peer === "anonymous" ? "anonymous" : short(peer));
   } else {
-    c = conversation("room", m.address);
+    // Only a room this page holds: a room left (here or by another tab) never comes back
+    // because a late message for it arrives on the stream.
+    c = conversations.get(`room:${m.address}`);
+    if (!c) return;
   }
   if (c.messages.some((x) => x.id === m.id || (m.original && x.id === m.original))) return;
   c.messages.push(m);

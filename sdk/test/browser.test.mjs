@@ -405,6 +405,8 @@ test("notifications: the page's service worker, woken by a push, reads the inbox
   await alice.page.goto(relay.base + "/?idle");
   await openDm(bob, alice.address);
   await say(bob, "are you there?");
+  // Committed (shown to Bob only once the relay acknowledged it) before the push comes.
+  await sees(bob, "are you there?");
   const cdp = await alice.context.newCDPSession(alice.page);
   const registered = new Promise((resolve) => {
     cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => {
@@ -518,6 +520,9 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await lee.page.click("[data-testid=leave]");
   await lee.page.click("[data-testid=leave-yes]");
   await lee.page.waitForSelector("#room-tools", { state: "hidden" });
+  // Once the room has carried the leave (Kim sees it), it has reached Lee's stream too.
+  await sees(kim, "left");
+  await lee.page.evaluate(() => new Promise((done) => requestAnimationFrame(() => done())));
   assert.equal(await lee.page.locator(`[data-testid=conversation][data-address="${room}"]`).count(), 0, "the room is gone");
   await kim.context.close();
   await lee.context.close();
