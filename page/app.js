@@ -9,7 +9,9 @@ const relay = location.origin;
 /** @type {import("/sdk/index.js").Client} */
 let client = null;
 let current = null; // { kind: "dm" | "room", id }
-const conversations = new Map(); // key "dm:0x…" | "room:…" → { kind, id, name, messages, unread }
+const conversations = new Map(); // key "dm:0x…" | "room:…" → { kind, id, name, messages, markerAt? }
+/** Per conversation, when its newest message read here arrived (relay ms); kept across reloads. */
+let readAt = {};
 
 const ERRORS = {
   rate_limited: "You are sending too fast; wait a moment and try again.",
@@ -334,20 +336,24 @@ async function start() {
   $("notify-button").hidden = !("serviceWorker" in navigator) || typeof Notification === "undefined";
   $("notify-previews-label").hidden = $("notify-button").hidden;
   client.onBackupError = showError;
+  const saved = localStorage.getItem(readKey());
+  readAt = saved ? JSON.parse(saved) : {};
   for (const r of await client.rooms()) conversation("room", r.room, r.name || short(r.room));
   // A failure in one conversation never stops the others from loading.
   try {
-    for (const m of await client.inbox({ all: true })) take(m, false);
+    for (const m of await client.inbox({ all: true })) take(m);
   } catch (e) {
     showError(e);
   }
   for (const r of await client.rooms()) {
     try {
-      for (const m of await client.readRoom(r.room, { all: true })) take(m, false);
+      for (const m of await client.readRoom(r.room, { all: true })) take(m);
     } catch (e) {
       showError(e);
     }
   }
+  // The first visit of this wallet in this browser starts with everything read.
+  if (!saved) for (const c of conversations.values()) markRead(c);
   // A notification's click opens its conversation (`/?open=dm:0x…`).
   const wanted = new URLSearchParams(location.search).get("open");
   if (wanted?.startsWith("dm:")) {
@@ -355,35 +361,39 @@ async function start() {
     conversation("dm", peer, peer === "anonymous" ? "anonymous" : short(peer));
     current = { kind: "dm", id: peer };
   }
+  if (current) opened(conversations.get(`${current.kind}:${current.id}`));
   render();
   client.stream({
     onError: showError,
     onMessage: (m) => {
-      take(m, true);
+      const c = take(m);
+      if (c && isNew(c, m)) arrived(c, m);
       render();
     },
     onConnectionChange: (s) => {
       $("conn").textContent = s;
       $("conn").className = `badge ${s}`;
+      // Back online: what waited goes now.
+      if (s === "live") flush();
     },
   });
 }
 
 function conversation(kind, id, name) {
   const key = `${kind}:${id}`;
-  if (!conversations.has(key)) conversations.set(key, { kind, id, name: name ?? short(id), messages: [], unread: 0 });
+  if (!conversations.has(key)) conversations.set(key, { kind, id, name: name ?? short(id), messages: [] });
   return conversations.get(key);
 }
 
-/** Files a message under its conversation. */
-function take(m, live) {
+/** Files a message under its conversation; returns it (null if the message is not shown). */
+function take(m) {
   let c;
   if (m.address === client.wallet) {
-    if (m.type === "rekey") return;
+    if (m.type === "rekey") return null;
     if (m.type === "room_key") {
       // Another device of ours created or joined this room.
       conversation("room", m.room, m.name || short(m.room));
-      return;
+      return null;
     }
     // Our own message, read back from the copy another device (or this one) kept.
     const peer = m.to ?? m.from ?? "anonymous";
@@ -392,15 +402,70 @@ function take(m, live) {
     // Only a room this page holds: a room left (here or by another tab) never comes back
     // because a late message for it arrives on the stream.
     c = conversations.get(`room:${m.address}`);
-    if (!c) return;
+    if (!c) return null;
   }
-  if (c.messages.some((x) => x.id === m.id || (m.original && x.id === m.original))) return;
+  if (c.messages.some((x) => x.id === m.id || (m.original && x.id === m.original))) return null;
   c.messages.push(m);
-  if (live && !(current && current.kind === c.kind && current.id === c.id) && m.from !== client.wallet) c.unread++;
+  return c;
+}
+
+// -- what is unread, across reloads --
+
+const readKey = () => `denet-read:${client.wallet}`;
+const keyOf = (c) => `${c.kind}:${c.id}`;
+const isCurrent = (c) => !!current && current.kind === c.kind && current.id === c.id;
+/** Someone else's words that arrived after what was read here. */
+const isNew = (c, m, after = readAt[keyOf(c)] ?? 0) =>
+  m.type === "text" && !m.mine && m.from !== client.wallet && m.receivedAt > after;
+/** What is unread in `c`: none while it is open in a tab in view. */
+const unreadOf = (c) => (isCurrent(c) && !document.hidden ? 0 : c.messages.filter((m) => isNew(c, m)).length);
+
+/** Everything in `c` counts as read here (by the relay's clock: rows of ours not yet sent have none). */
+function markRead(c) {
+  readAt[keyOf(c)] = Math.max(readAt[keyOf(c)] ?? 0, ...c.messages.map((m) => m.receivedAt || 0));
+  try {
+    localStorage.setItem(readKey(), JSON.stringify(readAt));
+  } catch {
+    // Storage full or refused: the counts only last until the page closes.
+  }
+}
+
+/** Opening `c`: a marker above what was unread, then all of it read. */
+function opened(c) {
+  c.markerAt = c.messages.some((m) => isNew(c, m)) ? readAt[keyOf(c)] ?? 0 : undefined;
+  markRead(c);
+}
+
+/** A new message from someone else, live: said to screen readers, read if it is in view. */
+function arrived(c, m) {
+  const sender = m.from ? short(m.from) : "anonymous";
+  const where = c.kind === "room" ? ` in ${c.name}` : "";
+  $("announce").textContent = `${sender}${where}: ${m.text}`;
+  if (!isCurrent(c)) return;
+  // The reader scrolled up in this conversation: the marker shows where the new ones start.
+  const ol = $("messages");
+  const atBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight < 40;
+  if ((!atBottom || document.hidden) && c.markerAt === undefined) c.markerAt = readAt[keyOf(c)] ?? 0;
+  if (!document.hidden) markRead(c);
+}
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden || !current) return;
+  const c = conversations.get(`${current.kind}:${current.id}`);
+  if (c) markRead(c);
+  render();
+});
+
+/** The tab's icon with the unread count on it (a data: URL the CSP allows). */
+function favicon(unread) {
+  const badge = unread
+    ? `<circle cx='23' cy='9' r='9' fill='%23cf222e'/><text x='23' y='13' font-size='12' font-family='sans-serif' text-anchor='middle' fill='white'>${unread > 9 ? "9+" : unread}</text>`
+    : "";
+  $("favicon").href = `data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'><path d='M4 6a4 4 0 0 1 4-4h16a4 4 0 0 1 4 4v13a4 4 0 0 1-4 4H13l-7 6v-6H8a4 4 0 0 1-4-4z' fill='%230969da'/>${badge}</svg>`;
+  $("favicon").dataset.unread = String(unread);
 }
 
 /** When a conversation last moved: its newest message, else when it was opened here. */
-const lastAt = (c) => Math.max(c.openedAt ?? 0, ...c.messages.map((m) => m.receivedAt ?? m.sentAt ?? 0));
+const lastAt = (c) => Math.max(c.openedAt ?? 0, ...c.messages.map((m) => m.receivedAt || m.sentAt || 0));
 
 /** A message's text for a row preview: its words, or what happened. */
 function preview(m) {
@@ -414,8 +479,9 @@ function render() {
   list.replaceChildren();
   // The most recent conversation first; the tab's title counts what is unread.
   const ordered = [...conversations.values()].sort((a, b) => lastAt(b) - lastAt(a));
-  const unread = ordered.reduce((n, c) => n + c.unread, 0);
+  const unread = ordered.reduce((n, c) => n + unreadOf(c), 0);
   document.title = unread ? `(${unread}) denet` : "denet";
+  favicon(unread);
   for (const c of ordered) {
     const li = document.createElement("li");
     li.className = current && current.kind === c.kind && current.id === c.id ? "active" : "";
@@ -446,11 +512,13 @@ function render() {
     text.className = "text";
     text.append(name, below);
     row.append(text);
-    if (c.unread) {
+    const n = unreadOf(c);
+    if (n) {
       const u = document.createElement("span");
       u.className = "unread";
-      u.textContent = c.unread;
-      u.setAttribute("aria-label", `${c.unread} unread`);
+      u.dataset.testid = "unread";
+      u.textContent = String(n);
+      u.setAttribute("aria-label", `${n} unread`);
       row.append(u);
     }
     if (li.className === "active") row.setAttribute("aria-current", "true");
@@ -490,7 +558,7 @@ function render() {
         const password = i.password ? pw.value : undefined;
         await client.joinRoom(i.room, { password, from: i.from });
         conversation("room", i.room, i.name || short(i.room));
-        for (const m of await client.readRoom(i.room, { all: true })) take(m, false);
+        for (const m of await client.readRoom(i.room, { all: true })) take(m);
         open("room", i.room);
       } catch (e) {
         showError(e);
@@ -533,7 +601,17 @@ function renderMessages() {
   showMembers(c).catch(showError);
   $("composer").hidden = c.kind === "dm" && c.id === "anonymous";
   $("anon-label").hidden = c.kind === "room";
+  let marked = c.markerAt === undefined;
   for (const m of c.messages) {
+    if (!marked && isNew(c, m, c.markerAt)) {
+      // Where what was unread when the conversation was opened (or scrolled away from) starts.
+      marked = true;
+      const hr = document.createElement("li");
+      hr.className = "new-marker";
+      hr.dataset.testid = "new-marker";
+      hr.textContent = "New messages";
+      ol.append(hr);
+    }
     const li = document.createElement("li");
     li.dataset.testid = "message";
     li.dataset.from = m.from ?? "anonymous";
@@ -543,16 +621,48 @@ function renderMessages() {
       li.textContent = m.text;
     } else {
       li.className = "event";
-      const what = { invite: `invited you to ${m.room}`, join: "joined", leave: "left", rekey: "rotated the room key" }[m.type];
-      li.append(who(m.from), ` ${what ?? (m.error ? `[cannot read: ${m.error}]` : m.type)}`);
+      li.append(who(m.from), " ", eventText(m));
     }
     const meta = document.createElement("span");
     meta.className = "meta";
     meta.append(who(m.from), ` · ${when}`);
+    if (m.state) {
+      // Ours, on its way: Sending… → Sent; Waiting (the relay cannot be reached: it goes
+      // when it can); Not sent (refused for good) with Retry.
+      li.dataset.state = m.state;
+      meta.append(` · ${STATES[m.state]}`);
+      if (m.state === "failed") {
+        const retry = document.createElement("button");
+        retry.type = "button";
+        retry.className = "retry secondary";
+        retry.dataset.testid = "retry";
+        retry.textContent = "Retry";
+        retry.onclick = () => resend(m);
+        meta.append(retry);
+      }
+    }
     li.prepend(meta);
     ol.append(li);
   }
   ol.scrollTop = keepAt ?? ol.scrollHeight;
+  // The state of the newest message of ours here, said once more for screen readers.
+  const ours = c.messages.findLast((m) => m.state);
+  $("send-state").textContent = ours ? STATES[ours.state] : "";
+}
+
+const STATES = { sending: "Sending…", sent: "Sent", queued: "Waiting for the relay: it goes when it can", failed: "Not sent" };
+
+/** What a non-text message says: with the room's name when it is known, never a bare id. */
+function eventText(m) {
+  if (m.type === "invite") {
+    const room = conversations.get(`room:${m.room}`);
+    const invite = client.invites().find((i) => i.room === m.room);
+    const span = document.createElement("span");
+    span.append("invited you to # ", bdi(room?.name ?? (invite?.name || short(m.room ?? ""))));
+    return span;
+  }
+  const what = { join: "joined", leave: "left", rekey: "rotated the room key" }[m.type];
+  return what ?? (m.error ? `[cannot read: ${m.error}]` : m.type);
 }
 
 /** A room's members as this device knows them, each told apart. */
@@ -573,6 +683,7 @@ async function showMembers(c) {
 
 /** On a phone the page shows the list or one conversation: `open` switches to it, Back returns. */
 function showList() {
+  leaving();
   current = null;
   $("chat").classList.remove("reading");
   render();
@@ -580,14 +691,20 @@ function showList() {
 }
 $("back-button").onclick = showList;
 
+/** The conversation left behind: its marker goes (what it marked is read). */
+function leaving() {
+  const was = current && conversations.get(`${current.kind}:${current.id}`);
+  if (was) was.markerAt = undefined;
+}
+
 function open(kind, id) {
+  leaving();
   current = { kind, id };
-  const opened = conversations.get(`${kind}:${id}`);
-  if (opened && !opened.messages.length) opened.openedAt = Date.now();
+  const c = conversations.get(`${kind}:${id}`);
+  if (c && !c.messages.length) c.openedAt = Date.now();
   $("chat").classList.add("reading");
   $("leave-confirm").hidden = true;
-  const c = conversations.get(`${kind}:${id}`);
-  if (c) c.unread = 0;
+  if (c) opened(c);
   render();
 }
 
@@ -643,38 +760,100 @@ $("leave-yes").onclick = async () => {
   }
 };
 
-let sending = false;
-$("composer").onsubmit = async (ev) => {
+// -- the outbox: what we send is shown at once, sealed once, posted until the relay has it --
+
+/** Ours, not yet acknowledged, in order: { target, text, anonymous, m (its row), sealed, attempt }. */
+const outbox = [];
+let flushing = false;
+let flushTimer;
+let localIds = 0;
+
+$("composer").onsubmit = (ev) => {
   ev.preventDefault();
-  // One send at a time: Enter pressed twice sends once.
-  if (sending) return;
   const text = $("text").value;
-  if (!text.trim()) return;
+  if (!text.trim() || !current) return;
+  // The text moves from the box to the conversation at once: the box is free for the next
+  // one, and Enter pressed twice finds it empty (one message).
+  $("text").value = "";
   const target = current;
-  sending = true;
-  $("send-button").disabled = true;
-  $("send-state").textContent = "Sending…";
-  try {
-    const anonymous = $("anonymous").checked;
-    const sent = target.kind === "room" ? await client.sendRoom(target.id, text) : await client.send(target.id, text, { anonymous });
-    // What was typed meanwhile stays: only the text that was sent is cleared.
-    if ($("text").value === text) $("text").value = "";
-    else if ($("text").value.startsWith(text)) $("text").value = $("text").value.slice(text.length).trimStart();
-    $("send-state").textContent = "Sent";
-    if (target.kind === "dm") {
-      // A direct message is stored in the recipient's inbox: keep our own copy here.
-      const c = conversations.get(`dm:${target.id}`);
-      c.messages.push({ id: sent.id, seq: sent.seq, address: target.id, from: anonymous ? null : client.wallet,
-                        type: "text", text, sentAt: Date.now(), receivedAt: Date.now() });
-      if (anonymous) c.messages.at(-1).mine = true;
-    }
-    render();
-  } catch (e) {
-    // The text stays in the box: press Send again to retry.
-    $("send-state").textContent = "Not sent: press Send to try again";
-    showError(e);
-  } finally {
-    sending = false;
-    $("send-button").disabled = false;
-  }
+  const anonymous = target.kind === "dm" && $("anonymous").checked;
+  const c = conversations.get(`${target.kind}:${target.id}`);
+  const now = Date.now();
+  const m = { id: `local-${++localIds}`, seq: 0, address: target.id, from: anonymous ? null : client.wallet, mine: true,
+              type: "text", text, sentAt: now, receivedAt: 0, state: "sending" };
+  c.messages.push(m);
+  outbox.push({ target, text, anonymous, m, sealed: null, attempt: 0 });
+  render();
+  flush();
 };
+
+/** Retry of a message refused for good (the person pressed Retry). */
+function resend(m) {
+  m.state = "sending";
+  outbox.push({ ...m.outgoing, sealed: null, attempt: 0, m });
+  render();
+  flush();
+}
+
+/**
+ * Posts what waits, in order. What follows a failure is the Rust client's rule
+ * (Client.resendAfter): the same sealed message again later (never a second copy: the relay
+ * answers `duplicate`), sealed again when it went stale, or Not sent with Retry.
+ */
+async function flush() {
+  if (flushing) return;
+  flushing = true;
+  clearTimeout(flushTimer);
+  try {
+    while (outbox.length) {
+      const item = outbox[0];
+      const { target, text, anonymous, m } = item;
+      try {
+        item.sealed ??= target.kind === "room" ? client.sealRoom(target.id, text) : await client.seal(target.id, text, { anonymous });
+        const ack = await client.deliver(item.sealed);
+        outbox.shift();
+        delivered(item, ack);
+      } catch (e) {
+        const next = Client.resendAfter(e);
+        if (next === "reseal" && !item.resealed) {
+          item.sealed = null;
+          item.resealed = true;
+          continue;
+        }
+        if (next === "again") {
+          m.state = "queued";
+          flushTimer = setTimeout(flush, Client.resendDelay(item.attempt++));
+          render();
+          return;
+        }
+        outbox.shift();
+        m.state = "failed";
+        m.outgoing = { target, text, anonymous };
+        showError(e);
+      }
+      render();
+    }
+  } finally {
+    flushing = false;
+  }
+}
+window.addEventListener("online", () => flush());
+// Closing the page with messages still waiting asks first (they live in this page only).
+window.addEventListener("beforeunload", (ev) => {
+  if (outbox.length) ev.preventDefault();
+});
+
+/** The relay has it: the row becomes the message (or yields to its copy, if the stream was first). */
+function delivered(item, ack) {
+  const c = conversations.get(`${item.target.kind}:${item.target.id}`);
+  const m = item.m;
+  const twin = c?.messages.find((x) => x !== m && (x.id === ack.id || x.original === ack.id));
+  if (twin) {
+    c.messages.splice(c.messages.indexOf(m), 1);
+    twin.state = "sent";
+    return;
+  }
+  m.id = ack.id;
+  m.seq = ack.seq;
+  m.state = "sent";
+}

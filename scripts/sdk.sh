@@ -18,6 +18,6 @@ cp sdk/package.json sdk/dist/
 # The relay's static assets ([assets] in wrangler.toml): the page at / and the SDK at /sdk/.
 rm -rf public
 mkdir -p public
-cp page/index.html page/app.js page/names.js page/sw.js page/style.css page/_headers public/
+cp page/index.html page/app.js page/names.js page/sw.js page/style.css page/icon.svg page/_headers public/
 cp -r sdk/dist public/sdk
 echo "sdk: built sdk/dist and public/ ($(du -sh sdk/dist | cut -f1))"

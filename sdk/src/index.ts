@@ -106,6 +106,19 @@ export type Message = {
   name?: string;
 };
 
+/**
+ * A message sealed once (`seal`, `sealRoom`), for `deliver`: the same envelope each
+ * time, so a retry after a lost answer is the relay's `duplicate`, never a second message.
+ */
+export type Sealed = {
+  readonly envelope: unknown;
+  /** A named direct message's copy for this wallet's other devices. */
+  readonly copy?: unknown;
+};
+
+/** After a failed `deliver`: post the same again (after `resendDelay`), seal the text again, or tell the person. */
+export type Resend = "again" | "reseal" | "give_up";
+
 export type ConnectionState = "connecting" | "live" | "offline";
 
 export type StreamHandler = {
@@ -804,12 +817,35 @@ export class Client {
   // -- direct messages --
 
   async send(to: string, text: string, opts: { anonymous?: boolean } = {}): Promise<{ id: string; seq: number }> {
+    return this.deliver(await this.seal(to, text, opts));
+  }
+
+  /** A direct message sealed for `deliver` (it fetches the recipient's keys: it may throw `offline`). */
+  async seal(to: string, text: string, opts: { anonymous?: boolean } = {}): Promise<Sealed> {
     const wallet = call(() => w.normalizeWallet(to));
     const { envelope, copy } = await this.withKeys((now) => this.session.sendText(wallet, text, !!opts.anonymous, now));
-    const ack = await this.post(envelope);
+    return { envelope, copy: copy ?? undefined };
+  }
+
+  /**
+   * Posts a sealed message; the ack means it is stored. Posting the same `Sealed` again
+   * (after `offline`, say) is safe: the relay answers `duplicate` with the first copy's seq.
+   */
+  async deliver(sealed: Sealed): Promise<{ id: string; seq: number }> {
+    const ack = await this.post(sealed.envelope);
     // Our other devices see what we sent; the message itself is sent already.
-    if (copy) await this.post(copy).catch((e) => this.onCopyError?.(wasmError(e)));
+    if (sealed.copy) await this.post(sealed.copy).catch((e) => this.onCopyError?.(wasmError(e)));
     return ack;
+  }
+
+  /** What follows a failed `deliver` or `seal` with this error (the Rust client's rule). */
+  static resendAfter(e: unknown): Resend {
+    return w.resendAfter(e instanceof DenetError ? e.code : "give_up") as Resend;
+  }
+
+  /** The wait in ms before retry `attempt` (0 first): 1 s, doubling, at most 30 s. */
+  static resendDelay(attempt: number): number {
+    return w.resendDelay(attempt);
   }
 
   /** Posts the room as this device holds it to our own inbox, for our other devices. */
@@ -929,7 +965,12 @@ export class Client {
   }
 
   async sendRoom(room: string, text: string): Promise<{ id: string; seq: number }> {
-    return this.post(call(() => this.session.roomText(room, text, Date.now())));
+    return this.deliver(this.sealRoom(room, text));
+  }
+
+  /** A room message sealed for `deliver` (with the room's current key). */
+  sealRoom(room: string, text: string): Sealed {
+    return { envelope: call(() => this.session.roomText(room, text, Date.now())) };
   }
 
   async leaveRoom(room: string): Promise<void> {

@@ -465,7 +465,8 @@ test("people are told apart, a leave asks first, a room password is typed in the
   assert.equal(await lee.page.getAttribute(`[data-testid=message][data-from="${kim.address}"]`, "data-from"), kim.address);
   await shot(lee, "told-apart");
 
-  // Typing during a send is kept; Enter twice sends once; a failed send keeps the text.
+  // What is sent moves from the box to the conversation at once (Sending…, then Sent):
+  // typing goes on in the box meanwhile, and Enter twice sends once.
   await kim.context.route("**/v1/messages", async (r) => {
     await new Promise((res) => setTimeout(res, 800));
     await r.continue();
@@ -473,22 +474,54 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await kim.page.fill("#text", "first");
   await kim.page.press("#text", "Enter");
   await kim.page.press("#text", "Enter");
-  assert.equal(await kim.page.textContent("[data-testid=send-state]"), "Sending…");
-  await kim.page.type("#text", " and more");
-  await kim.page.waitForFunction(() => document.querySelector("[data-testid=send-state]").textContent === "Sent");
+  const mine = (text) => kim.page.locator(`[data-testid=message][data-from="${kim.address}"]:has-text("${text}")`);
+  assert.equal(await mine("first").getAttribute("data-state"), "sending");
+  assert.match(await mine("first").locator(".meta").textContent(), /Sending…$/);
+  await kim.page.type("#text", "and more");
+  await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("first")`);
+  assert.equal(await kim.page.textContent("[data-testid=send-state]"), "Sent");
   assert.equal(await kim.page.inputValue("#text"), "and more", "what was typed meanwhile stays");
   await sees(lee, "first");
   await kim.context.unroute("**/v1/messages");
-  await kim.context.route("**/v1/messages", (r) => r.abort());
-  await kim.page.fill("#text", "will fail once");
-  await kim.page.click("[data-testid=composer-send]");
-  await kim.page.waitForFunction(() => document.querySelector("[data-testid=send-state]").textContent.startsWith("Not sent"));
-  assert.equal(await kim.page.inputValue("#text"), "will fail once", "a failed send keeps the text");
+  await kim.page.fill("#text", "");
+
+  // The relay took it but its answer was lost: the page posts the same sealed message
+  // again, and Lee gets it once.
+  let lost = 0;
+  await kim.context.route("**/v1/messages", async (r) => {
+    if (lost++ === 0) {
+      await r.fetch();
+      return r.abort();
+    }
+    return r.continue();
+  });
+  await say(kim, "answer lost");
+  await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("answer lost")`, { timeout: 20000 });
   await kim.context.unroute("**/v1/messages");
-  await kim.page.click("[data-testid=composer-send]");
-  await sees(lee, "will fail once");
-  const firsts = await lee.page.locator('#messages li:has-text("first")').count();
-  assert.equal(firsts, 1, "Enter twice sent once");
+
+  // The relay cannot be reached: the message waits, said in words, and goes once it can.
+  await kim.context.route("**/v1/messages", (r) => r.abort());
+  await say(kim, "while offline");
+  await kim.page.waitForSelector(`[data-testid=message][data-state=queued]:has-text("while offline")`, { timeout: 20000 });
+  assert.match(await kim.page.textContent("[data-testid=send-state]"), /^Waiting for the relay/);
+  await shot(kim, "message-waiting");
+  await kim.context.unroute("**/v1/messages");
+  await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("while offline")`, { timeout: 40000 });
+
+  // Refused for good: Not sent, with Retry; the words stay in the conversation.
+  await kim.context.route("**/v1/messages", (r) =>
+    r.fulfill({ status: 413, contentType: "application/json", body: JSON.stringify({ error: { code: "payload_too_large", message: "too large (test)" } }) }));
+  await say(kim, "refused once");
+  await kim.page.waitForSelector(`[data-testid=message][data-state=failed]:has-text("refused once")`, { timeout: 20000 });
+  assert.equal(await kim.page.textContent("[data-testid=send-state]"), "Not sent");
+  await kim.context.unroute("**/v1/messages");
+  await mine("refused once").locator("[data-testid=retry]").click();
+  await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("refused once")`, { timeout: 20000 });
+  for (const text of ["answer lost", "while offline", "refused once"]) await sees(lee, text);
+  // Every message once, in the order written.
+  const seen = await lee.page.$$eval(`[data-testid=message][data-from="${kim.address}"]`, (ls) => ls.map((l) => l.lastChild.textContent));
+  assert.deepEqual(seen, ["hi lee", "first", "answer lost", "while offline", "refused once"]);
+  assert.equal(await mine("first").count(), 1, "Enter twice sent once");
 
   // A room whose name tries to reorder the text around it: isolated. Its password is typed
   // in the page, masked.
@@ -647,6 +680,46 @@ test("something happened: unread in the tab title, the newest conversation first
   assert.equal(await rae.page.evaluate(() => navigator.clipboard.readText()), rae.address);
   await shot(rae, "something-happened");
   for (const w of [rae, sam, tia]) await w.context.close();
+});
+
+test("unread: counted in the row, the title and the icon, kept across a reload, a marker where it starts, and said to screen readers", async () => {
+  const [vic, wes] = [await wallet("vic"), await wallet("wes")];
+  await connect(vic);
+  await connect(wes);
+  await openDm(wes, vic.address);
+  await say(wes, "one");
+  const wesRow = `[data-testid=conversation][data-address="${wes.address}"]`;
+  await vic.page.waitForSelector(wesRow, { timeout: 20000 });
+  await vic.page.click(wesRow);
+  await sees(vic, "one");
+  // Vic is elsewhere when two more come.
+  await openDm(vic, "0x" + "5".repeat(40));
+  await say(wes, "two");
+  await say(wes, "three");
+  await vic.page.waitForFunction(() => document.title === "(2) denet", null, { timeout: 20000 });
+  assert.equal(await vic.page.textContent(`${wesRow} [data-testid=unread]`), "2");
+  assert.equal(await vic.page.getAttribute("#favicon", "data-unread"), "2");
+  assert.match(await vic.page.getAttribute("#favicon", "href"), />2<\/text>/);
+  // A screen reader hears who wrote and what.
+  assert.equal(await vic.page.textContent("[data-testid=announce]"), `${wes.address.slice(0, 10)}…${wes.address.slice(-8)}: three`);
+  // Closed and opened again: still 2 unread.
+  await connect(vic);
+  await vic.page.waitForSelector(`${wesRow} [data-testid=unread]`, { timeout: 20000 });
+  assert.equal(await vic.page.textContent(`${wesRow} [data-testid=unread]`), "2");
+  assert.equal(await vic.page.title(), "(2) denet");
+  // Opening it: a marker right above the first unread message, and nothing unread left.
+  await vic.page.click(wesRow);
+  await sees(vic, "three");
+  const shown = await vic.page.$$eval("#messages li", (ls) => ls.map((l) => (l.dataset.testid === "new-marker" ? "--" : l.lastChild.textContent)));
+  assert.deepEqual(shown, ["one", "--", "two", "three"]);
+  assert.equal(await vic.page.title(), "denet");
+  await shot(vic, "new-marker");
+  // Read stays read across a reload.
+  await connect(vic);
+  await vic.page.waitForSelector(wesRow, { timeout: 20000 });
+  assert.equal(await vic.page.locator(`${wesRow} [data-testid=unread]`).count(), 0);
+  assert.equal(await vic.page.title(), "denet");
+  for (const w of [vic, wes]) await w.context.close();
 });
 
 test("devices: this wallet's devices listed, a lost one revoked, sign out revokes this one; dark mode follows the system", async () => {

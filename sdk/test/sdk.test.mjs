@@ -50,6 +50,29 @@ test("an anonymous direct message carries no wallet", async () => {
   assert.equal(m.from, null);
 });
 
+test("a message delivered again after a lost answer is one message, not two (DM and room)", async () => {
+  const [alice, bob] = [await user(), await user()];
+  const sealed = await alice.seal(bob.wallet, "only once");
+  const first = await alice.deliver(sealed);
+  // The answer was lost (say): the outbox posts the same sealed message again.
+  const again = await alice.deliver(sealed);
+  assert.deepEqual(again, first, "the relay's duplicate: the first copy's id and seq");
+  assert.deepEqual(texts(await bob.inbox()), ["only once"]);
+  const room = await alice.createRoom({ name: "once" });
+  await alice.invite(room, bob.wallet);
+  await bob.inbox();
+  await bob.joinRoom(room);
+  const inRoom = alice.sealRoom(room, "once in the room");
+  assert.deepEqual(await alice.deliver(inRoom), await alice.deliver(inRoom));
+  assert.deepEqual(texts(await bob.readRoom(room, { all: true })), ["once in the room"]);
+  // What follows a failure is the Rust client's rule.
+  const after = (code) => Client.resendAfter(new DenetError(code, code));
+  assert.deepEqual(["offline", "internal", "rate_limited", "stale_timestamp", "payload_too_large"].map(after),
+                   ["again", "again", "again", "reseal", "give_up"]);
+  assert.equal(Client.resendAfter(new Error("not a DenetError")), "give_up");
+  assert.deepEqual([0, 1, 5, 40].map(Client.resendDelay), [1000, 2000, 30000, 30000]);
+});
+
 test("a password room: invite, a wrong password refused, join, chat", async () => {
   const [alice, bob] = [await user(), await user()];
   const room = await alice.createRoom({ name: "plans", password: "hunter2" });

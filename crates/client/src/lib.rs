@@ -4,6 +4,7 @@
 //! - [`pad`], [`content`], [`dm`], [`room`]: PROTOCOL.md §8 — padding, content
 //!   types, HPKE direct messages, room keys and bodies;
 //! - [`backup`]: §9 — the encrypted key backup a new device restores its history from;
+//! - [`resend`]: what a client does when a post of its own message fails;
 //! - [`session`]: the whole chat session as a pure state machine (what a device
 //!   keeps, what it believes of what arrives, what it sends), driven by the CLI and
 //!   the SDK alike;
@@ -23,6 +24,7 @@ pub mod membership;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod pad;
+pub mod resend;
 pub mod room;
 pub mod session;
 

@@ -67,6 +67,19 @@ pub fn normalize_wallet(s: &str) -> JsResult<String> {
     Ok(wallet(s)?.to_string())
 }
 
+/// What follows a failed post of one's own message with `code` (`offline` when the
+/// relay was not reached): `again`, `reseal` or `give_up` ([`denet_client::resend`]).
+#[wasm_bindgen(js_name = resendAfter)]
+pub fn resend_after(code: &str) -> String {
+    denet_client::resend::after(code).as_str().to_owned()
+}
+
+/// The wait in ms before retry `attempt` (0 first) of a post that failed for a while.
+#[wasm_bindgen(js_name = resendDelay)]
+pub fn resend_delay(attempt: u32) -> f64 {
+    denet_client::resend::delay_ms(attempt) as f64
+}
+
 /// 32 random bytes as base64url (room keys).
 #[wasm_bindgen(js_name = randomKey)]
 pub fn random_key() -> String {
