@@ -658,6 +658,7 @@ function eventText(m) {
     const room = conversations.get(`room:${m.room}`);
     const invite = client.invites().find((i) => i.room === m.room);
     const span = document.createElement("span");
+    span.className = "what";
     span.append("invited you to # ", bdi(room?.name ?? (invite?.name || short(m.room ?? ""))));
     return span;
   }

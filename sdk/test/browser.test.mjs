@@ -538,6 +538,11 @@ test("people are told apart, a leave asks first, a room password is typed in the
   assert.equal(await invite.locator(".invite-what bdi").textContent(), name, "the name sits in its own <bdi>");
   assert.equal(await invite.locator(".invite-from .who").getAttribute("title"), kim.address);
   assert.equal(await invite.locator("[data-testid=invite-password]").getAttribute("type"), "password");
+  // In the conversation with Kim, the invite names the room (isolated), never its 64-hex id.
+  const said = lee.page.locator(`[data-testid=message][data-from="${kim.address}"] .what`);
+  await said.waitFor({ timeout: 20000 });
+  assert.equal(await said.locator("bdi").textContent(), name);
+  assert.ok(!(await lee.page.textContent("#messages")).includes(room), "no room id shown");
   await shot(lee, "invite");
   await invite.locator("[data-testid=invite-password]").fill("pw1");
   await invite.locator("[data-testid=invite-join]").click();

@@ -5,6 +5,7 @@
 pub mod actors;
 pub mod chain;
 pub mod cli;
+pub mod lossy;
 pub mod ws;
 
 use std::net::TcpListener;

@@ -343,3 +343,27 @@ fn a_home_made_by_the_previous_version_keeps_working() {
     assert_eq!(state["version"], 1);
     assert!(!state.to_string().contains("hunter2"), "the password is no longer stored");
 }
+
+/// The relay stored a message but its answer was lost: the CLI posts the same envelope
+/// again (`crates/client/src/resend.rs`), and the reader gets it once, DM and room alike.
+#[test]
+fn a_message_whose_answer_was_lost_is_posted_again_and_arrives_once() {
+    use denet_e2e::lossy::LossyProxy;
+    use std::sync::atomic::Ordering;
+    let (alice, bob) = (User::new(), User::new());
+    let proxy = LossyProxy::start(&Relay::shared().base, 1);
+    let sent = run_on(&proxy.url, alice.home.path(), &["send", &bob.wallet, "only once"]).unwrap();
+    assert!(proxy.posts.load(Ordering::SeqCst) >= 2, "the first answer was lost, so it was posted again");
+    let got = bob.ok(&["inbox"]);
+    assert_eq!(User::texts(&got), ["only once"]);
+    assert_eq!(got[0]["id"], sent[0]["id"], "the ack of the repeat is the first copy's");
+
+    let room = alice.ok(&["room", "create", "--name", "once"])[0]["room"].as_str().unwrap().to_owned();
+    alice.ok(&["room", "invite", &room, &bob.wallet]);
+    bob.ok(&["inbox"]);
+    bob.ok(&["room", "join", &room]);
+    let proxy = LossyProxy::start(&Relay::shared().base, 1);
+    run_on(&proxy.url, alice.home.path(), &["room", "send", &room, "once in the room"]).unwrap();
+    assert_eq!(proxy.posts.load(Ordering::SeqCst), 2);
+    assert_eq!(User::texts(&bob.ok(&["room", "read", &room, "--all"])), ["once in the room"]);
+}

@@ -8,6 +8,7 @@ mod backup;
 
 pub use backup::{Restored, SetUp, With};
 
+use crate::ClientError;
 use crate::net::{Ack, Event as NetEvent, RelayClient, now_ms};
 use crate::session::{self, Received, Rekeying, Session, SessionError, SessionState, Settle};
 use denet_core::Wallet;
@@ -15,6 +16,8 @@ use rand_core::OsRng;
 use serde_json::Value;
 
 const PAGE: u64 = 500;
+/// How often `deliver` posts a message before it reports the failure (waits 1 + 2 + 4 s).
+pub const DELIVER_TRIES: u32 = 4;
 
 /// Where the driver persists the session's state after each change it commits.
 pub type Saver = Box<dyn Fn(&SessionState) -> Result<(), String>>;
@@ -109,6 +112,28 @@ impl Driver {
 
     pub async fn post(&self, envelope: &Value) -> Result<Ack, String> {
         self.relay.post(envelope).await.map_err(err)
+    }
+
+    /// Posts a message of ours until the relay has it, by [`crate::resend`]: the same
+    /// envelope again after a transient failure (a repeat is the relay's `duplicate`, never
+    /// a second message), at most [`DELIVER_TRIES`] times; a final refusal at once.
+    pub async fn deliver(&self, envelope: &Value) -> Result<Ack, String> {
+        let mut attempt = 0;
+        loop {
+            let failed = match self.relay.post(envelope).await {
+                Ok(ack) => return Ok(ack),
+                Err(e) => e,
+            };
+            let code = match &failed {
+                ClientError::Relay { code, .. } => code.as_str(),
+                _ => "offline",
+            };
+            attempt += 1;
+            if crate::resend::after(code) != crate::resend::Resend::Again || attempt >= DELIVER_TRIES {
+                return Err(err(failed));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(crate::resend::delay_ms(attempt - 1))).await;
+        }
     }
 
     /// Posts the room as this device holds it to our own inbox, for our other devices.

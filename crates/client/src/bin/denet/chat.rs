@@ -127,7 +127,7 @@ impl Ctx {
     pub async fn send(&mut self, to: &str, text: &str, anonymous: bool) -> Result<(), String> {
         let to = Wallet::parse_lenient(to).map_err(|e| e.message)?;
         let sending = self.driver.with_keys(|s, now| s.send_text(&to, text, anonymous, now, &mut OsRng)).await?;
-        let ack = self.driver.post(&sending.envelope).await?;
+        let ack = self.driver.deliver(&sending.envelope).await?;
         if let Some(copy) = &sending.copy {
             // Our other devices see what we sent (the message itself is already sent).
             if let Err(e) = self.driver.post(copy).await {

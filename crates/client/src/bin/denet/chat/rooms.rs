@@ -51,7 +51,7 @@ impl Ctx {
 
     pub async fn room_send(&mut self, room_id: &str, text: &str) -> Result<(), String> {
         let envelope = self.driver.with_keys(|s, now| s.room_text(room_id, text, now, &mut OsRng)).await?;
-        let ack = self.driver.relay.post(&envelope).await.map_err(err)?;
+        let ack = self.driver.deliver(&envelope).await?;
         let epoch = self.driver.session.room(room_id).map_err(err)?.epoch;
         self.out.emit(json!({"room": room_id, "id": ack.id, "seq": ack.seq, "epoch": epoch}), || {
             format!("sent to {room_id}")
