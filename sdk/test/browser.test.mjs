@@ -331,6 +331,7 @@ test("a fresh browser profile restores the history with one wallet signature, an
   await connect(bob);
   // A first registration without a backup: the page offers one.
   await alice.page.waitForSelector("#backup-offer:not([hidden])");
+  assert.deepEqual(await axeBothSizes(alice), NONE, "axe: the backup offer");
   await openDm(alice, bob.address);
   await say(alice, "before the backup");
   await openConversation(bob, alice.address.slice(0, 6));
@@ -347,6 +348,7 @@ test("a fresh browser profile restores the history with one wallet signature, an
   const code = (await alice.page.textContent("#recovery-code")).trim();
   assert.match(code, /^([0-9A-Z]{4}-){7}[0-9A-Z]{4}$/);
   await shot(alice, "backup-recovery-code");
+  assert.deepEqual(await axeBothSizes(alice), NONE, "axe: the backup sheet with its recovery code");
   await alice.page.click("#backup-close");
   assert.equal(await alice.page.textContent("#recovery-code"), "", "the code is shown once");
 
@@ -373,6 +375,7 @@ test("a fresh browser profile restores the history with one wallet signature, an
   await fresh.page.waitForSelector("#restore:not([hidden])");
   assert.match(await fresh.page.textContent("#restore"), /90 days/);
   await shot(fresh, "restore-offered");
+  assert.deepEqual(await axeBothSizes(fresh), NONE, "axe: the restore offer");
   const beforeRestore = fresh.signed.count;
   await fresh.page.click("#restore-button");
   await fresh.page.waitForSelector("#chat:not([hidden])", { timeout: 30000 });
@@ -505,6 +508,7 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await kim.page.waitForSelector(`[data-testid=message][data-state=queued]:has-text("while offline")`, { timeout: 20000 });
   assert.match(await kim.page.textContent("[data-testid=send-state]"), /^Waiting for the relay/);
   await shot(kim, "message-waiting");
+  assert.deepEqual(await axeBothSizes(kim), NONE, "axe: a message waiting");
   await kim.context.unroute("**/v1/messages");
   await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("while offline")`, { timeout: 40000 });
 
@@ -514,6 +518,7 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await say(kim, "refused once");
   await kim.page.waitForSelector(`[data-testid=message][data-state=failed]:has-text("refused once")`, { timeout: 20000 });
   assert.equal(await kim.page.textContent("[data-testid=send-state]"), "Not sent");
+  assert.deepEqual(await axeBothSizes(kim), NONE, "axe: a message not sent, with Retry");
   await kim.context.unroute("**/v1/messages");
   await mine("refused once").locator("[data-testid=retry]").click();
   await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("refused once")`, { timeout: 20000 });
@@ -580,7 +585,21 @@ async function axeViolations(w) {
     .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
 }
 
-for (const [label, viewport] of [["desktop", { width: 1280, height: 800 }], ["phone", { width: 390, height: 844 }]]) {
+/** axe-core on this screen at desktop and phone size (then back to the test's size): `{desktop: [...], phone: [...]}`. */
+async function axeBothSizes(w) {
+  const size = w.page.viewportSize();
+  const found = {};
+  for (const [label, viewport] of SIZES) {
+    await w.page.setViewportSize(viewport);
+    found[label] = await axeViolations(w);
+  }
+  await w.page.setViewportSize(size);
+  return found;
+}
+const SIZES = [["desktop", { width: 1280, height: 800 }], ["phone", { width: 390, height: 844 }]];
+const NONE = { desktop: [], phone: [] };
+
+for (const [label, viewport] of SIZES) {
   test(`axe-core: no serious or critical violation on any screen (${label})`, async () => {
     const [ann, ben] = [await wallet(`ann-${label}`), await wallet(`ben-${label}`)];
     await ann.page.setViewportSize(viewport);
@@ -615,6 +634,14 @@ for (const [label, viewport] of [["desktop", { width: 1280, height: 800 }], ["ph
     await ann.page.waitForSelector("[data-testid=invite]", { timeout: 20000 });
     screens.invite = await axeViolations(ann);
     await shot(ann, `axe-${label}`);
+    // The same in dark mode (the page follows the system's), on the list and in a conversation.
+    await ann.page.emulateMedia({ colorScheme: "dark" });
+    screens.darkInvite = await axeViolations(ann);
+    await ann.page.click(`[data-testid=conversation][data-address="${ben.address}"]`);
+    await sees(ann, "hello ann");
+    await say(ann, "hello ben");
+    await ann.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("hello ben")`, { timeout: 20000 });
+    screens.darkDm = await axeViolations(ann);
     assert.deepEqual(screens, Object.fromEntries(Object.keys(screens).map((k) => [k, []])), label);
     await ann.context.close();
     await ben.context.close();
@@ -719,6 +746,7 @@ test("unread: counted in the row, the title and the icon, kept across a reload, 
   assert.deepEqual(shown, ["one", "--", "two", "three"]);
   assert.equal(await vic.page.title(), "denet");
   await shot(vic, "new-marker");
+  assert.deepEqual(await axeBothSizes(vic), NONE, "axe: the new-messages marker");
   // Read stays read across a reload.
   await connect(vic);
   await vic.page.waitForSelector(wesRow, { timeout: 20000 });
@@ -738,6 +766,7 @@ test("devices: this wallet's devices listed, a lost one revoked, sign out revoke
   assert.equal(await devices.count(), 2);
   assert.equal(await uma.page.locator('[data-testid=device]:has-text("This browser")').count(), 1);
   await shot(uma, "devices");
+  assert.deepEqual(await axeBothSizes(uma), NONE, "axe: the devices sheet");
   // The other browser is lost: revoke it (one signature).
   const before = uma.signed.count;
   await uma.page.click('[data-testid=device]:has-text("Another device") [data-testid=device-revoke]');
