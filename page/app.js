@@ -476,6 +476,8 @@ function preview(m) {
 
 function render() {
   const list = $("conversations");
+  // The rows are made again: a row that had the focus gets it back (never lost to the body).
+  const focused = /** @type {HTMLElement | null} */ (document.activeElement?.closest("#conversations li"))?.dataset.key;
   list.replaceChildren();
   // The most recent conversation first; the tab's title counts what is unread.
   const ordered = [...conversations.values()].sort((a, b) => lastAt(b) - lastAt(a));
@@ -522,9 +524,10 @@ function render() {
       row.append(u);
     }
     if (li.className === "active") row.setAttribute("aria-current", "true");
-    row.onclick = () => open(c.kind, c.id);
+    row.onclick = () => open(c.kind, c.id, { focus: true });
     li.append(row);
     list.append(li);
+    if (li.dataset.key === focused) row.focus();
   }
   const inv = $("invites");
   inv.replaceChildren();
@@ -559,7 +562,7 @@ function render() {
         await client.joinRoom(i.room, { password, from: i.from });
         conversation("room", i.room, i.name || short(i.room));
         for (const m of await client.readRoom(i.room, { all: true })) take(m);
-        open("room", i.room);
+        open("room", i.room, { focus: true });
       } catch (e) {
         showError(e);
       }
@@ -698,7 +701,8 @@ function leaving() {
   if (was) was.markerAt = undefined;
 }
 
-function open(kind, id) {
+/** Opens a conversation; `focus`: the person chose it, so typing goes to its composer. */
+function open(kind, id, { focus = false } = {}) {
   leaving();
   current = { kind, id };
   const c = conversations.get(`${kind}:${id}`);
@@ -707,6 +711,7 @@ function open(kind, id) {
   $("leave-confirm").hidden = true;
   if (c) opened(c);
   render();
+  if (focus) ($("composer").hidden ? $("title") : $("text")).focus();
 }
 
 $("new-dm").onsubmit = (ev) => {
@@ -715,7 +720,7 @@ $("new-dm").onsubmit = (ev) => {
   if (!/^0x[0-9a-f]{40}$/.test(to)) return showError(new Error("A wallet is 0x followed by 40 hex digits."));
   conversation("dm", to, short(to));
   $("dm-to").value = "";
-  open("dm", to);
+  open("dm", to, { focus: true });
 };
 
 $("new-room").onsubmit = async (ev) => {
@@ -725,7 +730,7 @@ $("new-room").onsubmit = async (ev) => {
     const id = await client.createRoom({ name, password: $("room-password").value || undefined });
     conversation("room", id, name || short(id));
     $("room-name").value = $("room-password").value = "";
-    open("room", id);
+    open("room", id, { focus: true });
   } catch (e) {
     showError(e);
   }

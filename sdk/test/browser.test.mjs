@@ -464,6 +464,7 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await row.locator("button").focus();
   await lee.page.keyboard.press("Enter");
   await lee.page.waitForFunction((a) => document.getElementById("title").textContent.trim() === a, kim.address);
+  assert.equal(await lee.page.evaluate(() => document.activeElement?.id), "text", "the focus goes to the composer, not the body");
   await sees(lee, "hi lee");
   assert.equal(await lee.page.getAttribute(`[data-testid=message][data-from="${kim.address}"]`, "data-from"), kim.address);
   await shot(lee, "told-apart");
@@ -726,11 +727,14 @@ test("unread: counted in the row, the title and the icon, kept across a reload, 
   await sees(vic, "one");
   // Vic is elsewhere when two more come.
   await openDm(vic, "0x" + "5".repeat(40));
+  // Vic's keyboard is on Wes's row: the messages that come keep it there.
+  await vic.page.focus(`${wesRow} button`);
   await say(wes, "two");
   await say(wes, "three");
   await vic.page.waitForFunction(() => document.title === "(2) denet", null, { timeout: 20000 });
   assert.equal(await vic.page.textContent(`${wesRow} [data-testid=unread]`), "2");
   assert.equal(await vic.page.getAttribute("#favicon", "data-unread"), "2");
+  assert.equal(await vic.page.evaluate(() => document.activeElement?.closest("li")?.dataset.address), wes.address, "the focus stays on its row");
   assert.match(await vic.page.getAttribute("#favicon", "href"), />2<\/text>/);
   // A screen reader hears who wrote and what.
   assert.equal(await vic.page.textContent("[data-testid=announce]"), `${wes.address.slice(0, 10)}…${wes.address.slice(-8)}: three`);
