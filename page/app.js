@@ -153,9 +153,17 @@ async function showDevices() {
   ul.replaceChildren(...items);
 }
 
+/** A link that opens this page with a conversation to `wallet` (what the QR code holds). */
+const messageLink = (wallet) => `${location.origin}/?open=dm:${wallet}`;
+
 $("settings-open").onclick = async () => {
   try {
     $("settings").hidden = false;
+    const link = messageLink(client.wallet);
+    $("address-qr").src = `data:image/svg+xml,${encodeURIComponent(Client.qrSvg(link))}`;
+    $("address-qr").alt = `QR code of a link to message ${client.wallet}`;
+    $("address-qr").dataset.link = link;
+    $("address-full").textContent = client.wallet;
     await showDevices();
     $("settings-close").focus();
   } catch (e) {
@@ -356,8 +364,9 @@ async function start() {
   if (!saved) for (const c of conversations.values()) markRead(c);
   // A notification's click opens its conversation (`/?open=dm:0x…`).
   const wanted = new URLSearchParams(location.search).get("open");
-  if (wanted?.startsWith("dm:")) {
-    const peer = wanted.slice(3);
+  // Only a wallet (or the anonymous conversation): a link cannot make up anything else.
+  const peer = wanted?.startsWith("dm:") ? wanted.slice(3).toLowerCase() : "";
+  if (/^0x[0-9a-f]{40}$/.test(peer) || peer === "anonymous") {
     conversation("dm", peer, peer === "anonymous" ? "anonymous" : short(peer));
     current = { kind: "dm", id: peer };
   }

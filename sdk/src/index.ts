@@ -843,6 +843,11 @@ export class Client {
     return w.resendAfter(e instanceof DenetError ? e.code : "give_up") as Resend;
   }
 
+  /** `text` as a QR code: an SVG image, dark on white with its quiet zone (the Rust `qrcode` crate). */
+  static qrSvg(text: string): string {
+    return call(() => w.qrSvg(text));
+  }
+
   /** The wait in ms before retry `attempt` (0 first): 1 s, doubling, at most 30 s. */
   static resendDelay(attempt: number): number {
     return w.resendDelay(attempt);

@@ -63,9 +63,9 @@ async function shot(w, what) {
   await w.page.screenshot({ path: join(shots, `${String(++step).padStart(2, "0")}-${w.name}-${what}.png`) });
 }
 
-async function connect(w) {
+async function connect(w, path = "/") {
   const started = Date.now();
-  await w.page.goto(relay.base + "/");
+  await w.page.goto(relay.base + path);
   await w.page.click("#connect-button");
   await w.page.waitForSelector("#authorize:not([hidden]), #chat:not([hidden])");
   if (await w.page.isVisible("#authorize")) {
@@ -769,6 +769,31 @@ test("devices: this wallet's devices listed, a lost one revoked, sign out revoke
   const devices = uma.page.locator("[data-testid=device]");
   assert.equal(await devices.count(), 2);
   assert.equal(await uma.page.locator('[data-testid=device]:has-text("This browser")').count(), 1);
+  // This wallet's QR code: a camera (jsQR, an independent decoder) reads a link that opens
+  // a conversation with it; the full address is beside it.
+  assert.equal(await uma.page.textContent("[data-testid=address-full]"), uma.address);
+  await uma.page.evaluate(readFileSync(join(root, "node_modules/jsqr/dist/jsQR.js"), "utf8"));
+  const scanned = await uma.page.evaluate(async () => {
+    const img = /** @type {HTMLImageElement} */ (document.querySelector("[data-testid=address-qr]"));
+    await img.decode();
+    const canvas = document.createElement("canvas");
+    [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+    const g = canvas.getContext("2d");
+    g.drawImage(img, 0, 0);
+    const { data, width, height } = g.getImageData(0, 0, canvas.width, canvas.height);
+    return window.jsQR(data, width, height)?.data ?? null;
+  });
+  assert.equal(scanned, `${relay.base}/?open=dm:${uma.address}`);
+  // Whoever scans it connects and finds the conversation with Uma open.
+  const xan = await wallet("xan");
+  await connect(xan, new URL(scanned).pathname + new URL(scanned).search);
+  await xan.page.waitForFunction((a) => document.getElementById("title").textContent.trim() === a, uma.address, { timeout: 20000 });
+  assert.ok(await xan.page.isVisible("[data-testid=composer-text]"), "ready to write");
+  // A made-up link opens nothing: only a wallet can be named.
+  await connect(xan, "/?open=dm:%E2%80%AEnot-a-wallet");
+  assert.equal(await xan.page.locator("[data-testid=conversation]").count(), 0, "no conversation made up");
+  assert.equal((await xan.page.textContent("#title")).trim(), "");
+  await xan.context.close();
   await shot(uma, "devices");
   assert.deepEqual(await axeBothSizes(uma), NONE, "axe: the devices sheet");
   // The other browser is lost: revoke it (one signature).

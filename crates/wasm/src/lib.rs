@@ -80,6 +80,20 @@ pub fn resend_delay(attempt: u32) -> f64 {
     denet_client::resend::delay_ms(attempt) as f64
 }
 
+/// `text` as a QR code (error correction M), an SVG image with its quiet zone, dark
+/// modules on white: what the page shows for another phone's camera.
+#[wasm_bindgen(js_name = qrSvg)]
+pub fn qr_svg(text: &str) -> JsResult<String> {
+    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| fail("malformed", e))?;
+    Ok(code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(240, 240)
+        .dark_color(qrcode::render::svg::Color("#000000"))
+        .light_color(qrcode::render::svg::Color("#ffffff"))
+        .build())
+}
+
 /// 32 random bytes as base64url (room keys).
 #[wasm_bindgen(js_name = randomKey)]
 pub fn random_key() -> String {
