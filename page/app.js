@@ -344,8 +344,8 @@ async function start() {
   $("notify-button").hidden = !("serviceWorker" in navigator) || typeof Notification === "undefined";
   $("notify-previews-label").hidden = $("notify-button").hidden;
   client.onBackupError = showError;
-  const saved = localStorage.getItem(readKey());
-  readAt = saved ? JSON.parse(saved) : {};
+  const saved = storedReadAt();
+  readAt = saved ?? {};
   for (const r of await client.rooms()) conversation("room", r.room, r.name || short(r.room));
   // A failure in one conversation never stops the others from loading.
   try {
@@ -414,6 +414,7 @@ function take(m) {
     if (!c) return null;
   }
   if (c.messages.some((x) => x.id === m.id || (m.original && x.id === m.original))) return null;
+  m.takenAt = Date.now();
   c.messages.push(m);
   return c;
 }
@@ -421,17 +422,35 @@ function take(m) {
 // -- what is unread, across reloads --
 
 const readKey = () => `denet-read:${client.wallet}`;
+
+/** What this browser has read of this wallet (null before its first visit, or if unreadable). */
+function storedReadAt() {
+  try {
+    const v = JSON.parse(localStorage.getItem(readKey()) ?? "null");
+    return v && typeof v === "object" ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * When a message arrived, for what is read: the relay's `received_at`, but never later than
+ * when this page took it (a relay's clock from the future would hide everything after it).
+ */
+const arrivedAt = (m) => Math.min(m.receivedAt || 0, m.takenAt ?? Infinity);
 const keyOf = (c) => `${c.kind}:${c.id}`;
 const isCurrent = (c) => !!current && current.kind === c.kind && current.id === c.id;
 /** Someone else's words that arrived after what was read here. */
 const isNew = (c, m, after = readAt[keyOf(c)] ?? 0) =>
-  m.type === "text" && !m.mine && m.from !== client.wallet && m.receivedAt > after;
+  m.type === "text" && !m.mine && m.from !== client.wallet && arrivedAt(m) > after;
 /** What is unread in `c`: none while it is open in a tab in view. */
 const unreadOf = (c) => (isCurrent(c) && !document.hidden ? 0 : c.messages.filter((m) => isNew(c, m)).length);
 
 /** Everything in `c` counts as read here (by the relay's clock: rows of ours not yet sent have none). */
 function markRead(c) {
-  readAt[keyOf(c)] = Math.max(readAt[keyOf(c)] ?? 0, ...c.messages.map((m) => m.receivedAt || 0));
+  // Another tab of this wallet may have read more meanwhile: merge, newest wins.
+  for (const [k, v] of Object.entries(storedReadAt() ?? {})) if (typeof v === "number" && v > (readAt[k] ?? 0)) readAt[k] = v;
+  readAt[keyOf(c)] = Math.max(readAt[keyOf(c)] ?? 0, ...c.messages.map(arrivedAt));
   try {
     localStorage.setItem(readKey(), JSON.stringify(readAt));
   } catch {
@@ -539,6 +558,10 @@ function render() {
     if (li.dataset.key === focused) row.focus();
   }
   const inv = $("invites");
+  // The invites are made again too: a password being typed, and the focus, stay.
+  const typed = new Map([...inv.querySelectorAll("li")].map((li) => [`${li.dataset.room}|${li.dataset.from}`, li.querySelector("input")?.value]));
+  const focusedInvite = /** @type {HTMLElement | null} */ (document.activeElement?.closest("#invites li"));
+  const refocus = focusedInvite && `${focusedInvite.dataset.room}|${focusedInvite.dataset.from}|${document.activeElement.tagName}`;
   inv.replaceChildren();
   for (const i of client.invites()) {
     const li = document.createElement("li");
@@ -560,6 +583,7 @@ function render() {
       pw.placeholder = "room password";
       pw.setAttribute("aria-label", `password of the room ${i.name || i.room}`);
       pw.dataset.testid = "invite-password";
+      pw.value = typed.get(`${i.room}|${i.from}`) ?? "";
       li.append(pw);
     }
     const b = document.createElement("button");
@@ -578,6 +602,8 @@ function render() {
     };
     li.append(b);
     inv.append(li);
+    if (refocus === `${i.room}|${i.from}|INPUT` && i.password) pw.focus();
+    else if (refocus === `${i.room}|${i.from}|BUTTON`) b.focus();
   }
   renderMessages();
 }
@@ -768,6 +794,9 @@ $("leave-yes").onclick = async () => {
   try {
     $("leave-confirm").hidden = true;
     await client.leaveRoom(current.id);
+    // What still waited to go to the room stays unsent: we are no longer in it.
+    const left = current.id;
+    for (let i = outbox.length - 1; i >= 0; i--) if (outbox[i].target.kind === "room" && outbox[i].target.id === left && !(flushing && i === 0)) outbox.splice(i, 1);
     conversations.delete(`room:${current.id}`);
     showList();
   } catch (e) {
@@ -797,16 +826,23 @@ $("composer").onsubmit = (ev) => {
   const m = { id: `local-${++localIds}`, seq: 0, address: target.id, from: anonymous ? null : client.wallet, mine: true,
               type: "text", text, sentAt: now, receivedAt: 0, state: "sending" };
   c.messages.push(m);
-  outbox.push({ target, text, anonymous, m, sealed: null, attempt: 0 });
+  outbox.push({ target, text, anonymous, m, sealed: null, tries: 0 });
   render();
   flush();
 };
 
-/** Retry of a message refused for good (the person pressed Retry). */
+/** Retry of a message refused for good (the person pressed Retry): it goes last, where it now shows. */
 function resend(m) {
+  const c = conversations.get(`${m.outgoing.target.kind}:${m.outgoing.target.id}`);
+  const at = c?.messages.indexOf(m) ?? -1;
+  if (at < 0) return;
+  c.messages.splice(at, 1);
+  c.messages.push(m);
   m.state = "sending";
-  outbox.push({ ...m.outgoing, sealed: null, attempt: 0, m });
+  m.sentAt = Date.now();
+  outbox.push({ ...m.outgoing, sealed: null, tries: 0, m });
   render();
+  $("text").focus();
   flush();
 }
 
@@ -824,12 +860,13 @@ async function flush() {
       const item = outbox[0];
       const { target, text, anonymous, m } = item;
       try {
+        item.tries++;
         item.sealed ??= target.kind === "room" ? client.sealRoom(target.id, text) : await client.seal(target.id, text, { anonymous });
         const ack = await client.deliver(item.sealed);
         outbox.shift();
         delivered(item, ack);
       } catch (e) {
-        const next = Client.resendAfter(e);
+        const next = Client.resendAfter(e, item.tries);
         if (next === "reseal" && !item.resealed) {
           item.sealed = null;
           item.resealed = true;
@@ -837,7 +874,7 @@ async function flush() {
         }
         if (next === "again") {
           m.state = "queued";
-          flushTimer = setTimeout(flush, Client.resendDelay(item.attempt++));
+          flushTimer = setTimeout(flush, Client.resendDelay(item.tries - 1));
           render();
           return;
         }
@@ -864,7 +901,8 @@ function delivered(item, ack) {
   const m = item.m;
   const twin = c?.messages.find((x) => x !== m && (x.id === ack.id || x.original === ack.id));
   if (twin) {
-    c.messages.splice(c.messages.indexOf(m), 1);
+    const at = c.messages.indexOf(m);
+    if (at >= 0) c.messages.splice(at, 1);
     twin.state = "sent";
     return;
   }

@@ -11,6 +11,8 @@ use crate::objects::limiter;
 use crate::store::D1Store;
 use denet_core::admission::{self, Admitted, Ask, Refusal, Source};
 use denet_core::store::Store;
+use denet_core::wire::Ack;
+use denet_core::{Envelope, ErrorCode};
 use serde_json::Value;
 use worker::Env;
 
@@ -50,4 +52,21 @@ pub async fn admit(env: &Env, config: &Config, value: &Value, source: Source, no
 /// A failure of the glue, as a refusal carrying its §6 error.
 fn glue(e: ApiError) -> Refusal {
     Refusal::Refused(e.into_protocol())
+}
+
+/// A client's repeat of a message this relay stores, refused now only because time has
+/// passed since its first post (its `ts` left the skew window, or its key has expired or
+/// been revoked since): the first copy's ack, as any repeat gets, so a client that lost
+/// the answer learns the message is stored and never seals it again (§4, 1.7). `None`
+/// when the envelope is not such a repeat (it must parse and its signature hold).
+pub async fn stored_repeat(env: &Env, config: &Config, value: &Value, refusal: &Refusal) -> Option<Ack> {
+    if !matches!(refusal.error().code, ErrorCode::StaleTimestamp | ErrorCode::Forbidden) {
+        return None;
+    }
+    let envelope = Envelope::parse(value, config.limits.max_body_bytes as usize).ok()?;
+    envelope.verify().ok()?;
+    let id = envelope.id();
+    let from = envelope.ts.saturating_sub(config.limits.skew_ms);
+    let stored = D1Store::new(env, config).find(&envelope.to, &id, from).await.ok()??;
+    Some(Ack { id, seq: stored.seq, received_at: stored.received_at, duplicate: true })
 }

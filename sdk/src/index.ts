@@ -35,6 +35,8 @@ const BUNDLE_DAYS = 365;
 
 const DAY_MS = 86_400_000;
 const PAGE = 500;
+/** A post not answered within this is taken as `offline` (the outbox posts it again). */
+const POST_TIMEOUT_MS = 30_000;
 const enc = new TextEncoder();
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
@@ -435,9 +437,10 @@ export class Client {
   // -- HTTP --
 
   /** One fetch to the relay; a network failure is `offline`. */
-  private async fetchRelay(method: string, path: string, headers: Record<string, string>, body?: BodyInit): Promise<Response> {
+  private async fetchRelay(method: string, path: string, headers: Record<string, string>, body?: BodyInit, timeoutMs?: number): Promise<Response> {
     try {
-      return await fetch(this.relay + path, { method, headers, body });
+      const signal = timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined;
+      return await fetch(this.relay + path, { method, headers, body, signal });
     } catch (e) {
       throw new DenetError("offline", `the relay cannot be reached: ${(e as Error)?.message ?? e}`);
     }
@@ -451,9 +454,9 @@ export class Client {
   }
 
   /** A JSON request; a refusal is thrown as its §6 error. */
-  private async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  private async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs?: number) {
     const sent = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
-    const resp = await this.fetchRelay(method, path, sent === undefined ? headers : { "content-type": "application/json", ...headers }, sent);
+    const resp = await this.fetchRelay(method, path, sent === undefined ? headers : { "content-type": "application/json", ...headers }, sent, timeoutMs);
     const json: any = await resp.json().catch(() => {
       throw new DenetError("internal", `the relay answered ${resp.status} without JSON`, resp.status);
     });
@@ -471,7 +474,8 @@ export class Client {
   }
 
   private async post(envelope: unknown): Promise<{ id: string; seq: number }> {
-    const { json } = await this.request("POST", "/v1/messages", envelope);
+    // A relay that stops answering is `offline` after this long (safe to post again).
+    const { json } = await this.request("POST", "/v1/messages", envelope, {}, POST_TIMEOUT_MS);
     return { id: json.id, seq: json.seq };
   }
 
@@ -838,9 +842,9 @@ export class Client {
     return ack;
   }
 
-  /** What follows a failed `deliver` or `seal` with this error (the Rust client's rule). */
-  static resendAfter(e: unknown): Resend {
-    return w.resendAfter(e instanceof DenetError ? e.code : "give_up") as Resend;
+  /** What follows try number `tries` (1 first) of `deliver` or `seal`, failed with `e` (the Rust client's rule, PROTOCOL.md §8.5). */
+  static resendAfter(e: unknown, tries = 1): Resend {
+    return w.resendAfter(e instanceof DenetError ? e.code : "give_up", tries) as Resend;
   }
 
   /** `text` as a QR code: an SVG image, dark on white with its quiet zone (the Rust `qrcode` crate). */

@@ -513,6 +513,17 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await kim.context.unroute("**/v1/messages");
   await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("while offline")`, { timeout: 40000 });
 
+  // A relay that keeps failing inside (internal) is tried 4 times, then the message is Not
+  // sent, with Retry, and stops holding up what comes after it.
+  await kim.context.route("**/v1/messages", (r) =>
+    r.fulfill({ status: 500, contentType: "application/json", body: JSON.stringify({ error: { code: "internal", message: "broken (test)" } }) }));
+  await say(kim, "inside failure");
+  await kim.page.waitForSelector(`[data-testid=message][data-state=failed]:has-text("inside failure")`, { timeout: 30000 });
+  await kim.context.unroute("**/v1/messages");
+  await mine("inside failure").locator("[data-testid=retry]").click();
+  assert.equal(await kim.page.evaluate(() => document.activeElement?.id), "text", "after Retry the focus is in the composer");
+  await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("inside failure")`, { timeout: 20000 });
+
   // Refused for good: Not sent, with Retry; the words stay in the conversation.
   await kim.context.route("**/v1/messages", (r) =>
     r.fulfill({ status: 413, contentType: "application/json", body: JSON.stringify({ error: { code: "payload_too_large", message: "too large (test)" } }) }));
@@ -523,10 +534,10 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await kim.context.unroute("**/v1/messages");
   await mine("refused once").locator("[data-testid=retry]").click();
   await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("refused once")`, { timeout: 20000 });
-  for (const text of ["answer lost", "while offline", "refused once"]) await sees(lee, text);
+  for (const text of ["answer lost", "while offline", "inside failure", "refused once"]) await sees(lee, text);
   // Every message once, in the order written.
   const seen = await lee.page.$$eval(`[data-testid=message][data-from="${kim.address}"]`, (ls) => ls.map((l) => l.lastChild.textContent));
-  assert.deepEqual(seen, ["hi lee", "first", "answer lost", "while offline", "refused once"]);
+  assert.deepEqual(seen, ["hi lee", "first", "answer lost", "while offline", "inside failure", "refused once"]);
   assert.equal(await mine("first").count(), 1, "Enter twice sent once");
 
   // A room whose name tries to reorder the text around it: isolated. Its password is typed
@@ -551,6 +562,11 @@ test("people are told apart, a leave asks first, a room password is typed in the
   assert.ok(!(await lee.page.textContent("#messages")).includes(room), "no room id shown");
   await shot(lee, "invite");
   await invite.locator("[data-testid=invite-password]").fill("pw1");
+  // A message that comes while the password is typed redraws the page: what was typed stays.
+  await openDm(kim, lee.address);
+  await say(kim, "did you get my invite?");
+  await sees(lee, "did you get my invite?");
+  assert.equal(await invite.locator("[data-testid=invite-password]").inputValue(), "pw1", "the typed password stays");
   await invite.locator("[data-testid=invite-join]").click();
   await lee.page.waitForSelector("#room-tools:not([hidden])", { timeout: 20000 });
 
@@ -565,6 +581,7 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await lee.page.click("[data-testid=leave-yes]");
   await lee.page.waitForSelector("#room-tools", { state: "hidden" });
   // Once the room has carried the leave (Kim sees it), it has reached Lee's stream too.
+  await kim.page.click(`[data-testid=conversation][data-address="${room}"]`);
   await sees(kim, "left");
   await lee.page.evaluate(() => new Promise((done) => requestAnimationFrame(() => done())));
   assert.equal(await lee.page.locator(`[data-testid=conversation][data-address="${room}"]`).count(), 0, "the room is gone");

@@ -66,9 +66,10 @@ test("a message delivered again after a lost answer is one message, not two (DM 
   assert.deepEqual(await alice.deliver(inRoom), await alice.deliver(inRoom));
   assert.deepEqual(texts(await bob.readRoom(room, { all: true })), ["once in the room"]);
   // What follows a failure is the Rust client's rule.
-  const after = (code) => Client.resendAfter(new DenetError(code, code));
-  assert.deepEqual(["offline", "internal", "rate_limited", "stale_timestamp", "payload_too_large"].map(after),
+  const after = (code, tries) => Client.resendAfter(new DenetError(code, code), tries);
+  assert.deepEqual(["offline", "internal", "rate_limited", "stale_timestamp", "payload_too_large"].map((c) => after(c, 1)),
                    ["again", "again", "again", "reseal", "give_up"]);
+  assert.deepEqual([after("internal", 4), after("offline", 99)], ["give_up", "again"]);
   assert.equal(Client.resendAfter(new Error("not a DenetError")), "give_up");
   assert.deepEqual([0, 1, 5, 40].map(Client.resendDelay), [1000, 2000, 30000, 30000]);
 });

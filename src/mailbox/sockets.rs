@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::http::{ApiError, ApiResult, parse_json};
 use crate::objects::{limiter, mailbox::Forward};
 use crate::store::D1Store;
-use denet_core::admission::{Refusal, Source, require_active};
+use denet_core::admission::{Source, require_active};
 use denet_core::query::PageBounds;
 use denet_core::store::{Page, Store, read_after};
 use denet_core::wire::{ClientFrame, ServerFrame};
@@ -169,9 +169,13 @@ impl Mailbox {
                 let address = Address::parse_strict(&info.address)?;
                 let config = Config::get(&self.env)?;
                 let source = Source::Frame { ip: info.limit_ip.clone(), address: address.clone() };
-                let admitted = admission::admit(&self.env, &config, &envelope, source, now)
-                    .await
-                    .map_err(|r: Refusal| r.error().clone())?;
+                let admitted = match admission::admit(&self.env, &config, &envelope, source, now).await {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => match admission::stored_repeat(&self.env, &config, &envelope, &refusal).await {
+                        Some(first) => return Ok(Some(ServerFrame::Ack { reference, ack: first })),
+                        None => return Err(refusal.error().clone().into()),
+                    },
+                };
                 let (id, c) = self.submit(&address, admitted.row, Some(info.sid), Forward::first(), now).await?;
                 Ok(Some(ServerFrame::Ack { reference, ack: ack(&id, &c) }))
             }

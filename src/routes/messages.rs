@@ -15,7 +15,13 @@ use worker::{Env, Request, Response};
 pub async fn post_message(mut req: Request, env: &Env, config: &Config, ip: &str, now: u64) -> ApiResult<Response> {
     let value = read_json(&mut req, config.limits.max_request_bytes).await?;
     let source = Source::Post { ip: ip.to_owned() };
-    let admitted = admission::admit(env, config, &value, source, now).await.map_err(|r| r.error().clone())?;
+    let admitted = match admission::admit(env, config, &value, source, now).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => match admission::stored_repeat(env, config, &value, &refusal).await {
+            Some(first) => return json(200, &first.to_json()),
+            None => return Err(refusal.error().clone().into()),
+        },
+    };
     let ack = mailbox::commit(env, admitted.row, Forward::first()).await?;
     json(if ack.duplicate { 200 } else { 201 }, &ack.to_json())
 }

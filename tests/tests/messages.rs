@@ -265,3 +265,46 @@ async fn the_same_envelope_posted_concurrently_is_stored_once() {
     assert_eq!((created, seqs.into_iter().collect::<Vec<_>>()), (1, vec![1]));
     assert_eq!(relay().pull_all(&format!("/v1/rooms/{room}/messages"), 100).await.len(), 1);
 }
+
+/// A client lost the answer to a post and posts the same envelope again once time has
+/// passed: its `ts` has left the skew window, or its key was revoked meanwhile. The relay
+/// answers the first copy's ack (1.7), so the client never seals it again (a second
+/// message); an envelope it never stored is still refused as before.
+#[tokio::test]
+async fn a_repeat_refused_only_for_time_passed_is_the_first_copys_duplicate() {
+    let skew = 300_000;
+    let alice = User::new();
+    relay().register(&alice).await;
+    let room = random_room();
+    // Sealed just inside the window: by the repeat it has left it.
+    let ts = now_ms() - skew + 1500;
+    let env = sign_envelope(&alice.device, &room, Some(&alice.wallet), ts, b"answer lost");
+    let (status, first) = relay().post(&env).await;
+    assert_eq!(status, 201, "{first}");
+    let never = sign_envelope(&alice.device, &room, Some(&alice.wallet), ts, b"never posted");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, again) = relay().post(&env).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!((again["duplicate"].as_bool(), &again["seq"], &again["id"]), (Some(true), &first["seq"], &first["id"]));
+    assert_eq!(again["received_at"], first["received_at"]);
+    let (status, body) = relay().post(&never).await;
+    assert_eq!((status, code(&body)), (400, Some("stale_timestamp")), "a stale envelope it never stored");
+    // A forged signature on the stored envelope's fields learns nothing either.
+    let mut forged = env.clone();
+    forged["sig"] = anonymous_envelope(&room, b"x")["sig"].clone();
+    let (status, body) = relay().post(&forged).await;
+    assert_eq!((status, code(&body)), (400, Some("stale_timestamp")));
+
+    // Stored, then its key revoked: the repeat is still the first copy's.
+    let fresh = alice.envelope(&room, b"before the revocation");
+    let (status, first) = relay().post(&fresh).await;
+    assert_eq!(status, 201, "{first}");
+    let path = format!("/v1/keys/{}/revoke", alice.wallet);
+    assert_eq!(relay().send_json(reqwest::Method::POST, &path, &alice.revocation(alice.sign_key())).await.0, 200);
+    let (status, again) = relay().post(&fresh).await;
+    assert_eq!((status, again["duplicate"].as_bool(), &again["seq"]), (200, Some(true), &first["seq"]), "{again}");
+    let (status, body) = relay().post(&alice.envelope(&room, b"after the revocation")).await;
+    assert_eq!((status, code(&body)), (403, Some("forbidden")));
+    let (_, page) = relay().get(&format!("/v1/rooms/{room}/messages")).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 2, "each message once");
+}

@@ -129,7 +129,7 @@ impl Driver {
                 _ => "offline",
             };
             attempt += 1;
-            if crate::resend::after(code) != crate::resend::Resend::Again || attempt >= DELIVER_TRIES {
+            if crate::resend::after(code, attempt) != crate::resend::Resend::Again || attempt >= DELIVER_TRIES {
                 return Err(err(failed));
             }
             tokio::time::sleep(std::time::Duration::from_millis(crate::resend::delay_ms(attempt - 1))).await;

@@ -1,9 +1,10 @@
-//! What a client does when posting one of its own messages fails: the one rule the
-//! SDK's `deliver` and the page's outbox follow (PROTOCOL.md §2, §6, §8.1).
+//! What a client does when posting one of its own messages fails (PROTOCOL.md 1.7 §8.5):
+//! the one rule the CLI's `Driver::deliver`, the SDK and the page's outbox follow.
 //!
 //! A message is sealed once and the same envelope is posted until the relay has it:
 //! the id is the hash of the signed bytes, so a repeat after a lost answer is the
-//! relay's `duplicate` (the first copy's `seq`), never a second message.
+//! relay's `duplicate` (the first copy's `seq`), never a second message, even once the
+//! envelope's `ts` has left the relay's window (1.7).
 
 /// The next step after a failed post.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,11 +19,19 @@ pub enum Resend {
     GiveUp,
 }
 
-/// The step after a post failed with `code`: a §6 code, or `offline` when the relay
-/// could not be reached or its answer was lost.
-pub fn after(code: &str) -> Resend {
+/// How many times in all a message is posted while the relay answers a transient code
+/// (`internal`, `rate_limited`, `unavailable`): one that keeps failing there is told to
+/// the person, and stops holding up the messages after it.
+pub const TRANSIENT_TRIES: u32 = 4;
+
+/// The step after post number `tries` (1 for the first) failed with `code`: a §6 code,
+/// or `offline` when the relay could not be reached or its answer was lost (tried
+/// without end: the relay is back some time).
+pub fn after(code: &str, tries: u32) -> Resend {
     match code {
-        "offline" | "internal" | "rate_limited" | "unavailable" => Resend::Again,
+        "offline" => Resend::Again,
+        "internal" | "rate_limited" | "unavailable" if tries < TRANSIENT_TRIES => Resend::Again,
+        // Never stored (a stored envelope is the relay's `duplicate`, 1.7): a new one is safe.
         "stale_timestamp" => Resend::Reseal,
         _ => Resend::GiveUp,
     }
@@ -48,17 +57,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transient_failures_post_the_same_envelope_again() {
-        for code in ["offline", "internal", "rate_limited", "unavailable"] {
-            assert_eq!(after(code), Resend::Again, "{code}");
+    fn transient_failures_post_the_same_envelope_again_a_few_times() {
+        for code in ["internal", "rate_limited", "unavailable"] {
+            assert_eq!(after(code, 1), Resend::Again, "{code}");
+            assert_eq!(after(code, TRANSIENT_TRIES - 1), Resend::Again, "{code}");
+            assert_eq!(after(code, TRANSIENT_TRIES), Resend::GiveUp, "{code}: it stops holding up the queue");
         }
+        assert_eq!(after("offline", 1000), Resend::Again, "an unreachable relay is waited for");
     }
 
     #[test]
     fn a_stale_envelope_is_sealed_again_and_final_refusals_give_up() {
-        assert_eq!(after("stale_timestamp"), Resend::Reseal);
-        for code in ["payload_too_large", "forbidden", "malformed", "invalid_signature", "not_found", "anything new"] {
-            assert_eq!(after(code), Resend::GiveUp, "{code}");
+        assert_eq!(after("stale_timestamp", 1), Resend::Reseal);
+        for code in [
+            "payload_too_large",
+            "forbidden",
+            "malformed",
+            "invalid_signature",
+            "not_found",
+            "conflict",
+            "anything new",
+        ] {
+            assert_eq!(after(code, 1), Resend::GiveUp, "{code}");
         }
     }
 

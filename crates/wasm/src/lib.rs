@@ -67,11 +67,11 @@ pub fn normalize_wallet(s: &str) -> JsResult<String> {
     Ok(wallet(s)?.to_string())
 }
 
-/// What follows a failed post of one's own message with `code` (`offline` when the
-/// relay was not reached): `again`, `reseal` or `give_up` ([`denet_client::resend`]).
+/// What follows post number `tries` of one's own message, failed with `code` (`offline`
+/// when the relay was not reached): `again`, `reseal` or `give_up` ([`denet_client::resend`]).
 #[wasm_bindgen(js_name = resendAfter)]
-pub fn resend_after(code: &str) -> String {
-    denet_client::resend::after(code).as_str().to_owned()
+pub fn resend_after(code: &str, tries: u32) -> String {
+    denet_client::resend::after(code, tries).as_str().to_owned()
 }
 
 /// The wait in ms before retry `attempt` (0 first) of a post that failed for a while.
