@@ -4,7 +4,7 @@
 //! decide, it says which wallets to look up ([`super::SessionError::NeedKeys`]).
 
 use crate::identity::{VerifiedBundle, read_listed};
-use denet_core::eth::ContractCheck;
+use denet_core::eth::{ContractCheck, check_pin};
 use denet_core::{SignKey, Wallet};
 use serde::Serialize;
 use serde_json::Value;
@@ -143,7 +143,7 @@ impl KeyBook {
             None => true,
             Some(c) => {
                 self.verdicts.get(&check_id(c)) == Some(&Verdict::Valid)
-                    && self.pins.get(&c.wallet).is_none_or(|chain| *chain == c.chain_id)
+                    && check_pin(self.pins.get(&c.wallet).copied(), c.chain_id, &c.wallet).is_ok()
             }
         }
     }
@@ -200,9 +200,9 @@ impl KeyBook {
                 .values()
                 .flatten()
                 .filter(|l| {
-                    l.contract
-                        .as_ref()
-                        .is_some_and(|lc| check_id(lc) == id && pins.get(&lc.wallet) == Some(&lc.chain_id))
+                    l.contract.as_ref().is_some_and(|lc| {
+                        check_id(lc) == id && check_pin(pins.get(&lc.wallet).copied(), lc.chain_id, &lc.wallet).is_ok()
+                    })
                 })
                 .map(|l| l.bundle.clone())
                 .collect();
