@@ -116,6 +116,9 @@ export type Sealed = {
   readonly envelope: unknown;
   /** A named direct message's copy for this wallet's other devices. */
   readonly copy?: unknown;
+  /** A room message: its room and the key epoch it was sealed with. */
+  readonly room?: string;
+  readonly epoch?: number;
 };
 
 /** After a failed `deliver`: post the same again (after `resendDelay`), seal the text again, or tell the person. */
@@ -836,6 +839,11 @@ export class Client {
    * (after `offline`, say) is safe: the relay answers `duplicate` with the first copy's seq.
    */
   async deliver(sealed: Sealed): Promise<{ id: string; seq: number }> {
+    // A room's key changed while this waited (a member left or was removed): it must not go
+    // under the old key, which that member holds (PROTOCOL.md §8.5).
+    if (sealed.room !== undefined && this.roomEpoch(sealed.room) !== sealed.epoch) {
+      throw new DenetError("room_key_changed", `the key of room ${sealed.room} changed since this message was sealed: seal it again`);
+    }
     const ack = await this.post(sealed.envelope);
     // Our other devices see what we sent; the message itself is sent already.
     if (sealed.copy) await this.post(sealed.copy).catch((e) => this.onCopyError?.(wasmError(e)));
@@ -979,7 +987,13 @@ export class Client {
 
   /** A room message sealed for `deliver` (with the room's current key). */
   sealRoom(room: string, text: string): Sealed {
-    return { envelope: call(() => this.session.roomText(room, text, Date.now())) };
+    const envelope = call(() => this.session.roomText(room, text, Date.now()));
+    return { envelope, room, epoch: this.roomEpoch(room) };
+  }
+
+  /** The key epoch this device holds for `room` (undefined if it holds none). */
+  private roomEpoch(room: string): number | undefined {
+    return call(() => this.session.rooms()).find((r) => r.room === room)?.epoch;
   }
 
   async leaveRoom(room: string): Promise<void> {

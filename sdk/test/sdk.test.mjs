@@ -65,6 +65,17 @@ test("a message delivered again after a lost answer is one message, not two (DM 
   const inRoom = alice.sealRoom(room, "once in the room");
   assert.deepEqual(await alice.deliver(inRoom), await alice.deliver(inRoom));
   assert.deepEqual(texts(await bob.readRoom(room, { all: true })), ["once in the room"]);
+  // The room's key changes while a message waits (Bob leaves, Alice rotates): it is never
+  // posted under the old key, which Bob holds.
+  const waiting = alice.sealRoom(room, "after bob left");
+  await bob.leaveRoom(room);
+  await alice.readRoom(room);
+  assert.equal((await alice.rooms()).find((r) => r.room === room).epoch, waiting.epoch + 1, "rotated");
+  await assert.rejects(alice.deliver(waiting), (e) => e instanceof DenetError && e.code === "room_key_changed");
+  assert.equal(Client.resendAfter(new DenetError("room_key_changed", "x"), 1), "reseal");
+  const resealed = alice.sealRoom(room, "after bob left");
+  assert.equal(resealed.epoch, waiting.epoch + 1, "sealed again under the new key");
+  await alice.deliver(resealed);
   // What follows a failure is the Rust client's rule.
   const after = (code, tries) => Client.resendAfter(new DenetError(code, code), tries);
   assert.deepEqual(["offline", "internal", "rate_limited", "stale_timestamp", "payload_too_large"].map((c) => after(c, 1)),

@@ -12,8 +12,9 @@ pub enum Resend {
     /// Post the same envelope again after [`delay_ms`]: nothing was refused for good
     /// (the relay was not reached, or answered a transient code).
     Again,
-    /// The envelope's `ts` left the relay's window while it waited: seal the text
-    /// again (a new id) and post that.
+    /// Seal the text again (a new id) and post that: the envelope's `ts` left the relay's
+    /// window while it waited (so it was never stored), or its room's key changed (so a
+    /// member who left could read it).
     Reseal,
     /// Refused for good (too large, not allowed, malformed): tell the person.
     GiveUp,
@@ -33,6 +34,8 @@ pub fn after(code: &str, tries: u32) -> Resend {
         "internal" | "rate_limited" | "unavailable" if tries < TRANSIENT_TRIES => Resend::Again,
         // Never stored (a stored envelope is the relay's `duplicate`, 1.7): a new one is safe.
         "stale_timestamp" => Resend::Reseal,
+        // The room's key changed while it waited: a member who left holds the old one.
+        "room_key_changed" => Resend::Reseal,
         _ => Resend::GiveUp,
     }
 }
@@ -69,6 +72,7 @@ mod tests {
     #[test]
     fn a_stale_envelope_is_sealed_again_and_final_refusals_give_up() {
         assert_eq!(after("stale_timestamp", 1), Resend::Reseal);
+        assert_eq!(after("room_key_changed", 3), Resend::Reseal);
         for code in [
             "payload_too_large",
             "forbidden",
