@@ -874,7 +874,7 @@ async function flush() {
         }
         if (next === "again") {
           m.state = "queued";
-          flushTimer = setTimeout(flush, Client.resendDelay(item.tries - 1));
+          flushTimer = setTimeout(flush, Client.resendDelay(item.tries - 1, e));
           render();
           return;
         }

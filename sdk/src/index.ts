@@ -137,6 +137,8 @@ export type StreamHandler = {
 export class DenetError extends Error {
   code: string;
   status?: number;
+  /** The relay's `Retry-After` (429, 503), in ms: wait at least this before trying again. */
+  retryAfterMs?: number;
   constructor(code: string, message: string, status?: number) {
     super(message);
     this.name = "DenetError";
@@ -146,8 +148,11 @@ export class DenetError extends Error {
 }
 
 /** The §6 error a relay answered `status` with (`json` its body, if it was JSON). */
-function refusalOf(status: number, json: any): DenetError {
-  return new DenetError(json?.error?.code ?? "internal", json?.error?.message ?? `status ${status}`, status);
+function refusalOf(status: number, json: any, retryAfter?: string | null): DenetError {
+  const e = new DenetError(json?.error?.code ?? "internal", json?.error?.message ?? `status ${status}`, status);
+  const secs = Number(retryAfter);
+  if (retryAfter && Number.isFinite(secs) && secs >= 0) e.retryAfterMs = secs * 1000;
+  return e;
 }
 
 /** Wraps an error thrown by the wasm (`code: message`) as a DenetError. */
@@ -463,7 +468,7 @@ export class Client {
     const json: any = await resp.json().catch(() => {
       throw new DenetError("internal", `the relay answered ${resp.status} without JSON`, resp.status);
     });
-    if (!resp.ok) throw refusalOf(resp.status, json);
+    if (!resp.ok) throw refusalOf(resp.status, json, resp.headers.get("retry-after"));
     return { status: resp.status, json };
   }
 
@@ -860,9 +865,10 @@ export class Client {
     return call(() => w.qrSvg(text));
   }
 
-  /** The wait in ms before retry `attempt` (0 first): 1 s, doubling, at most 30 s. */
-  static resendDelay(attempt: number): number {
-    return w.resendDelay(attempt);
+  /** The wait in ms before retry `attempt` (0 first): 1 s, doubling, at most 30 s; at least the relay's `Retry-After` of `e`. */
+  static resendDelay(attempt: number, e?: unknown): number {
+    const asked = e instanceof DenetError ? e.retryAfterMs : undefined;
+    return w.resendDelay(attempt, asked === undefined ? undefined : BigInt(Math.ceil(asked)));
   }
 
   /** Posts the room as this device holds it to our own inbox, for our other devices. */

@@ -82,7 +82,9 @@ test("a message delivered again after a lost answer is one message, not two (DM 
                    ["again", "again", "again", "reseal", "give_up"]);
   assert.deepEqual([after("internal", 4), after("offline", 99)], ["give_up", "again"]);
   assert.equal(Client.resendAfter(new Error("not a DenetError")), "give_up");
-  assert.deepEqual([0, 1, 5, 40].map(Client.resendDelay), [1000, 2000, 30000, 30000]);
+  assert.deepEqual([0, 1, 5, 40].map((a) => Client.resendDelay(a)), [1000, 2000, 30000, 30000]);
+  const limited = Object.assign(new DenetError("rate_limited", "slow down"), { retryAfterMs: 7000 });
+  assert.equal(Client.resendDelay(0, limited), 7000, "at least the relay's Retry-After");
 });
 
 test("a password room: invite, a wrong password refused, join, chat", async () => {

@@ -132,7 +132,7 @@ impl Driver {
             if crate::resend::after(code, attempt) != crate::resend::Resend::Again || attempt >= DELIVER_TRIES {
                 return Err(err(failed));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(crate::resend::delay_ms(attempt - 1))).await;
+            tokio::time::sleep(std::time::Duration::from_millis(crate::resend::delay_ms(attempt - 1, None))).await;
         }
     }
 

@@ -40,9 +40,14 @@ pub fn after(code: &str, tries: u32) -> Resend {
     }
 }
 
-/// The wait before try `attempt` (0 for the first retry): 1 s, doubling, at most 30 s.
-pub fn delay_ms(attempt: u32) -> u64 {
-    1000u64.saturating_mul(1u64 << attempt.min(5)).min(30_000)
+/// The longest wait a relay's `Retry-After` may ask for (10 minutes).
+pub const MAX_RETRY_AFTER_MS: u64 = 600_000;
+
+/// The wait before try `attempt` (0 for the first retry): 1 s, doubling, at most 30 s;
+/// at least what the relay asked with `Retry-After` (up to [`MAX_RETRY_AFTER_MS`]).
+pub fn delay_ms(attempt: u32, retry_after_ms: Option<u64>) -> u64 {
+    let backoff = 1000u64.saturating_mul(1u64 << attempt.min(5)).min(30_000);
+    backoff.max(retry_after_ms.unwrap_or(0).min(MAX_RETRY_AFTER_MS))
 }
 
 impl Resend {
@@ -88,8 +93,15 @@ mod tests {
 
     #[test]
     fn the_wait_doubles_from_one_second_to_thirty() {
-        let waits: Vec<u64> = (0..8).map(delay_ms).collect();
+        let waits: Vec<u64> = (0..8).map(|a| delay_ms(a, None)).collect();
         assert_eq!(waits, [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
-        assert_eq!(delay_ms(u32::MAX), 30000);
+        assert_eq!(delay_ms(u32::MAX, None), 30000);
+    }
+
+    #[test]
+    fn the_relays_retry_after_is_waited_at_least_within_bounds() {
+        assert_eq!(delay_ms(0, Some(5000)), 5000);
+        assert_eq!(delay_ms(4, Some(5000)), 16000, "never shorter than the back-off");
+        assert_eq!(delay_ms(0, Some(u64::MAX)), MAX_RETRY_AFTER_MS, "a relay cannot park a client for ever");
     }
 }

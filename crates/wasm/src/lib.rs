@@ -74,10 +74,11 @@ pub fn resend_after(code: &str, tries: u32) -> String {
     denet_client::resend::after(code, tries).as_str().to_owned()
 }
 
-/// The wait in ms before retry `attempt` (0 first) of a post that failed for a while.
+/// The wait in ms before retry `attempt` (0 first) of a post that failed for a while,
+/// at least the relay's `Retry-After` in ms when it sent one.
 #[wasm_bindgen(js_name = resendDelay)]
-pub fn resend_delay(attempt: u32) -> f64 {
-    denet_client::resend::delay_ms(attempt) as f64
+pub fn resend_delay(attempt: u32, retry_after_ms: Option<u64>) -> f64 {
+    denet_client::resend::delay_ms(attempt, retry_after_ms) as f64
 }
 
 /// `text` as a QR code (error correction M), an SVG image with its quiet zone, dark
