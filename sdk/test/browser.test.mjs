@@ -33,7 +33,7 @@ after(async () => {
 /** A browser context with a wallet: window.ethereum signs through viem in Node. */
 async function wallet(name, key = generatePrivateKey()) {
   const account = privateKeyToAccount(key);
-  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const signed = { count: 0, last: "" };
   await context.exposeBinding("__denetSign", async (_source, hex) => {
     signed.count++;
