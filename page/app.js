@@ -730,6 +730,8 @@ function showList() {
 }
 $("back-button").onclick = showList;
 
+const PHONE = matchMedia("(max-width: 640px)");
+
 /** The conversation left behind: its marker goes (what it marked is read). */
 function leaving() {
   const was = current && conversations.get(`${current.kind}:${current.id}`);
@@ -746,7 +748,8 @@ function open(kind, id, { focus = false } = {}) {
   $("leave-confirm").hidden = true;
   if (c) opened(c);
   render();
-  if (focus) ($("composer").hidden ? $("title") : $("text")).focus();
+  // A phone's keyboard would cover half the conversation: there the focus goes to its title.
+  if (focus) ($("composer").hidden || PHONE.matches ? $("title") : $("text")).focus();
 }
 
 $("new-dm").onsubmit = (ev) => {

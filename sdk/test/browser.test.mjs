@@ -675,6 +675,7 @@ test("phone: the list or one conversation, with a way back, and the composer on 
   assert.equal(await pat.page.isVisible("#conversation"), false);
   await openDm(pat, quinn.address);
   assert.equal(await pat.page.isVisible("#sidebar"), false, "then the conversation alone");
+  assert.equal(await pat.page.evaluate(() => document.activeElement?.id), "title", "the focus on its title: no keyboard popping up");
   const box = await pat.page.locator("[data-testid=composer-text]").boundingBox();
   assert.ok(box && box.y >= 0 && box.y + box.height <= 844, `the composer is on screen: ${JSON.stringify(box)}`);
   await say(pat, "from a phone");
