@@ -371,7 +371,9 @@ async function start() {
     current = { kind: "dm", id: peer };
   }
   if (current) opened(conversations.get(`${current.kind}:${current.id}`));
+  await adoptOutboxes();
   render();
+  flush();
   client.stream({
     onError: showError,
     onMessage: (m) => {
@@ -800,6 +802,7 @@ $("leave-yes").onclick = async () => {
     // What still waited to go to the room stays unsent: we are no longer in it.
     const left = current.id;
     for (let i = outbox.length - 1; i >= 0; i--) if (outbox[i].target.kind === "room" && outbox[i].target.id === left && !(flushing && i === 0)) outbox.splice(i, 1);
+    saveOutbox();
     conversations.delete(`room:${current.id}`);
     showList();
   } catch (e) {
@@ -864,9 +867,13 @@ async function flush() {
       const { target, text, anonymous, m } = item;
       try {
         item.tries++;
-        item.sealed ??= target.kind === "room" ? client.sealRoom(target.id, text) : await client.seal(target.id, text, { anonymous });
+        if (!item.sealed) {
+          item.sealed = target.kind === "room" ? client.sealRoom(target.id, text) : await client.seal(target.id, text, { anonymous });
+          saveOutbox();
+        }
         const ack = await client.deliver(item.sealed);
         outbox.shift();
+        saveOutbox();
         delivered(item, ack);
       } catch (e) {
         const next = Client.resendAfter(e, item.tries);
@@ -882,6 +889,7 @@ async function flush() {
           return;
         }
         outbox.shift();
+        saveOutbox();
         m.state = "failed";
         m.outgoing = { target, text, anonymous };
         showError(e);
@@ -893,10 +901,60 @@ async function flush() {
   }
 }
 window.addEventListener("online", () => flush());
-// Closing the page with messages still waiting asks first (they live in this page only).
+// A message not yet sealed (its recipient's keys could not be fetched) lives in this page
+// only: closing it then asks first. Sealed ones are kept (below) and go after a reload.
 window.addEventListener("beforeunload", (ev) => {
-  if (outbox.length) ev.preventDefault();
+  if (outbox.some((i) => !i.sealed)) ev.preventDefault();
 });
+
+// -- the outbox outlives the page: each tab keeps its sealed messages under its own key,
+//    and a page that starts takes over those of tabs that are gone (their lock is free) --
+
+const TAB = crypto.randomUUID();
+const outboxKey = (tab) => `denet-outbox:${client.wallet}:${tab}`;
+const tabLock = (tab) => `denet-tab:${tab}`;
+// Held while this tab lives: a key whose tab lock is free belongs to a closed tab.
+navigator.locks.request(tabLock(TAB), () => new Promise(() => {}));
+
+/** Keeps what waits and is sealed (the same envelopes go after a reload: never twice). */
+function saveOutbox() {
+  if (!client) return;
+  const items = outbox.filter((i) => i.sealed).map(({ target, text, anonymous, sealed, m }) => ({ target, text, anonymous, sealed, sentAt: m.sentAt }));
+  try {
+    if (items.length) localStorage.setItem(outboxKey(TAB), JSON.stringify(items));
+    else localStorage.removeItem(outboxKey(TAB));
+  } catch {
+    // Storage full or refused: they stay in this page (closing it asks first).
+  }
+}
+
+/** Takes over the waiting messages of closed tabs of this wallet, shown as waiting again. */
+async function adoptOutboxes() {
+  const prefix = `denet-outbox:${client.wallet}:`;
+  const keys = Object.keys(localStorage).filter((k) => k.startsWith(prefix) && k !== outboxKey(TAB));
+  for (const key of keys) {
+    await navigator.locks.request(tabLock(key.slice(prefix.length)), { ifAvailable: true }, async (lock) => {
+      if (!lock) return; // that tab is open: it sends them itself
+      let items = [];
+      try {
+        items = JSON.parse(localStorage.getItem(key) ?? "[]");
+      } catch {
+        items = [];
+      }
+      localStorage.removeItem(key);
+      for (const { target, text, anonymous, sealed, sentAt } of Array.isArray(items) ? items : []) {
+        if (target?.kind !== "dm" && target?.kind !== "room") continue;
+        const c = target.kind === "dm" ? conversation("dm", target.id, short(target.id)) : conversations.get(`room:${target.id}`);
+        if (!c) continue; // a room left since
+        const m = { id: `local-${++localIds}`, seq: 0, address: target.id, from: anonymous ? null : client.wallet, mine: true,
+                    type: "text", text: String(text), sentAt, receivedAt: 0, state: "queued" };
+        c.messages.push(m);
+        outbox.push({ target, text: String(text), anonymous: !!anonymous, m, sealed, tries: 0 });
+      }
+    });
+  }
+  saveOutbox();
+}
 
 /** The relay has it: the row becomes the message (or yields to its copy, if the stream was first). */
 function delivered(item, ack) {

@@ -513,6 +513,17 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await kim.context.unroute("**/v1/messages");
   await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("while offline")`, { timeout: 40000 });
 
+  // Still unreachable, and the page is closed and opened again: the message is kept, shows
+  // as waiting, and goes (the same sealed envelope) once the relay can be reached.
+  await kim.context.route("**/v1/messages", (r) => r.abort());
+  await say(kim, "kept across a reload");
+  await kim.page.waitForSelector(`[data-testid=message][data-state=queued]:has-text("kept across a reload")`, { timeout: 20000 });
+  await connect(kim);
+  await kim.page.click(`[data-testid=conversation][data-address="${lee.address}"]`);
+  await kim.page.waitForSelector(`[data-testid=message][data-state=queued]:has-text("kept across a reload")`, { timeout: 20000 });
+  await kim.context.unroute("**/v1/messages");
+  await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("kept across a reload")`, { timeout: 40000 });
+
   // A relay that keeps failing inside (internal) is tried 4 times, then the message is Not
   // sent, with Retry, and stops holding up what comes after it.
   await kim.context.route("**/v1/messages", (r) =>
@@ -534,10 +545,10 @@ test("people are told apart, a leave asks first, a room password is typed in the
   await kim.context.unroute("**/v1/messages");
   await mine("refused once").locator("[data-testid=retry]").click();
   await kim.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("refused once")`, { timeout: 20000 });
-  for (const text of ["answer lost", "while offline", "inside failure", "refused once"]) await sees(lee, text);
+  for (const text of ["answer lost", "while offline", "kept across a reload", "inside failure", "refused once"]) await sees(lee, text);
   // Every message once, in the order written.
   const seen = await lee.page.$$eval(`[data-testid=message][data-from="${kim.address}"]`, (ls) => ls.map((l) => l.lastChild.textContent));
-  assert.deepEqual(seen, ["hi lee", "first", "answer lost", "while offline", "inside failure", "refused once"]);
+  assert.deepEqual(seen, ["hi lee", "first", "answer lost", "while offline", "kept across a reload", "inside failure", "refused once"]);
   assert.equal(await mine("first").count(), 1, "Enter twice sent once");
 
   // A room whose name tries to reorder the text around it: isolated. Its password is typed
