@@ -177,6 +177,9 @@ $("settings-close").onclick = () => {
 $("sign-out").onclick = async () => {
   try {
     await client.signOut();
+    // Nothing of this wallet's waits here any more: its unsent words go with its keys.
+    for (const k of Object.keys(localStorage)) if (k.startsWith(`denet-outbox:${client.wallet}:`)) localStorage.removeItem(k);
+    outbox.length = 0;
     location.assign("/");
   } catch (e) {
     showError(e);
@@ -904,7 +907,7 @@ window.addEventListener("online", () => flush());
 // A message not yet sealed (its recipient's keys could not be fetched) lives in this page
 // only: closing it then asks first. Sealed ones are kept (below) and go after a reload.
 window.addEventListener("beforeunload", (ev) => {
-  if (outbox.some((i) => !i.sealed)) ev.preventDefault();
+  if (outbox.some((i) => !i.sealed) || (outbox.length && !outboxSaved)) ev.preventDefault();
 });
 
 // -- the outbox outlives the page: each tab keeps its sealed messages under its own key,
@@ -916,44 +919,106 @@ const tabLock = (tab) => `denet-tab:${tab}`;
 // Held while this tab lives: a key whose tab lock is free belongs to a closed tab.
 navigator.locks.request(tabLock(TAB), () => new Promise(() => {}));
 
+/** Whether what waits is kept (false when the browser refused to store it). */
+let outboxSaved = true;
+
 /** Keeps what waits and is sealed (the same envelopes go after a reload: never twice). */
 function saveOutbox() {
   if (!client) return;
-  const items = outbox.filter((i) => i.sealed).map(({ target, text, anonymous, sealed, m }) => ({ target, text, anonymous, sealed, sentAt: m.sentAt }));
+  const items = outbox
+    .filter((i) => i.sealed)
+    .map(({ target, text, anonymous, sealed, m, resealed }) => ({ target, text, anonymous, sealed, resealed: !!resealed, sentAt: m.sentAt }));
   try {
     if (items.length) localStorage.setItem(outboxKey(TAB), JSON.stringify(items));
     else localStorage.removeItem(outboxKey(TAB));
+    outboxSaved = true;
   } catch {
-    // Storage full or refused: they stay in this page (closing it asks first).
+    // Storage full or refused: they stay in this page, and closing it asks first.
+    outboxSaved = false;
   }
 }
 
-/** Takes over the waiting messages of closed tabs of this wallet, shown as waiting again. */
+/** A stored waiting message, checked before it is believed (storage can hold anything). */
+function storedItem(x) {
+  const t = x?.target;
+  const target =
+    t?.kind === "dm" && typeof t.id === "string" && /^(0x[0-9a-f]{40}|anonymous)$/.test(t.id) ? { kind: "dm", id: t.id }
+    : t?.kind === "room" && typeof t.id === "string" && /^[0-9a-f]{64}$/.test(t.id) ? { kind: "room", id: t.id }
+    : null;
+  const sealed = x?.sealed;
+  if (!target || typeof x.text !== "string" || typeof sealed !== "object" || !sealed?.envelope) return null;
+  return { target, text: x.text, anonymous: x.anonymous === true, sealed, resealed: x.resealed === true, sentAt: Number(x.sentAt) || Date.now() };
+}
+
+/** The envelope's signature: the same sealed message, wherever it was kept. */
+function sigOf(sealed) {
+  try {
+    return (typeof sealed?.envelope === "string" ? JSON.parse(sealed.envelope) : sealed?.envelope)?.sig;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Takes over the waiting messages of closed tabs of this wallet, shown as waiting again; a
+ * tab still open is waited for, and its messages taken when it closes. The lock of a tab
+ * taken over is kept for this page's life, so no other page takes the same messages.
+ */
 async function adoptOutboxes() {
   const prefix = `denet-outbox:${client.wallet}:`;
-  const keys = Object.keys(localStorage).filter((k) => k.startsWith(prefix) && k !== outboxKey(TAB));
-  for (const key of keys) {
-    await navigator.locks.request(tabLock(key.slice(prefix.length)), { ifAvailable: true }, async (lock) => {
-      if (!lock) return; // that tab is open: it sends them itself
-      let items = [];
-      try {
-        items = JSON.parse(localStorage.getItem(key) ?? "[]");
-      } catch {
-        items = [];
-      }
-      localStorage.removeItem(key);
-      for (const { target, text, anonymous, sealed, sentAt } of Array.isArray(items) ? items : []) {
-        if (target?.kind !== "dm" && target?.kind !== "room") continue;
-        const c = target.kind === "dm" ? conversation("dm", target.id, short(target.id)) : conversations.get(`room:${target.id}`);
-        if (!c) continue; // a room left since
-        const m = { id: `local-${++localIds}`, seq: 0, address: target.id, from: anonymous ? null : client.wallet, mine: true,
-                    type: "text", text: String(text), sentAt, receivedAt: 0, state: "queued" };
-        c.messages.push(m);
-        outbox.push({ target, text: String(text), anonymous: !!anonymous, m, sealed, tries: 0 });
-      }
+  for (const key of Object.keys(localStorage)) if (key.startsWith(prefix)) await watchOutbox(key);
+}
+
+// A tab of this wallet that starts keeping messages later is watched from then on.
+window.addEventListener("storage", (ev) => {
+  if (client && ev.newValue && ev.key?.startsWith(`denet-outbox:${client.wallet}:`)) watchOutbox(ev.key);
+});
+
+/** Keys of other tabs' outboxes this page takes over or waits for. */
+const watched = new Set();
+
+/** Takes `key`'s messages now if its tab is gone, else when it closes. */
+async function watchOutbox(key) {
+  if (key === outboxKey(TAB) || watched.has(key)) return;
+  watched.add(key);
+  const lock = tabLock(key.slice(`denet-outbox:${client.wallet}:`.length));
+  // Kept until this page closes: the messages are this page's now, no other page takes them.
+  const keep = () => new Promise(() => {});
+  const gone = await new Promise((answer) => {
+    navigator.locks.request(lock, { ifAvailable: true }, (held) => {
+      answer(!!held);
+      if (!held) return undefined;
+      adopt(key);
+      return keep();
     });
+  });
+  // Open elsewhere: that tab sends them; if it closes first, they come here.
+  if (!gone) navigator.locks.request(lock, () => (adopt(key), keep()));
+}
+
+/** Moves the messages kept under `key` into this page's outbox (kept here before removed there). */
+function adopt(key) {
+  let items = [];
+  try {
+    items = JSON.parse(localStorage.getItem(key) ?? "[]");
+  } catch {
+    items = [];
+  }
+  const known = new Set(outbox.map((i) => sigOf(i.sealed)));
+  for (const item of (Array.isArray(items) ? items : []).map(storedItem)) {
+    if (!item || known.has(sigOf(item.sealed))) continue;
+    const { target, text, anonymous, sealed, resealed, sentAt } = item;
+    const c = target.kind === "dm" ? conversation("dm", target.id, short(target.id)) : conversations.get(`room:${target.id}`);
+    if (!c) continue; // a room left since
+    const m = { id: `local-${++localIds}`, seq: 0, address: target.id, from: anonymous ? null : client.wallet, mine: true,
+                type: "text", text, sentAt, receivedAt: 0, state: "queued" };
+    c.messages.push(m);
+    outbox.push({ target, text, anonymous, m, sealed, resealed, tries: 0 });
   }
   saveOutbox();
+  if (outboxSaved) localStorage.removeItem(key);
+  render();
+  flush();
 }
 
 /** The relay has it: the row becomes the message (or yields to its copy, if the stream was first). */

@@ -57,16 +57,34 @@ fn glue(e: ApiError) -> Refusal {
 /// A client's repeat of a message this relay stores, refused now only because time has
 /// passed since its first post (its `ts` left the skew window, or its key has expired or
 /// been revoked since): the first copy's ack, as any repeat gets, so a client that lost
-/// the answer learns the message is stored and never seals it again (§4, 1.7). `None`
-/// when the envelope is not such a repeat (it must parse and its signature hold).
-pub async fn stored_repeat(env: &Env, config: &Config, value: &Value, refusal: &Refusal) -> Option<Ack> {
+/// the answer learns the message is stored and never seals it again (§4, 1.7).
+/// `Ok(None)` when the envelope is not such a repeat (it must parse, its signature hold and
+/// its `ts` be within retention). The lookup reads only the messages received within the
+/// skew of `ts` (where a first copy can be); a store that cannot answer is `internal`, so
+/// the client posts the same envelope again rather than sealing a second message.
+pub async fn stored_repeat(
+    env: &Env,
+    config: &Config,
+    value: &Value,
+    refusal: &Refusal,
+    now: u64,
+) -> Result<Option<Ack>, denet_core::Error> {
     if !matches!(refusal.error().code, ErrorCode::StaleTimestamp | ErrorCode::Forbidden) {
-        return None;
+        return Ok(None);
     }
-    let envelope = Envelope::parse(value, config.limits.max_body_bytes as usize).ok()?;
-    envelope.verify().ok()?;
+    let limits = &config.limits;
+    let Ok(envelope) = Envelope::parse(value, limits.max_body_bytes as usize) else { return Ok(None) };
+    if envelope.ts < now.saturating_sub(limits.retention_ms()) || envelope.ts > now + limits.skew_ms {
+        return Ok(None);
+    }
+    if envelope.verify().is_err() {
+        return Ok(None);
+    }
     let id = envelope.id();
-    let from = envelope.ts.saturating_sub(config.limits.skew_ms);
-    let stored = D1Store::new(env, config).find(&envelope.to, &id, from).await.ok()??;
-    Some(Ack { id, seq: stored.seq, received_at: stored.received_at, duplicate: true })
+    let (from, until) = (envelope.ts.saturating_sub(limits.skew_ms), envelope.ts.saturating_add(limits.skew_ms));
+    let stored = D1Store::new(env, config).find_between(&envelope.to, &id, from, until).await.map_err(|e| {
+        worker::console_error!("a repeat's lookup failed: {e}");
+        denet_core::Error::internal()
+    })?;
+    Ok(stored.map(|s| Ack { id, seq: s.seq, received_at: s.received_at, duplicate: true }))
 }

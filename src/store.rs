@@ -66,6 +66,18 @@ const CUT: &str = "WITH RECURSIVE bs(lo, hi) AS (
     FROM bs WHERE lo < hi),
   cut AS (SELECT lo AS seq FROM bs WHERE lo >= hi)";
 
+/// With [`CUT`] (received before ?2): `upper` is the highest seq of address ?1 received at or
+/// before ?4, by the same binary search, so a lookup between them reads only that window.
+const UPPER: &str = "up(lo, hi) AS (
+    SELECT 0, COALESCE((SELECT seq FROM messages WHERE address = ?1 ORDER BY seq DESC LIMIT 1), 0)
+    UNION ALL
+    SELECT CASE WHEN (SELECT received_at FROM messages WHERE address = ?1 AND seq >= (lo + hi + 1) / 2
+                      ORDER BY seq LIMIT 1) <= ?4 THEN (lo + hi + 1) / 2 ELSE lo END,
+           CASE WHEN (SELECT received_at FROM messages WHERE address = ?1 AND seq >= (lo + hi + 1) / 2
+                      ORDER BY seq LIMIT 1) <= ?4 THEN hi ELSE (lo + hi + 1) / 2 - 1 END
+    FROM up WHERE lo < hi),
+  upper AS (SELECT lo AS seq FROM up WHERE lo >= hi)";
+
 const MESSAGE_COLUMNS: &str = "address, seq, id, received_at, ts, sender, key, body, sig";
 
 /// Rows per INSERT statement: D1 binds at most 100 parameters; a row takes 8
@@ -146,6 +158,32 @@ impl<'e> D1Store<'e> {
             return Ok(Some(shard));
         }
         Ok(self.placement_fresh(address).await?.map(|p| p.shard))
+    }
+
+    /// The stored copy of `id` at `address` received between `from` and `until` (both
+    /// included): a bounded lookup for a repeat whose `ts` bounds its first copy's
+    /// arrival on both sides (PROTOCOL.md 1.7), however long ago that was.
+    pub async fn find_between(
+        &self,
+        address: &Address,
+        id: &str,
+        from: u64,
+        until: u64,
+    ) -> StoreResult<Option<Stored>> {
+        let Some(db) = self.db_of(address).await? else { return Ok(None) };
+        let row = db
+            .prepare(format!(
+                "{CUT}, {UPPER} SELECT seq, received_at FROM messages
+                 WHERE address = ?1 AND seq > (SELECT seq FROM cut) AND seq <= (SELECT seq FROM upper)
+                   AND id = ?3 LIMIT 1"
+            ))
+            .bind(&[text(address.as_str()), num(from), text(id), num(until)])
+            .map_err(failed)?
+            .all()
+            .await
+            .and_then(first::<SeqAt>)
+            .map_err(failed)?;
+        Ok(row.map(|r| Stored { seq: r.seq, received_at: r.received_at }))
     }
 
     /// The directory row of `address`, read now (the retention job may have set

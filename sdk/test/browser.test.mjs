@@ -744,6 +744,30 @@ test("something happened: unread in the tab title, the newest conversation first
   for (const w of [rae, sam, tia]) await w.context.close();
 });
 
+test("a tab closed with a message waiting: another open tab of the wallet takes it over and sends it, once", async () => {
+  const [yan, zed] = [await wallet("yan"), await wallet("zed")];
+  await connect(yan);
+  await connect(zed);
+  const other = { ...yan, page: await yan.context.newPage() };
+  await connect(other);
+  await openDm(yan, zed.address);
+  await yan.context.route("**/v1/messages", (r) => r.abort());
+  await say(yan, "from a closed tab");
+  await yan.page.waitForSelector(`[data-testid=message][data-state=queued]:has-text("from a closed tab")`, { timeout: 20000 });
+  await yan.page.close();
+  // The other tab shows it waiting in the conversation with Zed, then sends it.
+  const row = `[data-testid=conversation][data-address="${zed.address}"]`;
+  await other.page.waitForSelector(row, { timeout: 20000 });
+  await other.page.click(row);
+  await other.page.waitForSelector(`[data-testid=message][data-state=queued]:has-text("from a closed tab")`, { timeout: 20000 });
+  await yan.context.unroute("**/v1/messages");
+  await other.page.waitForSelector(`[data-testid=message][data-state=sent]:has-text("from a closed tab")`, { timeout: 40000 });
+  await openConversation(zed, yan.address.slice(0, 6));
+  await sees(zed, "from a closed tab");
+  assert.equal(await zed.page.locator('[data-testid=message]:has-text("from a closed tab")').count(), 1, "once");
+  for (const w of [yan, zed]) await w.context.close();
+});
+
 test("unread: counted in the row, the title and the icon, kept across a reload, a marker where it starts, and said to screen readers", async () => {
   const [vic, wes] = [await wallet("vic"), await wallet("wes")];
   await connect(vic);

@@ -171,7 +171,8 @@ impl Mailbox {
                 let source = Source::Frame { ip: info.limit_ip.clone(), address: address.clone() };
                 let admitted = match admission::admit(&self.env, &config, &envelope, source, now).await {
                     Ok(admitted) => admitted,
-                    Err(refusal) => match admission::stored_repeat(&self.env, &config, &envelope, &refusal).await {
+                    Err(refusal) => match admission::stored_repeat(&self.env, &config, &envelope, &refusal, now).await?
+                    {
                         Some(first) => return Ok(Some(ServerFrame::Ack { reference, ack: first })),
                         None => return Err(refusal.error().clone().into()),
                     },

@@ -17,7 +17,7 @@ pub async fn post_message(mut req: Request, env: &Env, config: &Config, ip: &str
     let source = Source::Post { ip: ip.to_owned() };
     let admitted = match admission::admit(env, config, &value, source, now).await {
         Ok(admitted) => admitted,
-        Err(refusal) => match admission::stored_repeat(env, config, &value, &refusal).await {
+        Err(refusal) => match admission::stored_repeat(env, config, &value, &refusal, now).await? {
             Some(first) => return json(200, &first.to_json()),
             None => return Err(refusal.error().clone().into()),
         },

@@ -289,6 +289,10 @@ async fn a_repeat_refused_only_for_time_passed_is_the_first_copys_duplicate() {
     assert_eq!(again["received_at"], first["received_at"]);
     let (status, body) = relay().post(&never).await;
     assert_eq!((status, code(&body)), (400, Some("stale_timestamp")), "a stale envelope it never stored");
+    // Older than retention: nothing can be stored, nothing is looked up.
+    let ancient = sign_envelope(&alice.device, &room, Some(&alice.wallet), 1, b"from 1970");
+    let (status, body) = relay().post(&ancient).await;
+    assert_eq!((status, code(&body)), (400, Some("stale_timestamp")));
     // A forged signature on the stored envelope's fields learns nothing either.
     let mut forged = env.clone();
     forged["sig"] = anonymous_envelope(&room, b"x")["sig"].clone();
