@@ -170,14 +170,27 @@ impl<'e> D1Store<'e> {
         from: u64,
         until: u64,
     ) -> StoreResult<Option<Stored>> {
+        self.find_in(address, id, from, Some(until)).await
+    }
+
+    /// The stored copy of `id` at `address` received at or after `from` (and at or before
+    /// `until`, if given): [`CUT`] (and [`UPPER`]) bound the rows read.
+    async fn find_in(&self, address: &Address, id: &str, from: u64, until: Option<u64>) -> StoreResult<Option<Stored>> {
         let Some(db) = self.db_of(address).await? else { return Ok(None) };
+        let mut params = vec![text(address.as_str()), num(from), text(id)];
+        let (with, upper) = match until {
+            Some(until) => {
+                params.push(num(until));
+                (format!("{CUT}, {UPPER}"), "AND seq <= (SELECT seq FROM upper)")
+            }
+            None => (CUT.to_owned(), ""),
+        };
         let row = db
             .prepare(format!(
-                "{CUT}, {UPPER} SELECT seq, received_at FROM messages
-                 WHERE address = ?1 AND seq > (SELECT seq FROM cut) AND seq <= (SELECT seq FROM upper)
-                   AND id = ?3 LIMIT 1"
+                "{with} SELECT seq, received_at FROM messages
+                 WHERE address = ?1 AND seq > (SELECT seq FROM cut) {upper} AND id = ?3 LIMIT 1"
             ))
-            .bind(&[text(address.as_str()), num(from), text(id), num(until)])
+            .bind(&params)
             .map_err(failed)?
             .all()
             .await
@@ -416,19 +429,7 @@ impl Store for D1Store<'_> {
     }
 
     async fn find(&self, address: &Address, id: &str, from: u64) -> StoreResult<Option<Stored>> {
-        let Some(db) = self.db_of(address).await? else { return Ok(None) };
-        let row = db
-            .prepare(format!(
-                "{CUT} SELECT seq, received_at FROM messages
-                 WHERE address = ?1 AND seq > (SELECT seq FROM cut) AND id = ?3 LIMIT 1"
-            ))
-            .bind(&[text(address.as_str()), num(from), text(id)])
-            .map_err(failed)?
-            .all()
-            .await
-            .and_then(first::<SeqAt>)
-            .map_err(failed)?;
-        Ok(row.map(|r| Stored { seq: r.seq, received_at: r.received_at }))
+        self.find_in(address, id, from, None).await
     }
 
     async fn insert(&self, address: &Address, rows: &[MessageRow]) -> StoreResult<()> {
